@@ -1,0 +1,91 @@
+// spotrun's C++ shim: the few ATen entry points that tch 0.24's generated API lacks.
+//
+// Every function catches C++ exceptions and returns them as a heap string (NULL on success) that the Rust side
+// frees with spotrun_free_error. Tensor arguments are tch's `torch::Tensor*` handles.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+char* dup_error(const char* msg) { return strdup(msg); }
+
+std::vector<at::Tensor> gather(at::Tensor** ts, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(*ts[i]);
+  return out;
+}
+
+at::DeviceType device_type(int cuda) { return cuda ? at::kCUDA : at::kCPU; }
+}  // namespace
+
+#define SHIM_PROTECT(body)                     \
+  try {                                        \
+    body return nullptr;                       \
+  } catch (const std::exception& e) {          \
+    return dup_error(e.what());                \
+  } catch (...) {                              \
+    return dup_error("unknown C++ exception"); \
+  }
+
+extern "C" {
+
+void spotrun_free_error(char* err) { free(err); }
+
+// Enters an autocast region on CPU (cuda = 0) or CUDA (cuda = 1) with bf16 (half = 0) or fp16 (half = 1).
+char* spotrun_autocast_enter(int cuda, int half) {
+  SHIM_PROTECT({
+    at::DeviceType dt = device_type(cuda);
+    at::autocast::set_autocast_dtype(dt, half ? at::kHalf : at::kBFloat16);
+    at::autocast::set_autocast_enabled(dt, true);
+    at::autocast::increment_nesting();
+  })
+}
+
+// Leaves the region entered by spotrun_autocast_enter; clears the cast cache when the outermost region ends.
+char* spotrun_autocast_exit(int cuda) {
+  SHIM_PROTECT({
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_type(cuda), false);
+  })
+}
+
+// torch.optim.AdamW(fused=True)'s kernel. `steps` must already be incremented, as torch.optim does.
+// `found_inf` may be NULL; when given and non-zero the kernel leaves every tensor unchanged.
+char* spotrun_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs,
+                          at::Tensor** steps, size_t n, double lr, double beta1, double beta2, double weight_decay,
+                          double eps, at::Tensor* found_inf) {
+  SHIM_PROTECT({
+    auto p = gather(params, n);
+    auto g = gather(grads, n);
+    auto m = gather(exp_avgs, n);
+    auto v = gather(exp_avg_sqs, n);
+    auto s = gather(steps, n);
+    std::optional<at::Tensor> inf;
+    if (found_inf != nullptr) inf = *found_inf;
+    at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false,
+                      /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+  })
+}
+
+// GradScaler.unscale_: grads *= inv_scale in place; found_inf is set to 1 if any grad has an inf or NaN.
+char* spotrun_unscale_check(at::Tensor** grads, size_t n, at::Tensor* found_inf, at::Tensor* inv_scale) {
+  SHIM_PROTECT({
+    auto g = gather(grads, n);
+    at::_amp_foreach_non_finite_check_and_unscale_(g, *found_inf, *inv_scale);
+  })
+}
+
+// torch.use_deterministic_algorithms(on) plus cudnn.deterministic = on, cudnn.benchmark = false.
+char* spotrun_set_deterministic(int on) {
+  SHIM_PROTECT({
+    at::globalContext().setDeterministicAlgorithms(on != 0, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(on != 0);
+    at::globalContext().setBenchmarkCuDNN(false);
+  })
+}
+
+}  // extern "C"

@@ -1,0 +1,79 @@
+//! `write_atomic`: the only way spotrun writes a file it must not tear.
+//!
+//! Guarantee: after `write_atomic(path, bytes)` returns `Ok`, `path` holds exactly `bytes` and survives a crash
+//! or power loss; if it returns `Err` or the process dies at any point, `path` holds its previous content (or
+//! does not exist) — never a mix. Mechanism: write a scratch sibling `.<name>.tmp-<pid>-<n>`, fsync it, rename it
+//! over `path`, fsync the directory. A drop guard removes the scratch file on every error path.
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the scratch file unless disarmed.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Atomically replaces `path` with `bytes` (see the module docs for the guarantee).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("write_atomic: path has no file name"))?;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
+    let mut guard = Scratch(Some(tmp.clone()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    guard.0 = None;
+    File::open(&dir)?.sync_all()
+}
+
+/// Appends one line to `path` and fsyncs (for `metrics.jsonl`: a crash loses at most the line being written).
+pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_scratch_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.bin");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two!").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two!");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from("a.bin")]);
+    }
+
+    #[test]
+    fn failure_keeps_the_old_file_and_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.bin");
+        write_atomic(&p, b"old").unwrap();
+        // Renaming a file over a non-empty directory fails after the scratch file was written.
+        let target = d.path().join("dir");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("x"), b"x").unwrap();
+        assert!(write_atomic(&target, b"new").is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+}

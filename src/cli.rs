@@ -1,0 +1,93 @@
+//! The command line: clap definitions and dispatch. Maps every outcome to an exit code; prints errors once.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+use crate::trainer::{self, TrainOptions};
+use crate::device;
+
+#[derive(Debug, Parser)]
+#[command(name = "spotrun", version, about = "Train on preemptible GPUs: exact resume, sweeps, scale-out.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one run (the built-in default when CONFIG is omitted).
+    Train {
+        /// A TOML config; see configs/ for examples.
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set train.epochs=3 --set model.hidden=[512,512]. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Where the run's files go (default: runs/<name>-<runid8>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// No banner, progress bar or per-epoch lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List CUDA devices (name, memory, compute capability) and CPU threads.
+    Devices,
+}
+
+/// Parses the arguments, runs the command, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Train { config, sets, run_dir, quiet } => {
+            let s = trainer::train(&TrainOptions { config, sets, run_dir, quiet })?;
+            if let Some(last) = s.metrics.last() {
+                println!(
+                    "run {} finished: {} epochs, val_accuracy {:.4}, val_loss {:.4} -> {}",
+                    &s.run_id[..8],
+                    last.epoch,
+                    last.val_accuracy,
+                    last.val_loss,
+                    s.run_dir.join("model.safetensors").display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices => {
+            devices();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn devices() {
+    match device::list_gpus() {
+        Ok(gpus) if gpus.is_empty() => println!("no CUDA devices"),
+        Ok(gpus) => {
+            for g in gpus {
+                println!(
+                    "cuda:{}  {}  {:.1} GiB total, {:.1} GiB free  compute capability {}.{}",
+                    g.ordinal,
+                    g.name,
+                    g.total_bytes as f64 / (1u64 << 30) as f64,
+                    g.free_bytes as f64 / (1u64 << 30) as f64,
+                    g.compute_capability.0,
+                    g.compute_capability.1
+                );
+            }
+        }
+        Err(e) => println!("no usable CUDA devices ({e})"),
+    }
+    println!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+    println!("cpu: {} threads", device::cpu_threads());
+}

@@ -1,0 +1,45 @@
+//! The run id: a canonical hash of the resolved config.
+//!
+//! Canonical = the config as JSON with sorted keys, minus the keys that say *where* a run executes rather than
+//! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `data.on_device`).
+//! Moving a run to another GPU or thread count therefore keeps its id, so it can resume there.
+use sha2::{Digest, Sha256};
+
+use super::schema::Config;
+
+/// Keys left out of the hash, as `(section, key)`.
+pub const PLACEMENT_KEYS: [(&str, &str); 5] =
+    [("train", "name"), ("train", "device"), ("train", "threads"), ("train", "log_every"), ("data", "on_device")];
+
+/// The full hex SHA-256 of the canonical config.
+pub fn config_hash(c: &Config) -> String {
+    let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    for (section, key) in PLACEMENT_KEYS {
+        if let Some(obj) = v.get_mut(section).and_then(|s| s.as_object_mut()) {
+            obj.remove(key);
+        }
+    }
+    // serde_json's map is a BTreeMap (no `preserve_order` feature), so this string has sorted keys.
+    let canonical = v.to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_keys_do_not_change_the_id_but_hyperparameters_do() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.train.device = "cuda:1".into();
+        b.train.threads = 7;
+        b.train.name = Some("other".into());
+        assert_eq!(config_hash(&a), config_hash(&b));
+        let mut c = a.clone();
+        c.optim.lr *= 2.0;
+        assert_ne!(config_hash(&a), config_hash(&c));
+        assert_eq!(config_hash(&a).len(), 64);
+    }
+}

@@ -1,0 +1,173 @@
+//! Reading a config: TOML file (or the built-in default) → `--set` overrides → typed [`Config`] → validation.
+//!
+//! Errors always name the file and the dotted key path, e.g. `configs/mlp.toml: train.epochs: invalid type:
+//! string "ten", expected usize`. Nothing here touches the disk except reading the one config file.
+use std::path::{Path, PathBuf};
+
+use super::schema::Config;
+use super::validate::validate;
+
+/// What went wrong with a configuration; always names where the config came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: invalid TOML: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {key}: {message}")]
+    Key { file: PathBuf, key: String, message: String },
+    #[error("--set {arg}: expected KEY=VALUE, e.g. --set train.epochs=3")]
+    SetSyntax { arg: String },
+}
+
+/// A config plus where it came from (for messages and the default run name).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The config file, or `<built-in default>`.
+    pub origin: PathBuf,
+}
+
+/// The name shown for the built-in default config in messages.
+pub const BUILTIN: &str = "<built-in default>";
+
+/// Loads `path` (or the built-in default when `None`), applies `--set KEY=VALUE` overrides in order, and validates.
+pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, ConfigError> {
+    let origin = path.map_or_else(|| PathBuf::from(BUILTIN), Path::to_path_buf);
+    let mut table = match path {
+        None => toml::Table::new(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: origin.clone(), source })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax { file: origin.clone(), message: e.to_string().trim().to_string() })?
+        }
+    };
+    for arg in sets {
+        apply_set(&mut table, arg, &origin)?;
+    }
+    let mut config = from_table(table, &origin)?;
+    if config.train.name.is_none() {
+        let stem = path.and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
+        config.train.name = Some(stem.unwrap_or_else(|| "default".into()));
+    }
+    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.clone(), key, message })?;
+    Ok(LoadedConfig { config, origin })
+}
+
+/// Parses a config from TOML text (used for `config.toml` files spotrun wrote itself, and in tests).
+pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax { file: origin.to_path_buf(), message: e.to_string().trim().to_string() })?;
+    let config = from_table(table, origin)?;
+    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
+    Ok(config)
+}
+
+fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().to_string().trim().to_string();
+        ConfigError::Key { file: origin.to_path_buf(), key: if key == "." { "(top level)".into() } else { key }, message }
+    })
+}
+
+/// Applies one `KEY=VALUE`. The value is parsed as a TOML value (`3`, `true`, `[512, 512]`, `"x"`), falling back
+/// to a bare string (`bf16`), so types are checked by the same deserializer as the file.
+fn apply_set(table: &mut toml::Table, arg: &str, origin: &Path) -> Result<(), ConfigError> {
+    let (key, raw) = arg.split_once('=').ok_or_else(|| ConfigError::SetSyntax { arg: arg.into() })?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(ConfigError::SetSyntax { arg: arg.into() });
+    }
+    let value = format!("v = {}", raw.trim())
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, parents) = parts.split_last().ok_or_else(|| ConfigError::SetSyntax { arg: arg.into() })?;
+    let mut cur = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(ConfigError::Key {
+                    file: origin.to_path_buf(),
+                    key: parts[..=i].join("."),
+                    message: format!("--set {key}: `{}` is a value, not a section", parts[..=i].join(".")),
+                })
+            }
+        };
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::{OptimKind, Precision};
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.config.train.batch_size, 8192);
+        assert_eq!(c.config.train.name.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let (_d, p) = write("[train]\nepoch = 3\n");
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("train") && e.contains("epoch"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_path() {
+        let (_d, p) = write("[train]\nepochs = \"ten\"\n");
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("train.epochs"), "{e}");
+    }
+
+    #[test]
+    fn set_overrides_are_typed() {
+        let sets = ["train.epochs=3", "train.precision=fp16", "model.hidden=[64, 32]", "optim.kind=sgd"]
+            .map(String::from);
+        let c = load(None, &sets).unwrap().config;
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.precision, Precision::Fp16);
+        assert_eq!(c.model.hidden, vec![64, 32]);
+        assert_eq!(c.optim.kind, OptimKind::Sgd);
+        let e = load(None, &["train.epochs=three".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("train.epochs"), "{e}");
+        let e = load(None, &["train.nope=1".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        assert!(matches!(load(None, &["train.epochs".to_string()]), Err(ConfigError::SetSyntax { .. })));
+    }
+
+    #[test]
+    fn on_device_accepts_auto_and_bools() {
+        use crate::config::schema::OnDevice;
+        for (v, want) in [("\"auto\"", OnDevice::Auto), ("true", OnDevice::Always), ("false", OnDevice::Never)] {
+            let c = load(None, &[format!("data.on_device={v}")]).unwrap().config;
+            assert_eq!(c.data.on_device, want);
+        }
+        assert!(load(None, &["data.on_device=\"maybe\"".to_string()]).is_err());
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let c = load(None, &["optim.grad_clip=1.0".to_string()]).unwrap().config;
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(parse_str(&text, Path::new("config.toml")).unwrap(), c);
+    }
+}

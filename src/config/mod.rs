@@ -1,0 +1,15 @@
+//! Configuration: the TOML schema, loading with `--set` overrides, validation, and the run id hash.
+//!
+//! Owns everything about turning user text into a typed [`Config`]. Must not import any other spotrun module
+//! except `device` (for parsing `train.device`).
+mod hash;
+mod load;
+mod schema;
+mod validate;
+
+pub use hash::{config_hash, PLACEMENT_KEYS};
+pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
+pub use schema::{
+    Activation, CheckpointConfig, Config, DataConfig, DataSource, ModelConfig, ModelKind, OnDevice, OptimConfig,
+    OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TrainConfig,
+};

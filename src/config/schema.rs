@@ -1,0 +1,297 @@
+//! The typed configuration: one struct per TOML section, with the defaults a new user gets.
+//!
+//! Every section denies unknown keys, so a typo is an error that names the key instead of a silently ignored
+//! setting. Cross-field rules (ranges, kinds that need other keys) live in `validate.rs`.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole run configuration, as read from TOML and written back to `RUN_DIR/config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub train: TrainConfig,
+    pub checkpoint: CheckpointConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// The built-in, seeded classification task (see `data::synthetic`).
+    Synthetic,
+    /// A safetensors file with train and val tensors.
+    Safetensors,
+}
+
+/// `data.on_device`: whether the whole dataset is copied to the accelerator once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDevice {
+    /// Copy when the dataset takes at most half of the device's free memory.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// The safetensors file (relative paths are relative to the working directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    pub on_device: OnDevice,
+    /// Tensor names inside the safetensors file.
+    pub x_train: String,
+    pub y_train: String,
+    pub x_val: String,
+    pub y_val: String,
+    /// Per-sample input shape `[C, H, W]` (required by `model.kind = "cnn"` unless the file's tensors are 4-D).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<i64>>,
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: DataSource::Synthetic,
+            path: None,
+            on_device: OnDevice::Auto,
+            x_train: "x_train".into(),
+            y_train: "y_train".into(),
+            x_val: "x_val".into(),
+            y_val: "y_val".into(),
+            shape: None,
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+/// `[data.synthetic]`: size and seed of the built-in task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    pub train: usize,
+    pub val: usize,
+    pub features: usize,
+    pub classes: usize,
+    /// The data seed, separate from `train.seed` so replicate runs see the same data.
+    pub seed: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        SyntheticConfig { train: 60_000, val: 10_000, features: 784, classes: 10, seed: 1234 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Mlp,
+    Cnn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Tanh,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Hidden widths of the fully connected layers (for `cnn`, the layers after the convolutions).
+    pub hidden: Vec<i64>,
+    pub activation: Activation,
+    pub dropout: f64,
+    /// `cnn` only: output channels of each 3×3 convolution (each followed by the activation and a 2×2 max-pool).
+    pub channels: Vec<i64>,
+    /// Input features; inferred from the data when absent, an error when present and different.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<i64>,
+    /// Number of classes; inferred from the labels when absent, an error when a label does not fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<i64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            kind: ModelKind::Mlp,
+            hidden: vec![1024, 1024],
+            activation: Activation::Relu,
+            dropout: 0.0,
+            channels: vec![32, 64],
+            inputs: None,
+            classes: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub kind: OptimKind,
+    pub lr: f64,
+    /// Decoupled for AdamW, L2 (added to the gradient) for SGD, as in torch.optim.
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// Clip the global L2 norm of the gradients to this value before each step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            kind: OptimKind::Adamw,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            grad_clip: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+    Step,
+}
+
+/// `[schedule]`: the learning rate as a pure function of the optimizer step (see `optim::schedule`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// Linear warm-up from lr/warmup_steps to lr over this many steps (all kinds).
+    pub warmup_steps: u64,
+    /// `cosine`: the learning rate reached at the last step.
+    pub min_lr: f64,
+    /// `step`: multiply the learning rate by `gamma` every `step_size` optimizer steps.
+    pub step_size: u64,
+    pub gamma: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig { kind: ScheduleKind::Constant, warmup_steps: 0, min_lr: 0.0, step_size: 1000, gamma: 0.1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 autocast on CUDA, fp32 on CPU.
+    Auto,
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run name, used in the default run directory `runs/<name>-<runid8>` (default: the config file's stem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub precision: Precision,
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch; 0 = all cores.
+    pub threads: usize,
+    /// Read the loss back to the host every this many steps (0 = only at epoch end).
+    pub log_every: u64,
+    /// torch's deterministic algorithms (and the cuDNN/cuBLAS settings they need).
+    pub deterministic: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: None,
+            epochs: 10,
+            batch_size: 8192,
+            eval_batch_size: 8192,
+            precision: Precision::Auto,
+            seed: 0,
+            device: "auto".into(),
+            threads: 0,
+            log_every: 10,
+            deterministic: false,
+        }
+    }
+}
+
+/// `[checkpoint]`: where the final weights go (resume checkpoints arrive with the checkpoint issue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Directory for checkpoints (default `RUN_DIR/checkpoints`); may be a mounted volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Serialize for OnDevice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OnDevice::Auto => s.serialize_str("auto"),
+            OnDevice::Always => s.serialize_bool(true),
+            OnDevice::Never => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OnDevice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = OnDevice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<OnDevice, E> {
+                Ok(if b { OnDevice::Always } else { OnDevice::Never })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<OnDevice, E> {
+                match s {
+                    "auto" => Ok(OnDevice::Auto),
+                    "true" => Ok(OnDevice::Always),
+                    "false" => Ok(OnDevice::Never),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

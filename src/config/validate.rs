@@ -1,0 +1,97 @@
+//! Cross-field rules a type cannot express: positive sizes, ranges, and keys that other keys require.
+//!
+//! Pure: returns the dotted key and a message; `load.rs` adds the file name.
+use super::schema::{Config, DataSource, ModelKind};
+
+/// Checks `c`; on failure returns `(key path, message)`.
+pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
+    if c.train.epochs == 0 {
+        return err("train.epochs", "must be at least 1".into());
+    }
+    if c.train.batch_size == 0 {
+        return err("train.batch_size", "must be at least 1".into());
+    }
+    if c.train.eval_batch_size == 0 {
+        return err("train.eval_batch_size", "must be at least 1".into());
+    }
+    if crate::device::parse_device(&c.train.device).is_none() {
+        return err("train.device", format!("\"{}\" is not one of auto, cpu, cuda, cuda:N", c.train.device));
+    }
+    if !(c.optim.lr.is_finite() && c.optim.lr > 0.0) {
+        return err("optim.lr", format!("must be a positive number, got {}", c.optim.lr));
+    }
+    if !(c.optim.weight_decay.is_finite() && c.optim.weight_decay >= 0.0) {
+        return err("optim.weight_decay", format!("must be >= 0, got {}", c.optim.weight_decay));
+    }
+    for (i, b) in c.optim.betas.iter().enumerate() {
+        if !(0.0..1.0).contains(b) {
+            return err(&format!("optim.betas[{i}]"), format!("must be in [0, 1), got {b}"));
+        }
+    }
+    if !(c.optim.eps > 0.0) {
+        return err("optim.eps", format!("must be > 0, got {}", c.optim.eps));
+    }
+    if !(0.0..1.0).contains(&c.optim.momentum) && c.optim.momentum != 0.0 {
+        return err("optim.momentum", format!("must be in [0, 1), got {}", c.optim.momentum));
+    }
+    if c.optim.nesterov && (c.optim.momentum <= 0.0 || c.optim.dampening != 0.0) {
+        return err("optim.nesterov", "needs optim.momentum > 0 and optim.dampening = 0 (as in torch.optim.SGD)".into());
+    }
+    if let Some(g) = c.optim.grad_clip {
+        if !(g.is_finite() && g > 0.0) {
+            return err("optim.grad_clip", format!("must be a positive number, got {g}"));
+        }
+    }
+    if !(c.schedule.min_lr >= 0.0 && c.schedule.min_lr <= c.optim.lr) {
+        return err("schedule.min_lr", format!("must be in [0, optim.lr = {}], got {}", c.optim.lr, c.schedule.min_lr));
+    }
+    if c.schedule.step_size == 0 {
+        return err("schedule.step_size", "must be at least 1".into());
+    }
+    if !(c.schedule.gamma > 0.0 && c.schedule.gamma <= 1.0) {
+        return err("schedule.gamma", format!("must be in (0, 1], got {}", c.schedule.gamma));
+    }
+    if !(0.0..1.0).contains(&c.model.dropout) {
+        return err("model.dropout", format!("must be in [0, 1), got {}", c.model.dropout));
+    }
+    if let Some(i) = c.model.hidden.iter().position(|&h| h <= 0) {
+        return err(&format!("model.hidden[{i}]"), "widths must be positive".into());
+    }
+    if let Some(i) = c.model.channels.iter().position(|&h| h <= 0) {
+        return err(&format!("model.channels[{i}]"), "channel counts must be positive".into());
+    }
+    if c.model.kind == ModelKind::Cnn && c.model.channels.is_empty() {
+        return err("model.channels", "a cnn needs at least one convolution".into());
+    }
+    if matches!(c.model.inputs, Some(n) if n <= 0) {
+        return err("model.inputs", "must be positive".into());
+    }
+    if matches!(c.model.classes, Some(n) if n < 2) {
+        return err("model.classes", "must be at least 2".into());
+    }
+    if let Some(shape) = &c.data.shape {
+        if shape.len() != 3 || shape.iter().any(|&d| d <= 0) {
+            return err("data.shape", format!("must be [C, H, W] with positive sizes, got {shape:?}"));
+        }
+    }
+    match c.data.source {
+        DataSource::Safetensors if c.data.path.is_none() => {
+            return err("data.path", "data.source = \"safetensors\" needs data.path".into());
+        }
+        DataSource::Synthetic => {
+            let s = &c.data.synthetic;
+            if s.train == 0 || s.val == 0 {
+                return err("data.synthetic", "train and val must be at least 1".into());
+            }
+            if s.features < 2 || s.classes < 2 {
+                return err("data.synthetic", "features and classes must be at least 2".into());
+            }
+            if c.data.path.is_some() {
+                return err("data.path", "is only used with data.source = \"safetensors\"".into());
+            }
+        }
+        DataSource::Safetensors => {}
+    }
+    Ok(())
+}

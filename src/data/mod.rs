@@ -1,0 +1,177 @@
+//! Data: the dataset held in memory once (on the accelerator when it fits), epoch order, and batches.
+//!
+//! Owns loading (built-in synthetic task or a safetensors file), every check on the data (dtypes, shapes, label
+//! range, agreement with `model.inputs` / `model.classes` / `data.shape`), and the per-epoch permutation.
+//! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config`.
+mod file;
+mod order;
+mod rng;
+mod synthetic;
+
+use std::path::PathBuf;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice};
+pub use order::epoch_permutation;
+pub use rng::SplitMix64;
+pub use synthetic::{generate as generate_synthetic, Split};
+
+/// Bad data: always names the file (or `<synthetic>`) and the config key or tensor involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: cannot read data file (data.path): {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: no tensor named `{name}` ({key}); the file has: {have}")]
+    MissingTensor { path: PathBuf, key: String, name: String, have: String },
+    #[error("{path}: tensor `{name}` ({key}) has dtype {dtype}; expected one of {allowed}")]
+    Dtype { path: PathBuf, key: String, name: String, dtype: String, allowed: &'static str },
+    #[error("{path}: {key}: {message}")]
+    Shape { path: PathBuf, key: String, message: String },
+    #[error("{path}: label {label} in `{name}` is out of range for {classes} classes ({key})")]
+    LabelRange { path: PathBuf, key: String, name: String, label: i64, classes: i64 },
+}
+
+/// The whole dataset in memory. `x_*` are `[N, features]` in their stored dtype; `y_*` are int64 `[N]`.
+pub struct Dataset {
+    pub x_train: Tensor,
+    pub y_train: Tensor,
+    pub x_val: Tensor,
+    pub y_val: Tensor,
+    /// Per-sample shape: `[features]`, or `[C, H, W]` for image data.
+    pub sample_shape: Vec<i64>,
+    pub classes: i64,
+    /// Where the data came from, for messages.
+    pub origin: String,
+}
+
+impl Dataset {
+    /// Loads and checks the data described by `data`, against `model.inputs` / `model.classes` when set.
+    pub fn load(data: &DataConfig, model: &ModelConfig) -> Result<Dataset, DataError> {
+        let (raw, path) = match data.source {
+            DataSource::Synthetic => {
+                let (train, val) = synthetic::generate(&data.synthetic);
+                let f = data.synthetic.features as i64;
+                let to_x = |s: &Split| Tensor::from_slice(&s.x).reshape([s.y.len() as i64, f]);
+                let raw = file::RawSplits {
+                    x_train: to_x(&train),
+                    y_train: Tensor::from_slice(&train.y),
+                    x_val: to_x(&val),
+                    y_val: Tensor::from_slice(&val.y),
+                };
+                (raw, PathBuf::from("<synthetic>"))
+            }
+            DataSource::Safetensors => {
+                let path = data.path.clone().unwrap_or_default();
+                (file::read(&path, data)?, path)
+            }
+        };
+        Self::check(raw, &path, data, model)
+    }
+
+    fn check(raw: file::RawSplits, path: &std::path::Path, data: &DataConfig, model: &ModelConfig) -> Result<Dataset, DataError> {
+        let err = |key: &str, message: String| DataError::Shape { path: path.to_path_buf(), key: key.into(), message };
+        let (xt, xv) = (raw.x_train.size(), raw.x_val.size());
+        let (nt, nv) = (raw.y_train.size()[0], raw.y_val.size()[0]);
+        if xt[0] != nt {
+            return Err(err("data.y_train", format!("{} has {} samples but {} has {nt} labels", data.x_train, xt[0], data.y_train)));
+        }
+        if xv[0] != nv {
+            return Err(err("data.y_val", format!("{} has {} samples but {} has {nv} labels", data.x_val, xv[0], data.y_val)));
+        }
+        if xt[1..] != xv[1..] {
+            return Err(err("data.x_val", format!("per-sample shape {:?} differs from {}'s {:?}", &xv[1..], data.x_train, &xt[1..])));
+        }
+        let features: i64 = xt[1..].iter().product();
+        let sample_shape = match (&data.shape, xt.len()) {
+            (Some(s), _) if s.iter().product::<i64>() != features => {
+                return Err(err("data.shape", format!("{s:?} has {} elements but each sample has {features} ({:?})", s.iter().product::<i64>(), &xt[1..])));
+            }
+            (Some(s), _) => s.clone(),
+            (None, 4) => xt[1..].to_vec(),
+            (None, _) => vec![features],
+        };
+        if let Some(n) = model.inputs {
+            if n != features {
+                return Err(err("model.inputs", format!("is {n} but the data has {features} features per sample")));
+            }
+        }
+        let hi = label_range(&raw.y_train).1.max(label_range(&raw.y_val).1);
+        let classes = model.classes.unwrap_or(hi + 1).max(2);
+        for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
+            let (l, h) = label_range(y);
+            let bad = if l < 0 { Some(l) } else if h >= classes { Some(h) } else { None };
+            if let Some(label) = bad {
+                let key = if model.classes.is_some() && label >= 0 { "model.classes" } else { key };
+                return Err(DataError::LabelRange { path: path.to_path_buf(), key: key.into(), name: name.clone(), label, classes });
+            }
+        }
+        let flat = |x: Tensor| x.reshape([-1, features]);
+        Ok(Dataset {
+            x_train: flat(raw.x_train),
+            y_train: raw.y_train,
+            x_val: flat(raw.x_val),
+            y_val: raw.y_val,
+            sample_shape,
+            classes,
+            origin: path.display().to_string(),
+        })
+    }
+
+    pub fn features(&self) -> i64 {
+        self.sample_shape.iter().product()
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.y_train.size()[0] as usize
+    }
+
+    pub fn val_len(&self) -> usize {
+        self.y_val.size()[0] as usize
+    }
+
+    /// Bytes held by the four tensors.
+    pub fn nbytes(&self) -> u64 {
+        [&self.x_train, &self.y_train, &self.x_val, &self.y_val]
+            .iter()
+            .map(|t| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64)
+            .sum()
+    }
+
+    /// Moves the data to `device` once, if `policy` allows and (for `auto`) it takes at most half the free memory.
+    /// Returns whether the data now lives on `device`.
+    pub fn place(&mut self, device: Device, policy: OnDevice, free_bytes: Option<u64>) -> bool {
+        let fits = free_bytes.is_some_and(|free| self.nbytes() <= free / 2);
+        let go = match (device, policy) {
+            (Device::Cpu, _) => return true,
+            (_, OnDevice::Never) => false,
+            (_, OnDevice::Always) => true,
+            (_, OnDevice::Auto) => fits,
+        };
+        if go {
+            for t in [&mut self.x_train, &mut self.y_train, &mut self.x_val, &mut self.y_val] {
+                *t = t.to_device(device);
+            }
+        }
+        go
+    }
+
+    /// Gathers a batch by index and converts the inputs to float32 on `device` (uint8 scaled by 1/255).
+    pub fn batch(x: &Tensor, y: &Tensor, idx: &Tensor, device: Device) -> (Tensor, Tensor) {
+        let idx = idx.to_device(x.device());
+        let xb = x.index_select(0, &idx).to_device(device);
+        let yb = y.index_select(0, &idx).to_device(device);
+        let xb = match xb.kind() {
+            Kind::Float => xb,
+            Kind::Uint8 => xb.to_kind(Kind::Float) / 255.0,
+            _ => xb.to_kind(Kind::Float),
+        };
+        (xb, yb)
+    }
+}
+
+fn label_range(y: &Tensor) -> (i64, i64) {
+    (y.min().int64_value(&[]), y.max().int64_value(&[]))
+}

@@ -1,0 +1,50 @@
+//! The crate-level error: every module's error folds into [`Error`], which knows its exit code.
+//!
+//! Exit codes are part of the CLI contract: 0 success, 2 bad input (config, data, checkpoint, or a run that
+//! diverged), 1 anything else (I/O on the output side, libtorch failures).
+use std::process::ExitCode;
+
+use crate::checkpoint::TensorIoError;
+use crate::config::ConfigError;
+use crate::data::DataError;
+
+/// Everything that can stop a spotrun command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    TensorIo(#[from] TensorIoError),
+    /// The training loss became NaN or infinite (fp32/bf16, where no grad scaler can recover).
+    #[error("training diverged: the loss became {value} at epoch {epoch}, step {step}; lower optim.lr, enable optim.grad_clip, or use a different train.precision")]
+    Diverged { value: f64, epoch: usize, step: u64 },
+    /// A problem with a device request, e.g. `train.device = "cuda:3"` on a machine with one GPU.
+    #[error("{0}")]
+    Device(String),
+    /// The run directory cannot be used for this run (e.g. it holds a run with another config).
+    #[error("{0}")]
+    RunDir(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => ExitCode::from(2),
+            Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

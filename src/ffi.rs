@@ -1,0 +1,104 @@
+//! Safe wrappers over `shim/spotrun_shim.cpp`: the ATen calls tch 0.24 does not expose.
+//!
+//! This is the only module with `unsafe`. Each wrapper passes tch's tensor handles to C++, which catches every
+//! exception and returns it as text; nothing here can unwind across the FFI boundary.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CStr};
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+extern "C" {
+    fn spotrun_free_error(err: *mut c_char);
+    fn spotrun_autocast_enter(cuda: c_int, half: c_int) -> *mut c_char;
+    fn spotrun_autocast_exit(cuda: c_int) -> *mut c_char;
+    fn spotrun_fused_adamw(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        steps: *const *mut C_tensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        found_inf: *mut C_tensor,
+    ) -> *mut c_char;
+    fn spotrun_unscale_check(grads: *const *mut C_tensor, n: usize, found_inf: *mut C_tensor, inv_scale: *mut C_tensor) -> *mut c_char;
+    fn spotrun_set_deterministic(on: c_int) -> *mut c_char;
+}
+
+/// An error raised by libtorch inside the shim.
+#[derive(Debug, thiserror::Error)]
+#[error("libtorch: {0}")]
+pub struct ShimError(pub String);
+
+fn check(err: *mut c_char) -> Result<(), ShimError> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated strdup'ed string owned by us until freed.
+    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { spotrun_free_error(err) };
+    Err(ShimError(msg))
+}
+
+fn handles(ts: &[Tensor]) -> Vec<*mut C_tensor> {
+    ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+/// Turns autocast on for CPU or CUDA with bf16 (`half = false`) or fp16; pair with [`autocast_exit`].
+pub fn autocast_enter(cuda: bool, half: bool) -> Result<(), ShimError> {
+    // SAFETY: plain ints; the shim catches exceptions.
+    check(unsafe { spotrun_autocast_enter(c_int::from(cuda), c_int::from(half)) })
+}
+
+pub fn autocast_exit(cuda: bool) -> Result<(), ShimError> {
+    // SAFETY: as above.
+    check(unsafe { spotrun_autocast_exit(c_int::from(cuda)) })
+}
+
+/// `torch._fused_adamw_` over parallel lists. Every list must have `params.len()` entries (checked).
+/// `steps` must already hold the incremented step count. With `found_inf` non-zero nothing changes.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    steps: &[Tensor],
+    lr: f64,
+    betas: [f64; 2],
+    weight_decay: f64,
+    eps: f64,
+    found_inf: Option<&Tensor>,
+) -> Result<(), ShimError> {
+    let n = params.len();
+    if [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()].iter().any(|&l| l != n) {
+        return Err(ShimError("fused_adamw: tensor lists differ in length".into()));
+    }
+    let (p, g, m, v, s) = (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
+    let inf = found_inf.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut C_tensor);
+    // SAFETY: every handle points at a live tensor borrowed for the duration of the call; lengths were checked.
+    check(unsafe {
+        spotrun_fused_adamw(p.as_ptr(), g.as_ptr(), m.as_ptr(), v.as_ptr(), s.as_ptr(), n, lr, betas[0], betas[1], weight_decay, eps, inf)
+    })
+}
+
+/// `torch._amp_foreach_non_finite_check_and_unscale_`: `grads *= inv_scale`; sets `found_inf` to 1 on inf/NaN.
+pub fn unscale_check(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<(), ShimError> {
+    let g = handles(grads);
+    // SAFETY: live borrowed tensors for the duration of the call.
+    check(unsafe {
+        spotrun_unscale_check(g.as_ptr(), g.len(), found_inf.as_ptr() as *mut C_tensor, inv_scale.as_ptr() as *mut C_tensor)
+    })
+}
+
+/// `torch.use_deterministic_algorithms(on)` plus deterministic cuDNN without benchmarking.
+pub fn set_deterministic(on: bool) -> Result<(), ShimError> {
+    // SAFETY: a plain int.
+    check(unsafe { spotrun_set_deterministic(c_int::from(on)) })
+}

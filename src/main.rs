@@ -1,0 +1,4 @@
+//! The `spotrun` binary: everything lives in the library; this only hands over to the CLI.
+fn main() -> std::process::ExitCode {
+    spotrun::cli::main()
+}

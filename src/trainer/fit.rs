@@ -1,0 +1,206 @@
+//! The training loop: shuffled large batches, mixed precision, no host sync per step, eval every epoch.
+//!
+//! Determinism contract (what exact resume relies on): the epoch order is a function of (seed, epoch); the
+//! global RNG is reseeded from (seed, epoch, batch) before every step, so dropout masks do not depend on what ran
+//! before in this process; the LR is a pure function of the step. Given the weights, the optimizer and scaler
+//! state and (epoch, batch), the rest of the run is determined.
+use std::time::Instant;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::metrics::EpochMetrics;
+use super::progress::Progress;
+use crate::amp::{self, Autocast, GradScaler, Resolved, ScalerConfig};
+use crate::config::Config;
+use crate::data::{epoch_permutation, Dataset, SplitMix64};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::optim::{self, Optimizer};
+
+/// Drives one model over one dataset with one config. Build it, then call [`Trainer::fit`].
+pub struct Trainer<'a> {
+    cfg: &'a Config,
+    model: &'a dyn Model,
+    data: &'a Dataset,
+    device: Device,
+    precision: Resolved,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    optimizer: Box<dyn Optimizer>,
+    scaler: Option<GradScaler>,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+}
+
+/// What [`Trainer::fit`] produced.
+pub struct FitOutcome {
+    pub metrics: Vec<EpochMetrics>,
+}
+
+impl<'a> Trainer<'a> {
+    /// `vs` holds the model's variables; their names (sorted) name the optimizer state.
+    pub fn new(cfg: &'a Config, vs: &VarStore, model: &'a dyn Model, data: &'a Dataset, device: Device) -> Trainer<'a> {
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
+        let optimizer = optim::build(&cfg.optim, &names, &params);
+        let precision = amp::resolve(cfg.train.precision, device.is_cuda());
+        let scaler = (precision == Resolved::Fp16).then(|| GradScaler::new(ScalerConfig::default(), device));
+        Trainer { cfg, model, data, device, precision, names, params, optimizer, scaler, step: 0 }
+    }
+
+    pub fn precision(&self) -> Resolved {
+        self.precision
+    }
+
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.data.train_len().div_ceil(self.cfg.train.batch_size) as u64
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch() * self.cfg.train.epochs as u64
+    }
+
+    /// Parameter names in the order the optimizer sees them.
+    pub fn param_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Trains every epoch, calling `on_epoch` after each (e.g. to append to metrics.jsonl).
+    pub fn fit(&mut self, progress: &Progress, on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>) -> Result<FitOutcome> {
+        let mut all = Vec::with_capacity(self.cfg.train.epochs);
+        for epoch in 0..self.cfg.train.epochs {
+            let m = self.epoch(epoch, progress)?;
+            progress.epoch(&m);
+            on_epoch(&m)?;
+            all.push(m);
+        }
+        progress.finish();
+        Ok(FitOutcome { metrics: all })
+    }
+
+    /// One epoch (0-based `epoch`): train over the whole permutation, then evaluate.
+    pub fn epoch(&mut self, epoch: usize, progress: &Progress) -> Result<EpochMetrics> {
+        let t0 = Instant::now();
+        let n = self.data.train_len();
+        let bs = self.cfg.train.batch_size;
+        let seed = self.cfg.train.seed;
+        let order = Tensor::from_slice(&epoch_permutation(seed, epoch as u64, n)).to_device(self.data.x_train.device());
+        let loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        let skipped = Tensor::zeros([], (Kind::Float, self.device));
+        let mut lr = 0.0;
+        for (batch, start) in (0..n).step_by(bs).enumerate() {
+            let len = bs.min(n - start);
+            tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, batch as u64]).next_u64() as i64 >> 1);
+            let idx = order.narrow(0, start as i64, len as i64);
+            let (x, y) = Dataset::batch(&self.data.x_train, &self.data.y_train, &idx, self.device);
+            lr = optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step, self.total_steps());
+            let loss = self.train_step(&x, &y, lr)?;
+            let _ = loss_sum.shallow_clone().f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
+            if let Some(s) = &self.scaler {
+                let _ = skipped.shallow_clone().f_add_(s.found_inf())?;
+            }
+            self.step += 1;
+            let every = self.cfg.train.log_every;
+            let shown = if every > 0 && self.step % every == 0 {
+                let v = loss.f_double_value(&[])?;
+                self.check_finite(v, epoch)?;
+                Some(v)
+            } else {
+                None
+            };
+            let rate = (start + len) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            progress.step(self.step, epoch + 1, shown, rate);
+        }
+        let train_loss = loss_sum.f_double_value(&[])? / n as f64;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        self.check_finite(train_loss, epoch)?;
+        let (val_loss, val_accuracy) = self.evaluate()?;
+        Ok(EpochMetrics {
+            epoch: epoch + 1,
+            step: self.step,
+            train_loss,
+            val_loss,
+            val_accuracy,
+            lr,
+            samples_per_sec: n as f64 / train_seconds.max(1e-9),
+            epoch_seconds: t0.elapsed().as_secs_f64(),
+            skipped_steps: match &self.scaler {
+                Some(_) => Some(skipped.f_double_value(&[])? as u64),
+                None => None,
+            },
+        })
+    }
+
+    /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
+    fn train_step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<Tensor> {
+        for p in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.f_zero_()?;
+            }
+        }
+        let loss = {
+            let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+            let logits = self.model.forward_t(x, true);
+            logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)?
+        };
+        match &mut self.scaler {
+            Some(s) => s.scale(&loss).f_backward()?,
+            None => loss.f_backward()?,
+        }
+        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
+        if let Some(s) = &mut self.scaler {
+            s.unscale(&grads).map_err(|e| Error::Device(e.to_string()))?;
+        }
+        if let Some(max) = self.cfg.optim.grad_clip {
+            let _ = optim::clip_grad_norm(&grads, max)?;
+        }
+        let found_inf = self.scaler.as_ref().map(GradScaler::found_inf);
+        self.optimizer.step(&self.params, lr, found_inf).map_err(|e| Error::Device(e.to_string()))?;
+        if let Some(s) = &mut self.scaler {
+            s.update()?;
+        }
+        Ok(loss)
+    }
+
+    /// Mean cross-entropy and accuracy on the validation split (one host sync).
+    pub fn evaluate(&self) -> Result<(f64, f64)> {
+        let n = self.data.val_len();
+        let bs = self.cfg.train.eval_batch_size;
+        let loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        let correct = Tensor::zeros([], (Kind::Int64, self.device));
+        tch::no_grad(|| -> Result<()> {
+            let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+            for start in (0..n).step_by(bs) {
+                let len = bs.min(n - start) as i64;
+                let idx = Tensor::arange_start(start as i64, start as i64 + len, (Kind::Int64, self.data.x_val.device()));
+                let (x, y) = Dataset::batch(&self.data.x_val, &self.data.y_val, &idx, self.device);
+                let logits = self.model.forward_t(&x, false);
+                let l = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?;
+                let _ = loss_sum.shallow_clone().f_add_(&l.to_kind(Kind::Float))?;
+                let hits = logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?;
+                let _ = correct.shallow_clone().f_add_(&hits)?;
+            }
+            Ok(())
+        })?;
+        Ok((loss_sum.f_double_value(&[])? / n as f64, correct.f_double_value(&[])? / n as f64))
+    }
+
+    fn check_finite(&self, v: f64, epoch: usize) -> Result<()> {
+        if v.is_finite() || self.precision == Resolved::Fp16 {
+            return Ok(());
+        }
+        Err(Error::Diverged { value: v, epoch: epoch + 1, step: self.step })
+    }
+
+    /// Optimizer state as named tensors, prefixed `optim.`; grad scaler state prefixed `scaler.`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)).collect();
+        if let Some(s) = &self.scaler {
+            out.extend(s.state().into_iter().map(|(k, v)| (format!("scaler.{k}"), v)));
+        }
+        out
+    }
+}
