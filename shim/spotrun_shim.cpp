@@ -79,6 +79,14 @@ char* spotrun_unscale_check(at::Tensor** grads, size_t n, at::Tensor* found_inf,
   })
 }
 
+// optimizer.zero_grad(set_to_none=True): drops each tensor's .grad so backward writes fresh gradients
+// instead of accumulating into zeroed buffers.
+char* spotrun_grads_to_none(at::Tensor** ts, size_t n) {
+  SHIM_PROTECT({
+    for (size_t i = 0; i < n; ++i) ts[i]->mutable_grad().reset();
+  })
+}
+
 // torch.use_deterministic_algorithms(on) plus cudnn.deterministic = on, cudnn.benchmark = false.
 char* spotrun_set_deterministic(int on) {
   SHIM_PROTECT({

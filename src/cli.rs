@@ -38,6 +38,9 @@ pub enum Command {
 /// Parses the arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("SPOTRUN_DEFAULT_MALLOC").is_none() {
+        crate::ffi::tune_allocator();
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

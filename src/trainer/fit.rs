@@ -135,12 +135,7 @@ impl<'a> Trainer<'a> {
 
     /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
     fn train_step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<Tensor> {
-        for p in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.f_zero_()?;
-            }
-        }
+        crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Device(e.to_string()))?;
         let loss = {
             let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
             let logits = self.model.forward_t(x, true);

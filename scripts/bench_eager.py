@@ -1,0 +1,71 @@
+"""The PyTorch-eager side of spotrun's throughput benchmark: the same loop, model, data, batch and threads.
+
+Usage: bench_eager.py DATA.safetensors --model mlp|cnn --batch B --threads T --epochs E [--hidden 1024,1024]
+       [--channels 32,64] [--shape 1,28,28] [--precision fp32|bf16] [--device cpu|cuda] [--malloc-tuned]
+Prints one JSON line: {"samples_per_sec": [per timed epoch...]} (the first, warm-up epoch is not timed).
+The loop is what a PyTorch user writes: randperm order, x[idx], F.cross_entropy, AdamW (default, i.e.
+single-tensor on CPU, foreach on CUDA), zero_grad(set_to_none=True), backward, step.
+"""
+import argparse, ctypes, json, os, sys, time
+
+p = argparse.ArgumentParser()
+p.add_argument("data")
+p.add_argument("--model", default="mlp")
+p.add_argument("--batch", type=int, default=8192)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--epochs", type=int, default=3)
+p.add_argument("--hidden", default="1024,1024")
+p.add_argument("--channels", default="32,64")
+p.add_argument("--shape", default="1,28,28")
+p.add_argument("--precision", default="fp32")
+p.add_argument("--device", default="cpu")
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--malloc-tuned", action="store_true", help="apply spotrun's glibc malloc settings first")
+a = p.parse_args()
+
+if a.malloc_tuned:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-4, 0)          # M_MMAP_MAX = 0
+    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
+
+import torch, torch.nn.functional as F
+from safetensors.torch import load_file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spotrun_models import SpotrunCNN, SpotrunMLP
+
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+dev = torch.device(a.device)
+d = load_file(a.data)
+x, y = d["x_train"].to(dev), d["y_train"].to(dev)
+n, feats = x.shape[0], x[0].numel()
+classes = int(y.max()) + 1
+hidden = [int(h) for h in a.hidden.split(",") if h]
+if a.model == "cnn":
+    model = SpotrunCNN([int(s) for s in a.shape.split(",")], [int(c) for c in a.channels.split(",")], hidden, classes)
+else:
+    model = SpotrunMLP(feats, hidden, classes)
+model = model.to(dev).train()
+opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+rates = []
+for epoch in range(a.epochs + 1):
+    sync()
+    t0 = time.perf_counter()
+    perm = torch.randperm(n, device=dev)
+    for i in range(0, n, a.batch):
+        idx = perm[i:i + a.batch]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    float(loss)
+    sync()
+    if epoch > 0:
+        rates.append(n / (time.perf_counter() - t0))
+print(json.dumps({"samples_per_sec": rates}))
