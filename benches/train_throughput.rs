@@ -42,7 +42,10 @@ fn model_sets(kind: &str, threads: &str, dev: &str, precision: &str) -> Vec<Stri
         "train.log_every=0".into(),
     ];
     if kind == "cnn" {
-        sets.extend(["model.kind=\"cnn\"", "model.hidden=[128]", "model.channels=[32, 64]", "data.shape=[1, 28, 28]"].map(String::from));
+        sets.extend(
+            ["model.kind=\"cnn\"", "model.hidden=[128]", "model.channels=[32, 64]", "data.shape=[1, 28, 28]"]
+                .map(String::from),
+        );
     }
     sets
 }
@@ -55,20 +58,38 @@ fn spotrun_rates(cfg: &Config, data: &Dataset, dev: tch::Device, epochs: usize) 
         Err((k, m)) => panic!("bench model: {k}: {m}"),
     };
     let mut t = Trainer::new(cfg, &vs, net.as_ref(), data, dev);
-    (0..=epochs)
-        .map(|e| t.epoch(e, &Progress::Quiet).map(|m| m.samples_per_sec).unwrap_or(f64::NAN))
-        .skip(1)
-        .collect()
+    (0..=epochs).map(|e| t.epoch(e, &Progress::Quiet).map(|m| m.samples_per_sec).unwrap_or(f64::NAN)).skip(1).collect()
 }
 
-fn eager_rates(data: &Path, kind: &str, cfg: &Config, threads: &str, dev: &str, precision: &str, epochs: usize, tuned: bool) -> Vec<f64> {
+fn eager_rates(
+    data: &Path,
+    kind: &str,
+    cfg: &Config,
+    threads: &str,
+    dev: &str,
+    precision: &str,
+    epochs: usize,
+    tuned: bool,
+) -> Vec<f64> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_eager.py");
     let hidden: Vec<String> = cfg.model.hidden.iter().map(i64::to_string).collect();
     let channels: Vec<String> = cfg.model.channels.iter().map(i64::to_string).collect();
     let mut cmd = Command::new(python());
-    cmd.arg(script).arg(data).args(["--model", kind, "--batch", &cfg.train.batch_size.to_string(), "--threads", threads]);
+    cmd.arg(script).arg(data).args([
+        "--model",
+        kind,
+        "--batch",
+        &cfg.train.batch_size.to_string(),
+        "--threads",
+        threads,
+    ]);
     cmd.args(["--epochs", &epochs.to_string(), "--hidden", &hidden.join(","), "--channels", &channels.join(",")]);
-    cmd.args(["--device", if dev == "cpu" { "cpu" } else { "cuda" }, "--precision", if precision == "auto" { "bf16" } else { precision }]);
+    cmd.args([
+        "--device",
+        if dev == "cpu" { "cpu" } else { "cuda" },
+        "--precision",
+        if precision == "auto" { "bf16" } else { precision },
+    ]);
     if tuned {
         cmd.arg("--malloc-tuned");
     }
@@ -108,14 +129,16 @@ fn main() {
             Err(e) => panic!("bench config: {e}"),
         };
         tch::set_num_threads(threads.parse().unwrap_or(2));
-        let dev = device::select(device::parse_device(&dev_s).unwrap_or(device::DeviceRequest::Cpu)).unwrap_or(tch::Device::Cpu);
+        let dev = device::select(device::parse_device(&dev_s).unwrap_or(device::DeviceRequest::Cpu))
+            .unwrap_or(tch::Device::Cpu);
         let mut data = match Dataset::load(&cfg.data, &cfg.model) {
             Ok(d) => d,
             Err(e) => panic!("bench data: {e}"),
         };
         let file = tmp.path().join(format!("{kind}.safetensors"));
-        let named = [("x_train", &data.x_train), ("y_train", &data.y_train), ("x_val", &data.x_val), ("y_val", &data.y_val)]
-            .map(|(n, t)| (n.to_string(), t.shallow_clone()));
+        let named =
+            [("x_train", &data.x_train), ("y_train", &data.y_train), ("x_val", &data.x_val), ("y_val", &data.y_val)]
+                .map(|(n, t)| (n.to_string(), t.shallow_clone()));
         if let Err(e) = checkpoint::save(&file, &named) {
             panic!("bench data file: {e}");
         }
@@ -125,9 +148,21 @@ fn main() {
             ours.extend(spotrun_rates(&cfg, &data, dev, epochs));
             eager.extend(eager_rates(&file, kind, &cfg, &threads, &dev_s, &precision, epochs, false));
             tuned.extend(eager_rates(&file, kind, &cfg, &threads, &dev_s, &precision, epochs, true));
-            eprintln!("{kind} round {}/{rounds}: spotrun {:.0}, eager {:.0}, eager+malloc {:.0} samples/s", r + 1, median(ours.clone()), median(eager.clone()), median(tuned.clone()));
+            eprintln!(
+                "{kind} round {}/{rounds}: spotrun {:.0}, eager {:.0}, eager+malloc {:.0} samples/s",
+                r + 1,
+                median(ours.clone()),
+                median(eager.clone()),
+                median(tuned.clone())
+            );
         }
-        rows.push((kind.to_string(), model::describe(&cfg.model, &data.sample_shape, data.classes), median(ours), median(eager), median(tuned)));
+        rows.push((
+            kind.to_string(),
+            model::describe(&cfg.model, &data.sample_shape, data.classes),
+            median(ours),
+            median(eager),
+            median(tuned),
+        ));
     }
     println!("\ntrain throughput, batch 8192, {precision}, {threads} threads, device {dev_s}, median of {rounds}x{epochs} epochs");
     println!("| model | spotrun samples/s | PyTorch eager | ratio | eager + spotrun's malloc settings | ratio |");

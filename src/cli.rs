@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::device;
 use crate::error::Result;
 use crate::trainer::{self, TrainOptions};
-use crate::device;
 
 #[derive(Debug, Parser)]
 #[command(name = "spotrun", version, about = "Train on preemptible GPUs: exact resume, sweeps, scale-out.")]

@@ -36,7 +36,9 @@ impl Error {
     /// The process exit code for this error: 2 for bad input, 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => ExitCode::from(2),
+            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => {
+                ExitCode::from(2)
+            }
             Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
             _ => ExitCode::from(1),
         }

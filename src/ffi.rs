@@ -27,7 +27,12 @@ extern "C" {
         eps: f64,
         found_inf: *mut C_tensor,
     ) -> *mut c_char;
-    fn spotrun_unscale_check(grads: *const *mut C_tensor, n: usize, found_inf: *mut C_tensor, inv_scale: *mut C_tensor) -> *mut c_char;
+    fn spotrun_unscale_check(
+        grads: *const *mut C_tensor,
+        n: usize,
+        found_inf: *mut C_tensor,
+        inv_scale: *mut C_tensor,
+    ) -> *mut c_char;
     fn spotrun_set_deterministic(on: c_int) -> *mut c_char;
     fn spotrun_grads_to_none(ts: *const *mut C_tensor, n: usize) -> *mut c_char;
 }
@@ -85,7 +90,20 @@ pub fn fused_adamw(
     let inf = found_inf.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut C_tensor);
     // SAFETY: every handle points at a live tensor borrowed for the duration of the call; lengths were checked.
     check(unsafe {
-        spotrun_fused_adamw(p.as_ptr(), g.as_ptr(), m.as_ptr(), v.as_ptr(), s.as_ptr(), n, lr, betas[0], betas[1], weight_decay, eps, inf)
+        spotrun_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            lr,
+            betas[0],
+            betas[1],
+            weight_decay,
+            eps,
+            inf,
+        )
     })
 }
 
@@ -94,7 +112,12 @@ pub fn unscale_check(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -
     let g = handles(grads);
     // SAFETY: live borrowed tensors for the duration of the call.
     check(unsafe {
-        spotrun_unscale_check(g.as_ptr(), g.len(), found_inf.as_ptr() as *mut C_tensor, inv_scale.as_ptr() as *mut C_tensor)
+        spotrun_unscale_check(
+            g.as_ptr(),
+            g.len(),
+            found_inf.as_ptr() as *mut C_tensor,
+            inv_scale.as_ptr() as *mut C_tensor,
+        )
     })
 }
 

@@ -61,7 +61,13 @@ impl GradScaler {
     /// Adjusts the scale after a step (on the device, no sync).
     pub fn update(&mut self) -> Result<(), TchError> {
         let c = self.cfg;
-        let _ = self.scale.f_internal_amp_update_scale_(&self.growth_tracker, &self.found_inf, c.growth_factor, c.backoff_factor, c.growth_interval)?;
+        let _ = self.scale.f_internal_amp_update_scale_(
+            &self.growth_tracker,
+            &self.found_inf,
+            c.growth_factor,
+            c.backoff_factor,
+            c.growth_interval,
+        )?;
         Ok(())
     }
 
@@ -71,7 +77,10 @@ impl GradScaler {
     }
 
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        vec![("scale".into(), self.scale.shallow_clone()), ("growth_tracker".into(), self.growth_tracker.shallow_clone())]
+        vec![
+            ("scale".into(), self.scale.shallow_clone()),
+            ("growth_tracker".into(), self.growth_tracker.shallow_clone()),
+        ]
     }
 
     /// Restores [`GradScaler::state`]; `Err` names a missing entry.

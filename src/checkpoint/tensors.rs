@@ -104,9 +104,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path, device: Device) -> Result<HashMap<S
     let st = SafeTensors::deserialize(bytes).map_err(|e| ferr(e.to_string()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| ferr(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+        let kind = kind_of(view.dtype())
+            .ok_or_else(|| ferr(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| ferr(format!("tensor `{name}`: {e}")))?;
+        let t =
+            Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| ferr(format!("tensor `{name}`: {e}")))?;
         out.insert(name, t.to_device(device));
     }
     Ok(out)

@@ -37,7 +37,8 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, Config
     let mut table = match path {
         None => toml::Table::new(),
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: origin.clone(), source })?;
+            let text =
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: origin.clone(), source })?;
             text.parse::<toml::Table>()
                 .map_err(|e| ConfigError::Syntax { file: origin.clone(), message: e.to_string().trim().to_string() })?
         }
@@ -68,7 +69,11 @@ fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> 
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let message = e.into_inner().to_string().trim().to_string();
-        ConfigError::Key { file: origin.to_path_buf(), key: if key == "." { "(top level)".into() } else { key }, message }
+        ConfigError::Key {
+            file: origin.to_path_buf(),
+            key: if key == "." { "(top level)".into() } else { key },
+            message,
+        }
     })
 }
 
@@ -140,8 +145,8 @@ mod tests {
 
     #[test]
     fn set_overrides_are_typed() {
-        let sets = ["train.epochs=3", "train.precision=fp16", "model.hidden=[64, 32]", "optim.kind=sgd"]
-            .map(String::from);
+        let sets =
+            ["train.epochs=3", "train.precision=fp16", "model.hidden=[64, 32]", "optim.kind=sgd"].map(String::from);
         let c = load(None, &sets).unwrap().config;
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.precision, Precision::Fp16);

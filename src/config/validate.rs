@@ -36,7 +36,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         return err("optim.momentum", format!("must be in [0, 1), got {}", c.optim.momentum));
     }
     if c.optim.nesterov && (c.optim.momentum <= 0.0 || c.optim.dampening != 0.0) {
-        return err("optim.nesterov", "needs optim.momentum > 0 and optim.dampening = 0 (as in torch.optim.SGD)".into());
+        return err(
+            "optim.nesterov",
+            "needs optim.momentum > 0 and optim.dampening = 0 (as in torch.optim.SGD)".into(),
+        );
     }
     if let Some(g) = c.optim.grad_clip {
         if !(g.is_finite() && g > 0.0) {

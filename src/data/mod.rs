@@ -71,23 +71,44 @@ impl Dataset {
         Self::check(raw, &path, data, model)
     }
 
-    fn check(raw: file::RawSplits, path: &std::path::Path, data: &DataConfig, model: &ModelConfig) -> Result<Dataset, DataError> {
+    fn check(
+        raw: file::RawSplits,
+        path: &std::path::Path,
+        data: &DataConfig,
+        model: &ModelConfig,
+    ) -> Result<Dataset, DataError> {
         let err = |key: &str, message: String| DataError::Shape { path: path.to_path_buf(), key: key.into(), message };
         let (xt, xv) = (raw.x_train.size(), raw.x_val.size());
         let (nt, nv) = (raw.y_train.size()[0], raw.y_val.size()[0]);
         if xt[0] != nt {
-            return Err(err("data.y_train", format!("{} has {} samples but {} has {nt} labels", data.x_train, xt[0], data.y_train)));
+            return Err(err(
+                "data.y_train",
+                format!("{} has {} samples but {} has {nt} labels", data.x_train, xt[0], data.y_train),
+            ));
         }
         if xv[0] != nv {
-            return Err(err("data.y_val", format!("{} has {} samples but {} has {nv} labels", data.x_val, xv[0], data.y_val)));
+            return Err(err(
+                "data.y_val",
+                format!("{} has {} samples but {} has {nv} labels", data.x_val, xv[0], data.y_val),
+            ));
         }
         if xt[1..] != xv[1..] {
-            return Err(err("data.x_val", format!("per-sample shape {:?} differs from {}'s {:?}", &xv[1..], data.x_train, &xt[1..])));
+            return Err(err(
+                "data.x_val",
+                format!("per-sample shape {:?} differs from {}'s {:?}", &xv[1..], data.x_train, &xt[1..]),
+            ));
         }
         let features: i64 = xt[1..].iter().product();
         let sample_shape = match (&data.shape, xt.len()) {
             (Some(s), _) if s.iter().product::<i64>() != features => {
-                return Err(err("data.shape", format!("{s:?} has {} elements but each sample has {features} ({:?})", s.iter().product::<i64>(), &xt[1..])));
+                return Err(err(
+                    "data.shape",
+                    format!(
+                        "{s:?} has {} elements but each sample has {features} ({:?})",
+                        s.iter().product::<i64>(),
+                        &xt[1..]
+                    ),
+                ));
             }
             (Some(s), _) => s.clone(),
             (None, 4) => xt[1..].to_vec(),
@@ -102,10 +123,22 @@ impl Dataset {
         let classes = model.classes.unwrap_or(hi + 1).max(2);
         for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
             let (l, h) = label_range(y);
-            let bad = if l < 0 { Some(l) } else if h >= classes { Some(h) } else { None };
+            let bad = if l < 0 {
+                Some(l)
+            } else if h >= classes {
+                Some(h)
+            } else {
+                None
+            };
             if let Some(label) = bad {
                 let key = if model.classes.is_some() && label >= 0 { "model.classes" } else { key };
-                return Err(DataError::LabelRange { path: path.to_path_buf(), key: key.into(), name: name.clone(), label, classes });
+                return Err(DataError::LabelRange {
+                    path: path.to_path_buf(),
+                    key: key.into(),
+                    name: name.clone(),
+                    label,
+                    classes,
+                });
             }
         }
         let flat = |x: Tensor| x.reshape([-1, features]);

@@ -43,11 +43,8 @@ struct Task {
 impl Task {
     fn split(&self, split: u64, n: usize) -> Split {
         let mut x = vec![0f32; n * self.features];
-        let y: Vec<i64> = x
-            .par_chunks_mut(self.features)
-            .enumerate()
-            .map(|(i, row)| self.sample(split, i as u64, row))
-            .collect();
+        let y: Vec<i64> =
+            x.par_chunks_mut(self.features).enumerate().map(|(i, row)| self.sample(split, i as u64, row)).collect();
         Split { x, y }
     }
 

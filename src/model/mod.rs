@@ -37,17 +37,30 @@ pub(crate) fn activate(x: &Tensor, a: Activation) -> Tensor {
 
 /// Builds the configured model on `p` for samples of `sample_shape` and `classes` outputs.
 /// `Err` is `(key, message)` for a shape the model cannot take.
-pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> Result<Box<dyn Model>, (String, String)> {
+pub fn build(
+    p: &nn::Path,
+    cfg: &ModelConfig,
+    sample_shape: &[i64],
+    classes: i64,
+) -> Result<Box<dyn Model>, (String, String)> {
     let features: i64 = sample_shape.iter().product();
     match cfg.kind {
         ModelKind::Mlp => Ok(Box::new(Mlp::new(p, features, &cfg.hidden, classes, cfg.activation, cfg.dropout))),
         ModelKind::Cnn => {
             let shape: [i64; 3] = sample_shape.try_into().map_err(|_| {
-                ("data.shape".to_string(), format!("model.kind = \"cnn\" needs data.shape = [C, H, W] (samples are {sample_shape:?})"))
+                (
+                    "data.shape".to_string(),
+                    format!("model.kind = \"cnn\" needs data.shape = [C, H, W] (samples are {sample_shape:?})"),
+                )
             })?;
-            let cnn = Cnn::new(p, shape, &cfg.channels, &cfg.hidden, classes, cfg.activation, cfg.dropout).ok_or_else(|| {
-                ("model.channels".to_string(), format!("{} 2×2 pools shrink a {}×{} image to nothing", cfg.channels.len(), shape[1], shape[2]))
-            })?;
+            let cnn = Cnn::new(p, shape, &cfg.channels, &cfg.hidden, classes, cfg.activation, cfg.dropout).ok_or_else(
+                || {
+                    (
+                        "model.channels".to_string(),
+                        format!("{} 2×2 pools shrink a {}×{} image to nothing", cfg.channels.len(), shape[1], shape[2]),
+                    )
+                },
+            )?;
             Ok(Box::new(cnn))
         }
     }
@@ -57,7 +70,12 @@ pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64
 pub fn describe(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> String {
     let hidden: Vec<String> = cfg.hidden.iter().map(i64::to_string).collect();
     match cfg.kind {
-        ModelKind::Mlp => format!("mlp {}-{}-{classes}", sample_shape.iter().product::<i64>(), hidden.join("-")),
+        ModelKind::Mlp => {
+            let mut sizes = vec![sample_shape.iter().product::<i64>().to_string()];
+            sizes.extend(hidden);
+            sizes.push(classes.to_string());
+            format!("mlp {}", sizes.join("-"))
+        }
         ModelKind::Cnn => {
             let ch: Vec<String> = cfg.channels.iter().map(i64::to_string).collect();
             format!("cnn {sample_shape:?} conv {} fc {}-{classes}", ch.join("-"), hidden.join("-"))
@@ -76,14 +94,29 @@ mod tests {
         let _m = build(&vs.root(), &cfg, &[6], 3).unwrap();
         let mut names: Vec<String> = vs.variables().into_keys().collect();
         names.sort();
-        assert_eq!(names, ["head.bias", "head.weight", "layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"]);
+        assert_eq!(
+            names,
+            ["head.bias", "head.weight", "layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"]
+        );
 
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let cfg = ModelConfig { kind: ModelKind::Cnn, hidden: vec![5], channels: vec![2, 3], ..Default::default() };
         let m = build(&vs.root(), &cfg, &[1, 8, 8], 4).unwrap();
         let mut names: Vec<String> = vs.variables().into_keys().collect();
         names.sort();
-        assert_eq!(names, ["convs.0.bias", "convs.0.weight", "convs.1.bias", "convs.1.weight", "mlp.head.bias", "mlp.head.weight", "mlp.layers.0.bias", "mlp.layers.0.weight"]);
+        assert_eq!(
+            names,
+            [
+                "convs.0.bias",
+                "convs.0.weight",
+                "convs.1.bias",
+                "convs.1.weight",
+                "mlp.head.bias",
+                "mlp.head.weight",
+                "mlp.layers.0.bias",
+                "mlp.layers.0.weight"
+            ]
+        );
         assert_eq!(vs.variables()["mlp.layers.0.weight"].size(), [5, 3 * 2 * 2]);
         assert_eq!(m.forward_t(&Tensor::zeros([7, 64], (tch::Kind::Float, tch::Device::Cpu)), false).size(), [7, 4]);
     }

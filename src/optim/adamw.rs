@@ -42,7 +42,18 @@ impl Optimizer for AdamW {
         tch::no_grad(|| -> Result<(), OptimError> {
             let _ = self.step.f_add_scalar_(1.0)?;
             let steps: Vec<Tensor> = params.iter().map(|_| self.step.shallow_clone()).collect();
-            ffi::fused_adamw(params, &grads, &self.exp_avg, &self.exp_avg_sq, &steps, lr, self.betas, self.weight_decay, self.eps, found_inf)?;
+            ffi::fused_adamw(
+                params,
+                &grads,
+                &self.exp_avg,
+                &self.exp_avg_sq,
+                &steps,
+                lr,
+                self.betas,
+                self.weight_decay,
+                self.eps,
+                found_inf,
+            )?;
             if let Some(inf) = found_inf {
                 let _ = self.step.f_sub_(inf)?;
             }

@@ -19,7 +19,14 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    pub fn new(names: &[String], params: &[Tensor], momentum: f64, dampening: f64, nesterov: bool, weight_decay: f64) -> Sgd {
+    pub fn new(
+        names: &[String],
+        params: &[Tensor],
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    ) -> Sgd {
         let buffers = if momentum > 0.0 { params.iter().map(Tensor::zeros_like).collect() } else { Vec::new() };
         Sgd {
             names: names.to_vec(),

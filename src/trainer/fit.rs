@@ -68,7 +68,11 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains every epoch, calling `on_epoch` after each (e.g. to append to metrics.jsonl).
-    pub fn fit(&mut self, progress: &Progress, on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>) -> Result<FitOutcome> {
+    pub fn fit(
+        &mut self,
+        progress: &Progress,
+        on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>,
+    ) -> Result<FitOutcome> {
         let mut all = Vec::with_capacity(self.cfg.train.epochs);
         for epoch in 0..self.cfg.train.epochs {
             let m = self.epoch(epoch, progress)?;
@@ -137,7 +141,8 @@ impl<'a> Trainer<'a> {
     fn train_step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<Tensor> {
         crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Device(e.to_string()))?;
         let loss = {
-            let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+            let _ac =
+                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
             let logits = self.model.forward_t(x, true);
             logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)?
         };
@@ -167,10 +172,12 @@ impl<'a> Trainer<'a> {
         let loss_sum = Tensor::zeros([], (Kind::Float, self.device));
         let correct = Tensor::zeros([], (Kind::Int64, self.device));
         tch::no_grad(|| -> Result<()> {
-            let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+            let _ac =
+                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
             for start in (0..n).step_by(bs) {
                 let len = bs.min(n - start) as i64;
-                let idx = Tensor::arange_start(start as i64, start as i64 + len, (Kind::Int64, self.data.x_val.device()));
+                let idx =
+                    Tensor::arange_start(start as i64, start as i64 + len, (Kind::Int64, self.data.x_val.device()));
                 let (x, y) = Dataset::batch(&self.data.x_val, &self.data.y_val, &idx, self.device);
                 let logits = self.model.forward_t(&x, false);
                 let l = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?;
@@ -192,7 +199,8 @@ impl<'a> Trainer<'a> {
 
     /// Optimizer state as named tensors, prefixed `optim.`; grad scaler state prefixed `scaler.`.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)).collect();
+        let mut out: Vec<(String, Tensor)> =
+            self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)).collect();
         if let Some(s) = &self.scaler {
             out.extend(s.state().into_iter().map(|(k, v)| (format!("scaler.{k}"), v)));
         }

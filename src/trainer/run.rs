@@ -50,9 +50,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     tch::set_num_threads(threads as i32);
 
     let mut data = Dataset::load(&cfg.data, &cfg.model)?;
-    let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
-    prepare_run_dir(&run_dir, &loaded, &run_id)?;
-
     let free = match dev {
         Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
         _ => None,
@@ -62,6 +59,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let vs = VarStore::new(dev);
     let net = model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
         .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message })?;
+    // Everything the user handed us has been checked; only now touch the run directory.
+    let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
+    prepare_run_dir(&run_dir, &loaded, &run_id)?;
     let mut trainer = Trainer::new(cfg, &vs, net.as_ref(), &data, dev);
     let progress = Progress::new(opts.quiet, trainer.total_steps(), cfg.train.epochs);
     progress.println(&banner(cfg, &run_id, &run_dir, dev, threads, &trainer, &data, data_on_device, &vs));
@@ -114,7 +114,17 @@ fn prepare_run_dir(dir: &Path, loaded: &LoadedConfig, run_id: &str) -> Result<()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn banner(cfg: &Config, run_id: &str, dir: &Path, dev: Device, threads: usize, t: &Trainer, data: &Dataset, on_dev: bool, vs: &VarStore) -> String {
+fn banner(
+    cfg: &Config,
+    run_id: &str,
+    dir: &Path,
+    dev: Device,
+    threads: usize,
+    t: &Trainer,
+    data: &Dataset,
+    on_dev: bool,
+    vs: &VarStore,
+) -> String {
     let params: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
     let device = match dev {
         Device::Cuda(i) => match device::gpu_info(i) {
@@ -134,7 +144,11 @@ fn banner(cfg: &Config, run_id: &str, dir: &Path, dev: Device, threads: usize, t
         data.train_len(),
         data.val_len(),
         data.nbytes() as f64 / 1e6,
-        if on_dev { "in device memory" } else { "in host memory" },
+        match (dev, on_dev) {
+            (Device::Cpu, _) => "in RAM",
+            (_, true) => "in GPU memory",
+            (_, false) => "in host RAM, batches copied per step",
+        },
         cfg.train.batch_size,
         cfg.train.epochs,
         t.steps_per_epoch()

@@ -1,0 +1,75 @@
+//! Helpers shared by the integration modules.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `spotrun` binary under test.
+pub fn spotrun() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spotrun"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tiny synthetic task that trains in well under a second.
+pub const SMALL: [&str; 6] = [
+    "data.synthetic.train=2000",
+    "data.synthetic.val=500",
+    "data.synthetic.features=32",
+    "model.hidden=[64]",
+    "train.batch_size=256",
+    "train.epochs=2",
+];
+
+/// `["--set", a, "--set", b, ...]`
+pub fn sets(kvs: &[&str]) -> Vec<String> {
+    kvs.iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]).collect()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `spotrun args` and asserts success; returns the output.
+#[track_caller]
+pub fn run_ok(args: &[String]) -> Output {
+    let out = spotrun().args(args).output().expect("spawn spotrun");
+    assert!(out.status.success(), "spotrun {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+    out
+}
+
+/// Runs `spotrun args`, asserts exit code 2, and returns stderr.
+#[track_caller]
+pub fn run_bad(args: &[String]) -> String {
+    let out = spotrun().args(args).output().expect("spawn spotrun");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "spotrun {args:?}: expected exit 2, got {}; stderr:\n{err}", out.status);
+    assert!(err.starts_with("error: "), "one clear error line expected, got:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// The project's torch venv python (set by scripts/test.sh; falls back to the default location).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/spotrun/torch-2.11.0/bin/python")
+    });
+    assert!(p.exists(), "no torch venv python at {} (run scripts/setup.sh, or use scripts/test.sh)", p.display());
+    p
+}
+
+/// Reads `metrics.jsonl` as JSON values.
+pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    let t = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    t.lines().map(|l| serde_json::from_str(l).expect("metrics line is JSON")).collect()
+}
+
+/// Writes a dataset with the library's safetensors writer: `features` inputs, labels `0..classes`.
+pub fn write_dataset(path: &Path, n: i64, features: i64, classes: i64, x_kind: tch::Kind, y_kind: tch::Kind) {
+    let x = tch::Tensor::randn([n, features], (tch::Kind::Float, tch::Device::Cpu)).to_kind(x_kind);
+    let y = tch::Tensor::randint(classes, [n], (tch::Kind::Int64, tch::Device::Cpu)).to_kind(y_kind);
+    let xv = x.narrow(0, 0, n / 4).copy();
+    let yv = y.narrow(0, 0, n / 4).copy();
+    let named = [("x_train", x), ("y_train", y), ("x_val", xv), ("y_val", yv)].map(|(k, t)| (k.to_string(), t));
+    spotrun::checkpoint::save(path, &named).expect("write dataset");
+}

@@ -1,0 +1,114 @@
+//! Python interop: datasets written by Python's safetensors train in spotrun, and spotrun's weights load into
+//! the documented `torch.nn` twins (`scripts/spotrun_models.py`) and give the same logits.
+use std::path::Path;
+
+use tch::nn::VarStore;
+
+use crate::common::{metrics, python, repo, run_ok, sets, text};
+
+/// Trains on a file written by `scripts/make_example_data.py` (float16 inputs, int32 labels).
+#[test]
+fn trains_on_a_python_written_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("py.safetensors");
+    let out = std::process::Command::new(python())
+        .arg(repo().join("scripts/make_example_data.py"))
+        .arg(&f)
+        .args(["--dtype", "float16", "--label-dtype", "int32", "--n", "2000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = tmp.path().join("r");
+    let mut a: Vec<String> =
+        ["train", "--quiet", "--run-dir", &d.display().to_string()].into_iter().map(String::from).collect();
+    a.extend(sets(&[
+        "data.source=safetensors",
+        &format!("data.path={}", f.display()),
+        "model.hidden=[32]",
+        "train.epochs=5",
+        "train.batch_size=256",
+        "optim.lr=0.01",
+    ]));
+    run_ok(&a);
+    let m = metrics(&d);
+    assert!(m[4]["val_accuracy"].as_f64().unwrap() > 0.9, "well-separated clusters: {}", m[4]);
+}
+
+/// Computes logits with the Rust model loaded from `run_dir/model.safetensors` and saves `{x, logits}`.
+fn rust_logits(run_dir: &Path, sample_shape: &[i64], classes: i64, out: &Path) {
+    let cfg =
+        spotrun::config::parse_str(&std::fs::read_to_string(run_dir.join("config.toml")).unwrap(), run_dir).unwrap();
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let model =
+        spotrun::model::build(&vs.root(), &cfg.model, sample_shape, classes).unwrap_or_else(|e| panic!("{e:?}"));
+    vs.load(run_dir.join("model.safetensors")).unwrap();
+    let features: i64 = sample_shape.iter().product();
+    tch::manual_seed(7);
+    let x = tch::Tensor::randn([64, features], (tch::Kind::Float, tch::Device::Cpu));
+    let logits = tch::no_grad(|| model.forward_t(&x, false));
+    spotrun::checkpoint::save(out, &[("x".into(), x), ("logits".into(), logits)]).unwrap();
+}
+
+fn compare_in_python(run_dir: &Path, inputs: &Path, shape: &str, classes: i64) -> f64 {
+    let script = format!(
+        r#"
+import sys, tomllib, torch
+sys.path.insert(0, {scripts:?})
+from safetensors.torch import load_file
+from spotrun_models import from_config
+cfg = tomllib.load(open({cfg:?}, "rb"))
+model = from_config(cfg["model"], [{shape}], {classes})
+model.load_state_dict(load_file({weights:?}))
+model.eval()
+d = load_file({inputs:?})
+with torch.no_grad():
+    print((model(d["x"]) - d["logits"]).abs().max().item())
+"#,
+        scripts = repo().join("scripts").display().to_string(),
+        cfg = run_dir.join("config.toml").display().to_string(),
+        weights = run_dir.join("model.safetensors").display().to_string(),
+        inputs = inputs.display().to_string(),
+    );
+    let out = std::process::Command::new(python()).arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "python: {}", text(&out.stderr));
+    text(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn weights_load_into_the_pytorch_twins_with_equal_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, extra, shape, shape_py) in [
+        ("mlp", vec!["model.hidden=[48, 24]", "model.activation=gelu", "model.dropout=0.1"], vec![32], "32"),
+        (
+            "cnn",
+            vec![
+                "model.kind=cnn",
+                "data.synthetic.features=64",
+                "data.shape=[1, 8, 8]",
+                "model.channels=[3, 5]",
+                "model.hidden=[16]",
+                "model.activation=tanh",
+            ],
+            vec![1, 8, 8],
+            "1, 8, 8",
+        ),
+    ] {
+        let d = tmp.path().join(name);
+        let mut kv = vec![
+            "data.synthetic.train=600",
+            "data.synthetic.val=100",
+            "data.synthetic.features=32",
+            "train.epochs=1",
+            "train.batch_size=128",
+        ];
+        kv.extend(extra);
+        let mut a: Vec<String> =
+            ["train", "--quiet", "--run-dir", &d.display().to_string()].into_iter().map(String::from).collect();
+        a.extend(sets(&kv));
+        run_ok(&a);
+        let inputs = tmp.path().join(format!("{name}-logits.safetensors"));
+        rust_logits(&d, &shape, 10, &inputs);
+        let diff = compare_in_python(&d, &inputs, shape_py, 10);
+        assert!(diff < 1e-4, "{name}: max |logits_rust - logits_torch| = {diff}");
+    }
+}

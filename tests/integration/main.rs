@@ -1,0 +1,8 @@
+//! Integration tests: the real `spotrun` binary, driven as a user would, in temporary directories.
+//! One module per feature; helpers in `common`.
+mod common;
+
+mod bad_input;
+mod configs;
+mod interop;
+mod train;
