@@ -30,6 +30,16 @@ pub enum Command {
         /// No banner, progress bar or per-epoch lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Resume even if the checkpoint was written with a different config.
+        #[arg(long)]
+        allow_config_change: bool,
+    },
+    /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
+    Inspect {
+        path: PathBuf,
+        /// Also check every file's size and SHA-256 against the manifest (exit 2 if any is bad).
+        #[arg(long)]
+        verify: bool,
     },
     /// List CUDA devices (name, memory, compute capability) and CPU threads.
     Devices,
@@ -43,6 +53,10 @@ pub fn main() -> ExitCode {
     }
     match dispatch(cli.command) {
         Ok(code) => code,
+        Err(e @ crate::Error::Preempted { .. }) => {
+            eprintln!("spotrun: {e}");
+            e.exit_code()
+        }
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
@@ -52,9 +66,16 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Train { config, sets, run_dir, quiet } => {
-            let s = trainer::train(&TrainOptions { config, sets, run_dir, quiet })?;
-            if let Some(last) = s.metrics.last() {
+        Command::Train { config, sets, run_dir, quiet, allow_config_change } => {
+            let s = trainer::train(&TrainOptions { config, sets, run_dir, quiet, allow_config_change })?;
+            if s.status == trainer::RunStatus::AlreadyFinished {
+                println!(
+                    "run {} already finished ({} epochs) -> {}",
+                    &s.run_id[..8],
+                    s.metrics.len(),
+                    s.run_dir.display()
+                );
+            } else if let Some(last) = s.metrics.last() {
                 println!(
                     "run {} finished: {} epochs, val_accuracy {:.4}, val_loss {:.4} -> {}",
                     &s.run_id[..8],
@@ -69,6 +90,20 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Devices => {
             devices();
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { path, verify } => {
+            let dirs = crate::inspect::find(&path);
+            if dirs.is_empty() {
+                eprintln!("error: {}: no checkpoints found", path.display());
+                return Ok(ExitCode::from(2));
+            }
+            let mut all_good = true;
+            for d in dirs {
+                let (text, good) = crate::inspect::report(&d, verify);
+                print!("{text}");
+                all_good &= good;
+            }
+            Ok(if all_good { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }
 }

@@ -17,6 +17,11 @@ pub enum Error {
     Data(#[from] DataError),
     #[error(transparent)]
     TensorIo(#[from] TensorIoError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// Stopped by a preemption signal after saving (or deliberately not saving) a checkpoint.
+    #[error("{message}")]
+    Preempted { signal: i32, message: String },
     /// The training loss became NaN or infinite (fp32/bf16, where no grad scaler can recover).
     #[error("training diverged: the loss became {value} at epoch {epoch}, step {step}; lower optim.lr, enable optim.grad_clip, or use a different train.precision")]
     Diverged { value: f64, epoch: usize, step: u64 },
@@ -40,6 +45,7 @@ impl Error {
                 ExitCode::from(2)
             }
             Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
+            Error::Preempted { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),
             _ => ExitCode::from(1),
         }
     }

@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod ffi;
+pub mod inspect;
 pub mod model;
 pub mod optim;
 pub mod trainer;

@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Test-only fault: when non-zero, the next write_atomic writes this many bytes and then fails with ENOSPC.
+static ENOSPC_AFTER: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the next [`write_atomic`] behave like a full disk after `bytes` bytes (for tests of the failure path).
+pub(crate) fn inject_enospc_once(bytes: usize) {
+    ENOSPC_AFTER.store(bytes.max(1) as u64, Ordering::SeqCst);
+}
 
 /// Removes the scratch file unless disarmed.
 struct Scratch(Option<PathBuf>);
@@ -33,6 +40,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
     let mut guard = Scratch(Some(tmp.clone()));
     let mut f = File::create(&tmp)?;
+    let limit = ENOSPC_AFTER.swap(0, Ordering::SeqCst) as usize;
+    if limit > 0 && limit < bytes.len() {
+        f.write_all(&bytes[..limit])?;
+        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC; the guard removes the scratch file
+    }
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);

@@ -1,8 +1,9 @@
 //! The run id: a canonical hash of the resolved config.
 //!
 //! Canonical = the config as JSON with sorted keys, minus the keys that say *where* a run executes rather than
-//! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `data.on_device`).
-//! Moving a run to another GPU or thread count therefore keeps its id, so it can resume there.
+//! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `data.on_device`, and
+//! the whole `[checkpoint]` section). Moving a run to another GPU, thread count or volume therefore keeps its id,
+//! so it can resume there.
 use sha2::{Digest, Sha256};
 
 use super::schema::Config;
@@ -11,9 +12,19 @@ use super::schema::Config;
 pub const PLACEMENT_KEYS: [(&str, &str); 5] =
     [("train", "name"), ("train", "device"), ("train", "threads"), ("train", "log_every"), ("data", "on_device")];
 
+/// The config with `train.epochs` set to 0: equal for two configs that differ only in their length.
+pub fn hash_ignoring_epochs(c: &Config) -> String {
+    let mut c = c.clone();
+    c.train.epochs = 0;
+    config_hash(&c)
+}
+
 /// The full hex SHA-256 of the canonical config.
 pub fn config_hash(c: &Config) -> String {
     let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("checkpoint");
+    }
     for (section, key) in PLACEMENT_KEYS {
         if let Some(obj) = v.get_mut(section).and_then(|s| s.as_object_mut()) {
             obj.remove(key);
@@ -36,6 +47,8 @@ mod tests {
         b.train.device = "cuda:1".into();
         b.train.threads = 7;
         b.train.name = Some("other".into());
+        b.checkpoint.every_steps = 5;
+        b.checkpoint.dir = Some("/mnt/volume".into());
         assert_eq!(config_hash(&a), config_hash(&b));
         let mut c = a.clone();
         c.optim.lr *= 2.0;

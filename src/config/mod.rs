@@ -7,7 +7,7 @@ mod load;
 mod schema;
 mod validate;
 
-pub use hash::{config_hash, PLACEMENT_KEYS};
+pub use hash::{config_hash, hash_ignoring_epochs, PLACEMENT_KEYS};
 pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
     Activation, CheckpointConfig, Config, DataConfig, DataSource, ModelConfig, ModelKind, OnDevice, OptimConfig,

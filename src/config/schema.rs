@@ -253,13 +253,41 @@ impl Default for TrainConfig {
     }
 }
 
-/// `[checkpoint]`: where the final weights go (resume checkpoints arrive with the checkpoint issue).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[checkpoint]`: when and where resume checkpoints are written. None of these change the results, so none of
+/// them is part of the run id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// Directory for checkpoints (default `RUN_DIR/checkpoints`); may be a mounted volume.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Save after every this many epochs (0 = never at epoch ends).
+    pub every_epochs: usize,
+    /// Save after every this many optimizer steps (0 = off).
+    pub every_steps: u64,
+    /// Save when this many seconds passed since the last save (0 = off); checked after every step.
+    pub every_seconds: f64,
+    /// How many committed checkpoints to keep (at least 1; the newest is never deleted).
+    pub keep_last: usize,
+    /// Write checkpoints on a background thread while training goes on.
+    #[serde(rename = "async")]
+    pub background: bool,
+    /// On a preemption signal, skip the final save if the last save took longer than this (seconds).
+    pub grace_seconds: f64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: None,
+            every_epochs: 1,
+            every_steps: 0,
+            every_seconds: 0.0,
+            keep_last: 2,
+            background: false,
+            grace_seconds: 25.0,
+        }
+    }
 }
 
 impl Serialize for OnDevice {

@@ -78,6 +78,15 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return err("data.shape", format!("must be [C, H, W] with positive sizes, got {shape:?}"));
         }
     }
+    if c.checkpoint.keep_last == 0 {
+        return err("checkpoint.keep_last", "must be at least 1".into());
+    }
+    if !(c.checkpoint.every_seconds >= 0.0 && c.checkpoint.every_seconds.is_finite()) {
+        return err("checkpoint.every_seconds", format!("must be >= 0, got {}", c.checkpoint.every_seconds));
+    }
+    if !(c.checkpoint.grace_seconds >= 0.0) {
+        return err("checkpoint.grace_seconds", format!("must be >= 0, got {}", c.checkpoint.grace_seconds));
+    }
     match c.data.source {
         DataSource::Safetensors if c.data.path.is_none() => {
             return err("data.path", "data.source = \"safetensors\" needs data.path".into());

@@ -4,6 +4,7 @@
 //! global RNG is reseeded from (seed, epoch, batch) before every step, so dropout masks do not depend on what ran
 //! before in this process; the LR is a pure function of the step. Given the weights, the optimizer and scaler
 //! state and (epoch, batch), the rest of the run is determined.
+use std::collections::HashMap;
 use std::time::Instant;
 
 use tch::nn::VarStore;
@@ -31,6 +32,17 @@ pub struct Trainer<'a> {
     scaler: Option<GradScaler>,
     /// Optimizer steps taken so far.
     pub step: u64,
+    /// Sum of (batch loss × batch size) over the epoch in progress, and fp16 steps skipped in it (on the device).
+    loss_sum: Tensor,
+    skipped: Tensor,
+}
+
+/// What a step callback tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Leave the epoch after this step (e.g. to exit on a preemption signal).
+    Stop,
 }
 
 /// What [`Trainer::fit`] produced.
@@ -47,7 +59,9 @@ impl<'a> Trainer<'a> {
         let optimizer = optim::build(&cfg.optim, &names, &params);
         let precision = amp::resolve(cfg.train.precision, device.is_cuda());
         let scaler = (precision == Resolved::Fp16).then(|| GradScaler::new(ScalerConfig::default(), device));
-        Trainer { cfg, model, data, device, precision, names, params, optimizer, scaler, step: 0 }
+        let loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let skipped = Tensor::zeros([], (Kind::Float, device));
+        Trainer { cfg, model, data, device, precision, names, params, optimizer, scaler, step: 0, loss_sum, skipped }
     }
 
     pub fn precision(&self) -> Resolved {
@@ -84,28 +98,47 @@ impl<'a> Trainer<'a> {
         Ok(FitOutcome { metrics: all })
     }
 
-    /// One epoch (0-based `epoch`): train over the whole permutation, then evaluate.
+    /// One whole epoch (0-based `epoch`): train over the whole permutation, then evaluate.
     pub fn epoch(&mut self, epoch: usize, progress: &Progress) -> Result<EpochMetrics> {
+        let m = self.run_epoch(epoch, 0, progress, &mut |_, _| Ok(Flow::Continue))?;
+        m.ok_or_else(|| Error::Device("epoch stopped without a reason".into()))
+    }
+
+    /// Runs epoch `epoch` from batch `start_batch` (0 = from the start; otherwise the epoch's accumulators must
+    /// have been restored). After every step `on_step(self, batches_done)` may stop the epoch early, in which
+    /// case this returns `None`; otherwise the epoch is evaluated and its metrics returned.
+    pub fn run_epoch(
+        &mut self,
+        epoch: usize,
+        start_batch: usize,
+        progress: &Progress,
+        on_step: &mut dyn FnMut(&Trainer, usize) -> Result<Flow>,
+    ) -> Result<Option<EpochMetrics>> {
         let t0 = Instant::now();
         let n = self.data.train_len();
         let bs = self.cfg.train.batch_size;
         let seed = self.cfg.train.seed;
+        if start_batch == 0 {
+            let _ = self.loss_sum.f_zero_()?;
+            let _ = self.skipped.f_zero_()?;
+        }
         let order = Tensor::from_slice(&epoch_permutation(seed, epoch as u64, n)).to_device(self.data.x_train.device());
-        let loss_sum = Tensor::zeros([], (Kind::Float, self.device));
-        let skipped = Tensor::zeros([], (Kind::Float, self.device));
-        let mut lr = 0.0;
-        for (batch, start) in (0..n).step_by(bs).enumerate() {
+        let mut lr =
+            optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step.saturating_sub(1), self.total_steps());
+        let mut trained = 0usize;
+        for (batch, start) in (0..n).step_by(bs).enumerate().skip(start_batch) {
             let len = bs.min(n - start);
             tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, batch as u64]).next_u64() as i64 >> 1);
             let idx = order.narrow(0, start as i64, len as i64);
             let (x, y) = Dataset::batch(&self.data.x_train, &self.data.y_train, &idx, self.device);
             lr = optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step, self.total_steps());
             let loss = self.train_step(&x, &y, lr)?;
-            let _ = loss_sum.shallow_clone().f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
+            let _ = self.loss_sum.f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
             if let Some(s) = &self.scaler {
-                let _ = skipped.shallow_clone().f_add_(s.found_inf())?;
+                let _ = self.skipped.f_add_(s.found_inf())?;
             }
             self.step += 1;
+            trained += len;
             let every = self.cfg.train.log_every;
             let shown = if every > 0 && self.step % every == 0 {
                 let v = loss.f_double_value(&[])?;
@@ -114,27 +147,29 @@ impl<'a> Trainer<'a> {
             } else {
                 None
             };
-            let rate = (start + len) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            progress.step(self.step, epoch + 1, shown, rate);
+            progress.step(self.step, epoch + 1, shown, trained as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+            if on_step(self, batch + 1)? == Flow::Stop && start + len < n {
+                return Ok(None);
+            }
         }
-        let train_loss = loss_sum.f_double_value(&[])? / n as f64;
+        let train_loss = self.loss_sum.f_double_value(&[])? / n as f64;
         let train_seconds = t0.elapsed().as_secs_f64();
         self.check_finite(train_loss, epoch)?;
         let (val_loss, val_accuracy) = self.evaluate()?;
-        Ok(EpochMetrics {
+        Ok(Some(EpochMetrics {
             epoch: epoch + 1,
             step: self.step,
             train_loss,
             val_loss,
             val_accuracy,
             lr,
-            samples_per_sec: n as f64 / train_seconds.max(1e-9),
+            samples_per_sec: trained as f64 / train_seconds.max(1e-9),
             epoch_seconds: t0.elapsed().as_secs_f64(),
             skipped_steps: match &self.scaler {
-                Some(_) => Some(skipped.f_double_value(&[])? as u64),
+                Some(_) => Some(self.skipped.f_double_value(&[])? as u64),
                 None => None,
             },
-        })
+        }))
     }
 
     /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
@@ -197,13 +232,67 @@ impl<'a> Trainer<'a> {
         Err(Error::Diverged { value: v, epoch: epoch + 1, step: self.step })
     }
 
-    /// Optimizer state as named tensors, prefixed `optim.`; grad scaler state prefixed `scaler.`.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), v)).collect();
+    /// Host copies of everything a checkpoint needs: `(model weights, state)`. State holds the optimizer
+    /// (`optim.*`), the grad scaler (`scaler.*`) and the epoch accumulators (`epoch.loss_sum`, `epoch.skipped`).
+    /// Copies, not aliases: training may go on while they are written.
+    pub fn snapshot(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+        let host =
+            |t: &Tensor| if t.device() == Device::Cpu { t.detach().copy() } else { t.detach().to_device(Device::Cpu) };
+        let model = self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), host(p))).collect();
+        let mut state: Vec<(String, Tensor)> =
+            self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), host(&v))).collect();
         if let Some(s) = &self.scaler {
-            out.extend(s.state().into_iter().map(|(k, v)| (format!("scaler.{k}"), v)));
+            state.extend(s.state().into_iter().map(|(k, v)| (format!("scaler.{k}"), host(&v))));
         }
-        out
+        state.push(("epoch.loss_sum".into(), host(&self.loss_sum)));
+        state.push(("epoch.skipped".into(), host(&self.skipped)));
+        (model, state)
+    }
+
+    /// Restores a [`Trainer::snapshot`] taken after `step` steps. Every expected tensor must be present with the
+    /// same shape; `Err` names the first one that is not (the checkpoint does not belong to this model/config).
+    pub fn restore(
+        &mut self,
+        model: &HashMap<String, Tensor>,
+        state: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<(), String> {
+        tch::no_grad(|| -> Result<(), String> {
+            for (name, p) in self.names.iter().zip(&self.params) {
+                let src = model.get(name).ok_or_else(|| format!("model tensor `{name}` missing"))?;
+                if src.size() != p.size() {
+                    return Err(format!(
+                        "model tensor `{name}` has shape {:?}, this model has {:?}",
+                        src.size(),
+                        p.size()
+                    ));
+                }
+                p.shallow_clone().f_copy_(src).map_err(|e| e.to_string())?;
+            }
+            if model.len() != self.names.len() {
+                return Err(format!(
+                    "checkpoint has {} model tensors, this model has {}",
+                    model.len(),
+                    self.names.len()
+                ));
+            }
+            let sub = |prefix: &str| -> HashMap<String, Tensor> {
+                state
+                    .iter()
+                    .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.shallow_clone())))
+                    .collect()
+            };
+            self.optimizer.load_state(&sub("optim.")).map_err(|e| e.to_string())?;
+            if let Some(s) = &mut self.scaler {
+                s.load_state(&sub("scaler."))?;
+            }
+            for (name, dst) in [("epoch.loss_sum", &mut self.loss_sum), ("epoch.skipped", &mut self.skipped)] {
+                let src = state.get(name).ok_or_else(|| format!("state tensor `{name}` missing"))?;
+                dst.f_copy_(src).map_err(|e| format!("state tensor `{name}`: {e}"))?;
+            }
+            Ok(())
+        })?;
+        self.step = step;
+        Ok(())
     }
 }

@@ -1,12 +1,16 @@
-//! Training: the loop ([`Trainer`]), its per-epoch metrics, progress display, and the `spotrun train` command.
+//! Training: the loop ([`Trainer`]), its per-epoch metrics, progress display, preemption signals, resume rules,
+//! and the `spotrun train` command.
 //!
 //! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
 mod fit;
 mod metrics;
 mod progress;
+mod resume;
 mod run;
+mod signals;
 
-pub use fit::{FitOutcome, Trainer};
+pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
-pub use run::{default_run_dir, named_variables, train, TrainOptions, TrainSummary};
+pub use resume::{changed_keys, compatible};
+pub use run::{default_run_dir, named_variables, train, RunStatus, TrainOptions, TrainSummary};

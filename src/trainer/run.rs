@@ -1,16 +1,20 @@
-//! `spotrun train`: config → device → data → run directory → [`Trainer`] → outputs.
+//! `spotrun train`: config → device → data → model → run directory → resume → epochs with checkpoints.
 //!
-//! Order matters for "bad input leaves files untouched": the config, the device request and the data are all
-//! checked before the run directory is created or any file in it is written.
+//! Order matters for "bad input leaves files untouched": the config, the device request, the data and the model
+//! are all checked before the run directory is created or any file in it is written. The same command starts a
+//! run, resumes it from the newest checkpoint that verifies, or reports that it already finished.
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use tch::nn::VarStore;
 use tch::Device;
 
-use super::fit::Trainer;
+use super::fit::{Flow, Trainer};
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
-use crate::checkpoint::{self, append_line, write_atomic};
+use super::resume::compatible;
+use super::signals::{self, Signals};
+use crate::checkpoint::{self, append_line, write_atomic, Manifest, Snapshot, Store, Writer, FORMAT_VERSION};
 use crate::config::{self, Config, ConfigError, LoadedConfig};
 use crate::data::Dataset;
 use crate::device;
@@ -24,18 +28,30 @@ pub struct TrainOptions {
     pub sets: Vec<String>,
     pub run_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// Resume even if the checkpoint was written with a different config.
+    pub allow_config_change: bool,
 }
 
-/// The result of a finished run.
+/// How a `train` command ended (preemption is an [`Error::Preempted`], with its own exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Completed,
+    /// The newest checkpoint already covered every epoch; nothing was trained.
+    AlreadyFinished,
+}
+
+/// The result of a `train` command.
 #[derive(Debug)]
 pub struct TrainSummary {
     pub run_id: String,
     pub run_dir: PathBuf,
+    pub status: RunStatus,
     pub metrics: Vec<EpochMetrics>,
 }
 
 /// Runs `spotrun train` end to end.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    let signals = Signals::install().map_err(|e| Error::Device(format!("cannot install signal handlers: {e}")))?;
     let loaded = config::load(opts.config.as_deref(), &opts.sets)?;
     let cfg = &loaded.config;
     let run_id = config::config_hash(cfg);
@@ -59,19 +75,201 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let vs = VarStore::new(dev);
     let net = model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
         .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message })?;
-    // Everything the user handed us has been checked; only now touch the run directory.
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
-    prepare_run_dir(&run_dir, &loaded, &run_id)?;
+    let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
+    check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
+
     let mut trainer = Trainer::new(cfg, &vs, net.as_ref(), &data, dev);
     let progress = Progress::new(opts.quiet, trainer.total_steps(), cfg.train.epochs);
     progress.println(&banner(cfg, &run_id, &run_dir, dev, threads, &trainer, &data, data_on_device, &vs));
 
+    // Resume from the newest checkpoint that verifies (everything newer that does not is reported and skipped).
+    let store = Store::new(ckpt_dir, cfg.checkpoint.keep_last);
+    let found = store.latest_good(Device::Cpu, &mut |w| progress.println(&format!("warning: {w}")));
+    let (mut cursor, mut metrics) = ((0usize, 0usize), Vec::<EpochMetrics>::new());
+    let mut last_save_seconds = None;
+    if let Some(l) = found {
+        let old: Config = serde_json::from_value(l.manifest.config.clone())
+            .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
+        match compatible(&old, cfg, opts.allow_config_change) {
+            Ok(note) => note.into_iter().for_each(|n| progress.println(&format!("note: {n}"))),
+            Err(changed) => return Err(incompatible(&l.dir, &changed)),
+        }
+        trainer
+            .restore(&l.model, &l.state, l.manifest.step)
+            .map_err(|e| Error::RunDir(format!("{}: cannot resume from this checkpoint: {e}", l.dir.display())))?;
+        metrics = l.manifest.metrics.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect();
+        cursor = (l.manifest.epoch, l.manifest.batch);
+        last_save_seconds = Some(l.manifest.save_seconds);
+        let verb = if cursor.0 >= cfg.train.epochs { "already finished at" } else { "resuming from" };
+        progress.println(&format!(
+            "{verb} {} (epoch {}, batch {}, step {})",
+            l.dir.display(),
+            cursor.0 + 1,
+            cursor.1,
+            l.manifest.step
+        ));
+    }
+    write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
+    let weights = run_dir.join("model.safetensors");
+    if cursor.0 >= cfg.train.epochs {
+        progress.finish();
+        checkpoint::save(&weights, &named_variables(&vs))?;
+        return Ok(TrainSummary { run_id, run_dir, status: RunStatus::AlreadyFinished, metrics });
+    }
+
+    let mut saver = Saver {
+        writer: Writer::new(store, cfg.checkpoint.background),
+        cfg,
+        run_id: &run_id,
+        last_step: None,
+        last_time: Instant::now(),
+        last_save_seconds,
+    };
     let metrics_path = run_dir.join("metrics.jsonl");
-    let outcome = trainer.fit(&progress, &mut |m: &EpochMetrics| {
-        append_line(&metrics_path, &m.to_json_line()).map_err(|e| Error::io(&metrics_path, e))
-    })?;
-    checkpoint::save(&run_dir.join("model.safetensors"), &named_variables(&vs))?;
-    Ok(TrainSummary { run_id, run_dir, metrics: outcome.metrics })
+    let steps_per_epoch = trainer.steps_per_epoch() as usize;
+    for epoch in cursor.0..cfg.train.epochs {
+        let start_batch = if epoch == cursor.0 { cursor.1 } else { 0 };
+        let mut stopped: Option<(i32, usize)> = None;
+        let outcome = trainer.run_epoch(epoch, start_batch, &progress, &mut |t, done| {
+            if let Some(sig) = signals.received() {
+                stopped = Some((sig, done));
+                return Ok(Flow::Stop);
+            }
+            if done < steps_per_epoch {
+                if let Some(reason) = saver.due_mid_epoch(t.step) {
+                    saver.save(t, (epoch, done), &metrics, reason)?;
+                }
+            }
+            Ok(Flow::Continue)
+        })?;
+        let Some(m) = outcome else {
+            let (sig, done) = stopped.unwrap_or((signal_hook::consts::SIGTERM, 0));
+            return Err(saver.preempt(&trainer, sig, (epoch, done), &metrics, &progress));
+        };
+        progress.epoch(&m);
+        append_line(&metrics_path, &m.to_json_line()).map_err(|e| Error::io(&metrics_path, e))?;
+        metrics.push(m);
+        let last = epoch + 1 == cfg.train.epochs;
+        let every = cfg.checkpoint.every_epochs;
+        if last || (every > 0 && (epoch + 1) % every == 0) {
+            saver.save(&trainer, (epoch + 1, 0), &metrics, if last { "final" } else { "epoch" })?;
+        }
+        if let Some(sig) = signals.received() {
+            if !last {
+                return Err(saver.preempt(&trainer, sig, (epoch + 1, 0), &metrics, &progress));
+            }
+        }
+    }
+    progress.finish();
+    saver.writer.flush()?;
+    checkpoint::save(&weights, &named_variables(&vs))?;
+    Ok(TrainSummary { run_id, run_dir, status: RunStatus::Completed, metrics })
+}
+
+/// Decides when to checkpoint and builds the snapshots.
+struct Saver<'a> {
+    writer: Writer,
+    cfg: &'a Config,
+    run_id: &'a str,
+    last_step: Option<u64>,
+    last_time: Instant,
+    /// How long the newest save took (from this process or the checkpoint resumed from).
+    last_save_seconds: Option<f64>,
+}
+
+impl Saver<'_> {
+    fn due_mid_epoch(&self, step: u64) -> Option<&'static str> {
+        let c = &self.cfg.checkpoint;
+        if c.every_steps > 0 && step % c.every_steps == 0 {
+            return Some("steps");
+        }
+        if c.every_seconds > 0.0 && self.last_time.elapsed().as_secs_f64() >= c.every_seconds {
+            return Some("seconds");
+        }
+        None
+    }
+
+    /// Snapshots the trainer at `cursor` (epoch in progress, batches done) and hands it to the writer.
+    fn save(&mut self, t: &Trainer, cursor: (usize, usize), metrics: &[EpochMetrics], reason: &str) -> Result<()> {
+        if self.last_step == Some(t.step) {
+            return Ok(());
+        }
+        if let Some(done) = self.writer.last() {
+            self.last_save_seconds = Some(done.save_seconds);
+        }
+        let started = Instant::now();
+        let (model, state) = t.snapshot();
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            run_id: self.run_id.to_string(),
+            config: serde_json::to_value(self.cfg).unwrap_or_default(),
+            epoch: cursor.0,
+            batch: cursor.1,
+            step: t.step,
+            finished: cursor.0 >= self.cfg.train.epochs,
+            metrics: metrics.iter().filter_map(|m| serde_json::to_value(m).ok()).collect(),
+            rng: "reseeded from (train.seed, epoch, batch) before every step".into(),
+            files: Vec::new(),
+            reason: reason.into(),
+            save_seconds: 0.0,
+            created_unix_ms: 0,
+        };
+        self.writer.save(Snapshot { model, state, manifest, started })?;
+        self.last_step = Some(t.step);
+        self.last_time = Instant::now();
+        Ok(())
+    }
+
+    /// On a preemption signal: save unless the last save says it would not fit the grace period, flush, and
+    /// return the error that makes the process exit with 128 + signal.
+    fn preempt(
+        &mut self,
+        t: &Trainer,
+        sig: i32,
+        cursor: (usize, usize),
+        metrics: &[EpochMetrics],
+        progress: &Progress,
+    ) -> Error {
+        progress.finish();
+        let grace = self.cfg.checkpoint.grace_seconds;
+        let mut note = String::new();
+        let predicted = self.writer.last().map(|c| c.save_seconds).or(self.last_save_seconds);
+        if self.last_step == Some(t.step) {
+            note = "the checkpoint of this step was already written".into();
+        } else if predicted.is_some_and(|s| s > grace) {
+            note = format!(
+                "skipped the save: the last one took {:.1}s > checkpoint.grace_seconds = {grace}",
+                predicted.unwrap_or_default()
+            );
+        } else if let Err(e) = self.save(t, cursor, metrics, "signal") {
+            note = format!("the save failed: {e}");
+        }
+        let saved = match self.writer.flush() {
+            Ok(Some(c)) => format!("checkpoint {}", c.dir.display()),
+            Ok(None) => "no checkpoint from this process".into(),
+            Err(e) => format!("the save failed: {e}"),
+        };
+        Error::Preempted {
+            signal: sig,
+            message: format!(
+                "preempted by {} at epoch {}, step {}; {saved}{}{note}. Run the same command to resume.",
+                signals::name(sig),
+                cursor.0 + 1,
+                t.step,
+                if note.is_empty() { "" } else { "; " }
+            ),
+        }
+    }
+}
+
+fn incompatible(dir: &Path, changed: &[String]) -> Error {
+    Error::RunDir(format!(
+        "{} holds a run with a different config (changed: {}). Use another --run-dir, change only train.epochs to \
+         extend the run, or pass --allow-config-change",
+        dir.display(),
+        changed.join(", ")
+    ))
 }
 
 /// `runs/<name>-<first 8 hex digits of the run id>`.
@@ -87,30 +285,30 @@ pub fn named_variables(vs: &VarStore) -> Vec<(String, tch::Tensor)> {
     v
 }
 
-/// Creates the run directory and writes `config.toml`; refuses a directory that holds a different run.
-fn prepare_run_dir(dir: &Path, loaded: &LoadedConfig, run_id: &str) -> Result<()> {
+/// Refuses a run directory whose `config.toml` belongs to an incompatible run (before anything is written).
+fn check_run_dir(dir: &Path, cfg: &Config, allow: bool) -> Result<()> {
     let existing = dir.join("config.toml");
-    if existing.exists() {
-        let text = std::fs::read_to_string(&existing).map_err(|e| Error::io(&existing, e))?;
-        let theirs = config::parse_str(&text, &existing)?;
-        if config::config_hash(&theirs) != run_id {
-            return Err(Error::RunDir(format!(
-                "{} holds a run with a different config (run id {}); this config's run id is {}. Use another --run-dir",
-                dir.display(),
-                &config::config_hash(&theirs)[..8],
-                &run_id[..8]
-            )));
-        }
+    if !existing.exists() {
+        return Ok(());
     }
+    let text = std::fs::read_to_string(&existing).map_err(|e| Error::io(&existing, e))?;
+    let theirs = config::parse_str(&text, &existing)?;
+    compatible(&theirs, cfg, allow).map(|_| ()).map_err(|changed| incompatible(dir, &changed))
+}
+
+/// Creates the run directory, writes `config.toml`, and rewrites `metrics.jsonl` to the resumed epochs.
+fn write_run_files(dir: &Path, loaded: &LoadedConfig, run_id: &str, metrics: &[EpochMetrics]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("config.toml");
     let text = format!(
         "# Resolved by spotrun from {}; run id {run_id}\n{}",
         loaded.origin.display(),
         toml::to_string(&loaded.config).map_err(|e| Error::RunDir(format!("cannot serialise config: {e}")))?
     );
-    write_atomic(&existing, text.as_bytes()).map_err(|e| Error::io(&existing, e))?;
-    let metrics = dir.join("metrics.jsonl");
-    write_atomic(&metrics, b"").map_err(|e| Error::io(&metrics, e))
+    write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    let lines: String = metrics.iter().map(|m| m.to_json_line() + "\n").collect();
+    let path = dir.join("metrics.jsonl");
+    write_atomic(&path, lines.as_bytes()).map_err(|e| Error::io(&path, e))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,208 @@
+//! A directory of checkpoints (`checkpoint.dir`, possibly a mounted volume): commit, verify, list, load,
+//! and apply retention.
+//!
+//! Layout: `<dir>/ckpt-<step, 10 digits>/{model.safetensors, state.safetensors, manifest.json}`. Each file is
+//! written with [`write_atomic`]; the manifest, holding a SHA-256 for every other file, is written last and is
+//! the commit point; the new checkpoint is read back and verified before retention may delete anything older.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tch::{Device, Tensor};
+
+use super::atomic::write_atomic;
+use super::manifest::{sha256_hex, FileEntry, Manifest, MANIFEST};
+use super::retention::{self, Entry};
+use super::tensors::{from_bytes, to_bytes, TensorIoError};
+
+/// Model weights file inside a checkpoint (PyTorch `state_dict` names).
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Optimizer, grad-scaler and epoch-accumulator tensors.
+pub const STATE_FILE: &str = "state.safetensors";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint write failed: {path}: {source}; the previous checkpoint is intact")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path} failed verification right after writing: {message}")]
+    Verify { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tensor(#[from] TensorIoError),
+    #[error("checkpoint writer thread panicked")]
+    Thread,
+}
+
+/// Everything a checkpoint holds, already copied to host memory (safe to write while training goes on).
+pub struct Snapshot {
+    pub model: Vec<(String, Tensor)>,
+    pub state: Vec<(String, Tensor)>,
+    /// Filled except `files`, `save_seconds` and `created_unix_ms`, which the store sets.
+    pub manifest: Manifest,
+    pub started: Instant,
+}
+
+/// A committed, verified checkpoint.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub save_seconds: f64,
+}
+
+/// A checkpoint read back from disk.
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub model: HashMap<String, Tensor>,
+    pub state: HashMap<String, Tensor>,
+}
+
+/// Test-only fault injection, from the environment: `SPOTRUN_TEST_WRITE_DELAY_MS` sleeps before each file of a
+/// checkpoint (to widen the window for kill tests); `SPOTRUN_TEST_ENOSPC_AT_SAVE=N` makes the N-th save of the
+/// process fail like a full disk half-way through its first file.
+#[derive(Debug, Clone, Default)]
+struct Hooks {
+    write_delay: Option<Duration>,
+    enospc_at_save: Option<u64>,
+}
+
+impl Hooks {
+    fn from_env() -> Hooks {
+        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        Hooks {
+            write_delay: num("SPOTRUN_TEST_WRITE_DELAY_MS").map(Duration::from_millis),
+            enospc_at_save: num("SPOTRUN_TEST_ENOSPC_AT_SAVE"),
+        }
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    keep_last: usize,
+    hooks: Hooks,
+    saves: std::sync::atomic::AtomicU64,
+}
+
+impl Store {
+    pub fn new(dir: PathBuf, keep_last: usize) -> Store {
+        Store { dir, keep_last, hooks: Hooks::from_env(), saves: Default::default() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `snap` as a new checkpoint, commits it with its manifest, verifies it, then applies retention.
+    pub fn commit(&self, mut snap: Snapshot) -> Result<Committed, CheckpointError> {
+        let n = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let dir = self.dir.join(format!("ckpt-{:010}", snap.manifest.step));
+        let werr = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };
+        std::fs::create_dir_all(&dir).map_err(|e| werr(&dir, e))?;
+        // A stale manifest from an earlier save of this step must not vouch for files about to be replaced.
+        match std::fs::remove_file(dir.join(MANIFEST)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(werr(&dir.join(MANIFEST), e)),
+            _ => {}
+        }
+        let mut files = Vec::new();
+        for (i, (name, tensors)) in [(MODEL_FILE, &snap.model), (STATE_FILE, &snap.state)].into_iter().enumerate() {
+            let bytes = to_bytes(tensors)?;
+            self.delay();
+            let path = dir.join(name);
+            if i == 0 && self.hooks.enospc_at_save == Some(n) {
+                super::atomic::inject_enospc_once(bytes.len() / 2);
+            }
+            write_atomic(&path, &bytes).map_err(|e| werr(&path, e))?;
+            files.push(FileEntry { name: name.to_string(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        }
+        self.delay();
+        snap.manifest.files = files;
+        snap.manifest.save_seconds = snap.started.elapsed().as_secs_f64();
+        snap.manifest.created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let mpath = dir.join(MANIFEST);
+        write_atomic(&mpath, snap.manifest.to_json().as_bytes()).map_err(|e| werr(&mpath, e))?;
+        verify(&dir).map_err(|message| CheckpointError::Verify { path: dir.clone(), message })?;
+        self.apply_retention();
+        Ok(Committed { dir, step: snap.manifest.step, save_seconds: snap.manifest.save_seconds })
+    }
+
+    fn delay(&self) {
+        if let Some(d) = self.hooks.write_delay {
+            std::thread::sleep(d);
+        }
+    }
+
+    /// Every `ckpt-*` directory, oldest first, with whether it holds a manifest that parses.
+    pub fn list(&self) -> Vec<(Entry, PathBuf)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut v: Vec<(Entry, PathBuf)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let step = name.strip_prefix("ckpt-")?.parse::<u64>().ok()?;
+                let path = e.path();
+                let committed = Manifest::read(&path).is_ok();
+                Some((Entry { name, step, committed }, path))
+            })
+            .collect();
+        v.sort_by_key(|(e, _)| e.step);
+        v
+    }
+
+    /// Deletes what [`retention::to_delete`] says; a failed delete is reported, never fatal.
+    fn apply_retention(&self) {
+        let listed = self.list();
+        let entries: Vec<Entry> = listed.iter().map(|(e, _)| e.clone()).collect();
+        for name in retention::to_delete(&entries, self.keep_last) {
+            let path = self.dir.join(&name);
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                eprintln!("warning: could not delete old checkpoint {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// The newest checkpoint that verifies and loads; each newer one that does not is reported via `warn`.
+    pub fn latest_good(&self, device: Device, warn: &mut dyn FnMut(String)) -> Option<Loaded> {
+        for (entry, path) in self.list().into_iter().rev() {
+            if !entry.committed {
+                continue; // never committed: a write that was interrupted, not a checkpoint
+            }
+            match load(&path, device) {
+                Ok(l) => return Some(l),
+                Err(e) => warn(format!("skipping checkpoint {}: {e}", path.display())),
+            }
+        }
+        None
+    }
+}
+
+/// Checks a checkpoint directory: the manifest parses and every file has the recorded size and SHA-256.
+pub fn verify(dir: &Path) -> Result<Manifest, String> {
+    verified_bytes(dir).map(|(m, _)| m)
+}
+
+fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), String> {
+    let m = Manifest::read(dir)?;
+    let mut bytes = HashMap::new();
+    for f in &m.files {
+        let path = dir.join(&f.name);
+        let b = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if b.len() as u64 != f.bytes {
+            return Err(format!("{}: {} bytes, manifest says {} (truncated?)", path.display(), b.len(), f.bytes));
+        }
+        if sha256_hex(&b) != f.sha256 {
+            return Err(format!("{}: SHA-256 mismatch (corrupted)", path.display()));
+        }
+        bytes.insert(f.name.clone(), b);
+    }
+    Ok((m, bytes))
+}
+
+/// Verifies and reads a checkpoint directory onto `device`.
+pub fn load(dir: &Path, device: Device) -> Result<Loaded, String> {
+    let (manifest, bytes) = verified_bytes(dir)?;
+    let get = |name: &str| -> Result<HashMap<String, Tensor>, String> {
+        let b = bytes.get(name).ok_or_else(|| format!("{}: manifest lists no {name}", dir.display()))?;
+        from_bytes(b, &dir.join(name), device).map_err(|e| e.to_string())
+    };
+    Ok(Loaded { dir: dir.to_path_buf(), model: get(MODEL_FILE)?, state: get(STATE_FILE)?, manifest })
+}

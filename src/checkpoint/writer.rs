@@ -1,0 +1,57 @@
+//! Saving without stopping training: at most one checkpoint write in flight on a background thread.
+//!
+//! The snapshot is copied to host memory on the training thread (so training can go on mutating the live
+//! tensors), then serialised, written, committed and verified on the writer thread. A failed write is returned
+//! by the next `save` or by `flush`, never dropped; `flush` must be called before the process exits.
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::store::{CheckpointError, Committed, Snapshot, Store};
+
+pub struct Writer {
+    store: Arc<Store>,
+    background: bool,
+    inflight: Option<JoinHandle<Result<Committed, CheckpointError>>>,
+    last: Option<Committed>,
+}
+
+impl Writer {
+    /// `background = true` is `checkpoint.async`.
+    pub fn new(store: Store, background: bool) -> Writer {
+        Writer { store: Arc::new(store), background, inflight: None, last: None }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Waits for the write in flight (if any), then saves `snap` (in the background when async).
+    pub fn save(&mut self, snap: Snapshot) -> Result<(), CheckpointError> {
+        self.flush()?;
+        if self.background {
+            let store = Arc::clone(&self.store);
+            self.inflight = Some(std::thread::spawn(move || store.commit(snap)));
+        } else {
+            self.last = Some(self.store.commit(snap)?);
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight and returns the newest committed checkpoint of this process.
+    pub fn flush(&mut self) -> Result<Option<Committed>, CheckpointError> {
+        if let Some(h) = self.inflight.take() {
+            self.last = Some(h.join().map_err(|_| CheckpointError::Thread)??);
+        }
+        Ok(self.last.clone())
+    }
+
+    /// Whether a write is still running.
+    pub fn busy(&self) -> bool {
+        self.inflight.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// The newest committed checkpoint known without waiting.
+    pub fn last(&self) -> Option<&Committed> {
+        self.last.as_ref()
+    }
+}

@@ -1,0 +1,79 @@
+//! `spotrun inspect PATH [--verify]`: what a checkpoint (or every checkpoint under a run or checkpoint
+//! directory) holds, read from its manifest; `--verify` also checks every file's size and SHA-256.
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{self, Manifest, MANIFEST};
+
+/// Checkpoint directories under `path`: itself if it has a manifest or is named `ckpt-*`, else its `ckpt-*`
+/// children, else those of `path/checkpoints`.
+pub fn find(path: &Path) -> Vec<PathBuf> {
+    let is_ckpt =
+        |p: &Path| p.join(MANIFEST).exists() || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"));
+    if is_ckpt(path) {
+        return vec![path.to_path_buf()];
+    }
+    for dir in [path.to_path_buf(), path.join("checkpoints")] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && is_ckpt(p))
+            .collect();
+        if !v.is_empty() {
+            v.sort();
+            return v;
+        }
+    }
+    Vec::new()
+}
+
+/// A human-readable report for one checkpoint directory, and whether it is good (committed, and verified
+/// when `verify`).
+pub fn report(dir: &Path, verify: bool) -> (String, bool) {
+    let m = match Manifest::read(dir) {
+        Ok(m) => m,
+        Err(e) => return (format!("{}\n  NOT COMMITTED: {e}\n", dir.display()), false),
+    };
+    let mut out = format!("{}\n", dir.display());
+    let total = m.config.get("train").and_then(|t| t.get("epochs")).and_then(|e| e.as_u64()).unwrap_or(0);
+    out += &format!(
+        "  run id {}  format v{}  reason {}  saved in {:.2}s\n  cursor: epoch {} of {total}, {} batches done, step {}{}\n",
+        &m.run_id[..m.run_id.len().min(16)],
+        m.format_version,
+        m.reason,
+        m.save_seconds,
+        m.epoch + usize::from(m.batch > 0 || m.epoch == 0),
+        m.batch,
+        m.step,
+        if m.finished { " (finished)" } else { "" },
+    );
+    if let Some(last) = m.metrics.last() {
+        out += &format!("  last epoch metrics: {last}\n");
+    }
+    let mut good = true;
+    for f in &m.files {
+        let path = dir.join(&f.name);
+        let tensors = std::fs::read(&path)
+            .ok()
+            .and_then(|b| safetensors::SafeTensors::read_metadata(&b).ok().map(|(_, meta)| meta.tensors().len()));
+        let status = if verify {
+            match std::fs::read(&path) {
+                Ok(b) if b.len() as u64 == f.bytes && checkpoint::sha256_hex(&b) == f.sha256 => "ok".to_string(),
+                Ok(b) if b.len() as u64 != f.bytes => format!("BAD: {} bytes on disk", b.len()),
+                Ok(_) => "BAD: checksum mismatch".to_string(),
+                Err(e) => format!("BAD: {e}"),
+            }
+        } else {
+            "not verified".to_string()
+        };
+        good &= !status.starts_with("BAD");
+        out += &format!(
+            "  {:<18} {:>6} tensors {:>10.2} MB  sha256 {}…  {status}\n",
+            f.name,
+            tensors.map_or("?".into(), |n| n.to_string()),
+            f.bytes as f64 / 1e6,
+            &f.sha256[..f.sha256.len().min(12)],
+        );
+    }
+    (out, good)
+}

@@ -1,0 +1,70 @@
+//! Whether a checkpoint (or a run directory) may be continued with the config at hand, as a pure check.
+//!
+//! Same run id: yes. Only `train.epochs` grew: yes (extending a finished run). Anything else: only with
+//! `--allow-config-change`. The refusal lists the keys that differ so the user sees what they changed.
+use crate::config::{config_hash, hash_ignoring_epochs, Config};
+
+/// `Ok(note)` when `new` may continue `old` (the note describes an extension or an allowed change);
+/// `Err(changed keys)` otherwise.
+pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Option<String>, Vec<String>> {
+    if config_hash(old) == config_hash(new) {
+        return Ok(None);
+    }
+    if hash_ignoring_epochs(old) == hash_ignoring_epochs(new) && new.train.epochs >= old.train.epochs {
+        return Ok(Some(format!("extending the run from {} to {} epochs", old.train.epochs, new.train.epochs)));
+    }
+    let changed = changed_keys(old, new);
+    if allow_change {
+        return Ok(Some(format!("continuing despite config changes (--allow-config-change): {}", changed.join(", "))));
+    }
+    Err(changed)
+}
+
+/// Dotted paths of the leaves that differ between two configs (placement keys included; they are harmless).
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out
+}
+
+fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let null = serde_json::Value::Null;
+            for k in keys {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                diff(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_config_and_longer_runs_continue_others_are_refused_with_the_changed_keys() {
+        let a = Config::default();
+        assert_eq!(compatible(&a, &a.clone(), false), Ok(None));
+        let mut longer = a.clone();
+        longer.train.epochs += 5;
+        assert!(compatible(&a, &longer, false).unwrap().unwrap().contains("extending"));
+        assert!(compatible(&longer, &a, false).is_err(), "shrinking is not an extension");
+        let mut lr = a.clone();
+        lr.optim.lr = 0.5;
+        lr.model.dropout = 0.1;
+        assert_eq!(compatible(&a, &lr, false), Err(vec!["model.dropout".to_string(), "optim.lr".to_string()]));
+        assert!(compatible(&a, &lr, true).is_ok());
+        let mut moved = a.clone();
+        moved.train.device = "cuda:3".into();
+        moved.checkpoint.every_steps = 7;
+        assert_eq!(compatible(&a, &moved, false), Ok(None), "placement and checkpoint keys do not matter");
+    }
+}
