@@ -27,12 +27,19 @@ pub fn find(path: &Path) -> Vec<PathBuf> {
     Vec::new()
 }
 
-/// A human-readable report for one checkpoint directory, and whether it is good (committed, and verified
-/// when `verify`).
+/// A human-readable report for one checkpoint directory, and whether it is good: a committed checkpoint whose
+/// files verify (when `verify`). A directory without a manifest is an interrupted write, which resume ignores;
+/// it is reported but not counted as bad.
 pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     let m = match Manifest::read(dir) {
         Ok(m) => m,
-        Err(e) => return (format!("{}\n  NOT COMMITTED: {e}\n", dir.display()), false),
+        Err(e) if !dir.join(MANIFEST).exists() => {
+            return (
+                format!("{}\n  not committed (an interrupted write; resume ignores it): {e}\n", dir.display()),
+                true,
+            )
+        }
+        Err(e) => return (format!("{}\n  BAD manifest: {e}\n", dir.display()), false),
     };
     let mut out = format!("{}\n", dir.display());
     let total = m.config.get("train").and_then(|t| t.get("epochs")).and_then(|e| e.as_u64()).unwrap_or(0);

@@ -93,11 +93,23 @@ impl Store {
     }
 
     /// Writes `snap` as a new checkpoint, commits it with its manifest, verifies it, then applies retention.
-    pub fn commit(&self, mut snap: Snapshot) -> Result<Committed, CheckpointError> {
-        let n = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    /// On failure the half-written directory is removed (it was never committed) and older checkpoints are
+    /// untouched.
+    pub fn commit(&self, snap: Snapshot) -> Result<Committed, CheckpointError> {
         let dir = self.dir.join(format!("ckpt-{:010}", snap.manifest.step));
+        let result = self.write(&dir, snap);
+        if result.is_err() && !dir.join(MANIFEST).exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let committed = result?;
+        self.apply_retention();
+        Ok(committed)
+    }
+
+    fn write(&self, dir: &Path, mut snap: Snapshot) -> Result<Committed, CheckpointError> {
+        let n = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let werr = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };
-        std::fs::create_dir_all(&dir).map_err(|e| werr(&dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| werr(dir, e))?;
         // A stale manifest from an earlier save of this step must not vouch for files about to be replaced.
         match std::fs::remove_file(dir.join(MANIFEST)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(werr(&dir.join(MANIFEST), e)),
@@ -120,9 +132,8 @@ impl Store {
         snap.manifest.created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mpath = dir.join(MANIFEST);
         write_atomic(&mpath, snap.manifest.to_json().as_bytes()).map_err(|e| werr(&mpath, e))?;
-        verify(&dir).map_err(|message| CheckpointError::Verify { path: dir.clone(), message })?;
-        self.apply_retention();
-        Ok(Committed { dir, step: snap.manifest.step, save_seconds: snap.manifest.save_seconds })
+        verify(dir).map_err(|message| CheckpointError::Verify { path: dir.to_path_buf(), message })?;
+        Ok(Committed { dir: dir.to_path_buf(), step: snap.manifest.step, save_seconds: snap.manifest.save_seconds })
     }
 
     fn delay(&self) {

@@ -110,13 +110,17 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             l.manifest.step
         ));
     }
-    write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
     let weights = run_dir.join("model.safetensors");
     if cursor.0 >= cfg.train.epochs {
+        // Nothing to train: leave the run directory as it is, except for restoring lost final weights.
         progress.finish();
-        checkpoint::save(&weights, &named_variables(&vs))?;
+        if !weights.exists() {
+            std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+            checkpoint::save(&weights, &named_variables(&vs))?;
+        }
         return Ok(TrainSummary { run_id, run_dir, status: RunStatus::AlreadyFinished, metrics });
     }
+    write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
 
     let mut saver = Saver {
         writer: Writer::new(store, cfg.checkpoint.background),

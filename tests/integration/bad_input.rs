@@ -154,15 +154,18 @@ fn a_run_dir_holding_another_run_is_left_untouched() {
     a.extend(sets(&SMALL));
     a.extend(["--run-dir".to_string(), dir.display().to_string(), "--quiet".into()]);
     run_ok(&a);
-    let snapshot = |d: &Path| -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<_> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-            .collect();
+    fn snapshot(d: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut v = Vec::new();
+        for p in std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()) {
+            if p.is_dir() {
+                v.extend(snapshot(&p));
+            } else {
+                v.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
         v.sort();
         v
-    };
+    }
     let before = snapshot(&dir);
     a.extend(sets(&["optim.lr=0.5"]));
     let err = run_bad(&a);

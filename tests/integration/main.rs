@@ -5,4 +5,5 @@ mod common;
 mod bad_input;
 mod configs;
 mod interop;
+mod resume;
 mod train;

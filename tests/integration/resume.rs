@@ -1,0 +1,300 @@
+//! Checkpoints and exact resume, with real signals sent to real child processes.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{metrics, run_bad, sets, spotrun, text};
+
+/// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
+const RESUME: [&str; 8] = [
+    "data.synthetic.train=8000",
+    "data.synthetic.val=1000",
+    "data.synthetic.features=64",
+    "model.hidden=[128]",
+    "model.dropout=0.1",
+    "train.batch_size=128",
+    "train.epochs=3",
+    "train.log_every=0",
+];
+
+fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut kv: Vec<&str> = RESUME.to_vec();
+    kv.extend(extra);
+    let mut a = vec!["train".to_string(), "--run-dir".into(), dir.display().to_string()];
+    a.extend(sets(&kv));
+    a
+}
+
+fn run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    spotrun().args(args(dir, extra)).envs(env.iter().copied()).output().unwrap()
+}
+
+#[track_caller]
+fn run_to_end(dir: &Path, extra: &[&str]) -> String {
+    let out = run(dir, extra, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    spotrun()
+        .args(args(dir, extra))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// The uninterrupted reference run, trained once per test that needs it.
+fn reference(tmp: &Path) -> PathBuf {
+    let d = tmp.join("reference");
+    run_to_end(&d, &[]);
+    d
+}
+
+#[track_caller]
+fn assert_same_run(a: &Path, b: &Path) {
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(wa == wb, "model.safetensors of {} and {} differ", a.display(), b.display());
+    let strip = |d: &Path| -> Vec<serde_json::Value> {
+        metrics(d)
+            .into_iter()
+            .map(|mut m| {
+                let o = m.as_object_mut().unwrap();
+                o.remove("samples_per_sec");
+                o.remove("epoch_seconds");
+                m
+            })
+            .collect()
+    };
+    assert_eq!(strip(a), strip(b));
+}
+
+fn committed(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = reference(tmp.path());
+
+    // SIGKILL right after the first checkpoint commits, then the same command.
+    let killed = tmp.path().join("killed");
+    let mut child = spawn(&killed, &["checkpoint.every_steps=10"], &[]);
+    wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&killed).is_empty());
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().code(), None, "killed by a signal");
+    let err = run_to_end(&killed, &["checkpoint.every_steps=10"]);
+    assert!(err.contains("resuming from"), "{err}");
+    assert_same_run(&reference, &killed);
+
+    // SIGTERM in the middle of epoch 2: finish the step, save, exit 143; then the same command.
+    let termed = tmp.path().join("termed");
+    let child = spawn(&termed, &[], &[]);
+    wait_until("epoch 1", Duration::from_secs(60), || {
+        std::fs::read_to_string(termed.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty())
+    });
+    let epoch_seconds = metrics(&termed)[0]["epoch_seconds"].as_f64().unwrap();
+    std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("preempted by SIGTERM"), "{}", text(&out.stderr));
+    let newest = committed(&termed).pop().unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["reason"], "signal");
+    assert_eq!(m["epoch"], 1, "stopped in epoch 2 (0-based 1)");
+    assert!(m["batch"].as_u64().unwrap() > 0, "mid-epoch: {m}");
+    run_to_end(&termed, &[]);
+    assert_same_run(&reference, &termed);
+}
+
+#[test]
+fn torture_twenty_sigkills_at_random_moments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = reference(tmp.path());
+    let d = tmp.path().join("tortured");
+    // Frequent checkpoints with slowed writes, so many kills land inside a checkpoint write.
+    let extra = ["checkpoint.every_steps=3", "checkpoint.keep_last=2"];
+    let env = [("SPOTRUN_TEST_WRITE_DELAY_MS", "20")];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    let mut starts = 0;
+    loop {
+        starts += 1;
+        assert!(starts < 200, "the run never completed");
+        let mut child = spawn(&d, &extra, &env);
+        if kills >= 20 {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            break;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(400 + rng % 1200));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill landed
+        }
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("skipping checkpoint"), "a committed checkpoint failed to verify:\n{err}");
+        kills += 1;
+    }
+    assert!(kills >= 20, "only {kills} kills landed");
+    assert_same_run(&reference, &d);
+    // Retention kept at most keep_last committed checkpoints, and the newest verifies.
+    assert!(committed(&d).len() <= 2);
+    let out = spotrun().args(["inspect", &d.display().to_string(), "--verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn truncated_or_bit_flipped_newest_checkpoint_falls_back_to_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = reference(tmp.path());
+    for (name, damage) in [("truncated", 0), ("flipped", 1)] {
+        let d = tmp.path().join(name);
+        let extra = ["checkpoint.keep_last=3", "train.epochs=2"];
+        run_to_end(&d, &extra);
+        let newest = committed(&d).pop().unwrap();
+        let (file, problem) =
+            if damage == 0 { ("model.safetensors", "truncated") } else { ("state.safetensors", "SHA-256 mismatch") };
+        let path = newest.join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        if damage == 0 {
+            bytes.truncate(bytes.len() / 2);
+        } else {
+            let i = bytes.len() - 7;
+            bytes[i] ^= 0x10;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let out = spotrun().args(["inspect", &newest.display().to_string(), "--verify"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "inspect --verify flags the damage");
+        assert!(text(&out.stdout).contains("BAD"), "{}", text(&out.stdout));
+        // Extending to 3 epochs resumes from the epoch-1 checkpoint, reporting the damaged one.
+        let err = run_to_end(&d, &["checkpoint.keep_last=3"]);
+        assert!(err.contains("skipping checkpoint") && err.contains(problem), "{err}");
+        assert!(err.contains("ckpt-0000000063"), "falls back to the end of epoch 1: {err}");
+        assert_same_run(&reference, &d);
+    }
+}
+
+#[test]
+fn disk_full_during_a_save_is_a_clear_error_and_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = reference(tmp.path());
+    let d = tmp.path().join("full");
+    let out = run(&d, &[], &[("SPOTRUN_TEST_ENOSPC_AT_SAVE", "2")]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device") && err.contains("previous checkpoint is intact"), "{err}");
+    let ok = committed(&d);
+    assert_eq!(ok.len(), 1, "only the epoch-1 checkpoint committed");
+    for entry in walk(&d) {
+        assert!(!entry.to_string_lossy().contains(".tmp-"), "scratch file left behind: {}", entry.display());
+    }
+    let out = spotrun().args(["inspect", &d.display().to_string(), "--verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    run_to_end(&d, &[]);
+    assert_same_run(&reference, &d);
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn async_saves_give_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = reference(tmp.path());
+    let d = tmp.path().join("async");
+    run_to_end(&d, &["checkpoint.async=true", "checkpoint.every_steps=7"]);
+    assert_same_run(&reference, &d);
+    let out = spotrun().args(["inspect", &d.display().to_string(), "--verify"]).output().unwrap();
+    assert!(out.status.success() && text(&out.stdout).contains("ok"), "{}", text(&out.stdout));
+    // The final checkpoint holds exactly the final weights.
+    let newest = committed(&d).pop().unwrap();
+    assert_eq!(
+        std::fs::read(newest.join("model.safetensors")).unwrap(),
+        std::fs::read(d.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn config_changes_are_refused_epochs_may_grow_and_finished_runs_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    run_to_end(&d, &["train.epochs=2"]);
+    let before = std::fs::read(d.join("config.toml")).unwrap();
+    let a = args(&d, &["train.epochs=2", "optim.lr=0.01"]);
+    let err = run_bad(&a);
+    assert!(err.contains("different config") && err.contains("optim.lr"), "{err}");
+    assert_eq!(std::fs::read(d.join("config.toml")).unwrap(), before, "refusal leaves files untouched");
+    let out = run(&d, &["train.epochs=2"], &[]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("already finished"), "{}", text(&out.stdout));
+    let err = run_to_end(&d, &[]);
+    assert!(err.contains("extending the run from 2 to 3 epochs"), "{err}");
+    assert_eq!(metrics(&d).len(), 3);
+    let epochs: Vec<u64> = metrics(&d).iter().map(|m| m["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2, 3]);
+    // With --allow-config-change the changed config continues the run (here: extends it by one epoch).
+    let mut a = args(&d, &["train.epochs=4", "optim.lr=0.01"]);
+    a.push("--allow-config-change".into());
+    let out = spotrun().args(&a).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--allow-config-change"), "{}", text(&out.stderr));
+    assert_eq!(metrics(&d).len(), 4);
+}
+
+#[test]
+fn a_second_sigint_exits_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    // Saves take > 2 s, so the first SIGINT's save is still running when the second arrives.
+    let child = spawn(&d, &[], &[("SPOTRUN_TEST_WRITE_DELAY_MS", "1000")]);
+    wait_until("training to start", Duration::from_secs(60), || d.join("metrics.jsonl").exists());
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_millis(1500), "exited {:?} after the second SIGINT", t0.elapsed());
+    assert!(committed(&d).is_empty(), "the interrupted save never committed");
+}
