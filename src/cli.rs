@@ -37,7 +37,7 @@ pub enum Command {
     /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
     Inspect {
         path: PathBuf,
-        /// Also check every file's size and SHA-256 against the manifest (exit 2 if any is bad).
+        /// Also check every file's size and CRC-32 against the manifest (exit 2 if any is bad).
         #[arg(long)]
         verify: bool,
     },

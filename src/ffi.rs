@@ -159,3 +159,24 @@ pub fn tune_allocator() -> bool {
         false
     }
 }
+
+/// The bytes of a CPU tensor whose storage is contiguous, borrowed without copying; `None` otherwise.
+///
+/// The borrow is tied to `t`. Sound as long as nobody writes the tensor's storage while the slice is alive; the
+/// callers (checkpoint writers) only pass tensors they own exclusively (snapshot copies) or that the paused
+/// training loop does not touch.
+pub fn host_bytes(t: &Tensor) -> Option<&[u8]> {
+    if t.device() != tch::Device::Cpu || !t.is_contiguous() {
+        return None;
+    }
+    let len = t.numel() * t.kind().elt_size_in_bytes();
+    if len == 0 {
+        return Some(&[]);
+    }
+    let ptr = t.data_ptr() as *const u8;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a contiguous CPU tensor's data is `len` initialised bytes at `ptr`, kept alive by `t`.
+    Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+}

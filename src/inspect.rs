@@ -1,5 +1,5 @@
 //! `spotrun inspect PATH [--verify]`: what a checkpoint (or every checkpoint under a run or checkpoint
-//! directory) holds, read from its manifest; `--verify` also checks every file's size and SHA-256.
+//! directory) holds, read from its manifest; `--verify` also checks every file's size and CRC-32.
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, Manifest, MANIFEST};
@@ -65,7 +65,9 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
             .and_then(|b| safetensors::SafeTensors::read_metadata(&b).ok().map(|(_, meta)| meta.tensors().len()));
         let status = if verify {
             match std::fs::read(&path) {
-                Ok(b) if b.len() as u64 == f.bytes && checkpoint::sha256_hex(&b) == f.sha256 => "ok".to_string(),
+                Ok(b) if b.len() as u64 == f.bytes && checkpoint::crc32_hex(crc32fast::hash(&b)) == f.crc32 => {
+                    "ok".to_string()
+                }
                 Ok(b) if b.len() as u64 != f.bytes => format!("BAD: {} bytes on disk", b.len()),
                 Ok(_) => "BAD: checksum mismatch".to_string(),
                 Err(e) => format!("BAD: {e}"),
@@ -75,11 +77,11 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
         };
         good &= !status.starts_with("BAD");
         out += &format!(
-            "  {:<18} {:>6} tensors {:>10.2} MB  sha256 {}…  {status}\n",
+            "  {:<18} {:>6} tensors {:>10.2} MB  crc32 {}  {status}\n",
             f.name,
             tensors.map_or("?".into(), |n| n.to_string()),
             f.bytes as f64 / 1e6,
-            &f.sha256[..f.sha256.len().min(12)],
+            f.crc32,
         );
     }
     (out, good)

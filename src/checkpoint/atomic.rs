@@ -31,6 +31,14 @@ impl Drop for Scratch {
 
 /// Atomically replaces `path` with `bytes` (see the module docs for the guarantee).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, &mut |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content streamed by `fill` (buffered) instead of held in memory.
+pub fn write_atomic_with<T>(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -39,18 +47,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
     let mut guard = Scratch(Some(tmp.clone()));
-    let mut f = File::create(&tmp)?;
-    let limit = ENOSPC_AFTER.swap(0, Ordering::SeqCst) as usize;
-    if limit > 0 && limit < bytes.len() {
-        f.write_all(&bytes[..limit])?;
-        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC; the guard removes the scratch file
-    }
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
+    let file = File::create(&tmp)?;
+    let limit = ENOSPC_AFTER.swap(0, Ordering::SeqCst);
+    let mut w = std::io::BufWriter::with_capacity(
+        1 << 20,
+        Limited { inner: file, left: if limit > 0 { Some(limit) } else { None } },
+    );
+    let out = fill(&mut w)?;
+    let file = w.into_inner().map_err(|e| e.into_error())?.inner;
+    file.sync_all()?;
+    drop(file);
     fs::rename(&tmp, path)?;
     guard.0 = None;
-    File::open(&dir)?.sync_all()
+    File::open(&dir)?.sync_all()?;
+    Ok(out)
+}
+
+/// A file that fails like a full disk (ENOSPC) after `left` bytes, for the test-only fault hook.
+struct Limited {
+    inner: File,
+    left: Option<u64>,
+}
+
+impl Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.left {
+            Some(0) => Err(std::io::Error::from_raw_os_error(28)),
+            Some(left) => {
+                let n = self.inner.write(&buf[..buf.len().min(left as usize)])?;
+                self.left = Some(left - n as u64);
+                Ok(n)
+            }
+            None => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Appends one line to `path` and fsyncs (for `metrics.jsonl`: a crash loses at most the line being written).

@@ -2,7 +2,7 @@
 //!
 //! Takes plain named tensors plus a manifest; never imports `trainer`. Everything a run must not tear
 //! (weights, config, checkpoints) goes through [`write_atomic`]. A checkpoint is committed by its manifest,
-//! written last, which carries a SHA-256 per file; loading verifies every file and falls back to older ones.
+//! written last, which carries a size and CRC-32 per file; loading verifies every file and falls back to older ones.
 mod atomic;
 mod manifest;
 mod retention;
@@ -10,11 +10,11 @@ mod store;
 mod tensors;
 mod writer;
 
-pub use atomic::{append_line, write_atomic};
-pub use manifest::{sha256_hex, FileEntry, Manifest, FORMAT_VERSION, MANIFEST};
+pub use atomic::{append_line, write_atomic, write_atomic_with};
+pub use manifest::{crc32_hex, FileEntry, Manifest, FORMAT_VERSION, MANIFEST};
 pub use retention::{to_delete, Entry};
 pub use store::{
     load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Snapshot, Store, MODEL_FILE, STATE_FILE,
 };
-pub use tensors::{from_bytes, load, save, to_bytes, TensorIoError};
+pub use tensors::{from_bytes, load, save, to_bytes, write_to, TensorIoError, Written};
 pub use writer::Writer;

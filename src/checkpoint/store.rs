@@ -2,7 +2,8 @@
 //! and apply retention.
 //!
 //! Layout: `<dir>/ckpt-<step, 10 digits>/{model.safetensors, state.safetensors, manifest.json}`. Each file is
-//! written with [`write_atomic`]; the manifest, holding a SHA-256 for every other file, is written last and is
+//! written atomically (scratch, fsync, rename, fsync dir); the manifest, holding a size and CRC-32 for every
+//! other file, is written last and is
 //! the commit point; the new checkpoint is read back and verified before retention may delete anything older.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Tensor};
 
 use super::atomic::write_atomic;
-use super::manifest::{sha256_hex, FileEntry, Manifest, MANIFEST};
+use super::manifest::{crc32_hex, FileEntry, Manifest, MANIFEST};
 use super::retention::{self, Entry};
-use super::tensors::{from_bytes, to_bytes, TensorIoError};
+use super::tensors::{from_bytes, save, TensorIoError};
 
 /// Model weights file inside a checkpoint (PyTorch `state_dict` names).
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -92,18 +93,16 @@ impl Store {
         &self.dir
     }
 
-    /// Writes `snap` as a new checkpoint, commits it with its manifest, verifies it, then applies retention.
-    /// On failure the half-written directory is removed (it was never committed) and older checkpoints are
-    /// untouched.
+    /// Writes `snap` as a new checkpoint, commits it with its manifest, and verifies it. On failure the
+    /// half-written directory is removed (it was never committed) and older checkpoints are untouched.
+    /// Retention is separate ([`Store::apply_retention`]) so deleting old checkpoints stays off the save path.
     pub fn commit(&self, snap: Snapshot) -> Result<Committed, CheckpointError> {
         let dir = self.dir.join(format!("ckpt-{:010}", snap.manifest.step));
         let result = self.write(&dir, snap);
         if result.is_err() && !dir.join(MANIFEST).exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let committed = result?;
-        self.apply_retention();
-        Ok(committed)
+        result
     }
 
     fn write(&self, dir: &Path, mut snap: Snapshot) -> Result<Committed, CheckpointError> {
@@ -117,14 +116,17 @@ impl Store {
         }
         let mut files = Vec::new();
         for (i, (name, tensors)) in [(MODEL_FILE, &snap.model), (STATE_FILE, &snap.state)].into_iter().enumerate() {
-            let bytes = to_bytes(tensors)?;
             self.delay();
             let path = dir.join(name);
             if i == 0 && self.hooks.enospc_at_save == Some(n) {
-                super::atomic::inject_enospc_once(bytes.len() / 2);
+                let bytes: usize = tensors.iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
+                super::atomic::inject_enospc_once(bytes / 2);
             }
-            write_atomic(&path, &bytes).map_err(|e| werr(&path, e))?;
-            files.push(FileEntry { name: name.to_string(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+            let written = save(&path, tensors).map_err(|e| match e {
+                TensorIoError::Write { path, source } => CheckpointError::Write { path, source },
+                other => CheckpointError::Tensor(other),
+            })?;
+            files.push(FileEntry { name: name.to_string(), bytes: written.bytes, crc32: crc32_hex(written.crc32) });
         }
         self.delay();
         snap.manifest.files = files;
@@ -159,8 +161,9 @@ impl Store {
         v
     }
 
-    /// Deletes what [`retention::to_delete`] says; a failed delete is reported, never fatal.
-    fn apply_retention(&self) {
+    /// Deletes what [`retention::to_delete`] says; a failed delete is reported, never fatal. Call it only after
+    /// a commit succeeded.
+    pub fn apply_retention(&self) {
         let listed = self.list();
         let entries: Vec<Entry> = listed.iter().map(|(e, _)| e.clone()).collect();
         for name in retention::to_delete(&entries, self.keep_last) {
@@ -186,9 +189,38 @@ impl Store {
     }
 }
 
-/// Checks a checkpoint directory: the manifest parses and every file has the recorded size and SHA-256.
+/// Checks a checkpoint directory: the manifest parses and every file has the recorded size and CRC-32.
+/// Streams the files through a fixed buffer (no file-sized allocation).
 pub fn verify(dir: &Path) -> Result<Manifest, String> {
-    verified_bytes(dir).map(|(m, _)| m)
+    use std::io::Read;
+    let m = Manifest::read(dir)?;
+    let mut buf = vec![0u8; 4 << 20];
+    for f in &m.files {
+        let path = dir.join(&f.name);
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut file = std::fs::File::open(&path).map_err(err)?;
+        let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
+        loop {
+            let n = file.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+            len += n as u64;
+        }
+        check_file(&path, f, len, crc.finalize())?;
+    }
+    Ok(m)
+}
+
+fn check_file(path: &Path, f: &FileEntry, len: u64, crc: u32) -> Result<(), String> {
+    if len != f.bytes {
+        return Err(format!("{}: {len} bytes, manifest says {} (truncated?)", path.display(), f.bytes));
+    }
+    if crc32_hex(crc) != f.crc32 {
+        return Err(format!("{}: checksum mismatch (corrupted)", path.display()));
+    }
+    Ok(())
 }
 
 fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), String> {
@@ -197,12 +229,7 @@ fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), St
     for f in &m.files {
         let path = dir.join(&f.name);
         let b = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if b.len() as u64 != f.bytes {
-            return Err(format!("{}: {} bytes, manifest says {} (truncated?)", path.display(), b.len(), f.bytes));
-        }
-        if sha256_hex(&b) != f.sha256 {
-            return Err(format!("{}: SHA-256 mismatch (corrupted)", path.display()));
-        }
+        check_file(&path, f, b.len() as u64, crc32fast::hash(&b))?;
         bytes.insert(f.name.clone(), b);
     }
     Ok((m, bytes))

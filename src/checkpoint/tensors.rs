@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
-use super::atomic::write_atomic;
+use std::io::Write;
+
+use super::atomic::write_atomic_with;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TensorIoError {
@@ -20,6 +22,9 @@ pub enum TensorIoError {
     Format { path: PathBuf, message: String },
     #[error("tensor `{name}`: {message}")]
     Tensor { name: String, message: String },
+    /// An I/O error while streaming tensors to a writer.
+    #[error("{0}")]
+    Stream(std::io::Error),
 }
 
 impl TensorIoError {
@@ -61,35 +66,81 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Serialises `tensors` (copied to host memory) into safetensors bytes, sorted by name, no metadata.
-pub fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
-    let mut host: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let terr = |message: String| TensorIoError::Tensor { name: name.clone(), message };
-        let dtype = dtype_of(t.kind()).ok_or_else(|| terr(format!("unsupported dtype {:?}", t.kind())))?;
-        let t = t.detach().to_device(Device::Cpu).contiguous();
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel).map_err(|e| terr(e.to_string()))?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        host.push((name.clone(), dtype, shape, data));
-    }
-    host.sort_by(|a, b| a.0.cmp(&b.0));
-    let views: Vec<(String, safetensors::tensor::TensorView)> = host
-        .iter()
-        .map(|(n, d, s, data)| {
-            safetensors::tensor::TensorView::new(*d, s.clone(), data)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| TensorIoError::Tensor { name: n.clone(), message: e.to_string() })
-        })
-        .collect::<Result<_, _>>()?;
-    safetensors::serialize(views, None).map_err(|e| TensorIoError::Tensor { name: "*".into(), message: e.to_string() })
+/// Size and CRC-32 of what [`write_to`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub crc32: u32,
 }
 
-/// Writes `tensors` to `path` atomically (see [`write_atomic`]).
-pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TensorIoError> {
-    let bytes = to_bytes(tensors)?;
-    write_atomic(path, &bytes).map_err(|source| TensorIoError::Write { path: path.to_path_buf(), source })
+/// Streams `tensors` in the safetensors format to `w`: sorted by name, no metadata, each tensor copied to host
+/// memory one at a time (no whole-file buffer), with a CRC-32 computed on the way.
+pub fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
+    let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, t) in &order {
+        let dtype = dtype_of(t.kind()).ok_or_else(|| TensorIoError::Tensor {
+            name: name.clone(),
+            message: format!("unsupported dtype {:?}", t.kind()),
+        })?;
+        let len = t.numel() as u64 * t.kind().elt_size_in_bytes() as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": format!("{dtype:?}"), "shape": t.size(), "data_offsets": [offset, offset + len] }),
+        );
+        offset += len;
+    }
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    while text.len() % 8 != 0 {
+        text.push(b' '); // the format pads the header to 8-byte alignment with spaces
+    }
+    let mut crc = crc32fast::Hasher::new();
+    let io = TensorIoError::Stream;
+    for chunk in [&(text.len() as u64).to_le_bytes()[..], &text[..]] {
+        w.write_all(chunk).map_err(io)?;
+        crc.update(chunk);
+    }
+    for (name, t) in order {
+        // Contiguous CPU tensors are written straight from their storage; others go through one host copy.
+        let host;
+        let bytes = match crate::ffi::host_bytes(t) {
+            Some(b) => b,
+            None => {
+                host = t.detach().to_device(Device::Cpu).contiguous();
+                crate::ffi::host_bytes(&host).ok_or_else(|| TensorIoError::Tensor {
+                    name: name.clone(),
+                    message: "cannot read tensor data".into(),
+                })?
+            }
+        };
+        w.write_all(bytes).map_err(io)?;
+        crc.update(bytes);
+    }
+    Ok(Written { bytes: 8 + text.len() as u64 + offset, crc32: crc.finalize() })
+}
+
+/// Serialises `tensors` into safetensors bytes in memory (see [`write_to`]).
+pub fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
+    let mut out = Vec::new();
+    write_to(&mut out, tensors)?;
+    Ok(out)
+}
+
+/// Writes `tensors` to `path` atomically (see [`write_atomic_with`]); returns size and CRC-32.
+pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
+    let mut tensor_err = None;
+    let result = write_atomic_with(path, &mut |w| {
+        write_to(w, tensors).map_err(|e| match e {
+            TensorIoError::Stream(io) => io,
+            other => {
+                tensor_err = Some(other);
+                std::io::Error::other("tensor error")
+            }
+        })
+    });
+    result.map_err(|source| tensor_err.take().unwrap_or(TensorIoError::Write { path: path.to_path_buf(), source }))
 }
 
 /// Reads every tensor of a safetensors file onto `device`.

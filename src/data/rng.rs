@@ -5,11 +5,11 @@
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64-bit state, full period, passes BigCrush when used as here.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub struct SplitMix64(u64, Option<f64>);
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
+        SplitMix64(seed, None)
     }
 
     /// A stream keyed by `parts` (e.g. `[seed, epoch]`): independent-looking for different keys.
@@ -18,7 +18,7 @@ impl SplitMix64 {
         for &p in parts {
             s = mix(s ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         }
-        SplitMix64(s)
+        SplitMix64(s, None)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -36,11 +36,17 @@ impl SplitMix64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
-    /// Standard normal (Box–Muller, one value per call).
+    /// Standard normal (Box–Muller; each pair of uniforms gives two values, the second kept for the next call).
     pub fn normal(&mut self) -> f64 {
+        if let Some(z) = self.1.take() {
+            return z;
+        }
         let u1 = 1.0 - self.next_f64(); // (0, 1]
         let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+        self.1 = Some(r * s);
+        r * c
     }
 }
 

@@ -47,7 +47,12 @@ impl Mlp {
     /// The hidden stack without the head (shared with the CNN's classifier).
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.layers.iter().fold(xs.flatten(1, -1), |x, layer| {
-            activate(&layer.forward(&x), self.activation).dropout(self.dropout, train)
+            let h = activate(&layer.forward(&x), self.activation);
+            if self.dropout > 0.0 {
+                h.dropout(self.dropout, train)
+            } else {
+                h
+            }
         })
     }
 }

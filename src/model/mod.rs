@@ -27,11 +27,14 @@ impl<M: nn::ModuleT> Model for M {
     }
 }
 
+/// Applies the activation to a freshly computed layer output. ReLU and tanh run in place: their backward needs
+/// only their own output, and the layer that produced `x` (linear/conv) saves its input, not `x`, so this is
+/// safe for autograd and saves one activation-sized allocation per layer.
 pub(crate) fn activate(x: &Tensor, a: Activation) -> Tensor {
     match a {
-        Activation::Relu => x.relu(),
+        Activation::Relu => x.shallow_clone().relu_(),
+        Activation::Tanh => x.shallow_clone().tanh_(),
         Activation::Gelu => x.gelu("none"),
-        Activation::Tanh => x.tanh(),
     }
 }
 

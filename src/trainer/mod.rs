@@ -8,6 +8,7 @@ mod progress;
 mod resume;
 mod run;
 mod signals;
+pub mod startup;
 
 pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;

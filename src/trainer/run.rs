@@ -132,10 +132,16 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     };
     let metrics_path = run_dir.join("metrics.jsonl");
     let steps_per_epoch = trainer.steps_per_epoch() as usize;
+    let mut print_startup = std::env::var_os("SPOTRUN_PRINT_STARTUP").is_some();
     for epoch in cursor.0..cfg.train.epochs {
         let start_batch = if epoch == cursor.0 { cursor.1 } else { 0 };
         let mut stopped: Option<(i32, usize)> = None;
         let outcome = trainer.run_epoch(epoch, start_batch, &progress, &mut |t, done| {
+            if print_startup {
+                print_startup = false;
+                let s = super::startup::seconds_since_process_start().unwrap_or(f64::NAN);
+                eprintln!("startup: first step done {s:.3}s after process start");
+            }
             if let Some(sig) = signals.received() {
                 stopped = Some((sig, done));
                 return Ok(Flow::Stop);

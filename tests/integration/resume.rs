@@ -184,7 +184,7 @@ fn truncated_or_bit_flipped_newest_checkpoint_falls_back_to_the_previous_one() {
         run_to_end(&d, &extra);
         let newest = committed(&d).pop().unwrap();
         let (file, problem) =
-            if damage == 0 { ("model.safetensors", "truncated") } else { ("state.safetensors", "SHA-256 mismatch") };
+            if damage == 0 { ("model.safetensors", "truncated") } else { ("state.safetensors", "checksum mismatch") };
         let path = newest.join(file);
         let mut bytes = std::fs::read(&path).unwrap();
         if damage == 0 {

@@ -1,0 +1,181 @@
+//! Checkpoint costs, reproducing the BENCHMARKS.md figures:
+//! 1. write speed of a committed checkpoint (stream the tensors, fsync, rename, fsync dir, manifest, read-back
+//!    verification; retention runs afterwards, untimed, as it runs on a background thread in training) against
+//!    `dd conv=fsync` of the same number of bytes to the same directory, alternating;
+//! 2. the cost of checkpointing every epoch, sync and async, on the wall time of a real `spotrun train` run;
+//! 3. start-up: process start to the first step, fresh and resumed, against `python -c "import torch"`.
+//!
+//! Env: SPOTRUN_BENCH_DIR (default: the system temp dir; put it on the disk you care about),
+//! SPOTRUN_BENCH_CKPT_HIDDEN (default 4096: an MLP 784-H-H-10 with AdamW state), SPOTRUN_BENCH_ROUNDS (3),
+//! SPOTRUN_PYTHON.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use spotrun::checkpoint::{Manifest, Snapshot, Store, FORMAT_VERSION};
+use tch::{Device, Kind, Tensor};
+
+fn env(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn manifest(step: u64) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        run_id: "bench".into(),
+        config: serde_json::Value::Null,
+        epoch: 0,
+        batch: 0,
+        step,
+        finished: false,
+        metrics: vec![],
+        rng: String::new(),
+        files: vec![],
+        reason: "bench".into(),
+        save_seconds: 0.0,
+        created_unix_ms: 0,
+    }
+}
+
+fn write_speed(dir: &Path, hidden: i64, rounds: usize) {
+    let sizes = [(hidden, 784), (hidden, 1), (hidden, hidden), (hidden, 1), (10, hidden), (10, 1)];
+    let model: Vec<(String, Tensor)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, b))| (format!("p{i}"), Tensor::randn([a, b], (Kind::Float, Device::Cpu))))
+        .collect();
+    let state: Vec<(String, Tensor)> = model
+        .iter()
+        .flat_map(|(n, t)| [(format!("{n}.exp_avg"), t.copy()), (format!("{n}.exp_avg_sq"), t.copy())])
+        .collect();
+    let bytes: u64 = model.iter().chain(&state).map(|(_, t)| t.numel() as u64 * 4).sum();
+    let store = Store::new(dir.join("ckpts"), 1);
+    let (mut ours, mut dd) = (vec![], vec![]);
+    for r in 0..rounds {
+        let snap = |step| Snapshot {
+            model: model.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            state: state.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            manifest: manifest(step),
+            started: Instant::now(),
+        };
+        let t0 = Instant::now();
+        if let Err(e) = store.commit(snap(r as u64 + 1)) {
+            panic!("commit: {e}");
+        }
+        ours.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6);
+        store.apply_retention(); // off the timed path, as in training (a background thread there)
+        let out = dir.join("dd.bin");
+        let t0 = Instant::now();
+        let ok = Command::new("dd")
+            .args([
+                "if=/dev/zero",
+                &format!("of={}", out.display()),
+                "bs=1M",
+                &format!("count={}", bytes.div_ceil(1 << 20)),
+                "conv=fsync",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "dd failed");
+        dd.push((bytes.div_ceil(1 << 20) << 20) as f64 / t0.elapsed().as_secs_f64() / 1e6);
+        let _ = std::fs::remove_file(out);
+    }
+    let (o, d) = (median(ours), median(dd));
+    println!("| checkpoint write ({:.0} MB: MLP 784-{hidden}-{hidden}-10 + AdamW state) | {o:.0} MB/s | dd conv=fsync {d:.0} MB/s | {:.2}x |", bytes as f64 / 1e6, o / d);
+}
+
+fn spotrun_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/release/deps/checkpoint-xxxx -> target/release/spotrun
+    exe.parent().and_then(Path::parent).map(|p| p.join("spotrun")).unwrap_or_default()
+}
+
+fn timed_run(args: &[&str], env: &[(&str, &str)]) -> (f64, String) {
+    let t0 = Instant::now();
+    let out = Command::new(spotrun_bin()).args(args).envs(env.iter().copied()).output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => panic!("spotrun {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("spawn {}: {e} (run `cargo build --release` first)", spotrun_bin().display()),
+    };
+    (t0.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn save_overhead(dir: &Path, rounds: usize) {
+    let mut rows = Vec::new();
+    for (name, sets) in [
+        ("no checkpoints", vec!["checkpoint.every_epochs=0"]),
+        ("sync, every epoch", vec!["checkpoint.every_epochs=1"]),
+        ("async, every epoch", vec!["checkpoint.every_epochs=1", "checkpoint.async=true"]),
+    ] {
+        let mut times = vec![];
+        for r in 0..rounds {
+            let run_dir = dir.join(format!("ovh-{}-{r}", name.replace([' ', ','], "")));
+            let mut a: Vec<String> =
+                vec!["train".into(), "--quiet".into(), "--run-dir".into(), run_dir.display().to_string()];
+            for s in sets.iter().chain(&["train.epochs=4"]) {
+                a.extend(["--set".to_string(), s.to_string()]);
+            }
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            times.push(timed_run(&refs, &[]).0);
+        }
+        rows.push((name, median(times)));
+    }
+    let base = rows[0].1;
+    for (name, t) in rows {
+        println!("| default MLP, 4 epochs, {name} | {t:.2} s wall | overhead {:+.1}% |", (t / base - 1.0) * 100.0);
+    }
+}
+
+fn startup(dir: &Path, rounds: usize) {
+    let parse = |s: &str| -> f64 {
+        s.lines()
+            .find_map(|l| {
+                l.strip_prefix("startup: first step done ")
+                    .and_then(|r| r.split('s').next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let (mut fresh, mut resumed, mut py) = (vec![], vec![], vec![]);
+    for r in 0..rounds {
+        let d = dir.join(format!("startup-{r}"));
+        let d = d.display().to_string();
+        let env = [("SPOTRUN_PRINT_STARTUP", "1")];
+        fresh.push(parse(&timed_run(&["train", "--run-dir", &d, "--set", "train.epochs=1"], &env).1));
+        resumed.push(parse(&timed_run(&["train", "--run-dir", &d, "--set", "train.epochs=2"], &env).1));
+        let python = std::env::var("SPOTRUN_PYTHON").unwrap_or_default();
+        let t0 = Instant::now();
+        if Command::new(&python).args(["-c", "import torch"]).status().is_ok_and(|s| s.success()) {
+            py.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "| process start -> first step, fresh (default config: includes generating the data) | {:.2} s |",
+        median(fresh)
+    );
+    println!("| process start -> first step, resumed from the epoch-1 checkpoint | {:.2} s |", median(resumed));
+    println!("| python -c \"import torch\" alone | {:.2} s |", median(py));
+}
+
+fn main() {
+    let rounds: usize = env("SPOTRUN_BENCH_ROUNDS", "3").parse().unwrap_or(3);
+    let hidden: i64 = env("SPOTRUN_BENCH_CKPT_HIDDEN", "4096").parse().unwrap_or(4096);
+    let base = std::env::var_os("SPOTRUN_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let tmp = match tempfile::tempdir_in(&base) {
+        Ok(t) => t,
+        Err(e) => panic!("tempdir in {}: {e}", base.display()),
+    };
+    println!("checkpoint benchmarks in {}, median of {rounds}", base.display());
+    println!("| what | spotrun | reference | ratio |");
+    println!("|---|---|---|---|");
+    write_speed(tmp.path(), hidden, rounds);
+    save_overhead(tmp.path(), rounds);
+    startup(tmp.path(), rounds);
+}
