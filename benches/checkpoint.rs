@@ -68,7 +68,6 @@ fn write_speed(dir: &Path, hidden: i64, rounds: usize) {
             panic!("commit: {e}");
         }
         ours.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6);
-        store.apply_retention(); // off the timed path, as in training (a background thread there)
         let out = dir.join("dd.bin");
         let t0 = Instant::now();
         let ok = Command::new("dd")
@@ -85,6 +84,7 @@ fn write_speed(dir: &Path, hidden: i64, rounds: usize) {
         assert!(ok, "dd failed");
         dd.push((bytes.div_ceil(1 << 20) << 20) as f64 / t0.elapsed().as_secs_f64() / 1e6);
         let _ = std::fs::remove_file(out);
+        store.apply_retention(); // untimed, and after dd: in training it runs on a background thread
     }
     let (o, d) = (median(ours), median(dd));
     println!("| checkpoint write ({:.0} MB: MLP 784-{hidden}-{hidden}-10 + AdamW state) | {o:.0} MB/s | dd conv=fsync {d:.0} MB/s | {:.2}x |", bytes as f64 / 1e6, o / d);

@@ -6,7 +6,8 @@
 //! Prints medians and the ratio; reproduces the numbers in BENCHMARKS.md.
 //!
 //! Env: SPOTRUN_BENCH_MODELS (default "mlp"; add "cnn"), SPOTRUN_BENCH_ROUNDS (3), SPOTRUN_BENCH_EPOCHS (2),
-//! SPOTRUN_BENCH_THREADS (2), SPOTRUN_BENCH_DEVICE (cpu), SPOTRUN_BENCH_PRECISION (fp32), SPOTRUN_PYTHON.
+//! SPOTRUN_BENCH_THREADS (2), SPOTRUN_BENCH_DEVICE (cpu), SPOTRUN_BENCH_PRECISION (fp32), SPOTRUN_PYTHON,
+//! SPOTRUN_BENCH_SETS (extra `KEY=VALUE` overrides separated by `;`, e.g. to shrink the data for a dry run).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -47,6 +48,7 @@ fn model_sets(kind: &str, threads: &str, dev: &str, precision: &str) -> Vec<Stri
                 .map(String::from),
         );
     }
+    sets.extend(env("SPOTRUN_BENCH_SETS", "").split(';').filter(|s| !s.trim().is_empty()).map(String::from));
     sets
 }
 
@@ -164,7 +166,7 @@ fn main() {
             median(tuned),
         ));
     }
-    println!("\ntrain throughput, batch 8192, {precision}, {threads} threads, device {dev_s}, median of {rounds}x{epochs} epochs");
+    println!("\ntrain throughput, {precision}, {threads} threads, device {dev_s}, median of {rounds}x{epochs} epochs");
     println!("| model | spotrun samples/s | PyTorch eager | ratio | eager + spotrun's malloc settings | ratio |");
     println!("|---|---|---|---|---|---|");
     for (_, desc, ours, eager, tuned) in &rows {

@@ -11,4 +11,6 @@ for s in scripts/*.sh .ci/run; do bash -n "$s"; done
 "${SPOTRUN_PYTHON}" -m py_compile scripts/*.py
 cargo test --release --locked
 cargo bench --locked --no-run
+# The GPU check script, end to end on the CPU with tiny sizes, so it cannot rot before a GPU is lent.
+OUT="$(mktemp -d)" scripts/gpu-check.sh --dry
 echo "scripts/test.sh: all tests passed"

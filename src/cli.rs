@@ -1,10 +1,18 @@
 //! The command line: clap definitions and dispatch. Maps every outcome to an exit code; prints errors once.
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::device;
+
+/// `println!` that ignores a closed stdout (e.g. `spotrun devices | head -1`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
 use crate::error::Result;
 use crate::trainer::{self, TrainOptions};
 
@@ -69,14 +77,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Train { config, sets, run_dir, quiet, allow_config_change } => {
             let s = trainer::train(&TrainOptions { config, sets, run_dir, quiet, allow_config_change })?;
             if s.status == trainer::RunStatus::AlreadyFinished {
-                println!(
-                    "run {} already finished ({} epochs) -> {}",
-                    &s.run_id[..8],
-                    s.metrics.len(),
-                    s.run_dir.display()
-                );
+                say!("run {} already finished ({} epochs) -> {}", &s.run_id[..8], s.metrics.len(), s.run_dir.display());
             } else if let Some(last) = s.metrics.last() {
-                println!(
+                say!(
                     "run {} finished: {} epochs, val_accuracy {:.4}, val_loss {:.4} -> {}",
                     &s.run_id[..8],
                     last.epoch,
@@ -100,7 +103,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             let mut all_good = true;
             for d in dirs {
                 let (text, good) = crate::inspect::report(&d, verify);
-                print!("{text}");
+                let _ = write!(std::io::stdout().lock(), "{text}");
                 all_good &= good;
             }
             Ok(if all_good { ExitCode::SUCCESS } else { ExitCode::from(2) })
@@ -110,10 +113,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
 
 fn devices() {
     match device::list_gpus() {
-        Ok(gpus) if gpus.is_empty() => println!("no CUDA devices"),
+        Ok(gpus) if gpus.is_empty() => say!("no CUDA devices"),
         Ok(gpus) => {
             for g in gpus {
-                println!(
+                say!(
                     "cuda:{}  {}  {:.1} GiB total, {:.1} GiB free  compute capability {}.{}",
                     g.ordinal,
                     g.name,
@@ -124,8 +127,8 @@ fn devices() {
                 );
             }
         }
-        Err(e) => println!("no usable CUDA devices ({e})"),
+        Err(e) => say!("no usable CUDA devices ({e})"),
     }
-    println!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
-    println!("cpu: {} threads", device::cpu_threads());
+    say!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+    say!("cpu: {} threads", device::cpu_threads());
 }

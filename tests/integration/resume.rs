@@ -111,24 +111,34 @@ fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
     assert!(err.contains("resuming from"), "{err}");
     assert_same_run(&reference, &killed);
 
-    // SIGTERM in the middle of epoch 2: finish the step, save, exit 143; then the same command.
-    let termed = tmp.path().join("termed");
-    let child = spawn(&termed, &[], &[]);
-    wait_until("epoch 1", Duration::from_secs(60), || {
-        std::fs::read_to_string(termed.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty())
-    });
-    let epoch_seconds = metrics(&termed)[0]["epoch_seconds"].as_f64().unwrap();
-    std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
-    signal(&child, "TERM");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("preempted by SIGTERM"), "{}", text(&out.stderr));
-    let newest = committed(&termed).pop().unwrap();
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["reason"], "signal");
-    assert_eq!(m["epoch"], 1, "stopped in epoch 2 (0-based 1)");
-    assert!(m["batch"].as_u64().unwrap() > 0, "mid-epoch: {m}");
+    // SIGTERM in the middle of an epoch: finish the step, save, exit 143; then the same command. A signal that
+    // happens to land in the last step or the evaluation of an epoch is an epoch-end save instead, so retry
+    // (with a fresh run) until one lands mid-epoch.
+    let mut termed = None;
+    for attempt in 0..4 {
+        let d = tmp.path().join(format!("termed-{attempt}"));
+        let child = spawn(&d, &[], &[]);
+        let has_epoch = || std::fs::read_to_string(d.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty());
+        wait_until("epoch 1", Duration::from_secs(60), has_epoch);
+        let epoch_seconds = metrics(&d)[0]["epoch_seconds"].as_f64().unwrap();
+        std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
+        signal(&child, "TERM");
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            continue; // the run finished before the signal: too fast on this machine, try again
+        }
+        assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("preempted by SIGTERM"), "{}", text(&out.stderr));
+        let newest = committed(&d).pop().unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
+        if m["batch"].as_u64().unwrap() > 0 {
+            assert_eq!(m["reason"], "signal", "{m}");
+            termed = Some(d);
+            break;
+        }
+    }
+    let termed = termed.expect("no SIGTERM landed mid-epoch in 4 attempts");
     run_to_end(&termed, &[]);
     assert_same_run(&reference, &termed);
 }
@@ -297,4 +307,31 @@ fn a_second_sigint_exits_at_once() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(t0.elapsed() < Duration::from_millis(1500), "exited {:?} after the second SIGINT", t0.elapsed());
     assert!(committed(&d).is_empty(), "the interrupted save never committed");
+}
+
+#[test]
+fn a_signal_skips_the_save_when_the_last_one_would_not_fit_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    // grace 0 s: any measured save time is too long, so a signal keeps the last good checkpoint. Saves happen
+    // only at epoch ends, so a signal in the middle of epoch 2 finds one measured save (epoch 1) to go by.
+    let extra = ["checkpoint.grace_seconds=0", "train.epochs=30"];
+    let child = spawn(&d, &extra, &[]);
+    wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&d).is_empty());
+    let epoch_seconds = metrics(&d)[0]["epoch_seconds"].as_f64().unwrap();
+    std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
+    signal(&child, "USR1");
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 10), "{err}");
+    assert!(err.contains("preempted by SIGUSR1"), "{err}");
+    let newest = committed(&d).pop().unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
+    assert_ne!(m["reason"], "signal", "no signal save may be written: {m}");
+    assert_eq!(m["batch"], 0, "the newest checkpoint is an epoch-end one");
+    if !err.contains("already written") {
+        assert!(err.contains("skipped the save"), "{err}");
+    }
+    run_to_end(&d, &extra);
 }

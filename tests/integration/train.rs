@@ -157,6 +157,19 @@ fn reduced_precision_runs_on_cpu_autocast() {
 }
 
 #[test]
+fn deterministic_mode_runs_and_matches_the_default_on_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train(&a, &[]);
+    train(&b, &["train.deterministic=true"]);
+    // On the CPU the default kernels are already deterministic, so the weights agree bit for bit.
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
 fn cnn_trains_on_image_shaped_data() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("cnn");
