@@ -43,14 +43,17 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     };
     let mut out = format!("{}\n", dir.display());
     let total = m.config.get("train").and_then(|t| t.get("epochs")).and_then(|e| e.as_u64()).unwrap_or(0);
+    let cursor = if m.batch == 0 {
+        format!("{} of {total} epochs done", m.epoch)
+    } else {
+        format!("in epoch {} of {total}, {} batches done", m.epoch + 1, m.batch)
+    };
     out += &format!(
-        "  run id {}  format v{}  reason {}  saved in {:.2}s\n  cursor: epoch {} of {total}, {} batches done, step {}{}\n",
+        "  run id {}  format v{}  reason {}  saved in {:.2}s\n  cursor: {cursor}, step {}{}\n",
         &m.run_id[..m.run_id.len().min(16)],
         m.format_version,
         m.reason,
         m.save_seconds,
-        m.epoch + usize::from(m.batch > 0 || m.epoch == 0),
-        m.batch,
         m.step,
         if m.finished { " (finished)" } else { "" },
     );
