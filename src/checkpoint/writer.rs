@@ -56,11 +56,6 @@ impl Writer {
         Ok(self.last.clone())
     }
 
-    /// Whether a write is still running.
-    pub fn busy(&self) -> bool {
-        self.inflight.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
     /// The newest committed checkpoint known without waiting.
     pub fn last(&self) -> Option<&Committed> {
         self.last.as_ref()

@@ -15,7 +15,6 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice};
 pub use order::epoch_permutation;
 pub use rng::SplitMix64;
-pub use synthetic::{generate as generate_synthetic, Split};
 
 /// Bad data: always names the file (or `<synthetic>`) and the config key or tensor involved.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +53,7 @@ impl Dataset {
             DataSource::Synthetic => {
                 let (train, val) = synthetic::generate(&data.synthetic);
                 let f = data.synthetic.features as i64;
-                let to_x = |s: &Split| Tensor::from_slice(&s.x).reshape([s.y.len() as i64, f]);
+                let to_x = |s: &synthetic::Split| Tensor::from_slice(&s.x).reshape([s.y.len() as i64, f]);
                 let raw = file::RawSplits {
                     x_train: to_x(&train),
                     y_train: Tensor::from_slice(&train.y),

@@ -76,11 +76,6 @@ impl<'a> Trainer<'a> {
         self.steps_per_epoch() * self.cfg.train.epochs as u64
     }
 
-    /// Parameter names in the order the optimizer sees them.
-    pub fn param_names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Trains every epoch, calling `on_epoch` after each (e.g. to append to metrics.jsonl).
     pub fn fit(
         &mut self,
