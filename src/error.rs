@@ -1,7 +1,8 @@
 //! The crate-level error: every module's error folds into [`Error`], which knows its exit code.
 //!
-//! Exit codes are part of the CLI contract: 0 success, 2 bad input (config, data, checkpoint, or a run that
-//! diverged), 1 anything else (I/O on the output side, libtorch failures).
+//! Exit codes are part of the CLI contract: 0 success, 2 bad input (config, sweep file, data, checkpoint, or a run
+//! that diverged), 75 a sweep run held by another live worker, 128 + signal when preempted, 1 anything else (I/O
+//! on the output side, libtorch failures, a sweep with failed runs).
 use std::process::ExitCode;
 
 use crate::checkpoint::TensorIoError;
@@ -19,6 +20,8 @@ pub enum Error {
     TensorIo(#[from] TensorIoError),
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::SweepError),
     /// Stopped by a preemption signal after saving (or deliberately not saving) a checkpoint.
     #[error("{message}")]
     Preempted { signal: i32, message: String },
@@ -45,6 +48,7 @@ impl Error {
                 ExitCode::from(2)
             }
             Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
+            Error::Sweep(e) => e.exit_code(),
             Error::Preempted { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),
             _ => ExitCode::from(1),
         }

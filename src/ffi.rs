@@ -180,3 +180,43 @@ pub fn host_bytes(t: &Tensor) -> Option<&[u8]> {
     // SAFETY: a contiguous CPU tensor's data is `len` initialised bytes at `ptr`, kept alive by `t`.
     Some(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn kill(pid: c_int, sig: c_int) -> c_int;
+    fn prctl(option: c_int, ...) -> c_int;
+}
+
+/// Sends `sig` to process `pid` (used by `spotrun sweep` to pass a preemption signal on to its workers).
+pub fn send_signal(pid: u32, sig: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(pid) = c_int::try_from(pid) else { return false };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: kill(2) with a positive pid only sends a signal.
+        unsafe { kill(pid, sig) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, sig);
+        false
+    }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG), so a worker whose
+/// launcher was killed checkpoints and stops instead of training on unsupervised. Returns whether it was set.
+pub fn die_with_parent(sig: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PR_SET_PDEATHSIG: c_int = 1;
+        // SAFETY: prctl(PR_SET_PDEATHSIG, sig) takes one integer argument and changes only this process.
+        unsafe { prctl(PR_SET_PDEATHSIG, sig as std::os::raw::c_ulong) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sig;
+        false
+    }
+}

@@ -1,6 +1,6 @@
 //! spotrun: a libtorch training worker for preemptible GPUs.
 //!
-//! Data flows one way: `cli → trainer → {model, optim, amp, data, checkpoint} → config/error`. The library is
+//! Data flows one way: `cli → sweep → trainer → {model, optim, amp, data, checkpoint} → config/error`. The library is
 //! usable without the CLI: load a [`config::Config`], a [`data::Dataset`], build any tch model that implements
 //! [`model::Model`] on a `VarStore`, and drive it with [`trainer::Trainer`].
 pub mod amp;
@@ -14,6 +14,7 @@ pub mod ffi;
 pub mod inspect;
 pub mod model;
 pub mod optim;
+pub mod sweep;
 pub mod trainer;
 
 pub use error::{Error, Result};

@@ -36,12 +36,7 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, Config
     let origin = path.map_or_else(|| PathBuf::from(BUILTIN), Path::to_path_buf);
     let mut table = match path {
         None => toml::Table::new(),
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: origin.clone(), source })?;
-            text.parse::<toml::Table>()
-                .map_err(|e| ConfigError::Syntax { file: origin.clone(), message: e.to_string().trim().to_string() })?
-        }
+        Some(p) => read_table(p)?,
     };
     for arg in sets {
         apply_set(&mut table, arg, &origin)?;
@@ -51,8 +46,14 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, Config
         let stem = path.and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
         config.train.name = Some(stem.unwrap_or_else(|| "default".into()));
     }
-    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.clone(), key, message })?;
     Ok(LoadedConfig { config, origin })
+}
+
+/// Reads and parses a TOML file into a table (not yet a [`Config`]).
+pub fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.into(), source })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax { file: path.into(), message: e.to_string().trim().to_string() })
 }
 
 /// Parses a config from TOML text (used for `config.toml` files spotrun wrote itself, and in tests).
@@ -60,13 +61,12 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let table = text
         .parse::<toml::Table>()
         .map_err(|e| ConfigError::Syntax { file: origin.to_path_buf(), message: e.to_string().trim().to_string() })?;
-    let config = from_table(table, origin)?;
-    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
-    Ok(config)
+    from_table(table, origin)
 }
 
-fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+/// Deserializes and validates a config table; errors name `origin` and the key path.
+pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let message = e.into_inner().to_string().trim().to_string();
         ConfigError::Key {
@@ -74,7 +74,9 @@ fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> 
             key: if key == "." { "(top level)".into() } else { key },
             message,
         }
-    })
+    })?;
+    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
+    Ok(config)
 }
 
 /// Applies one `KEY=VALUE`. The value is parsed as a TOML value (`3`, `true`, `[512, 512]`, `"x"`), falling back
@@ -90,20 +92,24 @@ fn apply_set(table: &mut toml::Table, arg: &str, origin: &Path) -> Result<(), Co
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    set_value(table, key, value, origin)
+}
+
+/// Sets the dotted `key` (e.g. `optim.lr`) in a config table, creating sections as needed. Fails when a
+/// prefix of the key is a value rather than a section; unknown keys are caught later by [`from_table`].
+pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value, origin: &Path) -> Result<(), ConfigError> {
     let parts: Vec<&str> = key.split('.').collect();
-    let (last, parents) = parts.split_last().ok_or_else(|| ConfigError::SetSyntax { arg: arg.into() })?;
+    let bad = |message: String| ConfigError::Key { file: origin.to_path_buf(), key: key.to_string(), message };
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("not a key path (expected e.g. optim.lr)".into()));
+    }
+    let (last, parents) = parts.split_last().ok_or_else(|| bad("empty key".into()))?;
     let mut cur = table;
     for (i, part) in parents.iter().enumerate() {
         let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
-            _ => {
-                return Err(ConfigError::Key {
-                    file: origin.to_path_buf(),
-                    key: parts[..=i].join("."),
-                    message: format!("--set {key}: `{}` is a value, not a section", parts[..=i].join(".")),
-                })
-            }
+            _ => return Err(bad(format!("`{}` is a value, not a section", parts[..=i].join(".")))),
         };
     }
     cur.insert(last.to_string(), value);

@@ -8,8 +8,8 @@ mod schema;
 mod validate;
 
 pub use hash::{config_hash, hash_ignoring_epochs, PLACEMENT_KEYS};
-pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
+pub use load::{from_table, load, parse_str, read_table, set_value, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
-    Activation, CheckpointConfig, Config, DataConfig, DataSource, ModelConfig, ModelKind, OnDevice, OptimConfig,
-    OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TrainConfig,
+    Activation, CheckpointConfig, Config, DataConfig, DataSource, EarlyStopping, MetricName, ModelConfig, ModelKind,
+    OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TrainConfig,
 };

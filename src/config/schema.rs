@@ -234,6 +234,42 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// torch's deterministic algorithms (and the cuDNN/cuBLAS settings they need).
     pub deterministic: bool,
+    /// Stop before `epochs` when a metric stops improving, e.g. `{ metric = "val_loss", patience = 3 }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// A per-epoch metric that runs are judged by (early stopping, sweep rankings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricName {
+    ValLoss,
+    ValAccuracy,
+    TrainLoss,
+}
+
+impl MetricName {
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, MetricName::ValAccuracy)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricName::ValLoss => "val_loss",
+            MetricName::ValAccuracy => "val_accuracy",
+            MetricName::TrainLoss => "train_loss",
+        }
+    }
+}
+
+/// `train.early_stopping`: stop once `metric` has not improved by more than `min_delta` for `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub metric: MetricName,
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
 }
 
 impl Default for TrainConfig {
@@ -249,6 +285,7 @@ impl Default for TrainConfig {
             threads: 0,
             log_every: 10,
             deterministic: false,
+            early_stopping: None,
         }
     }
 }

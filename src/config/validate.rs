@@ -18,6 +18,14 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if crate::device::parse_device(&c.train.device).is_none() {
         return err("train.device", format!("\"{}\" is not one of auto, cpu, cuda, cuda:N", c.train.device));
     }
+    if let Some(es) = &c.train.early_stopping {
+        if es.patience == 0 {
+            return err("train.early_stopping.patience", "must be at least 1".into());
+        }
+        if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
+            return err("train.early_stopping.min_delta", format!("must be >= 0, got {}", es.min_delta));
+        }
+    }
     if !(c.optim.lr.is_finite() && c.optim.lr > 0.0) {
         return err("optim.lr", format!("must be a positive number, got {}", c.optim.lr));
     }

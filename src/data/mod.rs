@@ -5,7 +5,7 @@
 //! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config`.
 mod file;
 mod order;
-mod rng;
+pub mod rng;
 mod synthetic;
 
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! and the `spotrun train` command.
 //!
 //! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
+mod early;
 mod fit;
 mod metrics;
 mod progress;
@@ -10,8 +11,10 @@ mod run;
 mod signals;
 pub mod startup;
 
+pub use early::{metric_value, should_stop};
 pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
 pub use resume::{changed_keys, compatible};
-pub use run::{default_run_dir, named_variables, train, RunStatus, TrainOptions, TrainSummary};
+pub use run::{default_run_dir, named_variables, train, EpochHook, RunStatus, TrainOptions, TrainSummary};
+pub use signals::name as signal_name;

@@ -21,6 +21,19 @@ use crate::device;
 use crate::error::{Error, Result};
 use crate::{ffi, model};
 
+/// Called after every epoch with the history so far; returning true ends the run there (sweep pruning).
+#[derive(Clone)]
+pub struct EpochHook(pub std::sync::Arc<EpochHookFn>);
+
+/// The function inside an [`EpochHook`].
+pub type EpochHookFn = dyn Fn(&[EpochMetrics]) -> bool + Send + Sync;
+
+impl std::fmt::Debug for EpochHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("EpochHook")
+    }
+}
+
 /// What `spotrun train` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -30,12 +43,20 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Resume even if the checkpoint was written with a different config.
     pub allow_config_change: bool,
+    /// An already resolved config (from a sweep); when set, `config` and `sets` are ignored.
+    pub loaded: Option<LoadedConfig>,
+    /// Checked after each epoch that early stopping did not end; true stops the run ([`RunStatus::Pruned`]).
+    pub epoch_hook: Option<EpochHook>,
 }
 
 /// How a `train` command ended (preemption is an [`Error::Preempted`], with its own exit code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     Completed,
+    /// Stopped before `train.epochs` by `train.early_stopping`.
+    StoppedEarly,
+    /// Stopped by [`TrainOptions::epoch_hook`].
+    Pruned,
     /// The newest checkpoint already covered every epoch; nothing was trained.
     AlreadyFinished,
 }
@@ -52,7 +73,10 @@ pub struct TrainSummary {
 /// Runs `spotrun train` end to end.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let signals = Signals::install().map_err(|e| Error::Device(format!("cannot install signal handlers: {e}")))?;
-    let loaded = config::load(opts.config.as_deref(), &opts.sets)?;
+    let loaded = match &opts.loaded {
+        Some(l) => l.clone(),
+        None => config::load(opts.config.as_deref(), &opts.sets)?,
+    };
     let cfg = &loaded.config;
     let run_id = config::config_hash(cfg);
     if cfg.train.deterministic {
@@ -101,7 +125,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         metrics = l.manifest.metrics.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect();
         cursor = (l.manifest.epoch, l.manifest.batch);
         last_save_seconds = Some(l.manifest.save_seconds);
-        let verb = if cursor.0 >= cfg.train.epochs { "already finished at" } else { "resuming from" };
+        let verb = if finished(cfg, cursor.0, &metrics) { "already finished at" } else { "resuming from" };
         progress.println(&format!(
             "{verb} {} (epoch {}, batch {}, step {})",
             l.dir.display(),
@@ -111,7 +135,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         ));
     }
     let weights = run_dir.join("model.safetensors");
-    if cursor.0 >= cfg.train.epochs {
+    if finished(cfg, cursor.0, &metrics) {
         // Nothing to train: leave the run directory as it is, except for restoring lost final weights.
         progress.finish();
         if !weights.exists() {
@@ -160,10 +184,27 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         progress.epoch(&m);
         append_line(&metrics_path, &m.to_json_line()).map_err(|e| Error::io(&metrics_path, e))?;
         metrics.push(m);
-        let last = epoch + 1 == cfg.train.epochs;
+        let stop_early = cfg.train.early_stopping.as_ref().is_some_and(|es| super::early::should_stop(&metrics, es));
+        if stop_early {
+            progress.println(&format!(
+                "early stopping after epoch {}: {} stopped improving",
+                epoch + 1,
+                cfg.train.early_stopping.as_ref().map_or("", |es| es.metric.as_str())
+            ));
+        }
+        let pruned =
+            !stop_early && epoch + 1 < cfg.train.epochs && opts.epoch_hook.as_ref().is_some_and(|h| (h.0)(&metrics));
+        if pruned {
+            progress.println(&format!("pruned after epoch {}", epoch + 1));
+        }
+        let stop_early = stop_early || pruned;
+        let last = epoch + 1 == cfg.train.epochs || stop_early;
         let every = cfg.checkpoint.every_epochs;
         if last || (every > 0 && (epoch + 1) % every == 0) {
             saver.save(&trainer, (epoch + 1, 0), &metrics, if last { "final" } else { "epoch" })?;
+        }
+        if stop_early {
+            break;
         }
         if let Some(sig) = signals.received() {
             if !last {
@@ -174,7 +215,18 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     progress.finish();
     saver.writer.flush()?;
     checkpoint::save(&weights, &named_variables(&vs))?;
-    Ok(TrainSummary { run_id, run_dir, status: RunStatus::Completed, metrics })
+    let status = match metrics.last() {
+        Some(m) if m.epoch >= cfg.train.epochs => RunStatus::Completed,
+        _ if finished(cfg, 0, &metrics) => RunStatus::StoppedEarly,
+        _ => RunStatus::Pruned,
+    };
+    Ok(TrainSummary { run_id, run_dir, status, metrics })
+}
+
+/// A run is finished when every epoch ran or early stopping (a pure function of the history) says so.
+fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics]) -> bool {
+    epochs_done >= cfg.train.epochs
+        || cfg.train.early_stopping.as_ref().is_some_and(|es| super::early::should_stop(metrics, es))
 }
 
 /// Decides when to checkpoint and builds the snapshots.
@@ -217,7 +269,7 @@ impl Saver<'_> {
             epoch: cursor.0,
             batch: cursor.1,
             step: t.step,
-            finished: cursor.0 >= self.cfg.train.epochs,
+            finished: finished(self.cfg, cursor.0, metrics),
             metrics: metrics.iter().filter_map(|m| serde_json::to_value(m).ok()).collect(),
             rng: "reseeded from (train.seed, epoch, batch) before every step".into(),
             files: Vec::new(),

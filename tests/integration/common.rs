@@ -73,3 +73,19 @@ pub fn write_dataset(path: &Path, n: i64, features: i64, classes: i64, x_kind: t
     let named = [("x_train", x), ("y_train", y), ("x_val", xv), ("y_val", yv)].map(|(k, t)| (k.to_string(), t));
     spotrun::checkpoint::save(path, &named).expect("write dataset");
 }
+
+/// Polls `f` every 5 ms until it is true; fails the test after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// `kill -SIG pid` (a real signal through the real kill(1)).
+#[track_caller]
+pub fn kill(pid: u32, sig: &str) -> bool {
+    Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill(1)").success()
+}

@@ -6,4 +6,5 @@ mod bad_input;
 mod configs;
 mod interop;
 mod resume;
+mod sweep;
 mod train;

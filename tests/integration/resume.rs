@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{metrics, run_bad, sets, spotrun, text};
+use crate::common::{metrics, run_bad, sets, spotrun, text, wait_until};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
 const RESUME: [&str; 8] = [
@@ -86,14 +86,6 @@ fn committed(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

@@ -1,0 +1,138 @@
+//! The sweep subcommands' glue: run a library function, print its result, pick the exit code.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::error::SweepError;
+use super::estimate::{self, Rates};
+use super::layout::{Layout, Plan};
+use super::status;
+use super::worker::{self, Ctx, Outcome, WorkerOptions};
+use crate::error::{Error, Result};
+
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `--index I` or `--next`.
+#[derive(Debug, Clone, Copy)]
+pub enum WorkerMode {
+    Index(usize),
+    Next,
+}
+
+/// `spotrun worker SWEEP --index I | --next`.
+pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<ExitCode> {
+    // Started by `spotrun sweep`: stop (with a checkpoint) if that launcher dies, rather than train unsupervised.
+    if let Some(parent) = std::env::var("SPOTRUN_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        crate::ffi::die_with_parent(signal_hook::consts::SIGTERM);
+        if std::os::unix::process::parent_id() != parent {
+            return Err(Error::Preempted {
+                signal: signal_hook::consts::SIGTERM,
+                message: "the launcher that started this worker is gone; not starting".into(),
+            });
+        }
+    }
+    let ctx = Ctx::load(sweep, o.volume.as_deref(), false)?;
+    match mode {
+        WorkerMode::Index(i) => {
+            let id = ctx.runs.get(i).map(|r| r.id[..8].to_string()).unwrap_or_default();
+            match worker::run_index(&ctx, i, o)? {
+                Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
+                Outcome::Trained { status, epochs } => say!("run #{i} {id}: {status:?} after {epochs} epochs"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkerMode::Next => {
+            let (trained, failed) = worker::run_next(&ctx, o)?;
+            let views = status::write_results(&ctx.layout, &ctx.plan)?;
+            let left =
+                views.iter().filter(|v| v.state != status::State::Done && v.state != status::State::Failed).count();
+            say!("worker: trained {trained} run(s), {failed} failed; {left} not finished (held by other workers or pending)");
+            Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+/// Resolves a status/report argument: a sweep directory (with `sweep.json`) or a sweep file plus volume.
+fn sweep_dir(arg: &Path, volume: Option<&Path>) -> Result<(Layout, Plan)> {
+    if arg.is_file() {
+        let ctx = Ctx::load(arg, volume, true)?;
+        let plan = Plan::read(&ctx.layout.root).unwrap_or(ctx.plan);
+        return Ok((ctx.layout, plan));
+    }
+    let plan = Plan::read(arg)?;
+    Ok((Layout { root: arg.to_path_buf() }, plan))
+}
+
+/// `spotrun status DIR [--json]`. Also rewrites the results files.
+pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let (layout, plan) = sweep_dir(dir, volume)?;
+    let views = if layout.root.join("runs").is_dir() {
+        status::write_results(&layout, &plan)?
+    } else {
+        status::collect(&layout, &plan)
+    };
+    if json {
+        let counts: serde_json::Map<String, serde_json::Value> =
+            status::counts(&views).into_iter().map(|(k, v)| (k.as_str().to_string(), v.into())).collect();
+        let best = status::best(&plan, &views, true).map(|(v, m)| {
+            serde_json::json!({"index": v.plan.index, "run_id": v.plan.id, "status": v.state.as_str(), plan.metric.as_str(): m})
+        });
+        let out = serde_json::json!({
+            "name": plan.name,
+            "dir": layout.root,
+            "metric": plan.metric.as_str(),
+            "counts": counts,
+            "best": best,
+            "runs": status::rows(&plan, &views),
+        });
+        say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        let _ = write!(std::io::stdout().lock(), "{}", status::table(&plan, &views));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spotrun estimate SWEEP --gpu NAME [--epoch-seconds S] [--workers N] [--rates FILE]`.
+pub fn estimate_cmd(
+    sweep: &Path,
+    volume: Option<&Path>,
+    gpu: &str,
+    epoch_seconds: Option<f64>,
+    workers: usize,
+    rates: Option<&Path>,
+) -> Result<ExitCode> {
+    let ctx = Ctx::load(sweep, volume, true)?;
+    let rates = match rates {
+        Some(p) => Rates::load(p)?,
+        None => Rates::default(),
+    };
+    let rate = rates.get(gpu).ok_or_else(|| {
+        SweepError::Usage(format!(
+            "--gpu {gpu}: no hourly rate for it; known: {} (add it with --rates FILE)",
+            rates.names()
+        ))
+    })?;
+    let views = status::collect(&ctx.layout, &ctx.plan);
+    let inputs = estimate::inputs(&views, epoch_seconds).map_err(SweepError::Usage)?;
+    let e = estimate::estimate(&inputs, workers.max(1), rate);
+    let _ = write!(
+        std::io::stdout().lock(),
+        "{}",
+        estimate::render(&ctx.sweep.name, gpu, rate, workers.max(1), &inputs, &e)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spotrun report DIR [--out DIR]`.
+pub fn report_cmd(dir: &Path, volume: Option<&Path>, out: Option<PathBuf>) -> Result<ExitCode> {
+    let (layout, plan) = sweep_dir(dir, volume)?;
+    let views = status::collect(&layout, &plan);
+    let out = out.unwrap_or_else(|| layout.root.join("report"));
+    let files = super::report::write(&plan, &views, &out)?;
+    say!("report: {} ({} charts)", out.join("index.html").display(), files.saturating_sub(1));
+    Ok(ExitCode::SUCCESS)
+}

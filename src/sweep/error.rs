@@ -1,0 +1,50 @@
+//! What can stop a sweep command, and the exit code each maps to.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+
+/// Exit code of a worker whose run is held by another live worker (EX_TEMPFAIL): try again later.
+pub const EXIT_BUSY: u8 = 75;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{file}: cannot read sweep file: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: invalid TOML: {message}")]
+    Syntax { file: PathBuf, message: String },
+    /// A bad key or value in the sweep file, named by its path (e.g. `parameters."optim.lr"`).
+    #[error("{file}: {key}: {message}")]
+    Key { file: PathBuf, key: String, message: String },
+    /// The base config named by the sweep file is bad.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Another live worker holds the run's lease.
+    #[error("{0}")]
+    Busy(String),
+    /// Bad command-line use, e.g. `--index` out of range or a directory that is not a sweep.
+    #[error("{0}")]
+    Usage(String),
+    /// The run failed for good (retries used up, or a permanent error).
+    #[error("{0}")]
+    RunFailed(String),
+}
+
+impl SweepError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => {
+                ExitCode::from(2)
+            }
+            SweepError::Usage(_) => ExitCode::from(2),
+            SweepError::Busy(_) => ExitCode::from(EXIT_BUSY),
+            SweepError::Io { .. } | SweepError::RunFailed(_) => ExitCode::from(1),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SweepError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,117 @@
+//! The per-run records a sweep keeps next to the run: `attempts.jsonl` (one line when an attempt starts and
+//! one when it ends), `done.json` (final metrics) and `failed.json` (why it gave up). `done.json` and
+//! `failed.json` are the markers every worker checks before training; both are written atomically.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SweepError;
+use crate::checkpoint::{append_line, write_atomic};
+use crate::trainer::EpochMetrics;
+
+pub const DONE: &str = "done.json";
+pub const FAILED: &str = "failed.json";
+pub const ATTEMPTS: &str = "attempts.jsonl";
+
+/// `done.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub run_id: String,
+    pub index: usize,
+    /// `completed`, `stopped_early` or `pruned`.
+    pub outcome: String,
+    pub epochs: usize,
+    #[serde(rename = "final")]
+    pub last: Option<EpochMetrics>,
+    /// Wall time of all attempts together.
+    pub wall_seconds: f64,
+    /// Seconds a device (a GPU, or a CPU slot) was held by this run's attempts.
+    pub device_seconds: f64,
+    pub device: String,
+    pub host: String,
+    pub finished_unix_ms: u64,
+}
+
+/// `failed.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failed {
+    pub run_id: String,
+    pub index: usize,
+    pub failures: usize,
+    pub exit_code: Option<i32>,
+    pub error: String,
+    #[serde(default)]
+    pub stderr_tail: String,
+    pub unix_ms: u64,
+}
+
+/// One line of `attempts.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `start` or `end`.
+    pub event: String,
+    pub pid: u32,
+    pub host: String,
+    /// The lease generation this attempt held.
+    pub lease: u64,
+    pub unix_ms: u64,
+    /// `start`: the optimizer step it resumed from; `end`: the step it reached.
+    #[serde(default)]
+    pub step: u64,
+    /// `end`: `done`, `preempted`, `failed` or `crashed` (recorded by the launcher for a worker that died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), SweepError> {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    write_atomic(path, text.as_bytes()).map_err(|e| SweepError::io(path, e))
+}
+
+pub fn append_attempt(run_dir: &Path, a: &Attempt) -> Result<(), SweepError> {
+    let path = run_dir.join(ATTEMPTS);
+    append_line(&path, &serde_json::to_string(a).unwrap_or_default()).map_err(|e| SweepError::io(&path, e))
+}
+
+pub fn attempts(run_dir: &Path) -> Vec<Attempt> {
+    std::fs::read_to_string(run_dir.join(ATTEMPTS))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Attempts that ended in a failure (preemptions do not count).
+pub fn failures(attempts: &[Attempt]) -> usize {
+    attempts.iter().filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "crashed"))).count()
+}
+
+/// The epochs recorded so far in `metrics.jsonl`.
+pub fn epoch_metrics(run_dir: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The last `max_bytes` of a file, starting at a line boundary.
+pub fn tail(path: &Path, max_bytes: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(max_bytes);
+    let s = String::from_utf8_lossy(&text[start..]).into_owned();
+    match (start > 0, s.find('\n')) {
+        (true, Some(i)) => s[i + 1..].to_string(),
+        _ => s,
+    }
+}

@@ -1,0 +1,375 @@
+//! The sweep file: parsing and validating `SWEEP.toml` into a [`Sweep`].
+//!
+//! Every parameter value is checked against the base config here, before anything runs, so a typo in a key path
+//! or a value of the wrong type fails the whole sweep at once with the file and key named, exit 2.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::error::SweepError;
+use crate::config::{self, MetricName};
+
+/// How a sweep turns its parameters into runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Every combination of the value lists (last parameter varies fastest).
+    Grid,
+    /// `count` seeded samples: value lists are drawn from uniformly, ranges as declared.
+    Random,
+    /// Exactly the `[[runs]]` tables, in order.
+    List,
+}
+
+/// Where a parameter's values come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Domain {
+    Values(Vec<toml::Value>),
+    Uniform(f64, f64),
+    LogUniform(f64, f64),
+    Int(i64, i64),
+}
+
+/// A validated sweep file.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub name: String,
+    pub file: PathBuf,
+    pub method: Method,
+    /// The base config table (from `base = "path"`, an inline `[base]` table, or the built-in default).
+    pub base: toml::Table,
+    /// Parameters by dotted config key, in the file's (sorted) key order.
+    pub params: Vec<(String, Domain)>,
+    /// `method = "list"`: each run's overrides.
+    pub runs: Vec<Vec<(String, toml::Value)>>,
+    pub count: usize,
+    /// Sampling seed for `method = "random"`.
+    pub seed: u64,
+    /// Replicates: every expanded point runs once per seed (`train.seed`).
+    pub seeds: Vec<u64>,
+    /// The metric runs are ranked by (default `val_accuracy`).
+    pub metric: MetricName,
+    /// Failed attempts retried per run before it is recorded as failed.
+    pub retries: u32,
+    /// A lease whose heartbeat is older than this is taken over.
+    pub lease_seconds: f64,
+    /// Sweep-level pruning: stop a run whose metric is worse than the median of other runs at the same epoch.
+    pub pruning: Option<Pruning>,
+}
+
+/// `[pruning]`: median pruning (as in Optuna's MedianPruner).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pruning {
+    pub method: PruneMethod,
+    /// Never prune before this many epochs.
+    #[serde(default = "one")]
+    pub warmup_epochs: usize,
+    /// Only prune when at least this many other runs reported the same epoch.
+    #[serde(default = "three")]
+    pub min_runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneMethod {
+    Median,
+}
+
+fn one() -> usize {
+    1
+}
+fn three() -> usize {
+    3
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    #[serde(default = "grid")]
+    method: Method,
+    base: Option<toml::Value>,
+    #[serde(default)]
+    parameters: toml::Table,
+    #[serde(default)]
+    runs: Vec<toml::Table>,
+    count: Option<usize>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    seeds: Vec<u64>,
+    #[serde(default = "val_accuracy")]
+    metric: MetricName,
+    #[serde(default = "two")]
+    retries: u32,
+    #[serde(default = "sixty")]
+    lease_seconds: f64,
+    pruning: Option<Pruning>,
+}
+
+fn grid() -> Method {
+    Method::Grid
+}
+fn val_accuracy() -> MetricName {
+    MetricName::ValAccuracy
+}
+fn two() -> u32 {
+    2
+}
+fn sixty() -> f64 {
+    60.0
+}
+
+const RANGE_KINDS: [&str; 3] = ["uniform", "log_uniform", "int"];
+
+/// Reads and validates a sweep file.
+pub fn load(path: &Path) -> Result<Sweep, SweepError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read { file: path.into(), source })?;
+    parse(&text, path)
+}
+
+/// Parses sweep text; `path` names the file in errors and anchors a relative `base` path.
+pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
+    let file = path.to_path_buf();
+    let key_err = |key: &str, message: String| SweepError::Key { file: file.clone(), key: key.into(), message };
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| SweepError::Syntax { file: file.clone(), message: e.to_string().trim().to_string() })?;
+    let raw: Raw = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        key_err(if key == "." { "(top level)" } else { &key }, e.into_inner().to_string().trim().to_string())
+    })?;
+    check_name(&raw.name).map_err(|m| key_err("name", m))?;
+
+    let (base, base_origin, inline) = match &raw.base {
+        None => (toml::Table::new(), PathBuf::from(config::BUILTIN), false),
+        Some(toml::Value::String(p)) => {
+            let p = path.parent().unwrap_or(Path::new("")).join(p);
+            (config::read_table(&p)?, p, false)
+        }
+        Some(toml::Value::Table(t)) => (t.clone(), file.clone(), true),
+        Some(_) => return Err(key_err("base", "expected a config file path or a [base] table".into())),
+    };
+    let resolve = |t: toml::Table, key_prefix: &str| -> Result<config::Config, SweepError> {
+        config::from_table(t, &base_origin).map_err(|e| match e {
+            config::ConfigError::Key { key, message, .. } if inline || !key_prefix.is_empty() => {
+                let prefix = if key_prefix.is_empty() { "base" } else { key_prefix };
+                key_err(&format!("{prefix}: {key}"), message)
+            }
+            other => SweepError::Config(other),
+        })
+    };
+    let base_cfg = resolve(base.clone(), "")?;
+    if base_cfg.checkpoint.dir.is_some() {
+        return Err(key_err(
+            "base: checkpoint.dir",
+            "a sweep keeps each run's checkpoints in VOLUME/<name>/runs/<run-id>/checkpoints; remove checkpoint.dir"
+                .into(),
+        ));
+    }
+    // Applies overrides to the base and checks the result, naming `key` on failure.
+    let check = |overrides: &[(String, toml::Value)], key: &str| -> Result<(), SweepError> {
+        let mut t = base.clone();
+        for (k, v) in overrides {
+            if k == "checkpoint.dir" {
+                return Err(key_err(key, "checkpoint.dir cannot be swept (each run has its own directory)".into()));
+            }
+            config::set_value(&mut t, k, v.clone(), &file).map_err(|e| key_err(key, strip(&e)))?;
+        }
+        resolve(t, key).map(|_| ())
+    };
+
+    let mut params = Vec::new();
+    flatten_params(&raw.parameters, "", &mut params, &file)?;
+    for (k, d) in &params {
+        let key = format!("parameters.\"{k}\"");
+        for v in domain_probe_values(d) {
+            check(&[(k.clone(), v)], &key)?;
+        }
+    }
+    let mut runs = Vec::new();
+    for (i, t) in raw.runs.iter().enumerate() {
+        let mut o = Vec::new();
+        flatten_values(t, "", &mut o);
+        check(&o, &format!("runs[{i}]"))?;
+        runs.push(o);
+    }
+
+    match raw.method {
+        Method::Grid | Method::Random if !runs.is_empty() => {
+            return Err(key_err("runs", "[[runs]] tables need method = \"list\"".into()))
+        }
+        Method::List if runs.is_empty() => {
+            return Err(key_err("runs", "method = \"list\" needs at least one [[runs]] table".into()))
+        }
+        Method::List if !params.is_empty() => {
+            return Err(key_err("parameters", "method = \"list\" takes [[runs]] tables, not [parameters]".into()))
+        }
+        Method::Grid if params.is_empty() && raw.seeds.is_empty() => {
+            return Err(key_err(
+                "parameters",
+                "the grid is empty: add e.g. \"optim.lr\" = [1e-3, 3e-3] under [parameters], or seeds = [0, 1]".into(),
+            ))
+        }
+        Method::Grid => {
+            if let Some((k, _)) = params.iter().find(|(_, d)| !matches!(d, Domain::Values(_))) {
+                return Err(key_err(
+                    &format!("parameters.\"{k}\""),
+                    "a grid needs a list of values; ranges are for method = \"random\"".into(),
+                ));
+            }
+        }
+        Method::Random if params.is_empty() => {
+            return Err(key_err("parameters", "method = \"random\" needs at least one parameter".into()))
+        }
+        _ => {}
+    }
+    let count = match (raw.method, raw.count) {
+        (Method::Random, None | Some(0)) => {
+            return Err(key_err("count", "method = \"random\" needs count = N (N >= 1)".into()))
+        }
+        (Method::Random, Some(n)) => n,
+        (_, Some(_)) => return Err(key_err("count", "count is only used with method = \"random\"".into())),
+        (_, None) => 0,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(s) = raw.seeds.iter().find(|s| !seen.insert(**s)) {
+        return Err(key_err("seeds", format!("seed {s} is listed twice")));
+    }
+    if !(raw.lease_seconds.is_finite() && raw.lease_seconds >= 1.0) {
+        return Err(key_err("lease_seconds", format!("must be at least 1, got {}", raw.lease_seconds)));
+    }
+    if let Some(p) = &raw.pruning {
+        if p.min_runs == 0 {
+            return Err(key_err("pruning.min_runs", "must be at least 1".into()));
+        }
+    }
+    Ok(Sweep {
+        name: raw.name,
+        file,
+        method: raw.method,
+        base,
+        params,
+        runs,
+        count,
+        seed: raw.seed,
+        seeds: raw.seeds,
+        metric: raw.metric,
+        retries: raw.retries,
+        lease_seconds: raw.lease_seconds,
+        pruning: raw.pruning,
+    })
+}
+
+/// A sweep name becomes one directory under the volume: letters, digits, `.`, `_`, `-`, not starting with `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(ok_char) {
+        return Err(format!(
+            "\"{name}\" cannot be used as a directory name under the volume (it must not contain '/' or '..', start \
+             with '.', or be empty); use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn strip(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Key { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `[parameters]` accepts both `"optim.lr" = [...]` and nested `[parameters.optim] lr = [...]`.
+fn flatten_params(
+    t: &toml::Table,
+    prefix: &str,
+    out: &mut Vec<(String, Domain)>,
+    file: &Path,
+) -> Result<(), SweepError> {
+    for (k, v) in t {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let err =
+            |message: String| SweepError::Key { file: file.into(), key: format!("parameters.\"{key}\""), message };
+        match v {
+            toml::Value::Array(a) if a.is_empty() => return Err(err("the value list is empty".into())),
+            toml::Value::Array(a) => out.push((key, Domain::Values(a.clone()))),
+            toml::Value::Table(r) if r.keys().any(|k| RANGE_KINDS.contains(&k.as_str()) || k == "values") => {
+                out.push((key.clone(), parse_domain(r).map_err(err)?));
+            }
+            toml::Value::Table(r) => flatten_params(r, &key, out, file)?,
+            other => {
+                return Err(err(format!(
+                    "expected a list of values or a range like {{ log_uniform = [1e-4, 1e-1] }}, got {other}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_domain(r: &toml::Table) -> Result<Domain, String> {
+    if r.len() != 1 {
+        return Err("a range has exactly one of values, uniform, log_uniform, int".into());
+    }
+    let (kind, v) = r.iter().next().ok_or("empty range")?;
+    if kind == "values" {
+        return match v {
+            toml::Value::Array(a) if !a.is_empty() => Ok(Domain::Values(a.clone())),
+            _ => Err("values must be a non-empty list".into()),
+        };
+    }
+    let pair = match v.as_array() {
+        Some(a) if a.len() == 2 => (a[0].clone(), a[1].clone()),
+        _ => return Err(format!("{kind} needs [min, max]")),
+    };
+    let inverted = |a: String, b: String| format!("{kind} range [{a}, {b}] is inverted: min must be below max");
+    match kind.as_str() {
+        "int" => {
+            let (Some(a), Some(b)) = (pair.0.as_integer(), pair.1.as_integer()) else {
+                return Err("int needs two integers [min, max]".into());
+            };
+            if a > b {
+                return Err(inverted(a.to_string(), b.to_string()));
+            }
+            Ok(Domain::Int(a, b))
+        }
+        _ => {
+            let num = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+            let (Some(a), Some(b)) = (num(&pair.0), num(&pair.1)) else {
+                return Err(format!("{kind} needs two numbers [min, max]"));
+            };
+            if !(a.is_finite() && b.is_finite()) || a >= b {
+                return Err(inverted(a.to_string(), b.to_string()));
+            }
+            if kind == "log_uniform" {
+                if a <= 0.0 {
+                    return Err(format!("log_uniform needs min > 0, got {a}"));
+                }
+                return Ok(Domain::LogUniform(a, b));
+            }
+            Ok(Domain::Uniform(a, b))
+        }
+    }
+}
+
+/// Values that stand for a domain when checking it against the config: every listed value, or both ends.
+fn domain_probe_values(d: &Domain) -> Vec<toml::Value> {
+    match d {
+        Domain::Values(v) => v.clone(),
+        Domain::Uniform(a, b) | Domain::LogUniform(a, b) => vec![toml::Value::Float(*a), toml::Value::Float(*b)],
+        Domain::Int(a, b) => vec![toml::Value::Integer(*a), toml::Value::Integer(*b)],
+    }
+}
+
+/// A `[[runs]]` table's leaves as dotted keys.
+fn flatten_values(t: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(inner) => flatten_values(inner, &key, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}

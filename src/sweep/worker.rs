@@ -1,0 +1,286 @@
+//! `spotrun worker`: the entry point engines call. `--index I` trains exactly run I (skipped if done, resumed if
+//! partial, refused with exit 75 while another live worker holds it); `--next` claims free runs one after
+//! another until none is left.
+//!
+//! The order of operations is what keeps a run from being trained twice: claim the lease, *then* check the
+//! `done.json` marker, train, write `done.json`, and only then release the lease.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::SweepError;
+use super::expand::{expand, PlannedRun};
+use super::layout::{Layout, Plan};
+use super::lease::{self, ClaimError, Lease};
+use super::prune::should_prune;
+use super::record::{self, Attempt, Done, Failed};
+use super::spec::{self, Sweep};
+use super::status;
+use crate::checkpoint::Store;
+use crate::config::LoadedConfig;
+use crate::error::{Error, Result};
+use crate::trainer::{self, EpochHook, RunStatus, TrainOptions};
+
+/// Options shared by `worker`, and passed down by `sweep` to its children.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    pub volume: Option<PathBuf>,
+    /// CPU threads for each run (`train.threads`); None keeps the config's.
+    pub threads: Option<usize>,
+    /// Overrides the sweep file's `retries`.
+    pub retries: Option<u32>,
+    pub quiet: bool,
+    /// How many runs share this worker's device slot (for `device_seconds`).
+    pub share: usize,
+}
+
+/// A loaded, expanded sweep with its place on the volume.
+pub struct Ctx {
+    pub sweep: Sweep,
+    pub runs: Vec<PlannedRun>,
+    pub duplicates: usize,
+    pub layout: Layout,
+    pub plan: Plan,
+}
+
+impl Ctx {
+    /// Loads and expands `path`; writes `sweep.json` under the volume unless `dry`.
+    pub fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<Ctx, SweepError> {
+        let sweep = spec::load(path)?;
+        let e = expand(&sweep)?;
+        let volume = volume.map_or_else(super::layout::default_volume, Path::to_path_buf);
+        let layout = Layout::new(&volume, &sweep.name);
+        let plan = Plan::new(&sweep, &e.runs);
+        if !dry {
+            plan.write(&layout)?;
+        }
+        Ok(Ctx { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan })
+    }
+}
+
+/// What a worker did with one run.
+#[derive(Debug)]
+pub enum Outcome {
+    Trained { status: RunStatus, epochs: usize },
+    AlreadyDone,
+}
+
+/// `spotrun worker --index I`.
+pub fn run_index(ctx: &Ctx, index: usize, o: &WorkerOptions) -> Result<Outcome> {
+    let run = ctx.runs.get(index).ok_or_else(|| {
+        SweepError::Usage(format!(
+            "{}: --index {index} is out of range: the sweep has {} runs (0..={})",
+            ctx.sweep.file.display(),
+            ctx.runs.len(),
+            ctx.runs.len().saturating_sub(1)
+        ))
+    })?;
+    run_one(ctx, run, o)
+}
+
+/// `spotrun worker --next`: trains free runs until none is left. Returns (trained, failed) counts.
+pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
+    let (mut trained, mut failed) = (0, 0);
+    let mut backoff = Duration::from_secs(2);
+    loop {
+        let mut claimed = false;
+        for run in &ctx.runs {
+            let dir = ctx.layout.run_dir(&run.id);
+            if dir.join(record::DONE).exists()
+                || dir.join(record::FAILED).exists()
+                || lease::holder(&dir, ctx.sweep.lease_seconds).is_some()
+            {
+                continue;
+            }
+            match run_one(ctx, run, o) {
+                Ok(Outcome::Trained { .. }) => {
+                    claimed = true;
+                    trained += 1;
+                }
+                Ok(Outcome::AlreadyDone) => {}
+                Err(Error::Sweep(SweepError::Busy(_))) => {}
+                Err(e @ Error::Preempted { .. }) => return Err(e),
+                Err(e) => {
+                    claimed = true;
+                    eprintln!("error: run #{} {}: {e}", run.index, &run.id[..8]);
+                    if dir.join(record::FAILED).exists() {
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        if !claimed {
+            return Ok((trained, failed));
+        }
+        let retry_pending = ctx.runs.iter().any(|r| {
+            let d = ctx.layout.run_dir(&r.id);
+            !d.join(record::DONE).exists() && !d.join(record::FAILED).exists() && !record::attempts(&d).is_empty()
+        });
+        if retry_pending {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(300));
+        }
+    }
+}
+
+fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
+    let dir = ctx.layout.run_dir(&run.id);
+    let short = &run.id[..8];
+    if dir.join(record::DONE).exists() {
+        return Ok(Outcome::AlreadyDone);
+    }
+    if let Some(f) = record::read_json::<Failed>(&dir.join(record::FAILED)) {
+        return Err(SweepError::RunFailed(format!(
+            "run #{} {short} failed for good after {} failure(s): {}; delete {} to retry it",
+            run.index,
+            f.failures,
+            f.error.lines().next().unwrap_or(""),
+            dir.join(record::FAILED).display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
+    let lease = Lease::claim(&dir, ctx.sweep.lease_seconds).map_err(|e| match e {
+        ClaimError::Held(l) => SweepError::Busy(format!(
+            "run #{} {short} is held by {} pid {} (lease {}, heartbeat {:.0}s ago); not starting it twice",
+            run.index,
+            l.host,
+            l.pid,
+            l.gen,
+            lease::now_ms().saturating_sub(l.heartbeat_unix_ms) as f64 / 1000.0
+        )),
+        ClaimError::Io(p, e) => SweepError::io(p, e),
+    })?;
+    if dir.join(record::DONE).exists() {
+        lease.release();
+        return Ok(Outcome::AlreadyDone);
+    }
+    let host = lease::hostname();
+    let gen = lease.info().gen;
+    let attempt = |event: &str, step: u64| Attempt {
+        event: event.into(),
+        pid: std::process::id(),
+        host: host.clone(),
+        lease: gen,
+        unix_ms: lease::now_ms(),
+        step,
+        outcome: None,
+        exit_code: None,
+        error: None,
+        seconds: 0.0,
+    };
+    let resume_step = Store::new(dir.join("checkpoints"), 1)
+        .list()
+        .into_iter()
+        .rfind(|(e, _)| e.committed)
+        .map_or(0, |(e, _)| e.step);
+    record::append_attempt(&dir, &attempt("start", resume_step))?;
+
+    let mut cfg = run.config.clone();
+    if let Some(t) = o.threads {
+        cfg.train.threads = t;
+    }
+    let opts = TrainOptions {
+        run_dir: Some(dir.clone()),
+        quiet: o.quiet,
+        loaded: Some(LoadedConfig { config: cfg.clone(), origin: ctx.sweep.file.clone() }),
+        epoch_hook: pruning_hook(ctx, run),
+        ..TrainOptions::default()
+    };
+    let started = Instant::now();
+    let result = trainer::train(&opts);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut end = attempt("end", 0);
+    end.seconds = seconds;
+    match result {
+        Ok(summary) => {
+            end.step = summary.metrics.last().map_or(0, |m| m.step);
+            end.outcome = Some("done".into());
+            record::append_attempt(&dir, &end)?;
+            let wall: f64 = record::attempts(&dir).iter().filter(|a| a.event == "end").map(|a| a.seconds).sum();
+            let done = Done {
+                run_id: run.id.clone(),
+                index: run.index,
+                outcome: match summary.status {
+                    RunStatus::StoppedEarly => "stopped_early",
+                    RunStatus::Pruned => "pruned",
+                    _ => "completed",
+                }
+                .into(),
+                epochs: summary.metrics.len(),
+                last: summary.metrics.last().cloned(),
+                wall_seconds: wall,
+                device_seconds: wall / o.share.max(1) as f64,
+                device: describe_device(&cfg.train.device),
+                host,
+                finished_unix_ms: lease::now_ms(),
+            };
+            record::write_json(&dir.join(record::DONE), &done)?;
+            lease.release();
+            let _ = status::write_results(&ctx.layout, &ctx.plan);
+            Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
+        }
+        Err(e) => {
+            let code = exit_code_of(&e);
+            let preempted = matches!(e, Error::Preempted { .. });
+            end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
+            end.exit_code = Some(code);
+            end.error = Some(e.to_string());
+            record::append_attempt(&dir, &end)?;
+            if !preempted {
+                let failures = record::failures(&record::attempts(&dir));
+                let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
+                if code == 2 || failures > retries {
+                    let f = Failed {
+                        run_id: run.id.clone(),
+                        index: run.index,
+                        failures,
+                        exit_code: Some(code),
+                        error: e.to_string(),
+                        stderr_tail: String::new(),
+                        unix_ms: lease::now_ms(),
+                    };
+                    record::write_json(&dir.join(record::FAILED), &f)?;
+                }
+            }
+            lease.release();
+            let _ = status::write_results(&ctx.layout, &ctx.plan);
+            Err(e)
+        }
+    }
+}
+
+/// The process exit code an error maps to, as an integer.
+pub fn exit_code_of(e: &Error) -> i32 {
+    match e {
+        Error::Preempted { signal, .. } => 128 + signal,
+        Error::Sweep(s) => match s {
+            SweepError::Busy(_) => super::error::EXIT_BUSY as i32,
+            SweepError::Io { .. } | SweepError::RunFailed(_) => 1,
+            _ => 2,
+        },
+        Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => 2,
+        Error::TensorIo(t) if t.is_bad_input() => 2,
+        _ => 1,
+    }
+}
+
+fn describe_device(requested: &str) -> String {
+    let gpu = requested != "cpu" && tch::Cuda::is_available();
+    match (gpu, std::env::var("CUDA_VISIBLE_DEVICES")) {
+        (true, Ok(v)) => format!("cuda (CUDA_VISIBLE_DEVICES={v})"),
+        (true, Err(_)) => "cuda".into(),
+        (false, _) => "cpu".into(),
+    }
+}
+
+/// The sweep's `[pruning]` as a hook that reads the other runs' metrics from the volume after every epoch.
+fn pruning_hook(ctx: &Ctx, run: &PlannedRun) -> Option<EpochHook> {
+    let p = ctx.sweep.pruning.clone()?;
+    let metric = ctx.sweep.metric;
+    let others: Vec<PathBuf> = ctx.runs.iter().filter(|r| r.id != run.id).map(|r| ctx.layout.run_dir(&r.id)).collect();
+    Some(EpochHook(Arc::new(move |own| {
+        let histories: Vec<_> = others.iter().map(|d| record::epoch_metrics(d)).collect();
+        should_prune(own, &histories, metric, &p)
+    })))
+}
