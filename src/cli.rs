@@ -13,6 +13,8 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout().lock(), $($t)*);
     }};
 }
+use crate::engines::k8s::K8sOptions;
+use crate::engines::slurm::SlurmOptions;
 use crate::error::Result;
 use crate::sweep::{self, LaunchOptions, WorkerMode, WorkerOptions};
 use crate::trainer::{self, TrainOptions};
@@ -76,6 +78,9 @@ pub enum Command {
         /// Print the expanded runs and slots; run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: print the plan as JSON, with the sweep file made self-contained (base inlined).
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// Only the final table.
         #[arg(long, short)]
         quiet: bool,
@@ -128,6 +133,67 @@ pub enum Command {
         /// A TOML file of `NAME = dollars_per_hour` overriding the built-in rates.
         #[arg(long)]
         rates: Option<PathBuf>,
+    },
+    /// Write (and with --submit, sbatch) a Slurm job-array script: one task per run, requeued on preemption.
+    Slurm {
+        sweep: PathBuf,
+        /// The shared volume, as the compute nodes see it (default $SPOTRUN_VOLUME or ./sweeps, made absolute).
+        #[arg(long)]
+        volume: Option<PathBuf>,
+        #[arg(long)]
+        submit: bool,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        gpus_per_task: usize,
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        /// Time limit per task, e.g. 4:00:00.
+        #[arg(long)]
+        time: Option<String>,
+        /// Tasks running at once (--array=0-N%MAX).
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// Seconds before the time limit at which tasks get USR1 (checkpoint + requeue).
+        #[arg(long, default_value_t = 120)]
+        grace: u32,
+        /// An extra #SBATCH line, e.g. --sbatch=--account=myproj. Repeatable.
+        #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+        extra: Vec<String>,
+        /// Where to write the script (default VOLUME/<name>/slurm/<name>.sbatch).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Render a Kubernetes Indexed Job (plus a ConfigMap with the sweep) that runs one pod per run.
+    K8s {
+        sweep: PathBuf,
+        /// Container image with spotrun and libtorch.
+        #[arg(long, default_value = "ghcr.io/example/spotrun:latest")]
+        image: String,
+        /// PersistentVolumeClaim holding the sweep volume.
+        #[arg(long, default_value = "spotrun-volume")]
+        pvc: String,
+        /// Mount path of the PVC in the pod; the sweep volume is MOUNT/sweeps.
+        #[arg(long, default_value = "/data")]
+        mount: String,
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        #[arg(long, default_value_t = 1)]
+        gpus_per_pod: usize,
+        #[arg(long, default_value_t = 4)]
+        cpus: usize,
+        #[arg(long, default_value = "16Gi")]
+        memory: String,
+        /// Failed pods per index before the index fails (default: the sweep's retries).
+        #[arg(long)]
+        backoff_per_index: Option<u32>,
+        #[arg(long, default_value_t = 60)]
+        grace: u32,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// SVG charts (curves per run, final metric per swept parameter) and an HTML index for a sweep.
     Report {
@@ -189,7 +255,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             devices();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet } => {
+        Command::Sweep { sweep, dry_run: true, json: true, volume, .. } => engines_cli::plan_json(&sweep, volume),
+        Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet, .. } => {
             let o = LaunchOptions {
                 volume,
                 workers,
@@ -214,6 +281,58 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             sweep::estimate_cmd(&sweep, volume.as_deref(), &gpu, epoch_seconds, workers, rates.as_deref())
         }
         Command::Report { dir, volume, out } => sweep::report_cmd(&dir, volume.as_deref(), out),
+        Command::Slurm {
+            sweep,
+            volume,
+            submit,
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            time,
+            max_parallel,
+            grace,
+            extra,
+            output,
+        } => {
+            let o = SlurmOptions {
+                partition,
+                gpus_per_task,
+                cpus_per_task,
+                time,
+                max_parallel,
+                grace_seconds: grace,
+                extra,
+            };
+            engines_cli::slurm(&sweep, volume, &o, submit, output)
+        }
+        Command::K8s {
+            sweep,
+            image,
+            pvc,
+            mount,
+            parallelism,
+            gpus_per_pod,
+            cpus,
+            memory,
+            backoff_per_index,
+            grace,
+            namespace,
+            output,
+        } => {
+            let o = K8sOptions {
+                image,
+                pvc,
+                mount,
+                parallelism,
+                gpus_per_pod,
+                cpus,
+                memory,
+                backoff_per_index: backoff_per_index.unwrap_or(u32::MAX),
+                grace_seconds: grace,
+                namespace,
+            };
+            engines_cli::k8s(&sweep, o, output)
+        }
         Command::Inspect { path, verify } => {
             let dirs = crate::inspect::find(&path);
             if dirs.is_empty() {
@@ -228,6 +347,82 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             Ok(if all_good { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
+    }
+}
+
+/// Glue for the engine subcommands (`sweep --dry-run --json`, `slurm`, `k8s`).
+mod engines_cli {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    use crate::engines::k8s::{self, K8sOptions};
+    use crate::engines::slurm::{self, SlurmOptions};
+    use crate::error::{Error, Result};
+    use crate::sweep::{self, Ctx, SweepError};
+
+    fn absolute(p: &Path) -> Result<PathBuf> {
+        std::path::absolute(p).map_err(|e| Error::io(p, e))
+    }
+
+    pub fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<ExitCode> {
+        let ctx = Ctx::load(sweep_path, volume.as_deref(), true)?;
+        let text = sweep::self_contained(sweep_path)?;
+        let v = serde_json::json!({
+            "name": ctx.sweep.name,
+            "volume_dir": ctx.layout.root,
+            "sweep_toml": text,
+            "runs": ctx.plan.runs,
+        });
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn slurm(
+        sweep_path: &Path,
+        volume: Option<PathBuf>,
+        o: &SlurmOptions,
+        submit: bool,
+        out: Option<PathBuf>,
+    ) -> Result<ExitCode> {
+        let volume = absolute(&volume.unwrap_or_else(sweep::default_volume))?;
+        let sweep_abs = absolute(sweep_path)?;
+        let ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
+        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+        let text = slurm::render(&ctx, o, &exe, &sweep_abs, &volume);
+        let path = slurm::write(&ctx, &text, out)?;
+        if submit {
+            let id = slurm::submit(&path)?;
+            say!("submitted job array {id} ({} tasks): {}", ctx.runs.len(), path.display());
+            say!("watch: squeue -j {id}; spotrun status {}", ctx.layout.root.display());
+        } else {
+            say!("wrote {} ({} array tasks). Submit with: sbatch {}", path.display(), ctx.runs.len(), path.display());
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn k8s(sweep_path: &Path, mut o: K8sOptions, out: Option<PathBuf>) -> Result<ExitCode> {
+        let ctx = Ctx::load(sweep_path, Some(Path::new("/nonexistent-volume")), true)?;
+        if o.backoff_per_index == u32::MAX {
+            o.backoff_per_index = ctx.sweep.retries;
+        }
+        let text = sweep::self_contained(sweep_path)?;
+        let yaml = k8s::render(&ctx, &text, &o);
+        match out {
+            Some(p) => {
+                crate::checkpoint::write_atomic(&p, yaml.as_bytes()).map_err(|e| SweepError::io(&p, e))?;
+                say!(
+                    "wrote {} (Indexed Job, {} completions). Apply with: kubectl apply -f {}",
+                    p.display(),
+                    ctx.runs.len(),
+                    p.display()
+                );
+            }
+            None => {
+                let _ = write!(std::io::stdout().lock(), "{yaml}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod engines;
 pub mod error;
 pub mod ffi;
 pub mod inspect;

@@ -262,6 +262,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     })
 }
 
+/// The sweep file with a `base = "path"` replaced by the base config's table, so the text alone expands to the
+/// same runs anywhere (a Kubernetes ConfigMap, a Modal function argument). Comments are not kept.
+pub fn self_contained(path: &Path) -> Result<String, SweepError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read { file: path.into(), source })?;
+    let mut t = text
+        .parse::<toml::Table>()
+        .map_err(|e| SweepError::Syntax { file: path.into(), message: e.to_string().trim().to_string() })?;
+    if let Some(toml::Value::String(p)) = t.get("base") {
+        let base = config::read_table(&path.parent().unwrap_or(Path::new("")).join(p))?;
+        t.insert("base".into(), toml::Value::Table(base));
+    }
+    toml::to_string(&t).map_err(|e| SweepError::Syntax { file: path.into(), message: e.to_string() })
+}
+
 /// A sweep name becomes one directory under the volume: letters, digits, `.`, `_`, `-`, not starting with `.`.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');

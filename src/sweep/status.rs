@@ -247,7 +247,12 @@ pub fn table(plan: &Plan, views: &[RunView]) -> String {
     }
     if let Some((b, m)) = best(plan, views, true) {
         out += &format!(
-            "best so far: #{} {} {metric} {m:.4} ({}){}\n",
+            "{}: #{} {} {metric} {m:.4} ({}){}\n",
+            if views.iter().any(|v| matches!(v.state, State::Running | State::Pending)) {
+                "best so far"
+            } else {
+                "best"
+            },
             b.plan.index,
             &b.plan.id[..8.min(b.plan.id.len())],
             b.plan.label(),

@@ -4,6 +4,7 @@ mod common;
 
 mod bad_input;
 mod configs;
+mod engines;
 mod interop;
 mod resume;
 mod sweep;

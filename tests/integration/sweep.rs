@@ -127,7 +127,7 @@ fn a_six_run_sweep_with_two_workers_completes_with_results_status_and_report() {
     let (sweep, vol) = (six_runs(tmp.path(), BASE), tmp.path().join("vol"));
     let out = run_ok(&args(&sweep, &vol, &["--workers", "2"]));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("6 runs: 6 done") && stdout.contains("best so far: #"), "{stdout}");
+    assert!(stdout.contains("6 runs: 6 done") && stdout.contains("best: #"), "{stdout}");
     assert_each_run_done_once_with_every_epoch(&vol, "six", 6, 3);
     for r in run_dirs(&vol, "six") {
         assert_eq!(starts(&r).len(), 1, "{}", r.display());
@@ -455,4 +455,30 @@ fn early_stopping_ends_a_run_and_the_same_command_says_it_finished() {
         &[a.clone(), crate::common::sets(&["train.early_stopping={ metric = \"val_loss\", patience = 0 }"])].concat(),
     );
     assert!(bad.contains("train.early_stopping.patience"), "{bad}");
+}
+
+#[test]
+fn sigterm_to_the_launcher_checkpoints_every_worker_and_the_same_command_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sweep, vol) = (six_runs(tmp.path(), SLOW), tmp.path().join("vol"));
+    let launcher = launch(&sweep, &vol, &["--workers", "2"]);
+    wait_until("two workers training", Duration::from_secs(120), || holders(&vol, "six").len() == 2);
+    assert!(kill(launcher.id(), "TERM"));
+    let out = launcher.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Run the same command to finish the sweep"), "{}", text(&out.stderr));
+    assert!(holders(&vol, "six").is_empty(), "every worker released its lease");
+    let preempted: Vec<PathBuf> = run_dirs(&vol, "six")
+        .into_iter()
+        .filter(|r| attempts(r).iter().any(|a| a["outcome"] == "preempted" && a["exit_code"] == 143))
+        .collect();
+    assert_eq!(preempted.len(), 2, "both workers got the signal and recorded it");
+    let out = run_ok(&args(&sweep, &vol, &["--workers", "2"]));
+    assert!(text(&out.stdout).contains("6 runs: 6 done"));
+    assert_each_run_done_once_with_every_epoch(&vol, "six", 6, 4);
+    for r in preempted {
+        let s = starts(&r);
+        assert_eq!(s.len(), 2);
+        assert!(s[1]["step"].as_u64().unwrap() > 0, "resumed from the checkpoint written on SIGTERM");
+    }
 }

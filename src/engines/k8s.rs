@@ -1,0 +1,218 @@
+//! `spotrun k8s`: a ConfigMap holding the sweep (its base config inlined) and an Indexed Job running one pod per
+//! run: `completionMode: Indexed`, `JOB_COMPLETION_INDEX` → `spotrun worker --index`, the volume from a PVC,
+//! `backoffLimitPerIndex` for failures, and a `podFailurePolicy` under which preemption (exit 128 + SIGTERM etc.,
+//! a `DisruptionTarget` condition) and "held by another worker" (75) are retried without counting.
+use std::fmt::Write as _;
+
+use super::RETRY_EXIT_CODES;
+use crate::sweep::Ctx;
+
+#[derive(Debug, Clone)]
+pub struct K8sOptions {
+    pub image: String,
+    pub pvc: String,
+    /// Where the PVC is mounted in the pod; the sweep volume is `MOUNT/sweeps`.
+    pub mount: String,
+    pub parallelism: usize,
+    pub gpus_per_pod: usize,
+    pub cpus: usize,
+    pub memory: String,
+    /// Failed attempts per index before that index fails (`backoffLimitPerIndex`).
+    pub backoff_per_index: u32,
+    pub grace_seconds: u32,
+    pub namespace: Option<String>,
+}
+
+/// A YAML node: scalars are emitted as given (already quoted where needed).
+enum Y {
+    S(String),
+    M(Vec<(&'static str, Y)>),
+    L(Vec<Y>),
+}
+
+fn s(v: impl std::fmt::Display) -> Y {
+    Y::S(v.to_string())
+}
+
+/// A double-quoted YAML string (JSON string syntax is valid YAML).
+fn q(v: &str) -> Y {
+    Y::S(serde_json::Value::String(v.to_string()).to_string())
+}
+
+fn emit(y: &Y, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match y {
+        Y::S(v) => {
+            let _ = writeln!(out, " {v}");
+        }
+        Y::M(entries) => {
+            for (k, v) in entries {
+                match v {
+                    Y::S(x) => {
+                        let _ = writeln!(out, "{pad}{k}: {x}");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        emit(v, indent + 2, out);
+                    }
+                }
+            }
+        }
+        Y::L(items) => {
+            for it in items {
+                match it {
+                    Y::S(x) => {
+                        let _ = writeln!(out, "{pad}- {x}");
+                    }
+                    _ => {
+                        let mut inner = String::new();
+                        emit(it, indent + 2, &mut inner);
+                        // "- " replaces the first line's indentation
+                        let _ = write!(out, "{pad}- {}", inner.trim_start());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A DNS-1123 name: lowercase letters, digits and '-', at most 63 characters.
+pub fn dns_name(s: &str) -> String {
+    let mut n: String =
+        s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    n.truncate(63);
+    n.trim_matches('-').to_string()
+}
+
+/// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
+pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
+    let n = ctx.runs.len();
+    let name = dns_name(&format!("spotrun-{}", ctx.sweep.name));
+    let meta = |suffix: &str| {
+        let mut m = vec![("name", s(format!("{name}{suffix}")))];
+        if let Some(ns) = &o.namespace {
+            m.push(("namespace", s(ns)));
+        }
+        m.push(("labels", Y::M(vec![("app.kubernetes.io/name", s("spotrun")), ("spotrun/sweep", q(&ctx.sweep.name))])));
+        Y::M(m)
+    };
+    let volume = format!("{}/sweeps", o.mount.trim_end_matches('/'));
+    let command = format!(
+        "exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\" --volume {volume} --threads {}",
+        o.cpus.max(1)
+    );
+    let mut limits = vec![("cpu", q(&o.cpus.max(1).to_string())), ("memory", q(&o.memory))];
+    if o.gpus_per_pod > 0 {
+        limits.push(("nvidia.com/gpu", s(o.gpus_per_pod)));
+    }
+    let config_map = Y::M(vec![
+        ("apiVersion", s("v1")),
+        ("kind", s("ConfigMap")),
+        ("metadata", meta("-sweep")),
+        ("data", Y::M(vec![("sweep.toml", q(sweep_text))])),
+    ]);
+    let exit_rule = |action: &str, codes: Vec<Y>| {
+        Y::M(vec![
+            ("action", s(action)),
+            ("onExitCodes", Y::M(vec![("containerName", s("worker")), ("operator", s("In")), ("values", Y::L(codes))])),
+        ])
+    };
+    let job = Y::M(vec![
+        ("apiVersion", s("batch/v1")),
+        ("kind", s("Job")),
+        ("metadata", meta("")),
+        (
+            "spec",
+            Y::M(vec![
+                ("completionMode", s("Indexed")),
+                ("completions", s(n)),
+                ("parallelism", s(o.parallelism.clamp(1, n.max(1)))),
+                ("backoffLimitPerIndex", s(o.backoff_per_index)),
+                ("maxFailedIndexes", s(n)),
+                (
+                    "podFailurePolicy",
+                    Y::M(vec![(
+                        "rules",
+                        Y::L(vec![
+                            // Node drain, spot reclaim, preemption by a higher-priority pod: not the run's fault.
+                            Y::M(vec![
+                                ("action", s("Ignore")),
+                                ("onPodConditions", Y::L(vec![Y::M(vec![("type", s("DisruptionTarget"))])])),
+                            ]),
+                            // Preempted (checkpointed, 128 + signal) or held by another worker (75): retry freely.
+                            exit_rule("Ignore", RETRY_EXIT_CODES.iter().map(|c| s(c)).collect()),
+                            // Bad input: retrying cannot help.
+                            exit_rule("FailIndex", vec![s(2)]),
+                        ]),
+                    )]),
+                ),
+                (
+                    "template",
+                    Y::M(vec![
+                        ("metadata", Y::M(vec![("labels", Y::M(vec![("app.kubernetes.io/name", s("spotrun"))]))])),
+                        (
+                            "spec",
+                            Y::M(vec![
+                                ("restartPolicy", s("Never")),
+                                ("terminationGracePeriodSeconds", s(o.grace_seconds)),
+                                (
+                                    "containers",
+                                    Y::L(vec![Y::M(vec![
+                                        ("name", s("worker")),
+                                        ("image", q(&o.image)),
+                                        ("command", Y::L(vec![q("/bin/sh"), q("-c"), q(&command)])),
+                                        ("resources", Y::M(vec![("limits", Y::M(limits))])),
+                                        (
+                                            "volumeMounts",
+                                            Y::L(vec![
+                                                Y::M(vec![("name", s("volume")), ("mountPath", q(&o.mount))]),
+                                                Y::M(vec![
+                                                    ("name", s("sweep")),
+                                                    ("mountPath", q("/etc/spotrun")),
+                                                    ("readOnly", s(true)),
+                                                ]),
+                                            ]),
+                                        ),
+                                    ])]),
+                                ),
+                                (
+                                    "volumes",
+                                    Y::L(vec![
+                                        Y::M(vec![
+                                            ("name", s("volume")),
+                                            ("persistentVolumeClaim", Y::M(vec![("claimName", q(&o.pvc))])),
+                                        ]),
+                                        Y::M(vec![
+                                            ("name", s("sweep")),
+                                            ("configMap", Y::M(vec![("name", s(format!("{name}-sweep")))])),
+                                        ]),
+                                    ]),
+                                ),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+    ]);
+    let mut out = format!(
+        "# spotrun sweep '{}': {n} runs as a Kubernetes Indexed Job. Written by `spotrun k8s`; apply with\n\
+         #   kubectl apply -f THIS_FILE\n\
+         # The PVC '{}' must exist (ReadWriteMany if pods may land on different nodes); results appear in\n\
+         # {volume}/{}/ (`spotrun status` there). The image needs spotrun and libtorch (see README).\n",
+        ctx.sweep.name, o.pvc, ctx.sweep.name
+    );
+    emit(&config_map, 0, &mut out);
+    out.push_str("---\n");
+    emit(&job, 0, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dns_names() {
+        assert_eq!(super::dns_name("spotrun-LR_width.v2"), "spotrun-lr-width-v2");
+        assert_eq!(super::dns_name(&"x".repeat(80)).len(), 63);
+    }
+}

@@ -1,0 +1,31 @@
+//! Running a sweep under real engines: an sbatch job-array script for Slurm ([`slurm`]) and an Indexed Job for
+//! Kubernetes ([`k8s`]). Both only render text around `spotrun worker --index I`, which owns claims, resume and
+//! records; the Modal app is `scripts/modal_app.py`.
+//!
+//! Sits beside `sweep` (it reads a loaded sweep) and above nothing else; nothing imports it but `cli`.
+pub mod k8s;
+pub mod slurm;
+
+/// Exit codes of `spotrun worker` that mean "run me again later": preempted by SIGHUP, SIGINT, SIGUSR1, SIGUSR2,
+/// SIGTERM (128 + signal), or the run is held by another live worker (75).
+pub const RETRY_EXIT_CODES: [i32; 6] = [75, 129, 130, 138, 140, 143];
+
+/// Single-quotes a string for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(super::shell_quote("/a/b-c.toml"), "/a/b-c.toml");
+        assert_eq!(super::shell_quote("a b"), "'a b'");
+        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_quote(""), "''");
+    }
+}

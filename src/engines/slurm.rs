@@ -1,0 +1,148 @@
+//! `spotrun slurm`: an sbatch script for a job array with one task per run.
+//!
+//! Each task runs `spotrun worker SWEEP --index $SLURM_ARRAY_TASK_ID` in the background of the batch shell.
+//! `#SBATCH --signal=B:USR1@GRACE` makes Slurm signal that shell GRACE seconds before the time limit (and
+//! `scancel --batch --signal=USR1`, or partition preemption with `preempt_send_user_signal`, do the same); the
+//! shell passes the signal to the worker, which checkpoints and exits 128 + signal, and the shell then requeues
+//! **only its own task** (`scontrol requeue JOB_TASK`). The requeued task resumes from the checkpoint. A
+//! finished task exits 0; a failed one is requeued until the worker records `failed.json` (after `retries`).
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{shell_quote, RETRY_EXIT_CODES};
+use crate::sweep::{Ctx, SweepError};
+
+#[derive(Debug, Clone)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub gpus_per_task: usize,
+    pub cpus_per_task: usize,
+    /// `--time` as Slurm takes it, e.g. `4:00:00`.
+    pub time: Option<String>,
+    /// Tasks running at once (`--array=0-N%MAX`); all of them when `None`.
+    pub max_parallel: Option<usize>,
+    /// Seconds before the time limit at which USR1 is sent.
+    pub grace_seconds: u32,
+    /// Extra `#SBATCH` lines, e.g. `--account=proj`.
+    pub extra: Vec<String>,
+}
+
+/// The sbatch script. `spotrun`, `sweep` and `volume` should be absolute paths the compute nodes can see.
+pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path) -> String {
+    let n = ctx.runs.len();
+    let name = &ctx.sweep.name;
+    let logs = ctx.layout.root.join("slurm");
+    let mut s = format!(
+        "#!/bin/bash\n\
+         # spotrun sweep '{name}': {n} runs, one array task per run. Written by `spotrun slurm`; submit with\n\
+         #   sbatch {script}\n\
+         # Task I trains run I of `spotrun sweep {sweep_q} --dry-run`. On USR1 (time limit - {grace} s, or\n\
+         # `scancel --batch --signal=USR1 JOB_I`) the worker checkpoints and this task requeues itself only.\n\
+         #SBATCH --job-name=spotrun-{name}\n\
+         #SBATCH --array=0-{last}{max}\n\
+         #SBATCH --requeue\n\
+         #SBATCH --signal=B:USR1@{grace}\n\
+         #SBATCH --open-mode=append\n\
+         #SBATCH --output={logs}/%A_%a.out\n\
+         #SBATCH --cpus-per-task={cpus}\n",
+        script = shell_quote(&logs.join(format!("{name}.sbatch")).display().to_string()),
+        sweep_q = shell_quote(&sweep.display().to_string()),
+        last = n.saturating_sub(1),
+        max = o.max_parallel.map_or(String::new(), |m| format!("%{m}")),
+        grace = o.grace_seconds,
+        logs = logs.display(),
+        cpus = o.cpus_per_task.max(1),
+    );
+    if let Some(p) = &o.partition {
+        let _ = writeln!(s, "#SBATCH --partition={p}");
+    }
+    if o.gpus_per_task > 0 {
+        let _ = writeln!(s, "#SBATCH --gpus-per-task={}", o.gpus_per_task);
+    }
+    if let Some(t) = &o.time {
+        let _ = writeln!(s, "#SBATCH --time={t}");
+    }
+    for e in &o.extra {
+        let _ = writeln!(s, "#SBATCH {e}");
+    }
+    let ids: Vec<&str> = ctx.runs.iter().map(|r| r.id.as_str()).collect();
+    let _ = write!(
+        s,
+        r#"
+set -uo pipefail
+spotrun={spotrun}
+sweep={sweep}
+volume={volume}
+runs={runs}
+ids=({ids})
+task="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+run_dir="$runs/${{ids[$SLURM_ARRAY_TASK_ID]}}"
+echo "spotrun: task $task, run ${{ids[$SLURM_ARRAY_TASK_ID]:0:8}}, restart ${{SLURM_RESTART_COUNT:-0}}, on $(hostname)"
+
+"$spotrun" worker "$sweep" --index "$SLURM_ARRAY_TASK_ID" --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
+worker=$!
+# Slurm signals this shell (B:); pass the signal on and keep waiting for the worker's own exit code.
+trapped=0
+trap 'trapped=1; kill -USR1 "$worker" 2>/dev/null' USR1
+trap 'trapped=1; kill -TERM "$worker" 2>/dev/null' TERM
+rc=0; wait "$worker" || rc=$?
+while [ "$trapped" = 1 ]; do
+  trapped=0
+  again=0; wait "$worker" 2>/dev/null || again=$?
+  [ "$again" = 127 ] || rc=$again
+done
+
+case "$rc" in
+  0) exit 0 ;;
+  {retry})
+    echo "spotrun: worker exited $rc (preempted or held elsewhere); requeueing task $task"
+    scontrol requeue "$task"
+    exit 0 ;;
+  *)
+    if [ -f "$run_dir/failed.json" ]; then
+      echo "spotrun: run failed for good (see $run_dir/failed.json)"
+      exit "$rc"
+    fi
+    echo "spotrun: worker failed ($rc); requeueing task $task to retry"
+    scontrol requeue "$task"
+    exit 0 ;;
+esac
+"#,
+        spotrun = shell_quote(&spotrun.display().to_string()),
+        sweep = shell_quote(&sweep.display().to_string()),
+        volume = shell_quote(&volume.display().to_string()),
+        runs = shell_quote(&ctx.layout.root.join("runs").display().to_string()),
+        ids = ids.join(" "),
+        retry = RETRY_EXIT_CODES.map(|c| c.to_string()).join("|"),
+    );
+    s
+}
+
+/// Writes the script under `VOLUME/<name>/slurm/` (or `out`) and returns its path.
+pub fn write(ctx: &Ctx, text: &str, out: Option<PathBuf>) -> Result<PathBuf, SweepError> {
+    let path = out.unwrap_or_else(|| ctx.layout.root.join("slurm").join(format!("{}.sbatch", ctx.sweep.name)));
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
+    crate::checkpoint::write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
+    Ok(path)
+}
+
+/// `sbatch --parsable SCRIPT`; returns the job id.
+pub fn submit(script: &Path) -> Result<String, SweepError> {
+    let out = std::process::Command::new("sbatch").arg("--parsable").arg(script).output().map_err(|e| {
+        SweepError::Usage(format!(
+            "cannot run sbatch ({e}): is this a Slurm login node? The script is {}",
+            script.display()
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(SweepError::RunFailed(format!(
+            "sbatch {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().split(';').next().unwrap_or("").to_string())
+}

@@ -1,0 +1,296 @@
+//! Engines: a real single-node Slurm cluster (started by scripts/slurm-local.sh), the Kubernetes manifests, and
+//! the Modal app (imported with the `modal` package, no network).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{repo, run_ok, text, wait_until};
+
+const SWEEP: &str = "name = \"eng\"\nseeds = [1, 2]\nlease_seconds = 30\n[base]\n\
+                     data.synthetic = { train = 30000, val = 1000, features = 256 }\nmodel.hidden = [512]\n\
+                     train = { batch_size = 256, epochs = 4, threads = 1 }\ncheckpoint = { every_steps = 5 }\n\
+                     [parameters]\n\"optim.lr\" = [0.001, 0.003]\n";
+
+fn sweep_file(dir: &Path) -> PathBuf {
+    let p = dir.join("eng.toml");
+    std::fs::write(&p, SWEEP).unwrap();
+    p
+}
+
+/// A Slurm cluster under a temp dir, stopped (by PID files) when dropped.
+struct Cluster {
+    base: PathBuf,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    /// None (test skipped, loudly) when Slurm is not installed and the caller did not require it.
+    fn start(base: &Path) -> Option<Cluster> {
+        let have = Command::new("sh").args(["-c", "command -v slurmctld && command -v sbatch"]).output().unwrap();
+        if !have.status.success() {
+            assert!(
+                std::env::var_os("SPOTRUN_REQUIRE_SLURM").is_none(),
+                "Slurm is not installed: run scripts/slurm-local.sh install (scripts/test.sh does)"
+            );
+            eprintln!("SKIPPED: Slurm is not installed (scripts/slurm-local.sh install); scripts/test.sh requires it");
+            return None;
+        }
+        let out = Command::new(repo().join("scripts/slurm-local.sh")).arg("start").arg(base).output().unwrap();
+        assert!(out.status.success(), "cluster start failed: {}{}", text(&out.stdout), text(&out.stderr));
+        Some(Cluster { base: base.to_path_buf(), conf: base.join("etc/slurm.conf") })
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+
+    fn daemon_pids(&self) -> Vec<u32> {
+        ["slurmd", "slurmctld", "munged"]
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(self.base.join(format!("run/{d}.pid"))).ok()?.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/slurm-local.sh")).arg("stop").arg(&self.base).status();
+    }
+}
+
+fn done_count(vol: &Path) -> usize {
+    std::fs::read_dir(vol.join("eng/runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|d| d.path().join("done.json").exists())
+        .count()
+}
+
+fn committed(run: &Path) -> bool {
+    std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|c| c.path().join("manifest.json").exists())
+}
+
+fn attempts(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("attempts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn slurm_array_sweep_with_a_preempted_task_requeues_it_resumes_and_matches_a_local_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(cluster) = Cluster::start(&tmp.path().join("slurm")) else { return };
+    let sweep = sweep_file(tmp.path());
+    let vol = tmp.path().join("vol");
+    let out = cluster
+        .cmd(env!("CARGO_BIN_EXE_spotrun"))
+        .args(["slurm", &sweep.display().to_string(), "--volume", &vol.display().to_string(), "--submit"])
+        .args(["--cpus-per-task", "1", "--grace", "30"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job = text(&out.stdout).split_whitespace().nth(3).unwrap().to_string();
+    assert!(job.parse::<u64>().is_ok(), "job id from: {}", text(&out.stdout));
+    let plan: Value = serde_json::from_slice(&std::fs::read(vol.join("eng/sweep.json")).unwrap()).unwrap();
+    let id1 = plan["runs"][1]["id"].as_str().unwrap().to_string();
+    let run1 = vol.join("eng/runs").join(&id1);
+
+    // Preempt task 1 once it has a checkpoint: USR1 to the batch shell only, as --signal=B:USR1@grace would.
+    wait_until("task 1 to checkpoint", Duration::from_secs(120), || committed(&run1));
+    assert!(!run1.join("done.json").exists(), "task 1 finished before it could be preempted");
+    let st = cluster.cmd("scancel").args(["--batch", "--signal=USR1", &format!("{job}_1")]).status().unwrap();
+    assert!(st.success());
+    wait_until("all 4 runs done", Duration::from_secs(240), || done_count(&vol) == 4);
+    wait_until("the array to leave the queue", Duration::from_secs(60), || {
+        let q = cluster.cmd("squeue").args(["-h", "-j", &job]).output().unwrap();
+        text(&q.stdout).trim().is_empty()
+    });
+
+    // Task 1 was requeued (only it), and its second attempt resumed from the checkpoint written on USR1.
+    let show = text(&cluster.cmd("scontrol").args(["show", "job", &format!("{job}_1")]).output().unwrap().stdout);
+    assert!(show.contains("Restarts=1"), "{show}");
+    for i in [0, 2, 3] {
+        let show = text(&cluster.cmd("scontrol").args(["show", "job", &format!("{job}_{i}")]).output().unwrap().stdout);
+        assert!(show.contains("Restarts=0") && show.contains("JobState=COMPLETED"), "task {i}: {show}");
+    }
+    let at = attempts(&run1);
+    let outcomes: Vec<&str> = at.iter().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["preempted", "done"], "{at:?}");
+    assert_eq!(at[1]["exit_code"], 138, "128 + SIGUSR1");
+    let second = at.iter().filter(|a| a["event"] == "start").nth(1).unwrap();
+    assert!(second["step"].as_u64().unwrap() > 0, "resumed, not restarted: {second}");
+    let log = std::fs::read_to_string(vol.join(format!("eng/slurm/{job}_1.out"))).unwrap();
+    assert!(log.contains("requeueing task") && log.contains("restart 1"), "{log}");
+
+    // The same sweep run locally gives byte-identical weights and the same metrics for every run.
+    let local = tmp.path().join("local");
+    run_ok(&[
+        "worker".into(),
+        sweep.display().to_string(),
+        "--next".into(),
+        "--quiet".into(),
+        "--threads".into(),
+        "1".into(),
+        "--volume".into(),
+        local.display().to_string(),
+    ]);
+    for r in plan["runs"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        let (a, b) = (vol.join("eng/runs").join(id), local.join("eng/runs").join(id));
+        assert!(
+            std::fs::read(a.join("model.safetensors")).unwrap() == std::fs::read(b.join("model.safetensors")).unwrap(),
+            "run {id}"
+        );
+        let strip = |d: &Path| {
+            crate::common::metrics(d)
+                .into_iter()
+                .map(|mut m| {
+                    m.as_object_mut().unwrap().retain(|k, _| k != "samples_per_sec" && k != "epoch_seconds");
+                    m
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&a), strip(&b), "run {id}");
+    }
+    let pids = cluster.daemon_pids();
+    assert_eq!(pids.len(), 3);
+    drop(cluster);
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "daemon {pid} still running after stop");
+    }
+}
+
+#[test]
+fn slurm_script_is_a_plain_job_array_a_user_could_submit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = sweep_file(tmp.path());
+    let vol = tmp.path().join("vol");
+    let script = tmp.path().join("eng.sbatch");
+    let out = run_ok(&[
+        "slurm".into(),
+        sweep.display().to_string(),
+        "--volume".into(),
+        vol.display().to_string(),
+        "-o".into(),
+        script.display().to_string(),
+        "--partition".into(),
+        "gpu".into(),
+        "--gpus-per-task".into(),
+        "1".into(),
+        "--time".into(),
+        "4:00:00".into(),
+        "--max-parallel".into(),
+        "2".into(),
+        "--sbatch=--account=ml".into(),
+    ]);
+    assert!(text(&out.stdout).contains("Submit with: sbatch"), "{}", text(&out.stdout));
+    let s = std::fs::read_to_string(&script).unwrap();
+    for want in [
+        "#!/bin/bash",
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-task=1",
+        "#SBATCH --time=4:00:00",
+        "#SBATCH --account=ml",
+        "--index \"$SLURM_ARRAY_TASK_ID\"",
+        "scontrol requeue \"$task\"",
+        "task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+    let ok = Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    assert!(ok.success(), "bash -n rejects the script");
+}
+
+#[test]
+fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    // a sweep whose base is a separate file: the ConfigMap must inline it
+    std::fs::write(tmp.path().join("base.toml"), "[train]\nepochs = 2\nbatch_size = 128\n").unwrap();
+    let sweep = tmp.path().join("k.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"K8s_Test\"\nbase = \"base.toml\"\nretries = 3\n[parameters]\n\"optim.lr\" = [0.1, 0.2, 0.3]\n",
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "k8s".into(),
+        sweep.display().to_string(),
+        "--image".into(),
+        "reg/spotrun:1".into(),
+        "--pvc".into(),
+        "vol".into(),
+    ]);
+    let yaml = text(&out.stdout);
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(&yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    assert_eq!(docs.len(), 2);
+    let (cm, job) = (&docs[0], &docs[1]);
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["apiVersion"], "batch/v1");
+    assert_eq!(job["metadata"]["name"], "spotrun-k8s-test");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], 3);
+    assert_eq!(spec["backoffLimitPerIndex"], 3, "the sweep's retries");
+    let rules = spec["podFailurePolicy"]["rules"].as_sequence().unwrap();
+    let ignore_codes: Vec<i64> = rules
+        .iter()
+        .filter(|r| r["action"] == "Ignore" && r["onExitCodes"].is_mapping())
+        .flat_map(|r| r["onExitCodes"]["values"].as_sequence().unwrap().iter().map(|v| v.as_i64().unwrap()))
+        .collect();
+    assert!(ignore_codes.contains(&143) && ignore_codes.contains(&75), "{ignore_codes:?}");
+    assert!(rules.iter().any(|r| r["action"] == "Ignore" && r["onPodConditions"][0]["type"] == "DisruptionTarget"));
+    assert!(rules.iter().any(|r| r["action"] == "FailIndex" && r["onExitCodes"]["values"][0] == 2));
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "reg/spotrun:1");
+    let cmd = c["command"][2].as_str().unwrap();
+    assert!(cmd.starts_with("exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\""), "{cmd}");
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+    assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "vol");
+    // the embedded sweep expands to the same runs as the original
+    let embedded = cm["data"]["sweep.toml"].as_str().unwrap();
+    let ids = |s: spotrun::sweep::Sweep| {
+        spotrun::sweep::expand(&s).unwrap().runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let a = ids(spotrun::sweep::parse(embedded, Path::new("/elsewhere/sweep.toml")).unwrap());
+    let b = ids(spotrun::sweep::load(&sweep).unwrap());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn modal_app_defines_the_app_the_gpu_function_and_the_entrypoint() {
+    let py = std::env::var_os("SPOTRUN_MODAL_PYTHON").map(PathBuf::from);
+    let Some(py) = py.filter(|p| p.exists()) else {
+        assert!(
+            std::env::var_os("SPOTRUN_REQUIRE_MODAL").is_none(),
+            "no python with `modal` (SPOTRUN_MODAL_PYTHON); scripts/test.sh sets one up"
+        );
+        eprintln!("SKIPPED: set SPOTRUN_MODAL_PYTHON to a python with `modal` installed (scripts/test.sh does)");
+        return;
+    };
+    let out = Command::new(py)
+        .arg(repo().join("tests/modal_app_check.py"))
+        .arg(repo().join("scripts/modal_app.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("ok: app spotrun"), "{s}");
+}
