@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh clone: install the pinned libtorch if missing, then run the whole test suite (unit, integration
-# through the real binary, Python interop), check formatting, and compile the benches so they cannot rot.
+# through the real binary, Python interop, a real Slurm cluster, the Modal app), check formatting, and compile the
+# benches so they cannot rot. SPOTRUN_SKIP_SLURM=1 skips installing Slurm (then its tests say SKIPPED).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "${SPOTRUN_ROOT}"
@@ -9,7 +10,23 @@ if cargo fmt --version >/dev/null 2>&1; then
 fi
 for s in scripts/*.sh .ci/run; do bash -n "$s"; done
 "${SPOTRUN_PYTHON}" -m py_compile scripts/*.py
+# Engines: a real single-node Slurm (Debian packages, installed once; the tests start and stop their own cluster)
+# and the `modal` package in its own pinned venv (the Modal app is imported, never deployed).
+if [ "${SPOTRUN_SKIP_SLURM:-0}" != 1 ]; then
+    scripts/slurm-local.sh install
+    export SPOTRUN_REQUIRE_SLURM=1
+fi
+MODAL_VENV="${SPOTRUN_MODAL_VENV:-${HOME}/.cache/spotrun/modal-1.6.4}"
+if ! "${MODAL_VENV}/bin/python" -c "import modal" 2>/dev/null; then
+    python3 -m venv "${MODAL_VENV}"
+    "${MODAL_VENV}/bin/pip" install --quiet --disable-pip-version-check "modal==1.6.4"
+fi
+export SPOTRUN_MODAL_PYTHON="${MODAL_VENV}/bin/python" SPOTRUN_REQUIRE_MODAL=1
 cargo test --release --locked
+if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+    echo "scripts/test.sh: a Slurm daemon is still running after the tests" >&2
+    exit 1
+fi
 cargo bench --locked --no-run
 # The GPU check script, end to end on the CPU with tiny sizes, so it cannot rot before a GPU is lent.
 OUT="$(mktemp -d)" scripts/gpu-check.sh --dry
