@@ -9,6 +9,7 @@ use super::layout::{Layout, Plan};
 use super::status;
 use super::worker::{self, Ctx, Outcome, WorkerOptions};
 use crate::error::{Error, Result};
+use crate::trainer::RunStatus;
 
 macro_rules! say {
     ($($t:tt)*) => {{
@@ -41,7 +42,14 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             let id = ctx.runs.get(i).map(|r| r.id[..8].to_string()).unwrap_or_default();
             match worker::run_index(&ctx, i, o)? {
                 Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
-                Outcome::Trained { status, epochs } => say!("run #{i} {id}: {status:?} after {epochs} epochs"),
+                Outcome::Trained { status, epochs } => {
+                    let what = match status {
+                        RunStatus::StoppedEarly => "stopped early",
+                        RunStatus::Pruned => "pruned",
+                        _ => "completed",
+                    };
+                    say!("run #{i} {id}: {what} after {epochs} epoch{}", if epochs == 1 { "" } else { "s" });
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -482,3 +482,35 @@ fn sigterm_to_the_launcher_checkpoints_every_worker_and_the_same_command_finishe
         assert!(s[1]["step"].as_u64().unwrap() > 0, "resumed from the checkpoint written on SIGTERM");
     }
 }
+
+#[test]
+fn median_pruning_stops_a_run_worse_than_the_others_at_the_same_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("prune.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "name = \"prune\"\nmethod = \"list\"\n{BASE}\n[pruning]\nmethod = \"median\"\nwarmup_epochs = 1\nmin_runs = 3\n\
+             [[runs]]\noptim.lr = 0.003\ntrain.seed = 1\n[[runs]]\noptim.lr = 0.003\ntrain.seed = 2\n\
+             [[runs]]\noptim.lr = 0.003\ntrain.seed = 3\n[[runs]]\noptim.lr = 1e-7\n"
+        ),
+    )
+    .unwrap();
+    let vol = tmp.path().join("vol");
+    let worker = |i: usize| {
+        run_ok(&["worker".into(), sweep.display().to_string(), "--index".into(), i.to_string(), "--volume".into(), vol.display().to_string()])
+    };
+    // Three good runs finish first, so the decision for the last one does not depend on timing.
+    for i in 0..3 {
+        assert!(text(&worker(i).stdout).contains("completed after 3 epochs"));
+    }
+    let out = worker(3);
+    assert!(text(&out.stdout).contains("pruned after 1 epoch\n"), "{}", text(&out.stdout));
+    let plan: Value = serde_json::from_slice(&std::fs::read(vol.join("prune/sweep.json")).unwrap()).unwrap();
+    let dir = vol.join("prune/runs").join(plan["runs"][3]["id"].as_str().unwrap());
+    let done: Value = serde_json::from_slice(&std::fs::read(dir.join("done.json")).unwrap()).unwrap();
+    assert_eq!((done["outcome"].as_str(), done["epochs"].as_u64()), (Some("pruned"), Some(1)));
+    assert!(text(&worker(3).stdout).contains("already done"));
+    let status = text(&run_ok(&["status".into(), vol.join("prune").display().to_string()]).stdout);
+    assert!(status.contains("(pruned)") && status.contains("4 done"), "{status}");
+}
