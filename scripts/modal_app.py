@@ -91,30 +91,45 @@ def train_run(sweep_toml: str, index: int, run_rel: str) -> dict:
     sweep.write_text(sweep_toml)
     env = dict(os.environ, LD_LIBRARY_PATH=torch_lib_dir())
     cmd = ["spotrun", "worker", str(sweep), "--index", str(index), "--volume", VOLUME_PATH]
-    proc = subprocess.Popen(cmd, env=env)
     stop = threading.Event()
     watcher = threading.Thread(target=commit_on_checkpoints, args=(pathlib.Path(VOLUME_PATH) / run_rel, stop))
     watcher.start()
+    interrupted = threading.Event()
+    proc = None
 
     def forward(sig, _frame):
-        proc.send_signal(sig)
+        interrupted.set()
+        if proc is not None:
+            proc.send_signal(sig)
 
     try:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, forward)
-    except ValueError:  # not the main thread: KeyboardInterrupt handling below still forwards SIGINT
+    except ValueError:  # not the main thread: the KeyboardInterrupt handling below still forwards SIGINT
         pass
     try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait()
+        for attempt in range(60):
+            proc = subprocess.Popen(cmd, env=env)
+            try:
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                interrupted.set()
+                proc.send_signal(signal.SIGINT)
+                rc = proc.wait()
+            # Held by another worker (75), or signalled by someone else while this container lives on: wait and
+            # go again here rather than spend one of Modal's retries.
+            if rc in RETRY_EXIT_CODES and not interrupted.is_set():
+                volume.commit()
+                time.sleep(min(60, 5 * (attempt + 1)))
+                volume.reload()
+                continue
+            break
     finally:
         stop.set()
         watcher.join()
         volume.commit()
     if rc in RETRY_EXIT_CODES:
-        raise RuntimeError(f"run {index}: worker exited {rc} (preempted or held elsewhere); retrying resumes it")
+        raise RuntimeError(f"run {index}: preempted (worker exit {rc}); Modal restarts this input and it resumes")
     if rc != 0:
         raise RuntimeError(f"run {index}: worker failed with exit code {rc}; see {run_rel}/worker.log on the volume")
     done = pathlib.Path(VOLUME_PATH) / run_rel / "done.json"

@@ -229,8 +229,16 @@ pub fn main() -> ExitCode {
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Train { config, sets, run_dir, quiet, allow_config_change } => {
-            let opts =
-                TrainOptions { config, sets, run_dir, quiet, allow_config_change, loaded: None, epoch_hook: None };
+            let opts = TrainOptions {
+                config,
+                sets,
+                run_dir,
+                quiet,
+                allow_config_change,
+                loaded: None,
+                epoch_hook: None,
+                owner_check: None,
+            };
             let s = trainer::train(&opts)?;
             if s.status == trainer::RunStatus::AlreadyFinished {
                 say!("run {} already finished ({} epochs) -> {}", &s.run_id[..8], s.metrics.len(), s.run_dir.display());
@@ -389,7 +397,12 @@ mod engines_cli {
         let sweep_abs = absolute(sweep_path)?;
         let ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-        let text = slurm::render(&ctx, o, &exe, &sweep_abs, &volume);
+        // The tasks read a snapshot (base inlined): editing the sweep file later cannot change what task I trains.
+        let snapshot = ctx.layout.root.join("slurm").join(format!("{}.toml", ctx.sweep.name));
+        std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&snapshot, e))?;
+        let text = sweep::self_contained(&sweep_abs)?;
+        crate::checkpoint::write_atomic(&snapshot, text.as_bytes()).map_err(|e| SweepError::io(&snapshot, e))?;
+        let text = slurm::render(&ctx, o, &exe, &snapshot, &volume);
         let path = slurm::write(&ctx, &text, out)?;
         if submit {
             let id = slurm::submit(&path)?;

@@ -36,6 +36,12 @@ pub enum Error {
     RunDir(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A failure while training that retrying may fix (e.g. CUDA out of memory in an optimizer step).
+    #[error("{0}")]
+    Runtime(String),
+    /// A sweep worker found that another worker took its run over; it stopped without writing (exit 75).
+    #[error("{0}")]
+    LeaseLost(String),
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
@@ -49,6 +55,7 @@ impl Error {
             }
             Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
             Error::Sweep(e) => e.exit_code(),
+            Error::LeaseLost(_) => ExitCode::from(crate::sweep::EXIT_BUSY),
             Error::Preempted { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),
             _ => ExitCode::from(1),
         }

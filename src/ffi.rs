@@ -220,3 +220,14 @@ pub fn die_with_parent(sig: i32) -> bool {
         false
     }
 }
+
+extern "C" {
+    fn _exit(status: c_int) -> !;
+}
+
+/// Ends the process at once with `code`: no atexit handlers, no C++ static destructors, no unwinding. For a
+/// thread that must stop the process while the main thread may be inside libtorch (a lost sweep lease).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) never returns and touches no Rust state.
+    unsafe { _exit(code) }
+}

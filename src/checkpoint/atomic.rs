@@ -2,7 +2,8 @@
 //!
 //! Guarantee: after `write_atomic(path, bytes)` returns `Ok`, `path` holds exactly `bytes` and survives a crash
 //! or power loss; if it returns `Err` or the process dies at any point, `path` holds its previous content (or
-//! does not exist) — never a mix. Mechanism: write a scratch sibling `.<name>.tmp-<pid>-<n>`, fsync it, rename it
+//! does not exist) — never a mix. Mechanism: write a scratch sibling `.<name>.tmp-<host>-<pid>-<nanos>-<n>` (unique across
+//! hosts and containers sharing a volume, and created exclusively), fsync it, rename it
 //! over `path`, fsync the directory. A drop guard removes the scratch file on every error path.
 use std::fs::{self, File};
 use std::io::Write;
@@ -29,6 +30,21 @@ impl Drop for Scratch {
     }
 }
 
+/// `<host>-<pid>-<nanos>-<n>`: a scratch-name suffix no other process on any host sharing the volume uses (PIDs
+/// alone repeat across containers: every pod's first process is PID 1).
+pub fn unique_suffix() -> String {
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{host}-{}-{nanos}-{n}", std::process::id())
+}
+
 /// Atomically replaces `path` with `bytes` (see the module docs for the guarantee).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, &mut |w| w.write_all(bytes))
@@ -44,10 +60,9 @@ pub fn write_atomic_with<T>(
         _ => PathBuf::from("."),
     };
     let name = path.file_name().ok_or_else(|| std::io::Error::other("write_atomic: path has no file name"))?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), unique_suffix()));
+    let file = File::create_new(&tmp)?;
     let mut guard = Scratch(Some(tmp.clone()));
-    let file = File::create(&tmp)?;
     let limit = ENOSPC_AFTER.swap(0, Ordering::SeqCst);
     let mut w = std::io::BufWriter::with_capacity(
         1 << 20,

@@ -10,7 +10,7 @@ mod store;
 mod tensors;
 mod writer;
 
-pub use atomic::{append_line, write_atomic, write_atomic_with};
+pub use atomic::{append_line, unique_suffix, write_atomic, write_atomic_with};
 pub use manifest::{crc32_hex, FileEntry, Manifest, FORMAT_VERSION, MANIFEST};
 pub use retention::{to_delete, Entry};
 pub use store::{

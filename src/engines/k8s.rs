@@ -36,7 +36,13 @@ fn s(v: impl std::fmt::Display) -> Y {
 
 /// A double-quoted YAML string (JSON string syntax is valid YAML).
 fn q(v: &str) -> Y {
-    Y::S(serde_json::Value::String(v.to_string()).to_string())
+    let json = serde_json::Value::String(v.to_string()).to_string();
+    // JSON leaves DEL and C1 controls raw; YAML double-quoted strings may not contain them.
+    Y::S(
+        json.chars()
+            .map(|c| if ('\u{7f}'..='\u{9f}').contains(&c) { format!("\\x{:02x}", c as u32) } else { c.to_string() })
+            .collect(),
+    )
 }
 
 fn emit(y: &Y, indent: usize, out: &mut String) {
@@ -76,6 +82,12 @@ fn emit(y: &Y, indent: usize, out: &mut String) {
     }
 }
 
+/// A label value: at most 63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric.
+pub fn label_value(s: &str) -> String {
+    let v: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(63).collect();
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
 /// A DNS-1123 name: lowercase letters, digits and '-', at most 63 characters.
 pub fn dns_name(s: &str) -> String {
     let mut n: String =
@@ -91,14 +103,18 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
     let meta = |suffix: &str| {
         let mut m = vec![("name", s(format!("{name}{suffix}")))];
         if let Some(ns) = &o.namespace {
-            m.push(("namespace", s(ns)));
+            m.push(("namespace", q(ns)));
         }
-        m.push(("labels", Y::M(vec![("app.kubernetes.io/name", s("spotrun")), ("spotrun/sweep", q(&ctx.sweep.name))])));
+        m.push((
+            "labels",
+            Y::M(vec![("app.kubernetes.io/name", s("spotrun")), ("spotrun/sweep", q(&label_value(&ctx.sweep.name)))]),
+        ));
         Y::M(m)
     };
     let volume = format!("{}/sweeps", o.mount.trim_end_matches('/'));
     let command = format!(
-        "exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\" --volume {volume} --threads {}",
+        "exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\" --volume {} --threads {}",
+        super::shell_quote(&volume),
         o.cpus.max(1)
     );
     let mut limits = vec![("cpu", q(&o.cpus.max(1).to_string())), ("memory", q(&o.memory))];
@@ -140,7 +156,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
                                 ("onPodConditions", Y::L(vec![Y::M(vec![("type", s("DisruptionTarget"))])])),
                             ]),
                             // Preempted (checkpointed, 128 + signal) or held by another worker (75): retry freely.
-                            exit_rule("Ignore", RETRY_EXIT_CODES.iter().map(|c| s(c)).collect()),
+                            exit_rule("Ignore", RETRY_EXIT_CODES.iter().map(s).collect()),
                             // Bad input: retrying cannot help.
                             exit_rule("FailIndex", vec![s(2)]),
                         ]),
@@ -200,7 +216,9 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
          #   kubectl apply -f THIS_FILE\n\
          # The PVC '{}' must exist (ReadWriteMany if pods may land on different nodes); results appear in\n\
          # {volume}/{}/ (`spotrun status` there). The image needs spotrun and libtorch (see README).\n",
-        ctx.sweep.name, o.pvc, ctx.sweep.name
+        ctx.sweep.name,
+        o.pvc.replace(['\n', '\r'], " "),
+        ctx.sweep.name
     );
     emit(&config_map, 0, &mut out);
     out.push_str("---\n");
@@ -214,5 +232,7 @@ mod tests {
     fn dns_names() {
         assert_eq!(super::dns_name("spotrun-LR_width.v2"), "spotrun-lr-width-v2");
         assert_eq!(super::dns_name(&"x".repeat(80)).len(), 63);
+        assert_eq!(super::label_value("_a.b-"), "a.b");
+        assert_eq!(super::label_value(&"y".repeat(100)).len(), 63);
     }
 }

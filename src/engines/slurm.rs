@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use super::{shell_quote, RETRY_EXIT_CODES};
 use crate::sweep::{Ctx, SweepError};
 
+/// A task requeued this many times (preemptions and failures together) stops requeueing itself.
+pub const MAX_RESTARTS: u32 = 50;
+
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {
     pub partition: Option<String>,
@@ -79,12 +82,14 @@ task="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 run_dir="$runs/${{ids[$SLURM_ARRAY_TASK_ID]}}"
 echo "spotrun: task $task, run ${{ids[$SLURM_ARRAY_TASK_ID]:0:8}}, restart ${{SLURM_RESTART_COUNT:-0}}, on $(hostname)"
 
+# Slurm signals this shell (B:); pass the signal on and keep waiting for the worker's own exit code.
+worker=
+trapped=0
+trap 'trapped=1; [ -z "$worker" ] || kill -USR1 "$worker" 2>/dev/null' USR1
+trap 'trapped=1; [ -z "$worker" ] || kill -TERM "$worker" 2>/dev/null' TERM
 "$spotrun" worker "$sweep" --index "$SLURM_ARRAY_TASK_ID" --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
 worker=$!
-# Slurm signals this shell (B:); pass the signal on and keep waiting for the worker's own exit code.
-trapped=0
-trap 'trapped=1; kill -USR1 "$worker" 2>/dev/null' USR1
-trap 'trapped=1; kill -TERM "$worker" 2>/dev/null' TERM
+[ "$trapped" = 0 ] || kill -USR1 "$worker" 2>/dev/null  # a signal that came before the worker existed
 rc=0; wait "$worker" || rc=$?
 while [ "$trapped" = 1 ]; do
   trapped=0
@@ -92,20 +97,25 @@ while [ "$trapped" = 1 ]; do
   [ "$again" = 127 ] || rc=$again
 done
 
+requeue() {{
+  if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {max_restarts} ]; then
+    echo "spotrun: task $task was requeued {max_restarts} times; giving up (exit $rc)"
+    exit "$rc"
+  fi
+  echo "spotrun: $1; requeueing task $task"
+  scontrol requeue "$task" || {{ echo "spotrun: scontrol requeue $task failed" >&2; exit "$rc"; }}
+  exit 0
+}}
 case "$rc" in
   0) exit 0 ;;
-  {retry})
-    echo "spotrun: worker exited $rc (preempted or held elsewhere); requeueing task $task"
-    scontrol requeue "$task"
-    exit 0 ;;
+  {retry}) requeue "worker exited $rc (preempted or held elsewhere)" ;;
+  2|126|127) echo "spotrun: worker exited $rc: bad input or no spotrun binary; not retrying"; exit "$rc" ;;
   *)
     if [ -f "$run_dir/failed.json" ]; then
       echo "spotrun: run failed for good (see $run_dir/failed.json)"
       exit "$rc"
     fi
-    echo "spotrun: worker failed ($rc); requeueing task $task to retry"
-    scontrol requeue "$task"
-    exit 0 ;;
+    requeue "worker failed ($rc); retrying" ;;
 esac
 "#,
         spotrun = shell_quote(&spotrun.display().to_string()),
@@ -114,6 +124,7 @@ esac
         runs = shell_quote(&ctx.layout.root.join("runs").display().to_string()),
         ids = ids.join(" "),
         retry = RETRY_EXIT_CODES.map(|c| c.to_string()).join("|"),
+        max_restarts = MAX_RESTARTS,
     );
     s
 }

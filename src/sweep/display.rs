@@ -89,7 +89,7 @@ impl Display {
         }
     }
 
-    fn close(&mut self, i: usize) {
+    pub fn close(&mut self, i: usize) {
         if let Some(pb) = self.lines.remove(&i) {
             pb.finish_and_clear();
         }

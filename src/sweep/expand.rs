@@ -114,7 +114,11 @@ fn sample(params: &[(String, Domain)], seed: u64, i: u64) -> Vec<(String, toml::
                     let (la, lb) = (a.ln(), b.ln());
                     toml::Value::Float(round6((la + rng.next_f64() * (lb - la)).exp().clamp(*a, *b)))
                 }
-                Domain::Int(a, b) => toml::Value::Integer(a + rng.below((b - a + 1) as u64) as i64),
+                Domain::Int(a, b) => {
+                    // in i128: a range as wide as i64 must not overflow
+                    let span = (*b as i128 - *a as i128 + 1).min(u64::MAX as i128) as u64;
+                    toml::Value::Integer((*a as i128 + rng.below(span) as i128) as i64)
+                }
             };
             (k.clone(), v)
         })

@@ -85,6 +85,13 @@ struct Active {
 
 /// Runs the sweep to completion. Exit 0 when every run is done, 1 when some failed, 128 + signal when stopped.
 pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
+    if !(o.backoff_seconds.is_finite() && o.backoff_seconds >= 0.0) {
+        return Err(SweepError::Usage(format!(
+            "--backoff must be a number of seconds >= 0, got {}",
+            o.backoff_seconds
+        ))
+        .into());
+    }
     let ctx = Ctx::load(sweep_path, o.volume.as_deref(), o.dry_run)?;
     let gpus = crate::device::list_gpus().map(|g| g.len()).unwrap_or(0);
     if let Some(bad) = o.gpus.iter().flatten().find(|&&g| g >= gpus) {
@@ -112,10 +119,23 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     }
     drop(out);
 
-    let sig = Arc::new(AtomicUsize::new(0));
-    for s in [1, 2, 10, 12, 15] {
-        signal_hook::flag::register_usize(s, Arc::clone(&sig), s as usize)
+    // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
+    // index means under a running launcher. Removed when the launcher ends.
+    let snapshot = Snapshot::write(&ctx, sweep_path)?;
+    let sweep_path = snapshot.0.as_path();
+    // Every signal counts: the first is passed on, a repeat passed on again (a second SIGINT makes workers exit
+    // at once), a third kills them.
+    let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let mut it = signal_hook::iterator::Signals::new([1, 2, 10, 12, 15])
             .map_err(|e| SweepError::Usage(format!("cannot install signal handlers: {e}")))?;
+        let (sig, count) = (Arc::clone(&sig), Arc::clone(&count));
+        std::thread::spawn(move || {
+            for s in it.forever() {
+                sig.store(s as usize, Ordering::SeqCst);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
     }
     let mut display = Display::new(o.quiet, &ctx);
     display.line(&format!(
@@ -130,17 +150,31 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     let mut states: Vec<RunState> = ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect();
     let mut active: BTreeMap<usize, Active> = BTreeMap::new(); // slot -> child
     let mut preemptions = vec![0usize; ctx.runs.len()];
+    // Failures seen by this launcher, for workers that die before recording one.
+    let mut seen_failures = vec![0usize; ctx.runs.len()];
     let mut forwarded = 0usize;
     let exe = std::env::current_exe().map_err(|e| SweepError::io("/proc/self/exe", e))?;
     let mut last_refresh = Instant::now() - Duration::from_secs(1);
     loop {
         let got = sig.load(Ordering::SeqCst);
-        if got != 0 && forwarded != got {
-            display.line(&format!("spotrun sweep: got signal {got}; passing it to {} worker(s)", active.len()));
+        let n_signals = count.load(Ordering::SeqCst);
+        if n_signals > forwarded {
+            // SIGHUP (terminal gone) means the same as SIGTERM to a worker.
+            let pass = match (n_signals, got) {
+                (3.., _) => 9,
+                (_, 1) => 15,
+                _ => got as i32,
+            };
+            display.line(&format!(
+                "spotrun sweep: got {}; passing {} to {} worker(s)",
+                crate::trainer::signal_name(got as i32),
+                crate::trainer::signal_name(pass),
+                active.len()
+            ));
             for a in active.values() {
-                crate::ffi::send_signal(a.child.id(), got as i32);
+                crate::ffi::send_signal(a.child.id(), pass);
             }
-            forwarded = got;
+            forwarded = n_signals;
         }
         // Reap children.
         let slots_done: Vec<usize> =
@@ -154,15 +188,17 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             let code = status.code();
             let signal = status.signal().or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
             states[a.index] = RunState::Waiting { not_before: Instant::now() };
-            if code == Some(0) {
+            if code == Some(0) && dir.join(record::DONE).exists() {
                 states[a.index] = RunState::Finished;
                 display.finished(run.index, &record::read_json(&dir.join(record::DONE)), secs);
             } else if code == Some(EXIT_BUSY as i32) {
                 states[a.index] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
+                display.close(a.index);
                 display.line(&format!("#{} {} is held by another worker; will check again", run.index, &run.id[..8]));
             } else if signal.is_some_and(|s| PREEMPTION_SIGNALS.contains(&s)) && preemptions[a.index] < MAX_PREEMPTIONS
             {
                 preemptions[a.index] += 1;
+                display.close(a.index);
                 if status.signal().is_some() {
                     // Killed outright: the worker could not record the end of its attempt.
                     record_end(&dir, a.child.id(), "preempted", status.signal().map(|s| 128 + s), secs);
@@ -175,14 +211,18 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
                     if got != 0 { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" }
                 ));
             } else {
-                if status.signal().is_some() || !matches!(code, Some(1 | 2)) {
+                display.close(a.index);
+                if status.signal().is_some() || !matches!(code, Some(0..=2)) {
                     record_end(&dir, a.child.id(), "crashed", code.or(status.signal().map(|s| 128 + s)), secs);
                 }
+                seen_failures[a.index] += 1;
                 let tail = record::tail(&dir.join("worker.log"), 2000);
-                let failures = record::failures(&record::attempts(&dir));
+                let failures = record::failures(&record::attempts(&dir)).max(seen_failures[a.index]);
                 let path = dir.join(record::FAILED);
                 let mut failed: Option<Failed> = record::read_json(&path);
-                if failed.is_none() && (failures > retries || preemptions[a.index] >= MAX_PREEMPTIONS) {
+                // Exit 2 is bad input (retrying cannot help); write the marker only while nobody holds the run.
+                let give_up = failures > retries || code == Some(2) || preemptions[a.index] >= MAX_PREEMPTIONS;
+                if failed.is_none() && give_up && lease::holder(&dir, ctx.sweep.lease_seconds).is_none() {
                     failed = Some(Failed {
                         run_id: run.id.clone(),
                         index: run.index,
@@ -193,7 +233,10 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
                         unix_ms: lease::now_ms(),
                     });
                 }
-                if let Some(mut f) = failed {
+                if failed.is_none() && give_up {
+                    // Someone else holds the run now: leave it to them.
+                    states[a.index] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
+                } else if let Some(mut f) = failed {
                     if f.stderr_tail.is_empty() {
                         f.stderr_tail = tail;
                         let _ = record::write_json(&path, &f);
@@ -225,6 +268,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
                     views.iter().filter(|v| v.state == State::Done).count(),
                     views.len()
                 );
+                drop(snapshot);
                 return Ok(ExitCode::from((128 + got).min(255) as u8));
             }
         } else {
@@ -257,8 +301,26 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     let views = status::write_results(&ctx.layout, &ctx.plan)?;
     let _ = write!(std::io::stdout().lock(), "{}", status::table(&ctx.plan, &views));
     let _ = writeln!(std::io::stdout().lock(), "results: {}", ctx.layout.results_csv().display());
-    let failed = views.iter().any(|v| v.state == State::Failed);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let all_done = views.iter().all(|v| v.state == State::Done);
+    Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The sweep as children read it: `VOLUME/<name>/.launch-<unique>.toml`, removed on drop.
+struct Snapshot(PathBuf);
+
+impl Snapshot {
+    fn write(ctx: &Ctx, sweep: &Path) -> Result<Snapshot> {
+        let text = super::spec::self_contained(sweep)?;
+        let path = ctx.layout.root.join(format!(".launch-{}.toml", crate::checkpoint::unique_suffix()));
+        crate::checkpoint::write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
+        Ok(Snapshot(path))
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The next run to start, in index order; marks runs found finished on the volume.

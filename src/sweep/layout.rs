@@ -98,13 +98,14 @@ impl Plan {
         }
     }
 
-    /// Writes `sweep.json` (atomically, and only when it changed) and creates `runs/`.
+    /// Writes `sweep.json` (atomically, and only when the runs changed) and creates `runs/`.
     pub fn write(&self, layout: &Layout) -> Result<(), SweepError> {
         let runs = layout.root.join("runs");
         std::fs::create_dir_all(&runs).map_err(|e| SweepError::io(&runs, e))?;
         let path = layout.plan();
         let text = serde_json::to_string_pretty(self).unwrap_or_default() + "\n";
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let same = Plan::read(&layout.root).is_ok_and(|p| p.runs == self.runs && p.metric == self.metric);
+        if !same {
             write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
         }
         Ok(())

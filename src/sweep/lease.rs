@@ -92,33 +92,43 @@ pub fn is_live(l: &LeaseInfo, lease_seconds: f64, now: u64) -> bool {
     if l.released {
         return false;
     }
-    if l.host_key == host_key() && (proc_start(l.pid).is_none() || proc_start(l.pid) != l.proc_start) {
+    // The PID shortcut only where a PID means the same process here: same hostname, boot and PID namespace,
+    // all of them known (Linux /proc). Elsewhere only the heartbeat counts.
+    let here = host_key();
+    let checkable = !here.contains("||") && !here.ends_with('|') && proc_start(std::process::id()).is_some();
+    if checkable && l.host_key == here && (proc_start(l.pid).is_none() || proc_start(l.pid) != l.proc_start) {
         return false;
     }
     (now.saturating_sub(l.heartbeat_unix_ms) as f64) < lease_seconds * 1000.0
 }
 
-/// The live holder of a run, if any. An unreadable newest lease file counts as live until it is
-/// `lease_seconds` old (it may be one being created on a file system without hard links).
+/// The live holder of a run, if any. A newest lease file that cannot be read or parsed counts as live (it may be
+/// one being created on a file system without hard links) unless it is known to be older than `lease_seconds`.
 pub fn holder(run_dir: &Path, lease_seconds: f64) -> Option<LeaseInfo> {
     let (gen, path, info) = newest(run_dir)?;
     let now = now_ms();
     match info {
         Some(l) => is_live(&l, lease_seconds, now).then_some(l),
         None => {
-            let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
-            (age.as_secs_f64() < lease_seconds).then(|| LeaseInfo {
+            let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            let stale = age.is_some_and(|a| a.as_secs_f64() >= lease_seconds);
+            (!stale).then(|| LeaseInfo {
                 gen,
-                host: "?".into(),
+                host: "(a lease file being written or unreadable)".into(),
                 host_key: String::new(),
                 pid: 0,
                 proc_start: None,
-                started_unix_ms: 0,
-                heartbeat_unix_ms: 0,
+                started_unix_ms: now,
+                heartbeat_unix_ms: now,
                 released: false,
             })
         }
     }
+}
+
+/// True while `gen` is still the newest lease generation of `run_dir` (nobody took the run over).
+pub fn still_newest(run_dir: &Path, gen: u64) -> bool {
+    newest(run_dir).is_none_or(|(g, _, _)| g <= gen)
 }
 
 /// A held lease; heartbeats on a background thread until released or dropped.
@@ -184,13 +194,14 @@ impl Lease {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Some((g, _, _)) = newest(&run_dir).filter(|(g, _, _)| *g > beat.gen) {
+                if !still_newest(&run_dir, beat.gen) {
                     eprintln!(
-                        "spotrun: lost the lease on {} to generation {g} (this worker stalled for longer than \
+                        "spotrun: lost the lease on {} to a newer claim (this worker stalled for longer than \
                          lease_seconds); stopping at once without writing anything",
                         run_dir.display()
                     );
-                    std::process::exit(super::error::EXIT_BUSY as i32);
+                    // _exit: no atexit handlers or C++ static destructors while the main thread is in libtorch.
+                    crate::ffi::exit_now(super::error::EXIT_BUSY as i32);
                 }
                 beat.heartbeat_unix_ms = now_ms();
                 if let Ok(bytes) = serde_json::to_vec(&beat) {
@@ -203,6 +214,14 @@ impl Lease {
 
     pub fn info(&self) -> &LeaseInfo {
         &self.info
+    }
+
+    /// Stops the heartbeat without touching the lease file: for a worker that found the run taken over.
+    pub fn abandon(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Stops the heartbeat and marks the lease released, so the next claim need not wait.
@@ -243,7 +262,7 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 /// Creates `path` with `info` only if it does not exist; readers never see a partial file where hard links work.
 fn create_exclusive(path: &Path, info: &LeaseInfo) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(info).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), now_ms()));
+    let tmp = path.with_extension(format!("tmp-{}", crate::checkpoint::unique_suffix()));
     std::fs::write(&tmp, &bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     let linked = std::fs::hard_link(&tmp, path);

@@ -19,7 +19,7 @@ use super::status;
 use crate::checkpoint::Store;
 use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
-use crate::trainer::{self, EpochHook, RunStatus, TrainOptions};
+use crate::trainer::{self, EpochHook, OwnerCheck, RunStatus, TrainOptions};
 
 /// Options shared by `worker`, and passed down by `sweep` to its children.
 #[derive(Debug, Clone, Default)]
@@ -82,11 +82,16 @@ pub fn run_index(ctx: &Ctx, index: usize, o: &WorkerOptions) -> Result<Outcome> 
 pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
     let (mut trained, mut failed) = (0, 0);
     let mut backoff = Duration::from_secs(2);
+    let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
+    // Errors per run in this process, so a run that fails before recording an attempt (a full or read-only
+    // volume) is not retried forever.
+    let mut errors = vec![0usize; ctx.runs.len()];
     loop {
         let mut claimed = false;
         for run in &ctx.runs {
             let dir = ctx.layout.run_dir(&run.id);
-            if dir.join(record::DONE).exists()
+            if errors[run.index] > retries
+                || dir.join(record::DONE).exists()
                 || dir.join(record::FAILED).exists()
                 || lease::holder(&dir, ctx.sweep.lease_seconds).is_some()
             {
@@ -100,10 +105,12 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
                 Ok(Outcome::AlreadyDone) => {}
                 Err(Error::Sweep(SweepError::Busy(_))) => {}
                 Err(e @ Error::Preempted { .. }) => return Err(e),
+                Err(e @ Error::LeaseLost(_)) => return Err(e),
                 Err(e) => {
                     claimed = true;
+                    errors[run.index] += 1;
                     eprintln!("error: run #{} {}: {e}", run.index, &run.id[..8]);
-                    if dir.join(record::FAILED).exists() {
+                    if dir.join(record::FAILED).exists() || errors[run.index] > retries {
                         failed += 1;
                     }
                 }
@@ -114,7 +121,10 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
         }
         let retry_pending = ctx.runs.iter().any(|r| {
             let d = ctx.layout.run_dir(&r.id);
-            !d.join(record::DONE).exists() && !d.join(record::FAILED).exists() && !record::attempts(&d).is_empty()
+            errors[r.index] > 0
+                && errors[r.index] <= retries
+                && !d.join(record::DONE).exists()
+                && !d.join(record::FAILED).exists()
         });
         if retry_pending {
             std::thread::sleep(backoff);
@@ -155,6 +165,15 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         lease.release();
         return Ok(Outcome::AlreadyDone);
     }
+    if dir.join(record::FAILED).exists() {
+        lease.release();
+        return Err(SweepError::RunFailed(format!(
+            "run #{} {short} was marked failed by another worker while this one claimed it; delete {} to retry it",
+            run.index,
+            dir.join(record::FAILED).display()
+        ))
+        .into());
+    }
     let host = lease::hostname();
     let gen = lease.info().gen;
     let attempt = |event: &str, step: u64| Attempt {
@@ -180,7 +199,12 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     if let Some(t) = o.threads {
         cfg.train.threads = t;
     }
+    let owner = {
+        let dir = dir.clone();
+        OwnerCheck(Arc::new(move || lease::still_newest(&dir, gen)))
+    };
     let opts = TrainOptions {
+        owner_check: Some(owner.clone()),
         run_dir: Some(dir.clone()),
         quiet: o.quiet,
         loaded: Some(LoadedConfig { config: cfg.clone(), origin: ctx.sweep.file.clone() }),
@@ -192,8 +216,20 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     let seconds = started.elapsed().as_secs_f64();
     let mut end = attempt("end", 0);
     end.seconds = seconds;
+    if let Err(e @ Error::LeaseLost(_)) = result {
+        // Another worker owns the run now: write nothing more (its lease file is newer than ours).
+        lease.abandon();
+        return Err(e);
+    }
     match result {
         Ok(summary) => {
+            if !(owner.0)() {
+                lease.abandon();
+                return Err(Error::LeaseLost(format!(
+                    "run #{} {short}: taken over before it was marked done",
+                    run.index
+                )));
+            }
             end.step = summary.metrics.last().map_or(0, |m| m.step);
             end.outcome = Some("done".into());
             record::append_attempt(&dir, &end)?;
@@ -256,9 +292,11 @@ pub fn exit_code_of(e: &Error) -> i32 {
         Error::Preempted { signal, .. } => 128 + signal,
         Error::Sweep(s) => match s {
             SweepError::Busy(_) => super::error::EXIT_BUSY as i32,
+            SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => 2,
             SweepError::Io { .. } | SweepError::RunFailed(_) => 1,
             _ => 2,
         },
+        Error::LeaseLost(_) => super::error::EXIT_BUSY as i32,
         Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => 2,
         Error::TensorIo(t) if t.is_bad_input() => 2,
         _ => 1,

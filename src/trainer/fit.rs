@@ -96,7 +96,7 @@ impl<'a> Trainer<'a> {
     /// One whole epoch (0-based `epoch`): train over the whole permutation, then evaluate.
     pub fn epoch(&mut self, epoch: usize, progress: &Progress) -> Result<EpochMetrics> {
         let m = self.run_epoch(epoch, 0, progress, &mut |_, _| Ok(Flow::Continue))?;
-        m.ok_or_else(|| Error::Device("epoch stopped without a reason".into()))
+        m.ok_or_else(|| Error::Runtime("epoch stopped without a reason".into()))
     }
 
     /// Runs epoch `epoch` from batch `start_batch` (0 = from the start; otherwise the epoch's accumulators must
@@ -169,10 +169,10 @@ impl<'a> Trainer<'a> {
 
     /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
     fn train_step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<Tensor> {
-        crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Device(e.to_string()))?;
+        crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Runtime(e.to_string()))?;
         let loss = {
             let _ac =
-                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Runtime(e.to_string()))?;
             let logits = self.model.forward_t(x, true);
             logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)?
         };
@@ -182,13 +182,13 @@ impl<'a> Trainer<'a> {
         }
         let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
         if let Some(s) = &mut self.scaler {
-            s.unscale(&grads).map_err(|e| Error::Device(e.to_string()))?;
+            s.unscale(&grads).map_err(|e| Error::Runtime(e.to_string()))?;
         }
         if let Some(max) = self.cfg.optim.grad_clip {
             let _ = optim::clip_grad_norm(&grads, max)?;
         }
         let found_inf = self.scaler.as_ref().map(GradScaler::found_inf);
-        self.optimizer.step(&self.params, lr, found_inf).map_err(|e| Error::Device(e.to_string()))?;
+        self.optimizer.step(&self.params, lr, found_inf).map_err(|e| Error::Runtime(e.to_string()))?;
         if let Some(s) = &mut self.scaler {
             s.update()?;
         }
@@ -203,7 +203,7 @@ impl<'a> Trainer<'a> {
         let correct = Tensor::zeros([], (Kind::Int64, self.device));
         tch::no_grad(|| -> Result<()> {
             let _ac =
-                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Device(e.to_string()))?;
+                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Runtime(e.to_string()))?;
             for start in (0..n).step_by(bs) {
                 let len = bs.min(n - start) as i64;
                 let idx =

@@ -34,6 +34,29 @@ impl std::fmt::Debug for EpochHook {
     }
 }
 
+/// Asked before every write to the run directory (checkpoints, metrics, weights); false means another process
+/// owns the run now (a sweep lease was taken over), and the run stops with [`Error::LeaseLost`] without writing.
+#[derive(Clone)]
+pub struct OwnerCheck(pub std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for OwnerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("OwnerCheck")
+    }
+}
+
+impl OwnerCheck {
+    fn ensure(this: &Option<OwnerCheck>) -> Result<()> {
+        match this {
+            Some(c) if !(c.0)() => Err(Error::LeaseLost(
+                "another worker took this run over (this one stalled past lease_seconds); stopped without writing"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What `spotrun train` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -47,6 +70,8 @@ pub struct TrainOptions {
     pub loaded: Option<LoadedConfig>,
     /// Checked after each epoch that early stopping did not end; true stops the run ([`RunStatus::Pruned`]).
     pub epoch_hook: Option<EpochHook>,
+    /// Checked before every write (sweep workers pass their lease).
+    pub owner_check: Option<OwnerCheck>,
 }
 
 /// How a `train` command ended (preemption is an [`Error::Preempted`], with its own exit code).
@@ -72,7 +97,7 @@ pub struct TrainSummary {
 
 /// Runs `spotrun train` end to end.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
-    let signals = Signals::install().map_err(|e| Error::Device(format!("cannot install signal handlers: {e}")))?;
+    let signals = Signals::install().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
     let loaded = match &opts.loaded {
         Some(l) => l.clone(),
         None => config::load(opts.config.as_deref(), &opts.sets)?,
@@ -153,6 +178,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         last_step: None,
         last_time: Instant::now(),
         last_save_seconds,
+        owner: opts.owner_check.clone(),
     };
     let metrics_path = run_dir.join("metrics.jsonl");
     let steps_per_epoch = trainer.steps_per_epoch() as usize;
@@ -182,6 +208,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             return Err(saver.preempt(&trainer, sig, (epoch, done), &metrics, &progress));
         };
         progress.epoch(&m);
+        OwnerCheck::ensure(&opts.owner_check)?;
         append_line(&metrics_path, &m.to_json_line()).map_err(|e| Error::io(&metrics_path, e))?;
         metrics.push(m);
         let stop_early = cfg.train.early_stopping.as_ref().is_some_and(|es| super::early::should_stop(&metrics, es));
@@ -214,6 +241,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     progress.finish();
     saver.writer.flush()?;
+    OwnerCheck::ensure(&opts.owner_check)?;
     checkpoint::save(&weights, &named_variables(&vs))?;
     let status = match metrics.last() {
         Some(m) if m.epoch >= cfg.train.epochs => RunStatus::Completed,
@@ -238,6 +266,7 @@ struct Saver<'a> {
     last_time: Instant,
     /// How long the newest save took (from this process or the checkpoint resumed from).
     last_save_seconds: Option<f64>,
+    owner: Option<OwnerCheck>,
 }
 
 impl Saver<'_> {
@@ -257,6 +286,7 @@ impl Saver<'_> {
         if self.last_step == Some(t.step) {
             return Ok(());
         }
+        OwnerCheck::ensure(&self.owner)?;
         if let Some(done) = self.writer.last() {
             self.last_save_seconds = Some(done.save_seconds);
         }

@@ -1,9 +1,9 @@
-//! Preemption signals: SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 set a flag the loop checks after every step; a
+//! Preemption signals: SIGTERM, SIGINT, SIGHUP (a closed terminal or ssh session), SIGUSR1 and SIGUSR2 set a flag the loop checks after every step; a
 //! second SIGINT exits at once (130), for a person at a terminal who means it.
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 pub struct Signals {
     got: Arc<AtomicUsize>,
@@ -17,7 +17,7 @@ impl Signals {
         // Order matters: the conditional exit runs first and only fires when a SIGINT was already seen.
         signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&interrupted))?;
         signal_hook::flag::register(SIGINT, interrupted)?;
-        for sig in [SIGTERM, SIGINT, SIGUSR1, SIGUSR2] {
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2] {
             signal_hook::flag::register_usize(sig, Arc::clone(&got), sig as usize)?;
         }
         Ok(Signals { got })
@@ -39,6 +39,8 @@ pub fn name(sig: i32) -> &'static str {
         SIGINT => "SIGINT",
         SIGUSR1 => "SIGUSR1",
         SIGUSR2 => "SIGUSR2",
+        SIGHUP => "SIGHUP",
+        9 => "SIGKILL",
         _ => "signal",
     }
 }

@@ -498,7 +498,14 @@ fn median_pruning_stops_a_run_worse_than_the_others_at_the_same_epoch() {
     .unwrap();
     let vol = tmp.path().join("vol");
     let worker = |i: usize| {
-        run_ok(&["worker".into(), sweep.display().to_string(), "--index".into(), i.to_string(), "--volume".into(), vol.display().to_string()])
+        run_ok(&[
+            "worker".into(),
+            sweep.display().to_string(),
+            "--index".into(),
+            i.to_string(),
+            "--volume".into(),
+            vol.display().to_string(),
+        ])
     };
     // Three good runs finish first, so the decision for the last one does not depend on timing.
     for i in 0..3 {
@@ -513,4 +520,56 @@ fn median_pruning_stops_a_run_worse_than_the_others_at_the_same_epoch() {
     assert!(text(&worker(3).stdout).contains("already done"));
     let status = text(&run_ok(&["status".into(), vol.join("prune").display().to_string()]).stdout);
     assert!(status.contains("(pruned)") && status.contains("4 done"), "{status}");
+}
+
+#[test]
+fn a_worker_whose_run_was_taken_over_stops_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = write_sweep(tmp.path(), "lost", "lease_seconds = 4", SLOW, "\"optim.lr\" = [0.001]\n");
+    let vol = tmp.path().join("vol");
+    let mut worker = spotrun()
+        .args(["worker", &sweep.display().to_string(), "--index", "0", "--volume", &vol.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = || run_dirs(&vol, "lost").into_iter().next();
+    wait_until("a checkpoint", Duration::from_secs(120), || run().is_some_and(|r| newest_step(&r) > 0));
+    let r = run().unwrap();
+    // Another host claims generation 2, as if this worker had stalled past lease_seconds.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let theirs = serde_json::json!({"gen": 2, "host": "node-9", "host_key": "node-9|b|p", "pid": 7, "proc_start": 1,
+        "started_unix_ms": now, "heartbeat_unix_ms": now + 600_000, "released": false});
+    std::fs::write(r.join("lease-000002.json"), theirs.to_string()).unwrap();
+    let status = worker.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(75), "{err}");
+    assert!(err.contains("took this run over") || err.contains("lost the lease"), "{err}");
+    assert!(!r.join("done.json").exists() && !r.join("model.safetensors").exists());
+    assert_eq!(attempts(&r).len(), 1, "no end record from a worker that lost its run");
+    assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(r.join("lease-000002.json")).unwrap()).unwrap(), theirs);
+}
+
+#[test]
+fn sighup_checkpoints_and_exits_129() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut a: Vec<String> = vec!["train".into(), "--run-dir".into(), dir.display().to_string(), "--quiet".into()];
+    a.extend(crate::common::sets(&[
+        "data.synthetic.train=30000",
+        "data.synthetic.features=256",
+        "model.hidden=[512]",
+        "train.batch_size=256",
+        "train.epochs=3",
+        "train.threads=1",
+    ]));
+    let child = spotrun().args(&a).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("training to start", Duration::from_secs(60), || dir.join("config.toml").exists());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(kill(child.id(), "HUP"));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(129), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("SIGHUP"), "{}", text(&out.stderr));
+    assert!(newest_step(&dir) > 0, "a checkpoint was written on SIGHUP");
 }
