@@ -7,7 +7,7 @@
 //!
 //! Env: SPOTRUN_BENCH_DIR (default: the system temp dir; put it on the disk you care about),
 //! SPOTRUN_BENCH_CKPT_HIDDEN (default 4096: an MLP 784-H-H-10 with AdamW state), SPOTRUN_BENCH_ROUNDS (3),
-//! SPOTRUN_PYTHON.
+//! SPOTRUN_PYTHON, SPOTRUN_BENCH_PARTS (default `write,overhead,startup`: which of the three to run).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -194,7 +194,14 @@ fn main() {
     println!("checkpoint benchmarks in {}, median of {rounds}", base.display());
     println!("| what | spotrun | reference | ratio |");
     println!("|---|---|---|---|");
-    write_speed(tmp.path(), hidden, rounds);
-    save_overhead(tmp.path(), rounds);
-    startup(tmp.path(), rounds);
+    let parts = env("SPOTRUN_BENCH_PARTS", "write,overhead,startup");
+    if parts.contains("write") {
+        write_speed(tmp.path(), hidden, rounds);
+    }
+    if parts.contains("overhead") {
+        save_overhead(tmp.path(), rounds);
+    }
+    if parts.contains("startup") {
+        startup(tmp.path(), rounds);
+    }
 }

@@ -56,6 +56,7 @@ pub enum Command {
     Devices,
     /// Run every run of a sweep file on local GPUs or CPU slots; relaunch to finish a killed sweep.
     Sweep {
+        /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// The shared volume: the sweep lives in VOLUME/<name>/ (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
@@ -87,6 +88,7 @@ pub enum Command {
     },
     /// Train one run of a sweep (--index I) or claim free runs until none is left (--next): what engines call.
     Worker {
+        /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// The run to train (0-based, in `spotrun sweep --dry-run` order).
         #[arg(long, required_unless_present = "next", conflicts_with = "next")]
@@ -118,6 +120,7 @@ pub enum Command {
     },
     /// Device hours, cost and ETA of a sweep, from measured epoch times when runs have trained.
     Estimate {
+        /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// GPU type for the hourly rate, e.g. H100, A100-80GB, L4.
         #[arg(long)]
@@ -136,6 +139,7 @@ pub enum Command {
     },
     /// Write (and with --submit, sbatch) a Slurm job-array script: one task per run, requeued on preemption.
     Slurm {
+        /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// The shared volume, as the compute nodes see it (default $SPOTRUN_VOLUME or ./sweeps, made absolute).
         #[arg(long)]
@@ -166,6 +170,7 @@ pub enum Command {
     },
     /// Render a Kubernetes Indexed Job (plus a ConfigMap with the sweep) that runs one pod per run.
     K8s {
+        /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// Container image with spotrun and libtorch.
         #[arg(long, default_value = "ghcr.io/example/spotrun:latest")]

@@ -2,9 +2,9 @@
 //! and apply retention.
 //!
 //! Layout: `<dir>/ckpt-<step, 10 digits>/{model.safetensors, state.safetensors, manifest.json}`. Each file is
-//! written atomically (scratch, fsync, rename, fsync dir); the manifest, holding a size and CRC-32 for every
-//! other file, is written last and is
-//! the commit point; the new checkpoint is read back and verified before retention may delete anything older.
+//! written atomically (scratch, fsync, rename, fsync dir), the two tensor files on two threads at once so one's
+//! fsync overlaps the other's writing; the manifest, holding a size and CRC-32 for every other file, is written
+//! after both and is the commit point; the new checkpoint is read back and verified before retention may delete anything older.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -114,20 +114,30 @@ impl Store {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(werr(&dir.join(MANIFEST), e)),
             _ => {}
         }
-        let mut files = Vec::new();
-        for (i, (name, tensors)) in [(MODEL_FILE, &snap.model), (STATE_FILE, &snap.state)].into_iter().enumerate() {
+        let write = |name: &str, tensors: &[(String, Tensor)]| -> Result<FileEntry, CheckpointError> {
             self.delay();
-            let path = dir.join(name);
-            if i == 0 && self.hooks.enospc_at_save == Some(n) {
-                let bytes: usize = tensors.iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
-                super::atomic::inject_enospc_once(bytes / 2);
-            }
-            let written = save(&path, tensors).map_err(|e| match e {
+            let written = save(&dir.join(name), tensors).map_err(|e| match e {
                 TensorIoError::Write { path, source } => CheckpointError::Write { path, source },
                 other => CheckpointError::Tensor(other),
             })?;
-            files.push(FileEntry { name: name.to_string(), bytes: written.bytes, crc32: crc32_hex(written.crc32) });
-        }
+            Ok(FileEntry { name: name.to_string(), bytes: written.bytes, crc32: crc32_hex(written.crc32) })
+        };
+        let files = if self.hooks.enospc_at_save == Some(n) {
+            // The fault hook is process-wide: write one file after the other so it hits the model file.
+            let bytes: usize = snap.model.iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
+            super::atomic::inject_enospc_once(bytes / 2);
+            vec![write(MODEL_FILE, &snap.model)?, write(STATE_FILE, &snap.state)?]
+        } else {
+            // Both files at once: one file's fsync overlaps the other's writing (each is still its own atomic
+            // write; the manifest below commits them together).
+            let state_tensors = std::mem::take(&mut snap.state);
+            let (model, state) = std::thread::scope(|s| {
+                let state = s.spawn(move || write(STATE_FILE, &state_tensors));
+                let model = write(MODEL_FILE, &snap.model);
+                (model, state.join().map_err(|_| CheckpointError::Thread).and_then(|r| r))
+            });
+            vec![model?, state?]
+        };
         self.delay();
         snap.manifest.files = files;
         snap.manifest.save_seconds = snap.started.elapsed().as_secs_f64();
