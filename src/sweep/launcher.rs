@@ -92,12 +92,16 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         ))
         .into());
     }
-    let ctx = Ctx::load(sweep_path, o.volume.as_deref(), o.dry_run)?;
+    // Everything is checked before the volume is touched.
+    let ctx = Ctx::load(sweep_path, o.volume.as_deref(), true)?;
     let gpus = crate::device::list_gpus().map(|g| g.len()).unwrap_or(0);
     if let Some(bad) = o.gpus.iter().flatten().find(|&&g| g >= gpus) {
         return Err(
             SweepError::Usage(format!("--gpus: cuda:{bad} does not exist ({gpus} CUDA device(s) visible)")).into()
         );
+    }
+    if !o.dry_run {
+        ctx.plan.write(&ctx.layout)?;
     }
     let slots = slots(o, gpus, crate::device::cpu_threads());
     let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;

@@ -388,8 +388,12 @@ fn bad_sweep_files_exit_2_naming_file_and_key_and_write_nothing() {
         let err = run_bad(&args(&p, &vol, &[]));
         assert!(err.contains("name:") && err.contains("directory name"), "{err}");
     }
-    assert!(!vol.exists(), "a bad sweep file must not create anything");
     let ok = six_runs(tmp.path(), BASE);
+    let err = run_bad(&args(&ok, &vol, &["--gpus", "7"]));
+    assert!(err.contains("--gpus: cuda:7 does not exist"), "{err}");
+    let err = run_bad(&args(&ok, &vol, &["--backoff", "nan"]));
+    assert!(err.contains("--backoff"), "{err}");
+    assert!(!vol.exists(), "bad input must not create anything");
     let err = run_bad(&[
         "worker".into(),
         ok.display().to_string(),
