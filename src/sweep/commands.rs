@@ -36,7 +36,19 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             });
         }
     }
-    let ctx = Ctx::load(sweep, o.volume.as_deref(), false)?;
+    let ctx = Ctx::load(sweep, o.volume.as_deref(), true)?;
+    if let WorkerMode::Index(i) = mode {
+        if i >= ctx.runs.len() {
+            return Err(SweepError::Usage(format!(
+                "{}: --index {i} is out of range: the sweep has {} runs (0..={})",
+                sweep.display(),
+                ctx.runs.len(),
+                ctx.runs.len().saturating_sub(1)
+            ))
+            .into());
+        }
+    }
+    ctx.plan.write(&ctx.layout)?;
     match mode {
         WorkerMode::Index(i) => {
             let id = ctx.runs.get(i).map(|r| r.id[..8].to_string()).unwrap_or_default();

@@ -403,6 +403,7 @@ fn bad_sweep_files_exit_2_naming_file_and_key_and_write_nothing() {
         vol.display().to_string(),
     ]);
     assert!(err.contains("out of range") && err.contains("6 runs"), "{err}");
+    assert!(!vol.exists(), "an out-of-range index must not create anything");
     let err = run_bad(&["status".into(), tmp.path().display().to_string()]);
     assert!(err.contains("not a sweep directory"), "{err}");
 }
