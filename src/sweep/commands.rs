@@ -38,15 +38,7 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
     }
     let ctx = Ctx::load(sweep, o.volume.as_deref(), true)?;
     if let WorkerMode::Index(i) = mode {
-        if i >= ctx.runs.len() {
-            return Err(SweepError::Usage(format!(
-                "{}: --index {i} is out of range: the sweep has {} runs (0..={})",
-                sweep.display(),
-                ctx.runs.len(),
-                ctx.runs.len().saturating_sub(1)
-            ))
-            .into());
-        }
+        ctx.run(i)?; // checked before anything is written
     }
     ctx.plan.write(&ctx.layout)?;
     match mode {

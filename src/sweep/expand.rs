@@ -25,12 +25,7 @@ pub struct PlannedRun {
 impl PlannedRun {
     /// `optim.lr=0.001 model.hidden=[256]`
     pub fn label(&self) -> String {
-        let parts: Vec<String> = self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if parts.is_empty() {
-            "(base config)".into()
-        } else {
-            parts.join(" ")
-        }
+        super::layout::label(self.overrides.iter().map(|(k, v)| (k.as_str(), v as &dyn std::fmt::Display)))
     }
 }
 

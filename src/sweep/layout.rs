@@ -70,12 +70,17 @@ pub struct PlanRun {
 
 impl PlanRun {
     pub fn label(&self) -> String {
-        let parts: Vec<String> = self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if parts.is_empty() {
-            "(base config)".into()
-        } else {
-            parts.join(" ")
-        }
+        label(self.overrides.iter().map(|(k, v)| (k.as_str(), v as &dyn std::fmt::Display)))
+    }
+}
+
+/// `optim.lr=0.001 model.hidden=[256]`, or `(base config)` when a run overrides nothing.
+pub fn label<'a>(overrides: impl Iterator<Item = (&'a str, &'a dyn std::fmt::Display)>) -> String {
+    let parts: Vec<String> = overrides.map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        "(base config)".into()
+    } else {
+        parts.join(" ")
     }
 }
 

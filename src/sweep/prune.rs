@@ -36,21 +36,10 @@ mod tests {
     use super::*;
     use crate::sweep::spec::PruneMethod;
 
+    /// A history with these val accuracies (losses = 1 - accuracy).
     fn h(accs: &[f64]) -> Vec<EpochMetrics> {
-        accs.iter()
-            .enumerate()
-            .map(|(i, &a)| EpochMetrics {
-                epoch: i + 1,
-                step: 0,
-                train_loss: 1.0 - a,
-                val_loss: 1.0 - a,
-                val_accuracy: a,
-                lr: 0.1,
-                samples_per_sec: 1.0,
-                epoch_seconds: 1.0,
-                skipped_steps: None,
-            })
-            .collect()
+        let losses: Vec<f64> = accs.iter().map(|a| 1.0 - a).collect();
+        crate::trainer::metrics::history(&losses)
     }
 
     #[test]

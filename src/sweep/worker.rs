@@ -58,6 +58,20 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Run `index`, or the error `--index` gets when it is out of range.
+    pub fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
+        self.runs.get(index).ok_or_else(|| {
+            SweepError::Usage(format!(
+                "{}: --index {index} is out of range: the sweep has {} runs (0..={})",
+                self.sweep.file.display(),
+                self.runs.len(),
+                self.runs.len().saturating_sub(1)
+            ))
+        })
+    }
+}
+
 /// What a worker did with one run.
 #[derive(Debug)]
 pub enum Outcome {
@@ -67,15 +81,7 @@ pub enum Outcome {
 
 /// `spotrun worker --index I`.
 pub fn run_index(ctx: &Ctx, index: usize, o: &WorkerOptions) -> Result<Outcome> {
-    let run = ctx.runs.get(index).ok_or_else(|| {
-        SweepError::Usage(format!(
-            "{}: --index {index} is out of range: the sweep has {} runs (0..={})",
-            ctx.sweep.file.display(),
-            ctx.runs.len(),
-            ctx.runs.len().saturating_sub(1)
-        ))
-    })?;
-    run_one(ctx, run, o)
+    run_one(ctx, ctx.run(index)?, o)
 }
 
 /// `spotrun worker --next`: trains free runs until none is left. Returns (trained, failed) counts.

@@ -37,21 +37,7 @@ mod tests {
     use super::*;
 
     fn hist(losses: &[f64]) -> Vec<EpochMetrics> {
-        losses
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| EpochMetrics {
-                epoch: i + 1,
-                step: i as u64,
-                train_loss: l,
-                val_loss: l,
-                val_accuracy: 1.0 - l,
-                lr: 0.1,
-                samples_per_sec: 1.0,
-                epoch_seconds: 1.0,
-                skipped_steps: None,
-            })
-            .collect()
+        crate::trainer::metrics::history(losses)
     }
 
     #[test]

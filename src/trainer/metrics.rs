@@ -26,3 +26,23 @@ impl EpochMetrics {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
+
+/// Test histories: epoch `i + 1` has train and val loss `losses[i]` and val accuracy `1 - losses[i]`.
+#[cfg(test)]
+pub(crate) fn history(losses: &[f64]) -> Vec<EpochMetrics> {
+    losses
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| EpochMetrics {
+            epoch: i + 1,
+            step: i as u64,
+            train_loss: l,
+            val_loss: l,
+            val_accuracy: 1.0 - l,
+            lr: 0.1,
+            samples_per_sec: 1.0,
+            epoch_seconds: 1.0,
+            skipped_steps: None,
+        })
+        .collect()
+}

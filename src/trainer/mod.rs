@@ -4,7 +4,7 @@
 //! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
 mod early;
 mod fit;
-mod metrics;
+pub(crate) mod metrics;
 mod progress;
 mod resume;
 mod run;

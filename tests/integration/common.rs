@@ -89,3 +89,30 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() 
 pub fn kill(pid: u32, sig: &str) -> bool {
     Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill(1)").success()
 }
+
+/// The committed checkpoints (with a manifest) of a run directory, oldest first.
+pub fn committed(run_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("manifest.json").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The step of a run's newest committed checkpoint (0 if none).
+pub fn newest_step(run_dir: &Path) -> u64 {
+    committed(run_dir).last().and_then(|p| p.file_name()?.to_str()?.strip_prefix("ckpt-")?.parse().ok()).unwrap_or(0)
+}
+
+/// A sweep run's `attempts.jsonl` as JSON values.
+pub fn attempts(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("attempts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("attempts line is JSON"))
+        .collect()
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{repo, run_ok, text, wait_until};
+use crate::common::{attempts, committed, repo, run_ok, text, wait_until};
 
 const SWEEP: &str = "name = \"eng\"\nseeds = [1, 2]\nlease_seconds = 30\n[base]\n\
                      data.synthetic = { train = 30000, val = 1000, features = 256 }\nmodel.hidden = [512]\n\
@@ -71,22 +71,6 @@ fn done_count(vol: &Path) -> usize {
         .count()
 }
 
-fn committed(run: &Path) -> bool {
-    std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|c| c.path().join("manifest.json").exists())
-}
-
-fn attempts(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("attempts.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn slurm_array_sweep_with_a_preempted_task_requeues_it_resumes_and_matches_a_local_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,7 +91,7 @@ fn slurm_array_sweep_with_a_preempted_task_requeues_it_resumes_and_matches_a_loc
     let run1 = vol.join("eng/runs").join(&id1);
 
     // Preempt task 1 once it has a checkpoint: USR1 to the batch shell only, as --signal=B:USR1@grace would.
-    wait_until("task 1 to checkpoint", Duration::from_secs(120), || committed(&run1));
+    wait_until("task 1 to checkpoint", Duration::from_secs(120), || !committed(&run1).is_empty());
     assert!(!run1.join("done.json").exists(), "task 1 finished before it could be preempted");
     let st = cluster.cmd("scancel").args(["--batch", "--signal=USR1", &format!("{job}_1")]).status().unwrap();
     assert!(st.success());

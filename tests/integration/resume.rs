@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{metrics, run_bad, sets, spotrun, text, wait_until};
+use crate::common::{committed, metrics, run_bad, sets, spotrun, text, wait_until};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
 const RESUME: [&str; 8] = [
@@ -75,17 +75,6 @@ fn assert_same_run(a: &Path, b: &Path) {
             .collect()
     };
     assert_eq!(strip(a), strip(b));
-}
-
-fn committed(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("manifest.json").exists())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{kill, run_bad, run_ok, spotrun, text, wait_until};
+use crate::common::{attempts, committed, kill, newest_step, run_bad, run_ok, spotrun, text, wait_until};
 
 /// A small base config: 2000 samples, 32 features, one hidden layer, one thread per run.
 const BASE: &str = "[base]\ndata.synthetic = { train = 2000, val = 500, features = 32 }\nmodel.hidden = [64]\n\
@@ -41,14 +41,6 @@ fn run_dirs(volume: &Path, name: &str) -> Vec<PathBuf> {
         std::fs::read_dir(volume.join(name).join("runs")).into_iter().flatten().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
-}
-
-fn attempts(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("attempts.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn starts(run: &Path) -> Vec<Value> {
@@ -89,18 +81,6 @@ fn holders(volume: &Path, name: &str) -> Vec<u32> {
         }
     }
     pids
-}
-
-/// The step of a run's newest committed checkpoint (0 if none).
-fn newest_step(run: &Path) -> u64 {
-    std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|c| c.path().join("manifest.json").exists())
-        .filter_map(|c| c.file_name().to_string_lossy().strip_prefix("ckpt-")?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
 }
 
 fn results_rows(volume: &Path, name: &str) -> Vec<String> {
@@ -163,14 +143,7 @@ fn sigkill_of_launcher_and_workers_then_relaunch_finishes_each_run_exactly_once(
     let mut launcher = launch(&sweep, &vol, &["--workers", "2"]);
     // Wait until some run has a committed mid-run checkpoint and is not finished, then kill everything.
     wait_until("a run in progress with a checkpoint", Duration::from_secs(120), || {
-        run_dirs(&vol, "six").iter().any(|r| {
-            !r.join("done.json").exists()
-                && std::fs::read_dir(r.join("checkpoints"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|c| c.path().join("manifest.json").exists())
-        })
+        run_dirs(&vol, "six").iter().any(|r| !r.join("done.json").exists() && !committed(r).is_empty())
     });
     assert!(kill(launcher.id(), "STOP"), "stop the launcher so it cannot start replacements");
     let workers = children(launcher.id());
@@ -319,15 +292,7 @@ fn a_preempted_worker_is_requeued_and_resumes_without_counting_as_a_failure() {
     let vol = tmp.path().join("vol");
     let launcher = launch(&sweep, &vol, &["--workers", "1"]);
     let run = || run_dirs(&vol, "pre").into_iter().next();
-    wait_until("a checkpoint", Duration::from_secs(120), || {
-        run().is_some_and(|r| {
-            std::fs::read_dir(r.join("checkpoints"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|c| c.path().join("manifest.json").exists())
-        })
-    });
+    wait_until("a checkpoint", Duration::from_secs(120), || run().is_some_and(|r| !committed(&r).is_empty()));
     let pids = holders(&vol, "pre");
     assert_eq!(pids.len(), 1);
     assert!(kill(pids[0], "TERM"));
