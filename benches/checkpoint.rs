@@ -104,7 +104,14 @@ fn timed_run(args: &[&str], env: &[(&str, &str)]) -> (f64, String) {
         Ok(o) => panic!("spotrun {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => panic!("spawn {}: {e} (run `cargo build --release` first)", spotrun_bin().display()),
     };
-    (t0.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (t0.elapsed().as_secs_f64(), text)
+}
+
+/// The percentage in `spotrun train`'s "checkpoints: N saves paused training for Xs (P% of Ys)" line.
+fn paused_percent(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("checkpoints: "))?;
+    line.split('(').nth(1)?.split('%').next()?.parse().ok()
 }
 
 fn save_overhead(dir: &Path, rounds: usize) {
@@ -114,7 +121,7 @@ fn save_overhead(dir: &Path, rounds: usize) {
         ("sync, every epoch", vec!["checkpoint.every_epochs=1", "checkpoint.keep_last=100"]),
         ("async, every epoch", vec!["checkpoint.every_epochs=1", "checkpoint.async=true", "checkpoint.keep_last=100"]),
     ] {
-        let mut times = vec![];
+        let (mut times, mut paused) = (vec![], vec![]);
         for r in 0..rounds {
             let run_dir = dir.join(format!("ovh-{}-{r}", name.replace([' ', ','], "")));
             let mut a: Vec<String> =
@@ -123,13 +130,19 @@ fn save_overhead(dir: &Path, rounds: usize) {
                 a.extend(["--set".to_string(), s.to_string()]);
             }
             let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-            times.push(timed_run(&refs, &[]).0);
+            let (t, text) = timed_run(&refs, &[]);
+            times.push(t);
+            paused.extend(paused_percent(&text));
         }
-        rows.push((name, median(times)));
+        rows.push((name, median(times), median(paused)));
     }
     let base = rows[0].1;
-    for (name, t) in rows {
-        println!("| default MLP, 4 epochs, {name} | {t:.2} s wall | {:+.1}% vs none |", (t / base - 1.0) * 100.0);
+    for (name, t, p) in rows {
+        let paused = if p.is_nan() { String::new() } else { format!(", saves paused training {p:.2}% of the loop") };
+        println!(
+            "| default MLP, 4 epochs, {name} | {t:.2} s wall | {:+.1}% vs none{paused} |",
+            (t / base - 1.0) * 100.0
+        );
     }
     // Direct measurement: the manifests record each save's duration; metrics.jsonl each epoch's.
     let d = dir.join("ovh-synceveryepoch-0");

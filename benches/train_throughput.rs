@@ -144,7 +144,12 @@ fn main() {
         if let Err(e) = checkpoint::save(&file, &named) {
             panic!("bench data file: {e}");
         }
-        data.place(dev, cfg.data.on_device, None);
+        // As `spotrun train` does: on a GPU the data goes to the device when it fits (PyTorch's side does the same).
+        let free = match dev {
+            tch::Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
+            _ => None,
+        };
+        data.place(dev, cfg.data.on_device, free);
         let (mut ours, mut eager, mut tuned) = (vec![], vec![], vec![]);
         for r in 0..rounds {
             ours.extend(spotrun_rates(&cfg, &data, dev, epochs));

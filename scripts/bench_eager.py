@@ -29,7 +29,26 @@ if a.malloc_tuned:
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
 
 import torch, torch.nn.functional as F
-from safetensors.torch import load_file
+try:
+    from safetensors.torch import load_file
+except ImportError:  # e.g. a GPU image with torch but not safetensors: the format is simple enough to read here
+    def load_file(path):
+        import struct
+        kinds = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                 "BOOL": torch.bool}
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+            body = bytearray(f.read())
+        out = {}
+        for name, h in header.items():
+            if name == "__metadata__":
+                continue
+            kind, (a, b) = kinds[h["dtype"]], h["data_offsets"]
+            n = (b - a) // torch.empty((), dtype=kind).element_size()
+            t = torch.frombuffer(body, dtype=kind, count=n, offset=a) if n else torch.empty(0, dtype=kind)
+            out[name] = t.reshape(h["shape"])
+        return out
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from spotrun_models import SpotrunCNN, SpotrunMLP
 

@@ -1,7 +1,8 @@
 """PyTorch-eager variants of the CNN training loop, to find which of spotrun's choices costs time on the CPU.
 
 Usage: $SPOTRUN_PYTHON scripts/cnn_eager_variants.py   (malloc tuned like spotrun; prints samples/s per variant)
-Variants: plain eager (single-tensor AdamW), fused AdamW, in-place ReLU, and all of spotrun's choices together.
+Variants: plain eager (single-tensor AdamW), fused AdamW, in-place ReLU, channels-last weights
+(`model.to(memory_format=torch.channels_last)`), and all of spotrun's choices together.
 """
 import ctypes, sys, time, os
 libc = ctypes.CDLL("libc.so.6"); libc.mallopt(-4, 0); libc.mallopt(-1, 2**31 - 1)
@@ -11,9 +12,11 @@ from spotrun_models import SpotrunCNN
 torch.set_num_threads(2)
 n, B = 16384, 4096
 x = torch.randn(n, 784); y = torch.randint(0, 10, (n,))
-def run(fused, inplace, reseed, label):
+def run(fused, inplace, reseed, label, channels_last=False):
     torch.manual_seed(0)
     m = SpotrunCNN([1, 28, 28], [32, 64], [128], 10)
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
     if inplace:
         m.act = torch.nn.ReLU(inplace=True)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=fused or None, foreach=False if not fused else None)
@@ -33,4 +36,5 @@ for _ in range(3):
     run(False, False, False, "eager (single-tensor AdamW)")
     run(True, False, False, "fused AdamW")
     run(False, True, False, "inplace relu")
-    run(True, True, True, "fused+inplace+reseed (spotrun-like)")
+    run(False, False, False, "channels-last weights", channels_last=True)
+    run(True, True, True, "all of spotrun's choices", channels_last=True)

@@ -28,6 +28,7 @@ if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
     exit 1
 fi
 cargo bench --locked --no-run
+"${SPOTRUN_PYTHON}" tests/eager_loader_check.py
 # The GPU check script, end to end on the CPU with tiny sizes, so it cannot rot before a GPU is lent.
 OUT="$(mktemp -d)" scripts/gpu-check.sh --dry
 echo "scripts/test.sh: all tests passed"

@@ -96,4 +96,18 @@ char* spotrun_set_deterministic(int on) {
   })
 }
 
+// Re-lays a parameter out channels-last (NHWC strides), as `module.to(memory_format=torch.channels_last)` does:
+// the tensor keeps its identity (autograd leaf, aliases held by tch's VarStore), only its data is replaced.
+char* spotrun_channels_last(at::Tensor* t) {
+  SHIM_PROTECT({
+    at::NoGradGuard no_grad;
+    // A fresh tensor with channels-last strides, not `contiguous(ChannelsLast)`: that returns a weight with one
+    // input channel ([out, 1, kh, kw]) unchanged, since its standard strides also count as channels-last, and
+    // convolutions then see it as NCHW and reorder the activations at every layer boundary.
+    at::Tensor nhwc = at::empty_like(*t, at::MemoryFormat::ChannelsLast);
+    nhwc.copy_(*t);
+    t->set_data(nhwc);
+  })
+}
+
 }  // extern "C"

@@ -261,6 +261,16 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                     last.val_loss,
                     s.run_dir.join("model.safetensors").display()
                 );
+                let c = s.checkpoints;
+                if c.saves > 0 {
+                    say!(
+                        "checkpoints: {} saves paused training for {:.2}s ({:.1}% of {:.1}s)",
+                        c.saves,
+                        c.paused_seconds,
+                        100.0 * c.paused_seconds / c.loop_seconds.max(1e-9),
+                        c.loop_seconds
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

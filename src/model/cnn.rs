@@ -49,7 +49,11 @@ impl Cnn {
         let conv_cfg = nn::ConvConfig { padding: 1, ..Default::default() };
         let mut convs = Vec::with_capacity(channels.len());
         for (i, &out) in channels.iter().enumerate() {
-            convs.push(nn::conv2d(p / "convs" / i, c, out, 3, conv_cfg));
+            let conv = nn::conv2d(p / "convs" / i, c, out, 3, conv_cfg);
+            // Channels-last weights make the convolutions (and the activations between them) NHWC, which
+            // oneDNN and cuDNN run faster. Layout only: if the shim cannot do it the model is still correct.
+            let _ = crate::ffi::channels_last(&conv.ws);
+            convs.push(conv);
             (c, h, w) = (out, h / 2, w / 2);
         }
         if h == 0 || w == 0 {
@@ -65,5 +69,33 @@ impl ModuleT for Cnn {
         let x = xs.reshape([-1, self.shape[0], self.shape[1], self.shape[2]]);
         let x = self.convs.iter().fold(x, |x, conv| activate(&conv.forward(&x), self.activation).max_pool2d_default(2));
         self.mlp.forward_t(&x, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_weights_are_channels_last_and_the_output_is_unchanged() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        // One input channel: its standard strides also count as channels-last; they must still be re-laid out.
+        let cnn = Cnn::new(&vs.root(), [1, 8, 8], &[4, 6], &[5], 2, Activation::Relu, 0.0).unwrap();
+        for conv in &cnn.convs {
+            let (size, stride) = (conv.ws.size(), conv.ws.stride());
+            // NHWC strides for [out, in, kh, kw]: the input channel is the innermost dimension.
+            assert_eq!(stride, [size[1] * size[2] * size[3], 1, size[3] * size[1], size[1]], "{size:?}");
+        }
+        tch::manual_seed(3);
+        let x = Tensor::randn([2, 8 * 8], (tch::Kind::Float, tch::Device::Cpu));
+        let got = cnn.forward_t(&x, false);
+        // The same weights in the standard layout give the same logits (up to summation order).
+        for conv in &cnn.convs {
+            let standard = conv.ws.contiguous();
+            tch::no_grad(|| conv.ws.shallow_clone().set_data(&standard));
+            assert!(conv.ws.is_contiguous());
+        }
+        let want = cnn.forward_t(&x, false);
+        assert!(got.allclose(&want, 1e-5, 1e-5, false));
     }
 }

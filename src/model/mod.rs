@@ -2,7 +2,7 @@
 //!
 //! Owns parameter naming: every built-in model's variables are named exactly like the `state_dict` of the
 //! PyTorch module quoted in its file, so weights move between spotrun and Python with safetensors alone.
-//! Imports only `config`.
+//! Imports `config`, and `ffi` for one thing: the CNN's channels-last weight layout.
 mod cnn;
 mod mlp;
 

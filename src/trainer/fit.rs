@@ -231,8 +231,16 @@ impl<'a> Trainer<'a> {
     /// (`optim.*`), the grad scaler (`scaler.*`) and the epoch accumulators (`epoch.loss_sum`, `epoch.skipped`).
     /// Copies, not aliases: training may go on while they are written.
     pub fn snapshot(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
-        let host =
-            |t: &Tensor| if t.device() == Device::Cpu { t.detach().copy() } else { t.detach().to_device(Device::Cpu) };
+        // Contiguous host copies: the CNN's channels-last weights (and their optimizer state) are stored in the
+        // standard layout, so the files read as a PyTorch `state_dict` and the writer streams them directly.
+        let host = |t: &Tensor| {
+            let t = t.detach();
+            match (t.device(), t.is_contiguous()) {
+                (Device::Cpu, true) => t.copy(),
+                (Device::Cpu, false) => t.contiguous(),
+                _ => t.contiguous().to_device(Device::Cpu),
+            }
+        };
         let model = self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), host(p))).collect();
         let mut state: Vec<(String, Tensor)> =
             self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), host(&v))).collect();

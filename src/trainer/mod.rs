@@ -16,5 +16,8 @@ pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
 pub use resume::{changed_keys, compatible};
-pub use run::{default_run_dir, named_variables, train, EpochHook, OwnerCheck, RunStatus, TrainOptions, TrainSummary};
+pub use run::{
+    default_run_dir, named_variables, train, CheckpointCost, EpochHook, OwnerCheck, RunStatus, TrainOptions,
+    TrainSummary,
+};
 pub use signals::name as signal_name;

@@ -93,6 +93,19 @@ pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub status: RunStatus,
     pub metrics: Vec<EpochMetrics>,
+    /// What checkpointing cost this process (zero when nothing was trained).
+    pub checkpoints: CheckpointCost,
+}
+
+/// How long checkpoint saves held up the training loop in this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckpointCost {
+    pub saves: usize,
+    /// Time the loop spent in saves: the whole save when synchronous, the host copy (plus any wait for the
+    /// previous save) with `checkpoint.async`, and the final wait for the writer.
+    pub paused_seconds: f64,
+    /// Wall time of the training loop (epochs, evaluation and saves) in this process.
+    pub loop_seconds: f64,
 }
 
 /// Runs `spotrun train` end to end.
@@ -167,7 +180,13 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
             checkpoint::save(&weights, &named_variables(&vs))?;
         }
-        return Ok(TrainSummary { run_id, run_dir, status: RunStatus::AlreadyFinished, metrics });
+        return Ok(TrainSummary {
+            run_id,
+            run_dir,
+            status: RunStatus::AlreadyFinished,
+            metrics,
+            checkpoints: CheckpointCost::default(),
+        });
     }
     write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
 
@@ -179,7 +198,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         last_time: Instant::now(),
         last_save_seconds,
         owner: opts.owner_check.clone(),
+        cost: CheckpointCost::default(),
     };
+    let loop_started = Instant::now();
     let metrics_path = run_dir.join("metrics.jsonl");
     let steps_per_epoch = trainer.steps_per_epoch() as usize;
     let mut print_startup = std::env::var_os("SPOTRUN_PRINT_STARTUP").is_some();
@@ -240,7 +261,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     progress.finish();
+    let flush_started = Instant::now();
     saver.writer.flush()?;
+    saver.cost.paused_seconds += flush_started.elapsed().as_secs_f64();
+    saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     OwnerCheck::ensure(&opts.owner_check)?;
     checkpoint::save(&weights, &named_variables(&vs))?;
     let status = match metrics.last() {
@@ -248,7 +272,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         _ if finished(cfg, 0, &metrics) => RunStatus::StoppedEarly,
         _ => RunStatus::Pruned,
     };
-    Ok(TrainSummary { run_id, run_dir, status, metrics })
+    let checkpoints = saver.cost;
+    Ok(TrainSummary { run_id, run_dir, status, metrics, checkpoints })
 }
 
 /// A run is finished when every epoch ran or early stopping (a pure function of the history) says so.
@@ -267,6 +292,7 @@ struct Saver<'a> {
     /// How long the newest save took (from this process or the checkpoint resumed from).
     last_save_seconds: Option<f64>,
     owner: Option<OwnerCheck>,
+    cost: CheckpointCost,
 }
 
 impl Saver<'_> {
@@ -308,6 +334,8 @@ impl Saver<'_> {
             created_unix_ms: 0,
         };
         self.writer.save(Snapshot { model, state, manifest, started })?;
+        self.cost.saves += 1;
+        self.cost.paused_seconds += started.elapsed().as_secs_f64();
         self.last_step = Some(t.step);
         self.last_time = Instant::now();
         Ok(())

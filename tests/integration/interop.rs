@@ -35,7 +35,9 @@ fn trains_on_a_python_written_dataset() {
 }
 
 /// Computes logits with the Rust model loaded from `run_dir/model.safetensors` and saves `{x, logits}`.
-fn rust_logits(run_dir: &Path, sample_shape: &[i64], classes: i64, out: &Path) {
+/// Returns the loaded model's validation loss, to hold against the one training logged with the weights it had
+/// in memory (so a file written in the wrong layout cannot pass just because both readers agree on it).
+fn rust_logits(run_dir: &Path, sample_shape: &[i64], classes: i64, out: &Path) -> f64 {
     let cfg =
         spotrun::config::parse_str(&std::fs::read_to_string(run_dir.join("config.toml")).unwrap(), run_dir).unwrap();
     let mut vs = VarStore::new(tch::Device::Cpu);
@@ -47,6 +49,9 @@ fn rust_logits(run_dir: &Path, sample_shape: &[i64], classes: i64, out: &Path) {
     let x = tch::Tensor::randn([64, features], (tch::Kind::Float, tch::Device::Cpu));
     let logits = tch::no_grad(|| model.forward_t(&x, false));
     spotrun::checkpoint::save(out, &[("x".into(), x), ("logits".into(), logits)]).unwrap();
+    let data = spotrun::data::Dataset::load(&cfg.data, &cfg.model).unwrap();
+    let val = tch::no_grad(|| model.forward_t(&data.x_val, false));
+    val.cross_entropy_for_logits(&data.y_val).double_value(&[])
 }
 
 fn compare_in_python(run_dir: &Path, inputs: &Path, shape: &str, classes: i64) -> f64 {
@@ -107,7 +112,12 @@ fn weights_load_into_the_pytorch_twins_with_equal_logits() {
         a.extend(sets(&kv));
         run_ok(&a);
         let inputs = tmp.path().join(format!("{name}-logits.safetensors"));
-        rust_logits(&d, &shape, 10, &inputs);
+        let val_loss = rust_logits(&d, &shape, 10, &inputs);
+        let logged = metrics(&d).last().unwrap()["val_loss"].as_f64().unwrap();
+        assert!(
+            (val_loss - logged).abs() < 1e-4 * logged.max(1.0),
+            "{name}: file gives {val_loss}, run logged {logged}"
+        );
         let diff = compare_in_python(&d, &inputs, shape_py, 10);
         assert!(diff < 1e-4, "{name}: max |logits_rust - logits_torch| = {diff}");
         // The final checkpoint's weights are the same file, so they load into PyTorch the same way.

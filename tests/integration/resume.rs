@@ -125,6 +125,25 @@ fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
 }
 
 #[test]
+fn a_cnn_killed_mid_epoch_resumes_bit_identically() {
+    // The CNN's conv weights (and their AdamW state) live channels-last in memory and are written in the
+    // standard layout; a resume must put them back so that the rest of the run is the same to the bit.
+    let tmp = tempfile::tempdir().unwrap();
+    let cnn = ["model.kind=cnn", "data.shape=[1, 8, 8]", "model.channels=[4, 8]", "model.hidden=[32]"];
+    let reference = tmp.path().join("reference");
+    run_to_end(&reference, &cnn);
+    let killed = tmp.path().join("killed");
+    let with_steps: Vec<&str> = cnn.iter().copied().chain(["checkpoint.every_steps=10"]).collect();
+    let mut child = spawn(&killed, &with_steps, &[]);
+    wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&killed).is_empty());
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().code(), None, "killed by a signal");
+    let err = run_to_end(&killed, &with_steps);
+    assert!(err.contains("resuming from"), "{err}");
+    assert_same_run(&reference, &killed);
+}
+
+#[test]
 fn torture_twenty_sigkills_at_random_moments() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = reference(tmp.path());

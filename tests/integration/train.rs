@@ -71,6 +71,11 @@ fn mlp_example_for_three_epochs_leaves_config_metrics_and_weights() {
     );
     let stdout = text(&out.stdout);
     assert!(stdout.contains("finished: 3 epochs"), "{stdout}");
+    // One save per epoch (the default), and what they cost the loop.
+    let cost = stdout.lines().find(|l| l.starts_with("checkpoints: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(cost.starts_with("checkpoints: 3 saves paused training for "), "{cost}");
+    let pct: f64 = cost.split('(').nth(1).and_then(|r| r.split('%').next()).unwrap().parse().unwrap();
+    assert!(pct > 0.0 && pct < 100.0, "{cost}");
 }
 
 #[test]
