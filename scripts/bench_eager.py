@@ -2,9 +2,11 @@
 
 Usage: bench_eager.py DATA.safetensors --model mlp|cnn --batch B --threads T --epochs E [--hidden 1024,1024]
        [--channels 32,64] [--shape 1,28,28] [--precision fp32|bf16] [--device cpu|cuda] [--malloc-tuned]
+       [--channels-last]
 Prints one JSON line: {"samples_per_sec": [per timed epoch...]} (the first, warm-up epoch is not timed).
 The loop is what a PyTorch user writes: randperm order, x[idx], F.cross_entropy, AdamW (default, i.e.
-single-tensor on CPU, foreach on CUDA), zero_grad(set_to_none=True), backward, step.
+single-tensor on CPU, foreach on CUDA), zero_grad(set_to_none=True), backward, step. `--malloc-tuned` and
+`--channels-last` (`model.to(memory_format=torch.channels_last)`) give eager two of spotrun's own settings.
 """
 import argparse, ctypes, json, os, sys, time
 
@@ -21,6 +23,7 @@ p.add_argument("--precision", default="fp32")
 p.add_argument("--device", default="cpu")
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--malloc-tuned", action="store_true", help="apply spotrun's glibc malloc settings first")
+p.add_argument("--channels-last", action="store_true", help="store conv weights channels-last, as spotrun does")
 a = p.parse_args()
 
 if a.malloc_tuned:
@@ -65,6 +68,8 @@ if a.model == "cnn":
 else:
     model = SpotrunMLP(feats, hidden, classes)
 model = model.to(dev).train()
+if a.channels_last:
+    model = model.to(memory_format=torch.channels_last)
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
 
 def sync():

@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # Every GPU check in one call, for a GPU machine that has PyTorch 2.11 but no Rust toolchain.
 #
-# Build here first (scripts/test.sh, or `cargo build --release && cargo bench --no-run`), carry target/release
-# (spotrun + deps/train_throughput-*) to the GPU machine, then run:  scripts/gpu-check.sh
+# Build here first (scripts/test.sh, or `cargo build --release && cargo bench --no-run`, which names the bench
+# binary), carry exactly two files to the GPU machine, target/release/spotrun and that
+# target/release/deps/train_throughput-<hash> (~9 MB together; all of target/release is GBs), then run
+#   OUT=<dir> scripts/gpu-check.sh        (the device tool: timeout_s ~560; the script stops itself at ~6 min)
 #
 # It prints a table (and writes it to $OUT/gpu-check.md, with every command's output in $OUT/gpu-check.log):
 #   - the device;
-#   - MLP 784-1024-1024-10 and the CNN at batch 8192 bf16: samples/s, mean GPU utilisation while training
-#     (nvidia-smi, every 200 ms), peak GPU memory;
-#   - the same models in PyTorch eager on the same data, back to back (benches/train_throughput.rs);
+#   - MLP 784-1024-1024-10 and the CNN at batch 8192 bf16, data on the GPU: samples/s, mean GPU utilisation
+#     while training (nvidia-smi, every 200 ms), peak memory used on the card (nvidia-smi: includes the CUDA
+#     context, the dataset and the caching allocator's reserve);
+#   - the same models in PyTorch eager on the same data on the GPU, back to back (benches/train_throughput.rs;
+#     eager uses torch's default AdamW, spotrun the fused kernel; for the CNN also eager with channels-last);
 #   - an fp16 + dynamic grad scaler run;
 #   - bit-identical resume under train.deterministic = true: stopped at an epoch end, and by SIGTERM mid-run;
-#   - what checkpointing every epoch costs (time the saves paused training, and the wall-time difference).
+#   - what checkpointing every epoch costs (time the saves paused the training loop, and the loop's length).
 # Each measured run is sized by a short calibration run to last about GPU_CHECK_TARGET_S seconds, so a fast
 # card is not measured on start-up noise. Every step has its own time limit and the whole script a deadline;
-# a failed step becomes a FAILED row instead of ending the script, so one call always brings back a table.
+# a failed step becomes a FAILED row instead of ending the script, and rows are written to gpu-check.md as they
+# come, so even a killed call brings back what it measured.
 #
 #   --dry   every step on the CPU with tiny sizes (scripts/test.sh runs this, so the script cannot rot)
-# Env: TORCH_VENV (default /opt/torch/.venv, else the spotrun set-up venv), SPOTRUN_BIN, OUT (table and logs;
-#      run directories, which hold GBs of checkpoints, stay in a temp dir that is removed),
-#      GPU_CHECK_TARGET_S (12), GPU_CHECK_N (training samples, 524288), GPU_CHECK_DEADLINE_S (450).
+# Env: TORCH_VENV (default /opt/torch/.venv, else the spotrun set-up venv), SPOTRUN_BIN, SPOTRUN_BENCH_BIN,
+#      OUT (table and logs; run directories, which hold GBs of checkpoints, stay in a temp dir that is removed),
+#      GPU_CHECK_TARGET_S (12), GPU_CHECK_N (training samples, 524288), GPU_CHECK_DEADLINE_S (360).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY=0
@@ -33,10 +38,15 @@ TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torc
     { echo "gpu-check: no torch in ${VENV} (set TORCH_VENV)" >&2; exit 1; }
 export LD_LIBRARY_PATH="${TORCH_LIB}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 export SPOTRUN_PYTHON="$PY"
+export SPOTRUN_BENCH_EAGER="${ROOT}/scripts/bench_eager.py"  # the bench binary may not sit in its build tree
 BIN="${SPOTRUN_BIN:-${ROOT}/target/release/spotrun}"
-BENCH="$(ls -t "${ROOT}"/target/release/deps/train_throughput-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
+BENCH="${SPOTRUN_BENCH_BIN:-$(ls -t "${ROOT}"/target/release/deps/train_throughput-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)}"
 [ -x "$BIN" ] || { echo "gpu-check: no spotrun binary at $BIN (build it first)" >&2; exit 1; }
-[ -n "$BENCH" ] || { echo "gpu-check: no target/release/deps/train_throughput-* (cargo bench --no-run first)" >&2; exit 1; }
+[ -x "$BENCH" ] || { echo "gpu-check: no target/release/deps/train_throughput-* (cargo bench --no-run first)" >&2; exit 1; }
+if ldd "$BIN" "$BENCH" | grep 'not found'; then
+    echo "gpu-check: libraries missing for the binaries with LD_LIBRARY_PATH=${LD_LIBRARY_PATH}" >&2
+    exit 1
+fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 REPORT="${OUT:-$(mktemp -d)}"
@@ -46,33 +56,42 @@ LOG="$REPORT/gpu-check.log"
 
 if [ "$DRY" = 1 ]; then
     DEV=cpu; PREC=fp32; N=2048; VAL=512; BATCH=512; TARGET=1; BENCH_TARGET=1; ROUNDS=1; MAX_EPOCHS=3
-    LIMIT=120; BENCH_LIMIT=300; DEADLINE=600
+    LIMIT=120; BENCH_LIMIT=300; DEADLINE=600; PLACE=()
     CNN=(--set data.shape=[1,28,28] --set model.kind=cnn --set model.hidden=[32] --set model.channels=[4,8])
     CNN_SETS="data.shape=[1,28,28];model.hidden=[32];model.channels=[4,8]"
     CNN_DESC="CNN conv 4-8 fc 32"; CK_EPOCHS=3
 else
     DEV=cuda; PREC=bf16; N="${GPU_CHECK_N:-524288}"; VAL=10000; BATCH=8192; TARGET="${GPU_CHECK_TARGET_S:-12}"
-    BENCH_TARGET=3; ROUNDS=2; MAX_EPOCHS=400; LIMIT=120; BENCH_LIMIT=200; DEADLINE="${GPU_CHECK_DEADLINE_S:-450}"
+    BENCH_TARGET=3; ROUNDS=2; MAX_EPOCHS=400; LIMIT=120; BENCH_LIMIT=200; DEADLINE="${GPU_CHECK_DEADLINE_S:-360}"
+    PLACE=(--set data.on_device=true)  # on the GPU as the eager side is; fail loudly rather than measure the host
     CNN=(--set data.shape=[1,28,28] --set model.kind=cnn --set model.hidden=[128] --set model.channels=[32,64])
     CNN_SETS=""  # the bench's own CNN is conv 32-64 fc 128
     CNN_DESC="CNN conv 32-64 fc 128"; CK_EPOCHS=10
 fi
 DETN=$(( N < 65536 ? N : 65536 ))
+# log_every=0: no host sync for progress inside an epoch, as in the bench.
 BASE=(--quiet --set train.device="$DEV" --set train.precision="$PREC" --set data.synthetic.val="$VAL"
-      --set train.batch_size="$BATCH")
+      --set train.batch_size="$BATCH" --set train.log_every=0 "${PLACE[@]}")
 COMMON=("${BASE[@]}" --set data.synthetic.train="$N")
-ROWS=()
+TABLE="$REPORT/gpu-check.md"
+{
+    echo "spotrun gpu-check $(date -u +%Y-%m-%dT%H:%MZ) $([ "$DRY" = 1 ] && echo '(DRY RUN on the CPU: numbers mean nothing)')"
+    echo "| check | result |"
+    echo "|---|---|"
+} > "$TABLE"
 row() {
-    ROWS+=("$(printf '| %-52s | %s |' "$1" "$2")")
+    printf '| %-52s | %s |\n' "$1" "$2" >> "$TABLE"
     printf 'gpu-check: %s: %s\n' "$1" "$2" >&2
 }
 time_left() { [ $((SECONDS - START)) -lt "$DEADLINE" ]; }
+# lim SECONDS: a step's time limit, cut to what is left before the deadline (at least 10 s).
+lim() { local left=$((DEADLINE - (SECONDS - START))); [ "$left" -lt 10 ] && left=10; echo $(( $1 < left ? $1 : left )); }
 # logged NAME LIMIT CMD...: runs CMD under a time limit with its output appended to the log.
 logged() {
     local name="$1" limit="$2" rc
     shift 2
     echo "== ${name} ($((SECONDS - START))s): $*" >> "$LOG"
-    timeout --kill-after=20 "$limit" "$@" >> "$LOG" 2>&1
+    timeout --kill-after=20 "$(lim "$limit")" "$@" >> "$LOG" 2>&1
     rc=$?
     [ "$rc" = 0 ] || echo "== ${name}: exit ${rc}" >> "$LOG"
     return "$rc"
@@ -110,8 +129,15 @@ sampled() {
     echo "$(rate "$dir") samples/s, util ${util}, peak ${mem}"
 }
 
-row "device" "$("$BIN" devices 2>&1 | head -n 1)"
+DEVICES="$("$BIN" devices 2>&1)"
+row "device" "$(echo "$DEVICES" | head -n 1); $(echo "$DEVICES" | grep '^libtorch sees')"
 row "torch" "$("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -n 1)"
+if [ "$DRY" = 0 ] && ! echo "$DEVICES" | grep -q '^libtorch sees [1-9]'; then
+    row "CUDA in libtorch" "$(failed "libtorch sees no CUDA device; nothing else can be measured")"
+    cat "$TABLE"
+    exit 1
+fi
+FP16_EPOCHS=3
 
 for m in mlp cnn; do
     if [ "$m" = cnn ]; then ARGS=("${COMMON[@]}" "${CNN[@]}"); DESC="$CNN_DESC"; else ARGS=("${COMMON[@]}"); DESC="MLP 784-1024-1024-10"; fi
@@ -124,6 +150,7 @@ for m in mlp cnn; do
     fi
     R0="$(rate "$WORK/$m-cal")"
     EP="$(epochs "$R0" "$TARGET")"
+    [ "$m" = mlp ] && FP16_EPOCHS="$EP"
     # Training as measured: no checkpoints but the final one (their cost is measured on its own below).
     if res="$(sampled "$m" "$WORK/$m" "${ARGS[@]}" --set train.epochs="$EP" --set checkpoint.every_epochs=0)"; then
         row "$DESC ($EP epochs x $N)" "$res"
@@ -132,23 +159,28 @@ for m in mlp cnn; do
     fi
     time_left || { row "vs PyTorch eager: $m" "SKIPPED (deadline)"; continue; }
     BE=$(( $(epochs "$R0" "$BENCH_TARGET") - 1 ))
-    SETS="data.synthetic.train=$N;data.synthetic.val=$VAL;train.batch_size=$BATCH"
+    SETS="data.synthetic.train=$N;data.synthetic.val=$VAL;train.batch_size=$BATCH${PLACE[*]:+;data.on_device=true}"
     [ "$m" = cnn ] && [ -n "$CNN_SETS" ] && SETS="$SETS;$CNN_SETS"
     if SPOTRUN_BENCH_MODELS="$m" SPOTRUN_BENCH_ROUNDS="$ROUNDS" SPOTRUN_BENCH_EPOCHS="$BE" \
         SPOTRUN_BENCH_DEVICE="$DEV" SPOTRUN_BENCH_PRECISION="$PREC" SPOTRUN_BENCH_SETS="$SETS" \
         logged "$m vs eager" "$BENCH_LIMIT" "$BENCH"; then
         line="$(grep -E "^\| ${m} " "$LOG" | tail -n 1)"
-        row "vs PyTorch eager: $(echo "$line" | cut -d'|' -f2 | xargs), ${ROUNDS}x${BE} epochs" \
-            "spotrun $(echo "$line" | cut -d'|' -f3 | xargs), eager $(echo "$line" | cut -d'|' -f4 | xargs): $(echo "$line" | cut -d'|' -f5 | xargs)"
+        f() { echo "$line" | cut -d'|' -f"$1" | xargs; }
+        res="spotrun $(f 3), eager $(f 4): $(f 5)"
+        tuned="eager +$([ "$m" = cnn ] && echo ' channels-last')$([ "$DRY" = 1 ] && echo ' malloc settings')"
+        [ "$(f 6)" = n/a ] || res="$res; $tuned $(f 6): $(f 7)"
+        case "$res" in *NaN*|*inf*) res="$(failed "no measurement: $res")";; esac
+        row "vs PyTorch eager: $(f 2), ${ROUNDS}x${BE} epochs" "$res"
     else
         row "vs PyTorch eager: $m" "$(failed "benches/train_throughput.rs")"
     fi
 done
 
 if time_left; then
-    if res="$(sampled fp16 "$WORK/fp16" "${COMMON[@]}" --set train.precision=fp16 --set train.epochs=3)"; then
+    if res="$(sampled fp16 "$WORK/fp16" "${COMMON[@]}" --set train.precision=fp16 --set train.epochs="$FP16_EPOCHS" \
+        --set checkpoint.every_epochs=0)"; then
         res="$res, $("$PY" -c "import json; m=[json.loads(l) for l in open('$WORK/fp16/metrics.jsonl')][-1]; print(f\"val_loss {m['val_loss']:.4f}, skipped steps {m.get('skipped_steps')}\")")"
-        row "MLP fp16 + dynamic grad scaler, 3 epochs" "$res"
+        row "MLP fp16 + dynamic grad scaler ($FP16_EPOCHS epochs x $N)" "$res"
     else
         row "MLP fp16 + dynamic grad scaler" "$(failed "spotrun train")"
     fi
@@ -171,7 +203,8 @@ if time_left; then
             row "resume at an epoch end vs straight, deterministic" "$(failed "spotrun train")"
         fi
         echo "== det signal" >> "$LOG"
-        "$BIN" train --run-dir "$WORK/det-c" "${DET[@]}" --set train.epochs=$DET_EPOCHS >> "$LOG" 2>&1 &
+        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/det-c" "${DET[@]}" \
+            --set train.epochs=$DET_EPOCHS >> "$LOG" 2>&1 &
         pid=$!
         # Signal as soon as the first checkpoint commits (step 3 of epoch 1): the run is then mid-way.
         for _ in $(seq 1 1200); do compgen -G "$WORK/det-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
@@ -181,7 +214,10 @@ if time_left; then
         at="$(ls -d "$WORK"/det-c/checkpoints/*/ 2>/dev/null | sort | tail -n 1)"
         where="$("$PY" -c "import json,sys; m=json.load(open(sys.argv[1]+'/manifest.json')); print(f\"epoch {m['epoch']+1} batch {m['batch']}, {m['reason']}\")" "$at" 2>/dev/null)"
         if logged "det resume" "$LIMIT" "$BIN" train --run-dir "$WORK/det-c" "${DET[@]}" --set train.epochs=$DET_EPOCHS; then
-            row "SIGTERM (exit $code, saved at ${where:-?}), resume" "$(same "$WORK/det-c")"
+            s="$(same "$WORK/det-c")"
+            # Only a run the signal stopped (exit 143) before its final save tested anything.
+            [ "$code" = 143 ] && [ "${where##*, }" != final ] || s="NOT TESTED: the run ended before the signal"
+            row "SIGTERM (exit $code, saved at ${where:-?}), resume" "$s"
         else
             row "SIGTERM mid-run, resume" "$(failed "spotrun train")"
         fi
@@ -198,24 +234,26 @@ else
     row "deterministic resume" "SKIPPED (deadline)"
 fi
 
-# What checkpointing every epoch costs (MLP: 22 MB of weights + 44 MB of AdamW state per save). On a fast card an
-# epoch of N samples is short, so read the per-save cost; long epochs make it a small fraction.
+# What checkpointing every epoch costs (MLP: 7.5 MB of weights + 15 MB of AdamW state per save). On a fast card an
+# epoch of N samples is short, so read the per-save cost; long epochs make it a small fraction. Process wall time
+# would be mostly data generation and CUDA start-up: compare the loop times from the "checkpoints:" lines.
 if time_left; then
-    wall() {
-        local name="$1" t0
+    # ck NAME ARGS...: trains the MLP and prints its "N saves paused training for Xs (P% of Ls)".
+    ck() {
+        local name="$1"
         shift
-        t0=$(date +%s.%N)
         logged "$name" "$LIMIT" "$BIN" train "$@" || return 1
-        "$PY" -c "print(round($(date +%s.%N) - $t0, 2))"
+        last_cost
     }
+    loop_s() { echo "$1" | sed -n 's/.* of \([0-9.]*\)s)$/\1/p'; }
     CK=("${COMMON[@]}" --set train.epochs="$CK_EPOCHS" --set checkpoint.keep_last=2)
-    if t_none="$(wall "ckpt none" --run-dir "$WORK/ck-none" "${CK[@]}" --set checkpoint.every_epochs=0)" &&
-        t_sync="$(wall "ckpt sync" --run-dir "$WORK/ck-sync" "${CK[@]}" --set checkpoint.every_epochs=1)" &&
-        c_sync="$(last_cost)" &&
-        t_async="$(wall "ckpt async" --run-dir "$WORK/ck-async" "${CK[@]}" --set checkpoint.every_epochs=1 --set checkpoint.async=true)" &&
-        c_async="$(last_cost)"; then
-        row "checkpoint every epoch, sync (MLP, $CK_EPOCHS epochs x $N)" "${c_sync:-no saves reported}; wall ${t_sync}s vs ${t_none}s without"
-        row "checkpoint every epoch, async" "${c_async:-no saves reported}; wall ${t_async}s vs ${t_none}s without"
+    if c_none="$(ck "ckpt none" --run-dir "$WORK/ck-none" "${CK[@]}" --set checkpoint.every_epochs=0)" &&
+        c_sync="$(ck "ckpt sync" --run-dir "$WORK/ck-sync" "${CK[@]}" --set checkpoint.every_epochs=1)" &&
+        c_async="$(ck "ckpt async" --run-dir "$WORK/ck-async" "${CK[@]}" --set checkpoint.every_epochs=1 \
+            --set checkpoint.async=true)"; then
+        base="loop $(loop_s "$c_none")s with only the final save"
+        row "checkpoint every epoch, sync (MLP, $CK_EPOCHS epochs x $N)" "$c_sync; $base"
+        row "checkpoint every epoch, async" "$c_async; $base"
     else
         row "checkpoint cost" "$(failed "spotrun train")"
     fi
@@ -223,11 +261,7 @@ else
     row "checkpoint cost" "SKIPPED (deadline)"
 fi
 
-{
-    echo
-    echo "spotrun gpu-check $(date -u +%Y-%m-%dT%H:%MZ), $((SECONDS - START)) s $([ "$DRY" = 1 ] && echo '(DRY RUN on the CPU: numbers mean nothing)')"
-    echo "| check | result |"
-    echo "|---|---|"
-    printf '%s\n' "${ROWS[@]}"
-} | tee "$REPORT/gpu-check.md"
-! grep -q 'FAILED\|DIFFERENT' "$REPORT/gpu-check.md"
+echo "($((SECONDS - START)) s in all)" >> "$TABLE"
+echo
+cat "$TABLE"
+! grep -q 'FAILED\|DIFFERENT' "$TABLE"

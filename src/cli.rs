@@ -264,8 +264,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 let c = s.checkpoints;
                 if c.saves > 0 {
                     say!(
-                        "checkpoints: {} saves paused training for {:.2}s ({:.1}% of {:.1}s)",
+                        "checkpoints: {} save{} paused training for {:.2}s ({:.1}% of {:.2}s)",
                         c.saves,
+                        if c.saves == 1 { "" } else { "s" },
                         c.paused_seconds,
                         100.0 * c.paused_seconds / c.loop_seconds.max(1e-9),
                         c.loop_seconds

@@ -88,12 +88,27 @@ pub fn label_value(s: &str) -> String {
     v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
-/// A DNS-1123 name: lowercase letters, digits and '-', at most 63 characters.
+/// A DNS-1123 label for the Job: lowercase letters, digits and '-', at most 52 characters, so that the pods'
+/// hostnames (`<job>-<index>`) stay within 63. A name that had to be changed to fit (other characters, upper
+/// case, too long) gets 6 hex digits of a hash of the original, so two sweeps never share a Job name
+/// (`LR_width` and `lr-width` would otherwise both be `lr-width`).
 pub fn dns_name(s: &str) -> String {
-    let mut n: String =
+    use sha2::{Digest, Sha256};
+    const MAX: usize = 52;
+    let clean: String =
         s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    n.truncate(63);
-    n.trim_matches('-').to_string()
+    let trimmed = clean.trim_matches('-');
+    if trimmed == s && s.len() <= MAX {
+        return s.to_string();
+    }
+    let tag: String = Sha256::digest(s.as_bytes()).iter().take(3).map(|b| format!("{b:02x}")).collect();
+    let head: String = trimmed.chars().take(MAX - 7).collect();
+    let head = head.trim_end_matches('-');
+    if head.is_empty() {
+        format!("s-{tag}")
+    } else {
+        format!("{head}-{tag}")
+    }
 }
 
 /// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
@@ -230,8 +245,19 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
 mod tests {
     #[test]
     fn dns_names() {
-        assert_eq!(super::dns_name("spotrun-LR_width.v2"), "spotrun-lr-width-v2");
-        assert_eq!(super::dns_name(&"x".repeat(80)).len(), 63);
+        assert_eq!(super::dns_name("spotrun-lr-width-v2"), "spotrun-lr-width-v2");
+        let a = super::dns_name("spotrun-LR_width.v2");
+        let b = super::dns_name("spotrun-lr-width-v2");
+        assert!(a.starts_with("spotrun-lr-width-v2-") && a.len() == "spotrun-lr-width-v2".len() + 7, "{a}");
+        assert_ne!(a, b, "names that only sanitising made equal stay apart");
+        let (long1, long2) = (format!("{}1", "x".repeat(80)), format!("{}2", "x".repeat(80)));
+        assert!(super::dns_name(&long1).len() <= 52);
+        assert_ne!(super::dns_name(&long1), super::dns_name(&long2));
+        assert_eq!(super::dns_name("__"), format!("s-{}", &super::dns_name("__")[2..]));
+        for n in [a, super::dns_name(&long1), super::dns_name("__")] {
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+            assert!(!n.starts_with('-') && !n.ends_with('-'), "{n}");
+        }
         assert_eq!(super::label_value("_a.b-"), "a.b");
         assert_eq!(super::label_value(&"y".repeat(100)).len(), 63);
     }

@@ -68,7 +68,7 @@ pub fn proc_start(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn lease_path(run_dir: &Path, gen: u64) -> PathBuf {
+pub(super) fn lease_path(run_dir: &Path, gen: u64) -> PathBuf {
     run_dir.join(format!("lease-{gen:06}.json"))
 }
 

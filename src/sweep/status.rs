@@ -40,6 +40,8 @@ pub struct RunView {
     pub holder: Option<LeaseInfo>,
     pub metrics: Vec<EpochMetrics>,
     pub attempts: Vec<Attempt>,
+    /// Wall time of the attempts so far ([`record::wall_seconds`]), for runs without `done.json`.
+    pub wall_seconds: f64,
 }
 
 impl RunView {
@@ -72,6 +74,7 @@ pub fn collect(layout: &Layout, plan: &Plan) -> Vec<RunView> {
                 holder,
                 metrics: record::epoch_metrics(&dir),
                 attempts: record::attempts(&dir),
+                wall_seconds: record::wall_seconds(&dir),
             }
         })
         .collect()
@@ -122,10 +125,7 @@ pub fn toml_text_to_json(text: &str) -> Value {
 fn wall_and_device(v: &RunView) -> (f64, f64) {
     match &v.done {
         Some(d) => (d.wall_seconds, d.device_seconds),
-        None => {
-            let s: f64 = v.attempts.iter().filter(|a| a.event == "end").map(|a| a.seconds).sum();
-            (s, s)
-        }
+        None => (v.wall_seconds, v.wall_seconds),
     }
 }
 

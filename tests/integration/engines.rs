@@ -226,7 +226,9 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(job["kind"], "Job");
     assert_eq!(job["apiVersion"], "batch/v1");
-    assert_eq!(job["metadata"]["name"], "spotrun-k8s-test");
+    // The sweep is named `K8s_Test`: upper case and `_` are not allowed in a Job name, so a hash is appended.
+    let name = job["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("spotrun-k8s-test-") && name.len() == "spotrun-k8s-test-".len() + 6, "{name}");
     let spec = &job["spec"];
     assert_eq!(spec["completionMode"], "Indexed");
     assert_eq!(spec["completions"], 3);
