@@ -167,7 +167,7 @@ for m in mlp cnn; do
         line="$(grep -E "^\| ${m} " "$LOG" | tail -n 1)"
         f() { echo "$line" | cut -d'|' -f"$1" | xargs; }
         res="spotrun $(f 3), eager $(f 4): $(f 5)"
-        tuned="eager +$([ "$m" = cnn ] && echo ' channels-last')$([ "$DRY" = 1 ] && echo ' malloc settings')"
+        tuned="eager$([ "$m" = cnn ] && echo ' + channels-last')$([ "$DRY" = 1 ] && echo ' + malloc settings')"
         [ "$(f 6)" = n/a ] || res="$res; $tuned $(f 6): $(f 7)"
         case "$res" in *NaN*|*inf*) res="$(failed "no measurement: $res")";; esac
         row "vs PyTorch eager: $(f 2), ${ROUNDS}x${BE} epochs" "$res"
