@@ -93,9 +93,8 @@ pub fn attempts(run_dir: &Path) -> Vec<Attempt> {
 
 /// Wall time of a run's attempts: each `end` record's seconds, plus, for an attempt that never wrote its `end`
 /// (SIGKILL, out of memory, a lost node, or still running), its start up to the last heartbeat of the lease it
-/// held, which is at most a quarter of `lease_seconds` short.
-pub fn wall_seconds(run_dir: &Path) -> f64 {
-    let all = attempts(run_dir);
+/// held, which is at most a quarter of `lease_seconds` short. `all` is the run's [`attempts`].
+pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
     let ended = |s: &Attempt| all.iter().any(|a| a.event == "end" && a.pid == s.pid && a.host == s.host);
     let mut total: f64 = all.iter().filter(|a| a.event == "end").map(|a| a.seconds).sum();
     for s in all.iter().filter(|a| a.event == "start" && !ended(a)) {
@@ -182,9 +181,9 @@ mod tests {
         lease_file(d, 1, 1, 5_900);
         lease_file(d, 2, 2, 13_500);
         lease_file(d, 3, 99, 30_000);
-        assert_eq!(wall_seconds(d), 8.5);
+        assert_eq!(wall_seconds(d, &attempts(d)), 8.5);
         // Once attempt 2's end is known (e.g. recorded by the launcher), its own seconds count instead.
         append_attempt(d, &attempt("end", 2, 2, 14_000, 4.0)).unwrap();
-        assert_eq!(wall_seconds(d), 9.0);
+        assert_eq!(wall_seconds(d, &attempts(d)), 9.0);
     }
 }

@@ -60,6 +60,7 @@ pub fn collect(layout: &Layout, plan: &Plan) -> Vec<RunView> {
             let done: Option<Done> = record::read_json(&dir.join(record::DONE));
             let failed: Option<Failed> = record::read_json(&dir.join(record::FAILED));
             let holder = lease::holder(&dir, plan.lease_seconds);
+            let attempts = record::attempts(&dir);
             let state = match (&done, &failed, &holder) {
                 (Some(_), _, _) => State::Done,
                 (_, Some(_), _) => State::Failed,
@@ -73,8 +74,8 @@ pub fn collect(layout: &Layout, plan: &Plan) -> Vec<RunView> {
                 failed,
                 holder,
                 metrics: record::epoch_metrics(&dir),
-                attempts: record::attempts(&dir),
-                wall_seconds: record::wall_seconds(&dir),
+                wall_seconds: record::wall_seconds(&dir, &attempts),
+                attempts,
             }
         })
         .collect()

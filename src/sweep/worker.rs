@@ -239,7 +239,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
             end.step = summary.metrics.last().map_or(0, |m| m.step);
             end.outcome = Some("done".into());
             record::append_attempt(&dir, &end)?;
-            let wall = record::wall_seconds(&dir);
+            let wall = record::wall_seconds(&dir, &record::attempts(&dir));
             let done = Done {
                 run_id: run.id.clone(),
                 index: run.index,
