@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::schema::Config;
 use super::validate::validate;
+use super::wording;
 
 /// What went wrong with a configuration; always names where the config came from.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, Config
     for arg in sets {
         apply_set(&mut table, arg, &origin)?;
     }
-    let mut config = from_table(table, &origin)?;
+    let mut config = from_table(table, &origin).map_err(|e| blame_set(e, sets))?;
     if config.train.name.is_none() {
         let stem = path.and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
         config.train.name = Some(stem.unwrap_or_else(|| "default".into()));
@@ -67,16 +68,26 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 /// Deserializes and validates a config table; errors name `origin` and the key path.
 pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
     let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
-        let message = e.into_inner().to_string().trim().to_string();
-        ConfigError::Key {
-            file: origin.to_path_buf(),
-            key: if key == "." { "(top level)".into() } else { key },
-            message,
-        }
+        let (key, message) = wording::describe(e);
+        let hint = wording::config_hint(&key, &message);
+        let message = wording::with_hint(message, hint);
+        ConfigError::Key { file: origin.to_path_buf(), key, message }
     })?;
     validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
     Ok(config)
+}
+
+/// Says which `--set` gave the bad value when a key error is about a key that one set (the last such wins).
+fn blame_set(e: ConfigError, sets: &[String]) -> ConfigError {
+    let ConfigError::Key { file, key, message } = e else { return e };
+    let set_here = |arg: &&String| {
+        let set_key = arg.split_once('=').map_or("", |(k, _)| k.trim());
+        key == set_key || key.starts_with(&format!("{set_key}."))
+    };
+    match sets.iter().rev().find(set_here) {
+        Some(arg) => ConfigError::Key { file, key, message: format!("{message} (from --set {arg})") },
+        None => ConfigError::Key { file, key, message },
+    }
 }
 
 /// Applies one `KEY=VALUE`. The value is parsed as a TOML value (`3`, `true`, `[512, 512]`, `"x"`), falling back

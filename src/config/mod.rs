@@ -6,6 +6,7 @@ mod hash;
 mod load;
 mod schema;
 mod validate;
+mod wording;
 
 pub use hash::{config_hash, hash_ignoring_epochs, PLACEMENT_KEYS};
 pub use load::{from_table, load, parse_str, read_table, set_value, ConfigError, LoadedConfig, BUILTIN};
@@ -13,3 +14,4 @@ pub use schema::{
     Activation, CheckpointConfig, Config, DataConfig, DataSource, EarlyStopping, MetricName, ModelConfig, ModelKind,
     OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TrainConfig,
 };
+pub use wording::{describe as describe_serde_error, spelling_hint, with_hint};

@@ -137,8 +137,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         .parse::<toml::Table>()
         .map_err(|e| SweepError::Syntax { file: file.clone(), message: e.to_string().trim().to_string() })?;
     let raw: Raw = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
-        key_err(if key == "." { "(top level)" } else { &key }, e.into_inner().to_string().trim().to_string())
+        let (key, message) = config::describe_serde_error(e);
+        let hint = config::spelling_hint(&message);
+        key_err(&key, config::with_hint(message, hint))
     })?;
     check_name(&raw.name).map_err(|m| key_err("name", m))?;
 

@@ -31,21 +31,24 @@ fn rejects(args: Vec<String>, needles: &[&str]) {
 fn unknown_key_in_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = config_file(tmp.path(), "[train]\nepoch = 3\n");
-    rejects(vec![f], &["bad.toml", "train", "unknown field `epoch`"]);
+    rejects(vec![f], &["bad.toml", "train", "unknown field `epoch`", "did you mean `train.epochs`?"]);
 }
 
 #[test]
 fn unknown_section_in_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = config_file(tmp.path(), "[trian]\nepochs = 3\n");
-    rejects(vec![f], &["bad.toml", "trian"]);
+    rejects(vec![f], &["bad.toml", "trian", "did you mean `train`?"]);
 }
 
 #[test]
 fn wrong_type_in_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = config_file(tmp.path(), "[train]\nepochs = \"ten\"\n");
-    rejects(vec![f], &["bad.toml", "train.epochs", "invalid type"]);
+    rejects(vec![f.clone()], &["bad.toml", "train.epochs", "invalid type", "expected a whole number"]);
+    // serde's "in `train.epochs`" tail repeats the key already named at the start; it is dropped.
+    let err = run_bad(&["train".to_string(), f]);
+    assert!(!err.contains("in `train.epochs`") && !err.contains("usize"), "{err}");
 }
 
 #[test]
@@ -62,7 +65,13 @@ fn missing_config_file() {
 
 #[test]
 fn bad_set_overrides() {
-    rejects(sets(&["optim.lrr=0.1"]), &["<built-in default>", "optim", "lrr"]);
+    rejects(
+        sets(&["optim.lrr=0.1"]),
+        &["<built-in default>", "optim", "lrr", "did you mean `optim.lr`?", "(from --set optim.lrr=0.1)"],
+    );
+    rejects(sets(&["train.lr=0.1"]), &["train.lr", "belongs elsewhere: did you mean `optim.lr`?"]);
+    rejects(sets(&["train.max_epochs=3"]), &["spotrun calls this `train.epochs`"]);
+    rejects(sets(&["model.hidden=512"]), &["model.hidden", "expected a list", "(from --set model.hidden=512)"]);
     rejects(sets(&["train.batch_size=big"]), &["train.batch_size"]);
     rejects(sets(&["train.precision=fp8"]), &["train.precision", "fp8"]);
     rejects(sets(&["train.epochs=0"]), &["train.epochs", "at least 1"]);

@@ -341,6 +341,10 @@ fn bad_sweep_files_exit_2_naming_file_and_key_and_write_nothing() {
         ("empty", "", "\"optim.lr\" = []\n", "empty"),
         ("inverted", "method = \"random\"\ncount = 2", "\"optim.lr\" = { log_uniform = [0.1, 0.001] }\n", "inverted"),
         ("wrongtype", "", "\"train.epochs\" = [\"three\"]\n", "parameters.\"train.epochs\""),
+        ("misspelt", "", "\"optim.lrr\" = [0.1]\n", "optim.lrr: unknown field `lrr`, expected one of"),
+        ("misspelt", "", "\"optim.lrr\" = [0.1]\n", "did you mean `optim.lr`?"),
+        ("typo", "methd = \"grid\"", "\"optim.lr\" = [0.1]\n", "methd: unknown field `methd`"),
+        ("typo", "methd = \"grid\"", "\"optim.lr\" = [0.1]\n", "did you mean `method`?"),
     ];
     for (name, head, params, want) in cases {
         let sweep = write_sweep(tmp.path(), name, head, BASE, params);
