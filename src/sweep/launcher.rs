@@ -124,9 +124,9 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     drop(out);
 
     // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
-    // index means under a running launcher. Removed when the launcher ends.
-    let snapshot = Snapshot::write(&ctx, sweep_path)?;
-    let sweep_path = snapshot.0.as_path();
+    // index means under a running launcher.
+    let snapshot = snapshot(&ctx, sweep_path)?;
+    let sweep_path = snapshot.as_path();
     // Every signal counts: the first is passed on, a repeat passed on again (a second SIGINT makes workers exit
     // at once), a third kills them.
     let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -309,22 +309,19 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// The sweep as children read it: `VOLUME/<name>/.launch-<unique>.toml`, removed on drop.
-struct Snapshot(PathBuf);
-
-impl Snapshot {
-    fn write(ctx: &Ctx, sweep: &Path) -> Result<Snapshot> {
-        let text = super::spec::self_contained(sweep)?;
-        let path = ctx.layout.root.join(format!(".launch-{}.toml", crate::checkpoint::unique_suffix()));
+/// The sweep as children read it: `VOLUME/<name>/launched-<sha256 of the text, 12 hex>.toml`, base inlined. Named
+/// by its content, so relaunching the same sweep reuses the file, launchers sharing a volume never remove one
+/// another's, a killed launcher leaves nothing behind that the next one does not reuse, and the volume records
+/// every version of the sweep that ran.
+fn snapshot(ctx: &Ctx, sweep: &Path) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let text = super::spec::self_contained(sweep)?;
+    let tag: String = Sha256::digest(text.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let path = ctx.layout.root.join(format!("launched-{tag}.toml"));
+    if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
         crate::checkpoint::write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
-        Ok(Snapshot(path))
     }
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    Ok(path)
 }
 
 /// The next run to start, in index order; marks runs found finished on the volume.

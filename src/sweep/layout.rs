@@ -4,6 +4,7 @@
 //! ```text
 //! VOLUME/<sweep name>/
 //!   sweep.json                 the expanded plan (index, run id, overrides)
+//!   launched-<hash>.toml       the sweep file as `spotrun sweep` launched it (base inlined), one per version
 //!   results.csv results.jsonl  one row per run, rewritten whenever a run ends
 //!   report/                    `spotrun report` output
 //!   runs/<run id>/             config.toml metrics.jsonl checkpoints/ model.safetensors

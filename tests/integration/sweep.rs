@@ -179,6 +179,13 @@ fn sigkill_of_launcher_and_workers_then_relaunch_finishes_each_run_exactly_once(
         assert!(gens.windows(2).all(|w| w[0] < w[1]), "{gens:?}");
     }
     assert!(resumed >= 1, "no run was resumed");
+    // The killed launcher's snapshot of the sweep is the one the relaunch used: one file, nothing left over.
+    let snapshots: Vec<String> = std::fs::read_dir(vol.join("six"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    assert!(snapshots.len() == 1 && snapshots[0].starts_with("launched-"), "{snapshots:?}");
 }
 
 #[test]
