@@ -128,6 +128,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     tch::set_num_threads(threads as i32);
 
     let mut data = Dataset::load(&cfg.data, &cfg.model)?;
+    test_startup_delay();
     let free = match dev {
         Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
         _ => None,
@@ -150,6 +151,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let found = store.latest_good(Device::Cpu, &mut |w| progress.println(&format!("warning: {w}")));
     let (mut cursor, mut metrics) = ((0usize, 0usize), Vec::<EpochMetrics>::new());
     let mut last_save_seconds = None;
+    let resumed = found.is_some();
     if let Some(l) = found {
         let old: Config = serde_json::from_value(l.manifest.config.clone())
             .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
@@ -186,6 +188,20 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             status: RunStatus::AlreadyFinished,
             metrics,
             checkpoints: CheckpointCost::default(),
+        });
+    }
+    // A signal during start-up (data loading, model build, finding the checkpoint) stops here, before the first
+    // step: nothing new exists to save, and the same command starts from the same place.
+    if let Some(sig) = signals.received() {
+        progress.finish();
+        let from = if resumed { "the checkpoint it resumed from stays the newest" } else { "no run files written" };
+        return Err(Error::Preempted {
+            signal: sig,
+            message: format!(
+                "preempted by {} during start-up, before the first step; nothing to save ({from}). Run the same \
+                 command to resume.",
+                signals::name(sig)
+            ),
         });
     }
     write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
@@ -390,6 +406,15 @@ fn incompatible(dir: &Path, changed: &[String]) -> Error {
         dir.display(),
         changed.join(", ")
     ))
+}
+
+/// Test-only: `SPOTRUN_TEST_STARTUP_DELAY_MS=N` says so on stderr and sleeps N ms after loading the data, so a test
+/// can deliver a signal during start-up without racing the process.
+fn test_startup_delay() {
+    if let Some(ms) = std::env::var("SPOTRUN_TEST_STARTUP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        eprintln!("test: start-up delay {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// `runs/<name>-<first 8 hex digits of the run id>`.

@@ -335,3 +335,43 @@ fn a_signal_skips_the_save_when_the_last_one_would_not_fit_the_grace_period() {
     }
     run_to_end(&d, &extra);
 }
+
+/// Starts a run that pauses after loading its data, sends `sig` once it says so, and returns the exit code and
+/// everything it wrote to stderr.
+fn signal_during_start_up(dir: &Path, extra: &[&str], sig: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = spawn(dir, extra, &[("SPOTRUN_TEST_STARTUP_DELAY_MS", "2000")]);
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "exited before start-up finished:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("test: start-up delay") {
+            break;
+        }
+    }
+    signal(&child, sig);
+    err.read_to_string(&mut seen).unwrap();
+    (child.wait().unwrap().code(), seen)
+}
+
+#[test]
+fn a_signal_during_start_up_exits_before_the_first_step_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    // A fresh run: no step was taken, so there is nothing to save and no run directory is created.
+    let (code, err) = signal_during_start_up(&d, &[], "TERM");
+    assert_eq!(code, Some(143), "{err}");
+    assert!(err.contains("preempted by SIGTERM during start-up, before the first step"), "{err}");
+    assert!(!d.exists(), "a run preempted before its first step leaves no files");
+    // A resumed run: the checkpoint it found stays the newest, the metrics are untouched.
+    run_to_end(&d, &["train.epochs=1"]);
+    let before = (committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap());
+    let (code, err) = signal_during_start_up(&d, &["train.epochs=2"], "USR1");
+    assert_eq!(code, Some(138), "{err}");
+    assert!(err.contains("the checkpoint it resumed from stays the newest"), "{err}");
+    assert_eq!((committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap()), before);
+    run_to_end(&d, &["train.epochs=2"]);
+    assert_eq!(metrics(&d).len(), 2);
+}
