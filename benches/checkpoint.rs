@@ -3,11 +3,12 @@
 //!    verification; retention runs afterwards, untimed, as it runs on a background thread in training) against
 //!    `dd conv=fsync` of the same number of bytes to the same directory, alternating;
 //! 2. the cost of checkpointing every epoch, sync and async, on the wall time of a real `spotrun train` run;
-//! 3. start-up: process start to the first step, fresh and resumed, against `python -c "import torch"`.
+//! 3. start-up: process start to the first step, fresh and resumed, against `python -c "import torch"`;
+//! 4. the data fingerprint a checkpoint records (CRC-32 over the loaded dataset) on 1 GiB, against copying it.
 //!
 //! Env: SPOTRUN_BENCH_DIR (default: the system temp dir; put it on the disk you care about),
 //! SPOTRUN_BENCH_CKPT_HIDDEN (default 4096: an MLP 784-H-H-10 with AdamW state), SPOTRUN_BENCH_ROUNDS (3),
-//! SPOTRUN_PYTHON, SPOTRUN_BENCH_PARTS (default `write,overhead,startup`: which of the three to run).
+//! SPOTRUN_PYTHON, SPOTRUN_BENCH_PARTS (default `write,overhead,startup,fingerprint`: which to run).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -35,6 +36,7 @@ fn manifest(step: u64) -> Manifest {
         finished: false,
         metrics: vec![],
         rng: String::new(),
+        data_fingerprint: None,
         files: vec![],
         reason: "bench".into(),
         save_seconds: 0.0,
@@ -206,6 +208,25 @@ fn startup(dir: &Path, rounds: usize) {
     println!("| python -c \"import torch\" alone | {:.2} s |", median(py));
 }
 
+/// Fingerprinting 1 GiB of float32 data at start-up, against one copy of it in memory (`Tensor::copy`).
+fn fingerprint(rounds: usize) {
+    let x = Tensor::rand([256 * 1024 * 1024], (Kind::Float, Device::Cpu));
+    let (mut fp, mut copy) = (vec![], vec![]);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        std::hint::black_box(spotrun::data::fingerprint(&[&x]));
+        fp.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        std::hint::black_box(x.copy());
+        copy.push(t0.elapsed().as_secs_f64());
+    }
+    let (fp, copy) = (median(fp), median(copy));
+    println!(
+        "| data fingerprint (CRC-32) of 1 GiB float32 | {fp:.3} s | one in-memory copy {copy:.3} s | {:.2}x |",
+        fp / copy
+    );
+}
+
 fn main() {
     let rounds: usize = env("SPOTRUN_BENCH_ROUNDS", "3").parse().unwrap_or(3);
     let hidden: i64 = env("SPOTRUN_BENCH_CKPT_HIDDEN", "4096").parse().unwrap_or(4096);
@@ -217,7 +238,7 @@ fn main() {
     println!("checkpoint benchmarks in {}, median of {rounds}", base.display());
     println!("| what | spotrun | reference | ratio |");
     println!("|---|---|---|---|");
-    let parts = env("SPOTRUN_BENCH_PARTS", "write,overhead,startup");
+    let parts = env("SPOTRUN_BENCH_PARTS", "write,overhead,startup,fingerprint");
     if parts.contains("write") {
         write_speed(tmp.path(), hidden, rounds);
     }
@@ -226,5 +247,8 @@ fn main() {
     }
     if parts.contains("startup") {
         startup(tmp.path(), rounds);
+    }
+    if parts.contains("fingerprint") {
+        fingerprint(rounds);
     }
 }

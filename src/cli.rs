@@ -41,7 +41,7 @@ pub enum Command {
         /// No banner, progress bar or per-epoch lines.
         #[arg(long, short)]
         quiet: bool,
-        /// Resume even if the checkpoint was written with a different config.
+        /// Resume even if the checkpoint was written with a different config or on different data.
         #[arg(long)]
         allow_config_change: bool,
     },

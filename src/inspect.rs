@@ -57,6 +57,9 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
         m.step,
         if m.finished { " (finished)" } else { "" },
     );
+    if let Some(fp) = &m.data_fingerprint {
+        out += &format!("  data: {fp}\n");
+    }
     if let Some(last) = m.metrics.last() {
         out += &format!("  last epoch metrics: {last}\n");
     }

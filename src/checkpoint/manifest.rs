@@ -37,6 +37,10 @@ pub struct Manifest {
     /// How the RNG is restored: spotrun reseeds from (seed, epoch, batch) before every step, so no generator
     /// state needs saving.
     pub rng: String,
+    /// CRC-32 over the training and validation tensors as loaded (dtype, shape, bytes): a resume on different data
+    /// is refused. Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
     pub files: Vec<FileEntry>,
     /// Why it was written: `epoch`, `steps`, `seconds`, `signal`, `final`.
     pub reason: String,

@@ -2,7 +2,8 @@
 //!
 //! Owns loading (built-in synthetic task or a safetensors file), every check on the data (dtypes, shapes, label
 //! range, agreement with `model.inputs` / `model.classes` / `data.shape`), and the per-epoch permutation.
-//! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config`.
+//! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config` (and `ffi` for a
+//! read-only view of tensor bytes, to fingerprint the data).
 mod file;
 mod order;
 pub mod rng;
@@ -44,6 +45,9 @@ pub struct Dataset {
     pub classes: i64,
     /// Where the data came from, for messages.
     pub origin: String,
+    /// `crc32:<8 hex>` over the four tensors as loaded (see [`fingerprint`]); checkpoints record it so a resume on
+    /// changed data is caught.
+    pub fingerprint: String,
 }
 
 impl Dataset {
@@ -140,6 +144,7 @@ impl Dataset {
                 });
             }
         }
+        let fingerprint = fingerprint(&[&raw.x_train, &raw.y_train, &raw.x_val, &raw.y_val]);
         let flat = |x: Tensor| x.reshape([-1, features]);
         Ok(Dataset {
             x_train: flat(raw.x_train),
@@ -149,6 +154,7 @@ impl Dataset {
             sample_shape,
             classes,
             origin: path.display().to_string(),
+            fingerprint,
         })
     }
 
@@ -204,6 +210,46 @@ impl Dataset {
     }
 }
 
+/// `crc32:<8 hex>` over each tensor's dtype, shape and bytes, in order. CRC-32 runs at several GB/s, so even a
+/// large dataset adds little to start-up; it catches any changed, added or removed sample.
+pub fn fingerprint(tensors: &[&Tensor]) -> String {
+    let mut crc = crc32fast::Hasher::new();
+    for t in tensors {
+        crc.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        match crate::ffi::host_bytes(t) {
+            Some(b) => crc.update(b),
+            None => {
+                let host = t.to_device(Device::Cpu).contiguous();
+                crc.update(crate::ffi::host_bytes(&host).unwrap_or_default());
+            }
+        }
+    }
+    format!("crc32:{:08x}", crc.finalize())
+}
+
 fn label_range(y: &Tensor) -> (i64, i64) {
     (y.min().int64_value(&[]), y.max().int64_value(&[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_sees_any_changed_value_shape_or_dtype() {
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]);
+        let y = Tensor::from_slice(&[0i64, 1]);
+        let base = fingerprint(&[&x, &y]);
+        assert!(base.starts_with("crc32:") && base.len() == 14, "{base}");
+        assert_eq!(base, fingerprint(&[&x.copy(), &y.copy()]), "same data, same fingerprint");
+        let x2 = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.5]).reshape([2, 2]);
+        assert_ne!(base, fingerprint(&[&x2, &y]), "one value changed");
+        assert_ne!(base, fingerprint(&[&x.reshape([4, 1]), &y]), "same bytes, other shape");
+        assert_ne!(base, fingerprint(&[&x.to_kind(Kind::Double), &y]), "other dtype");
+        assert_ne!(base, fingerprint(&[&y, &x]), "order matters");
+        // a non-contiguous tensor is read through a contiguous copy, with the same result
+        let xt = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 4.0]).reshape([2, 2]).transpose(0, 1);
+        assert!(!xt.is_contiguous());
+        assert_eq!(base, fingerprint(&[&xt, &y]));
+    }
 }

@@ -1,7 +1,8 @@
-//! Whether a checkpoint (or a run directory) may be continued with the config at hand, as a pure check.
+//! Whether a checkpoint (or a run directory) may be continued with the config and data at hand, as pure checks.
 //!
 //! Same run id: yes. Only `train.epochs` grew: yes (extending a finished run). Anything else: only with
-//! `--allow-config-change`. The refusal lists the keys that differ so the user sees what they changed.
+//! `--allow-config-change`. The refusal lists the keys that differ so the user sees what they changed. The data
+//! must match the fingerprint the checkpoint recorded, under the same flag.
 use crate::config::{config_hash, hash_ignoring_epochs, Config};
 
 /// `Ok(note)` when `new` may continue `old` (the note describes an extension or an allowed change);
@@ -18,6 +19,27 @@ pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Opti
         return Ok(Some(format!("continuing despite config changes (--allow-config-change): {}", changed.join(", "))));
     }
     Err(changed)
+}
+
+/// Whether the data (fingerprint `now`, loaded from `origin`) is the data a checkpoint recorded: `Ok(note)` to go
+/// on (with a note when a difference is allowed), `Err(why)` to refuse. Checkpoints without a fingerprint pass.
+pub fn same_data(
+    recorded: Option<&str>,
+    now: &str,
+    origin: &str,
+    allow_change: bool,
+) -> Result<Option<String>, String> {
+    match recorded {
+        Some(old) if old != now && allow_change => Ok(Some(format!(
+            "continuing on different data (--allow-config-change): {origin} is {now} now, {old} in the checkpoint"
+        ))),
+        Some(old) if old != now => Err(format!(
+            "the data differs from what this run trained on ({origin} is {now} now, {old} in the checkpoint), so the \
+             run cannot resume exactly. Restore the original data, use another --run-dir, or pass \
+             --allow-config-change to continue on the new data"
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Dotted paths of the leaves that differ between two configs (placement keys included; they are harmless).
@@ -47,6 +69,19 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changed_data_is_refused_unless_allowed_and_old_checkpoints_pass() {
+        use super::same_data;
+        assert_eq!(same_data(Some("crc32:1"), "crc32:1", "d.st", false), Ok(None));
+        assert_eq!(same_data(None, "crc32:1", "d.st", false), Ok(None));
+        let why = same_data(Some("crc32:1"), "crc32:2", "d.st", false).unwrap_err();
+        assert!(
+            why.contains("d.st is crc32:2 now, crc32:1 in the checkpoint") && why.contains("--allow-config-change")
+        );
+        let note = same_data(Some("crc32:1"), "crc32:2", "d.st", true).unwrap().unwrap();
+        assert!(note.contains("continuing on different data"), "{note}");
+    }
+
     use super::*;
 
     #[test]

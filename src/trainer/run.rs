@@ -12,7 +12,7 @@ use tch::Device;
 use super::fit::{Flow, Trainer};
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
-use super::resume::compatible;
+use super::resume::{compatible, same_data};
 use super::signals::{self, Signals};
 use crate::checkpoint::{self, append_line, write_atomic, Manifest, Snapshot, Store, Writer, FORMAT_VERSION};
 use crate::config::{self, Config, ConfigError, LoadedConfig};
@@ -142,23 +142,33 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
 
+    // Find the checkpoint to resume from (everything newer that does not verify is reported and skipped) and
+    // check it fits this config and data, before anything is printed: a refusal is the only output.
+    let store = Store::new(ckpt_dir, cfg.checkpoint.keep_last);
+    let mut lines = Vec::new();
+    let found = store.latest_good(Device::Cpu, &mut |w| lines.push(format!("warning: {w}")));
+    if let Some(l) = &found {
+        let old: Config = serde_json::from_value(l.manifest.config.clone())
+            .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
+        match compatible(&old, cfg, opts.allow_config_change) {
+            Ok(note) => lines.extend(note.map(|n| format!("note: {n}"))),
+            Err(changed) => return Err(incompatible(&l.dir, &changed)),
+        }
+        let recorded = l.manifest.data_fingerprint.as_deref();
+        match same_data(recorded, &data.fingerprint, &data.origin, opts.allow_config_change) {
+            Ok(note) => lines.extend(note.map(|n| format!("note: {n}"))),
+            Err(why) => return Err(Error::RunDir(format!("{}: {why}", l.dir.display()))),
+        }
+    }
+
     let mut trainer = Trainer::new(cfg, &vs, net.as_ref(), &data, dev);
     let progress = Progress::new(opts.quiet, trainer.total_steps(), cfg.train.epochs);
     progress.println(&banner(cfg, &run_id, &run_dir, dev, threads, &trainer, &data, data_on_device, &vs));
-
-    // Resume from the newest checkpoint that verifies (everything newer that does not is reported and skipped).
-    let store = Store::new(ckpt_dir, cfg.checkpoint.keep_last);
-    let found = store.latest_good(Device::Cpu, &mut |w| progress.println(&format!("warning: {w}")));
+    lines.iter().for_each(|l| progress.println(l));
     let (mut cursor, mut metrics) = ((0usize, 0usize), Vec::<EpochMetrics>::new());
     let mut last_save_seconds = None;
     let resumed = found.is_some();
     if let Some(l) = found {
-        let old: Config = serde_json::from_value(l.manifest.config.clone())
-            .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
-        match compatible(&old, cfg, opts.allow_config_change) {
-            Ok(note) => note.into_iter().for_each(|n| progress.println(&format!("note: {n}"))),
-            Err(changed) => return Err(incompatible(&l.dir, &changed)),
-        }
         trainer
             .restore(&l.model, &l.state, l.manifest.step)
             .map_err(|e| Error::RunDir(format!("{}: cannot resume from this checkpoint: {e}", l.dir.display())))?;
@@ -215,6 +225,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         last_save_seconds,
         owner: opts.owner_check.clone(),
         cost: CheckpointCost::default(),
+        data_fingerprint: data.fingerprint.clone(),
     };
     let loop_started = Instant::now();
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -309,6 +320,8 @@ struct Saver<'a> {
     last_save_seconds: Option<f64>,
     owner: Option<OwnerCheck>,
     cost: CheckpointCost,
+    /// [`Dataset::fingerprint`] of the data this process trains on.
+    data_fingerprint: String,
 }
 
 impl Saver<'_> {
@@ -344,6 +357,7 @@ impl Saver<'_> {
             finished: finished(self.cfg, cursor.0, metrics),
             metrics: metrics.iter().filter_map(|m| serde_json::to_value(m).ok()).collect(),
             rng: "reseeded from (train.seed, epoch, batch) before every step".into(),
+            data_fingerprint: Some(self.data_fingerprint.clone()),
             files: Vec::new(),
             reason: reason.into(),
             save_seconds: 0.0,

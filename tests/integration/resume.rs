@@ -146,10 +146,11 @@ fn a_cnn_killed_mid_epoch_resumes_bit_identically() {
 #[test]
 fn torture_twenty_sigkills_at_random_moments() {
     let tmp = tempfile::tempdir().unwrap();
-    let reference = reference(tmp.path());
+    // 6 epochs x 63 steps; a checkpoint every 3 steps with slowed writes, so many kills land inside a write.
+    let extra = ["train.epochs=6", "checkpoint.every_steps=3", "checkpoint.keep_last=2"];
+    let reference = tmp.path().join("reference");
+    run_to_end(&reference, &extra[..1]);
     let d = tmp.path().join("tortured");
-    // Frequent checkpoints with slowed writes, so many kills land inside a checkpoint write.
-    let extra = ["checkpoint.every_steps=3", "checkpoint.keep_last=2"];
     let env = [("SPOTRUN_TEST_WRITE_DELAY_MS", "20")];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
@@ -166,7 +167,21 @@ fn torture_twenty_sigkills_at_random_moments() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(400 + rng % 1200));
+        // Where the kill lands is random, but how far a run gets before it is counted in committed steps, not
+        // seconds, so 20 kills land before the run can finish on a machine of any speed: a quarter of the kills
+        // come within 0.7 s of the start (start-up, resume, first steps), the rest 0-60 ms after one to three
+        // further checkpoints committed (inside a step or a checkpoint write).
+        if rng % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(rng % 700));
+        } else {
+            let target = crate::common::newest_step(&d) + 3 * (1 + (rng >> 8) % 3);
+            let t0 = Instant::now();
+            while crate::common::newest_step(&d) < target && child.try_wait().unwrap().is_none() {
+                assert!(t0.elapsed() < Duration::from_secs(60), "no progress towards step {target}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis((rng >> 16) % 60));
+        }
         if child.try_wait().unwrap().is_some() {
             break; // finished before the kill landed
         }
@@ -373,5 +388,44 @@ fn a_signal_during_start_up_exits_before_the_first_step_and_writes_nothing() {
     assert!(err.contains("the checkpoint it resumed from stays the newest"), "{err}");
     assert_eq!((committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap()), before);
     run_to_end(&d, &["train.epochs=2"]);
+    assert_eq!(metrics(&d).len(), 2);
+}
+
+#[test]
+fn a_resume_on_changed_data_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (f, d) = (tmp.path().join("data.safetensors"), tmp.path().join("r"));
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut a: Vec<String> = ["train", "--run-dir", &d.display().to_string()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect();
+        a.extend(sets(&[
+            "data.source=safetensors",
+            &format!("data.path={}", f.display()),
+            "model.hidden=[8]",
+            &format!("train.epochs={epochs}"),
+            "train.batch_size=128",
+        ]));
+        a
+    };
+    crate::common::write_dataset(&f, 512, 12, 3, tch::Kind::Float, tch::Kind::Int64);
+    crate::common::run_ok(&train("1", &[]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed(&d)[0].join("manifest.json")).unwrap()).unwrap();
+    assert!(m["data_fingerprint"].as_str().is_some_and(|s| s.starts_with("crc32:")), "{m}");
+
+    // Someone regenerates the data file between preemption and resume.
+    crate::common::write_dataset(&f, 512, 12, 3, tch::Kind::Float, tch::Kind::Int64);
+    let before = (committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap());
+    let err = run_bad(&train("2", &[]));
+    assert!(err.contains("the data differs from what this run trained on"), "{err}");
+    assert!(err.contains(&f.display().to_string()) && err.contains("--allow-config-change"), "{err}");
+    assert_eq!((committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap()), before, "refusal touches nothing");
+
+    let out = spotrun().args(train("2", &["--allow-config-change"])).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("continuing on different data"), "{}", text(&out.stderr));
     assert_eq!(metrics(&d).len(), 2);
 }

@@ -65,22 +65,29 @@ fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// PIDs of workers holding unreleased leases.
-fn holders(volume: &Path, name: &str) -> Vec<u32> {
+/// PIDs of the workers holding unreleased leases on a run directory.
+fn lease_pids(run: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
-    for d in run_dirs(volume, name) {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("lease-") && n.ends_with(".json") {
-                if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(e.path()).unwrap_or_default()) {
-                    if v["released"] == false {
-                        pids.push(v["pid"].as_u64().unwrap() as u32);
-                    }
+    for e in std::fs::read_dir(run).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("lease-") && n.ends_with(".json") {
+            if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(e.path()).unwrap_or_default()) {
+                if v["released"] == false {
+                    pids.push(v["pid"].as_u64().unwrap() as u32);
                 }
             }
         }
     }
     pids
+}
+
+fn lease_held(run: &Path) -> bool {
+    !lease_pids(run).is_empty()
+}
+
+/// PIDs of workers holding unreleased leases.
+fn holders(volume: &Path, name: &str) -> Vec<u32> {
+    run_dirs(volume, name).iter().flat_map(|d| lease_pids(d)).collect()
 }
 
 fn results_rows(volume: &Path, name: &str) -> Vec<String> {
@@ -443,7 +450,13 @@ fn sigterm_to_the_launcher_checkpoints_every_worker_and_the_same_command_finishe
     let tmp = tempfile::tempdir().unwrap();
     let (sweep, vol) = (six_runs(tmp.path(), SLOW), tmp.path().join("vol"));
     let launcher = launch(&sweep, &vol, &["--workers", "2"]);
-    wait_until("two workers training", Duration::from_secs(120), || holders(&vol, "six").len() == 2);
+    // Training, not just holding a lease: a worker writes config.toml after start-up, right before its first
+    // step. (A signal during start-up exits without a checkpoint, as there is nothing to save yet.)
+    let training = || {
+        let held = run_dirs(&vol, "six").into_iter().filter(|r| lease_held(r)).collect::<Vec<_>>();
+        held.len() == 2 && held.iter().all(|r| r.join("config.toml").exists())
+    };
+    wait_until("two workers training", Duration::from_secs(120), training);
     assert!(kill(launcher.id(), "TERM"));
     let out = launcher.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
