@@ -3,6 +3,22 @@
 //! Pure: returns the dotted key and a message; `load.rs` adds the file name.
 use super::schema::{Config, DataSource, ModelKind};
 
+/// `train.threads` above this is a typo, not a machine: libtorch would try to start that many threads.
+pub const MAX_THREADS: usize = 4096;
+
+/// A name that becomes one directory (a run's default directory, a sweep's directory under the volume): letters,
+/// digits, `.`, `_`, `-`, not starting with `.`, at most 100 characters.
+pub fn check_dir_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(ok_char) {
+        return Err(format!(
+            "\"{name}\" cannot be used as a directory name (it must not contain '/' or '..', start with '.', or be \
+             empty); use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `c`; on failure returns `(key path, message)`.
 pub fn validate(c: &Config) -> Result<(), (String, String)> {
     let err = |k: &str, m: String| Err((k.to_string(), m));
@@ -95,17 +111,24 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if !(c.checkpoint.grace_seconds >= 0.0) {
         return err("checkpoint.grace_seconds", format!("must be >= 0, got {}", c.checkpoint.grace_seconds));
     }
+    if let Some(name) = &c.train.name {
+        check_dir_name(name).map_err(|m| ("train.name".to_string(), m))?;
+    }
+    if c.train.threads > MAX_THREADS {
+        return err("train.threads", format!("must be at most {MAX_THREADS} (0 = all cores), got {}", c.train.threads));
+    }
     match c.data.source {
         DataSource::Safetensors if c.data.path.is_none() => {
             return err("data.path", "data.source = \"safetensors\" needs data.path".into());
         }
         DataSource::Synthetic => {
             let s = &c.data.synthetic;
-            if s.train == 0 || s.val == 0 {
-                return err("data.synthetic", "train and val must be at least 1".into());
-            }
-            if s.features < 2 || s.classes < 2 {
-                return err("data.synthetic", "features and classes must be at least 2".into());
+            for (key, value, least) in
+                [("train", s.train, 1), ("val", s.val, 1), ("features", s.features, 2), ("classes", s.classes, 2)]
+            {
+                if value < least {
+                    return err(&format!("data.synthetic.{key}"), format!("must be at least {least}, got {value}"));
+                }
             }
             if c.data.path.is_some() {
                 return err("data.path", "is only used with data.source = \"safetensors\"".into());

@@ -125,6 +125,15 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let request = device::parse_device(&cfg.train.device).unwrap_or(device::DeviceRequest::Auto);
     let dev = device::select(request).map_err(Error::Device)?;
     let threads = if cfg.train.threads == 0 { device::cpu_threads() } else { cfg.train.threads };
+    // Lines printed after the banner: warnings and notes gathered during start-up.
+    let mut lines = Vec::new();
+    if threads > device::cpu_threads() {
+        lines.push(format!(
+            "warning: train.threads = {threads} but this machine has {} CPU threads; oversubscribed threads slow \
+             training down",
+            device::cpu_threads()
+        ));
+    }
     tch::set_num_threads(threads as i32);
 
     let mut data = Dataset::load(&cfg.data, &cfg.model)?;
@@ -145,7 +154,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     // Find the checkpoint to resume from (everything newer that does not verify is reported and skipped) and
     // check it fits this config and data, before anything is printed: a refusal is the only output.
     let store = Store::new(ckpt_dir, cfg.checkpoint.keep_last);
-    let mut lines = Vec::new();
     let found = store.latest_good(Device::Cpu, &mut |w| lines.push(format!("warning: {w}")));
     if let Some(l) = &found {
         let old: Config = serde_json::from_value(l.manifest.config.clone())
