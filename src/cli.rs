@@ -87,14 +87,15 @@ pub enum Command {
         quiet: bool,
     },
     /// Train one run of a sweep (--index I) or claim free runs until none is left (--next): what engines call.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["index", "next"]))]
     Worker {
         /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// The run to train (0-based, in `spotrun sweep --dry-run` order).
-        #[arg(long, required_unless_present = "next", conflicts_with = "next")]
+        #[arg(long, group = "which")]
         index: Option<usize>,
         /// Claim the next free run, train it, repeat until none is left.
-        #[arg(long)]
+        #[arg(long, group = "which")]
         next: bool,
         #[arg(long)]
         volume: Option<PathBuf>,
@@ -173,13 +174,13 @@ pub enum Command {
         /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// Container image with spotrun and libtorch.
-        #[arg(long, default_value = "ghcr.io/example/spotrun:latest")]
+        #[arg(long, default_value = "ghcr.io/example/spotrun:latest", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         image: String,
         /// PersistentVolumeClaim holding the sweep volume.
-        #[arg(long, default_value = "spotrun-volume")]
+        #[arg(long, default_value = "spotrun-volume", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         pvc: String,
         /// Mount path of the PVC in the pod; the sweep volume is MOUNT/sweeps.
-        #[arg(long, default_value = "/data")]
+        #[arg(long, default_value = "/data", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         mount: String,
         #[arg(long, default_value_t = 4)]
         parallelism: usize,
@@ -409,6 +410,7 @@ mod engines_cli {
         submit: bool,
         out: Option<PathBuf>,
     ) -> Result<ExitCode> {
+        slurm::check(o).map_err(SweepError::Usage)?;
         let volume = absolute(&volume.unwrap_or_else(sweep::default_volume))?;
         let sweep_abs = absolute(sweep_path)?;
         let ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;

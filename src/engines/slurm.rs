@@ -30,6 +30,52 @@ pub struct SlurmOptions {
     pub extra: Vec<String>,
 }
 
+/// Seconds in a Slurm time limit (`--time`): `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`; `None` for no limit
+/// (`0`, `UNLIMITED`, `INFINITE`). `Err` says what Slurm would reject.
+pub fn time_seconds(t: &str) -> Result<Option<u64>, String> {
+    let bad =
+        || format!("\"{t}\" is not a Slurm time limit; use minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S (e.g. 4:00:00)");
+    let t = t.trim();
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return Ok(None);
+    }
+    let num = |s: &str| -> Result<u64, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<u64>().map_err(|_| bad())
+    };
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(num(d)?), r),
+        None => (None, t),
+    };
+    let parts = rest.split(':').map(num).collect::<Result<Vec<u64>, String>>()?;
+    let secs = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return Err(bad()),
+    };
+    Ok((secs > 0).then_some(secs))
+}
+
+/// The options Slurm would reject or that defeat the requeue: a malformed `--time`, or a grace period that is not
+/// shorter than the time limit (USR1 would come before the task could train at all).
+pub fn check(o: &SlurmOptions) -> Result<(), String> {
+    let Some(t) = &o.time else { return Ok(()) };
+    match time_seconds(t).map_err(|e| format!("--time: {e}"))? {
+        Some(limit) if u64::from(o.grace_seconds) >= limit => Err(format!(
+            "--grace {} must be shorter than --time {t} ({limit} s): the checkpoint signal comes --grace seconds \
+             before the limit",
+            o.grace_seconds
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The sbatch script. `spotrun`, `sweep` and `volume` should be absolute paths the compute nodes can see.
 pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path) -> String {
     let n = ctx.runs.len();
@@ -156,4 +202,23 @@ pub fn submit(script: &Path) -> Result<String, SweepError> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.trim().split(';').next().unwrap_or("").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slurm_time_limits_parse_like_sbatch() {
+        use super::time_seconds;
+        assert_eq!(time_seconds("30"), Ok(Some(1800)));
+        assert_eq!(time_seconds("30:15"), Ok(Some(1815)));
+        assert_eq!(time_seconds("4:00:00"), Ok(Some(14400)));
+        assert_eq!(time_seconds("1-2"), Ok(Some(93600)));
+        assert_eq!(time_seconds("1-2:30"), Ok(Some(95400)));
+        assert_eq!(time_seconds("1-0:0:5"), Ok(Some(86405)));
+        assert_eq!(time_seconds("UNLIMITED"), Ok(None));
+        assert_eq!(time_seconds("0"), Ok(None));
+        for bad in ["abc", "", "1:2:3:4", "-1", "1-", "4h", "1-2-3", "1:-2"] {
+            assert!(time_seconds(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{attempts, committed, repo, run_ok, text, wait_until};
+use crate::common::{attempts, committed, repo, run_bad, run_ok, text, wait_until};
 
 const SWEEP: &str = "name = \"eng\"\nseeds = [1, 2]\nlease_seconds = 30\n[base]\n\
                      data.synthetic = { train = 30000, val = 1000, features = 256 }\nmodel.hidden = [512]\n\
@@ -197,6 +197,19 @@ fn slurm_script_is_a_plain_job_array_a_user_could_submit() {
     }
     let ok = Command::new("bash").arg("-n").arg(&script).status().unwrap();
     assert!(ok.success(), "bash -n rejects the script");
+    // What sbatch would reject, or what defeats the requeue, is refused before anything is written.
+    let other = tmp.path().join("vol2");
+    let slurm = |extra: &[&str]| -> Vec<String> {
+        let mut a =
+            vec!["slurm".to_string(), sweep.display().to_string(), "--volume".into(), other.display().to_string()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let err = run_bad(&slurm(&["--time", "4h"]));
+    assert!(err.contains("--time: \"4h\" is not a Slurm time limit"), "{err}");
+    let err = run_bad(&slurm(&["--time", "2", "--grace", "300"]));
+    assert!(err.contains("--grace 300 must be shorter than --time 2 (120 s)"), "{err}");
+    assert!(!other.exists(), "nothing written for bad options");
 }
 
 #[test]
