@@ -1,7 +1,7 @@
 //! The crate-level error: every module's error folds into [`Error`], which knows its exit code.
 //!
 //! Exit codes are part of the CLI contract: 0 success, 2 bad input (config, sweep file, data, checkpoint, or a run
-//! that diverged), 75 a sweep run held by another live worker, 128 + signal when preempted, 1 anything else (I/O
+//! that diverged), 75 a run held by another live process (a sweep worker, or a `spotrun train` of the same run dir), 128 + signal when preempted, 1 anything else (I/O
 //! on the output side, libtorch failures, a sweep with failed runs).
 use std::process::ExitCode;
 
@@ -42,6 +42,9 @@ pub enum Error {
     /// A sweep worker found that another worker took its run over; it stopped without writing (exit 75).
     #[error("{0}")]
     LeaseLost(String),
+    /// Another process is training this run directory right now (exit 75: try again later).
+    #[error("{0}")]
+    Busy(String),
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
@@ -55,7 +58,7 @@ impl Error {
             }
             Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
             Error::Sweep(e) => e.exit_code(),
-            Error::LeaseLost(_) => ExitCode::from(crate::sweep::EXIT_BUSY),
+            Error::LeaseLost(_) | Error::Busy(_) => ExitCode::from(crate::sweep::EXIT_BUSY),
             Error::Preempted { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),
             _ => ExitCode::from(1),
         }

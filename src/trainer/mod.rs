@@ -4,6 +4,7 @@
 //! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
 mod early;
 mod fit;
+mod lock;
 pub(crate) mod metrics;
 mod progress;
 mod resume;

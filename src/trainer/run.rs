@@ -10,6 +10,7 @@ use tch::nn::VarStore;
 use tch::Device;
 
 use super::fit::{Flow, Trainer};
+use super::lock::RunLock;
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use super::resume::{compatible, same_data};
@@ -150,6 +151,13 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
+    // A standalone run locks its directory (sweep workers hold a lease instead): at once when the directory
+    // exists, so a second process stops before reading checkpoints; otherwise when it is created, below.
+    let standalone = opts.owner_check.is_none();
+    let mut lock = None;
+    if standalone && run_dir.exists() {
+        lock = Some(RunLock::acquire(&run_dir)?);
+    }
 
     // Find the checkpoint to resume from (everything newer that does not verify is reported and skipped) and
     // check it fits this config and data, before anything is printed: a refusal is the only output.
@@ -221,6 +229,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
                 signals::name(sig)
             ),
         });
+    }
+    if standalone && lock.is_none() {
+        lock = Some(RunLock::acquire(&run_dir)?);
+    }
+    if let Some((_, Some(warning))) = &lock {
+        progress.println(&format!("warning: {warning}"));
     }
     write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
 

@@ -429,3 +429,23 @@ fn a_resume_on_changed_data_is_refused_unless_allowed() {
     assert!(text(&out.stderr).contains("continuing on different data"), "{}", text(&out.stderr));
     assert_eq!(metrics(&d).len(), 2);
 }
+
+#[test]
+fn a_second_process_on_the_same_run_dir_stops_at_once_and_the_first_is_unharmed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    let first = spawn(&d, &["train.epochs=20"], &[]);
+    wait_until("the first process to train", Duration::from_secs(60), || d.join("config.toml").exists());
+    // Same command, same directory: refused with exit 75 (try again later), naming the holder.
+    let out = run(&d, &["train.epochs=20"], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains(&format!("another spotrun process (pid {}) is training this run", first.id())), "{err}");
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let epochs: Vec<u64> = metrics(&d).iter().map(|m| m["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, (1..=20).collect::<Vec<u64>>(), "no epoch written twice");
+    // Once the first has exited, the same command runs (and finds the run finished).
+    let out = run(&d, &["train.epochs=20"], &[]);
+    assert!(out.status.success() && text(&out.stdout).contains("already finished"), "{}", text(&out.stderr));
+}
