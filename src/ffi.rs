@@ -169,6 +169,30 @@ pub fn tune_allocator() -> bool {
     }
 }
 
+/// A new contiguous CPU tensor of `shape` and `kind` whose bytes `fill` writes (e.g. straight from a file, so a
+/// dataset is in memory once rather than twice). `fill` must write every byte; its error is returned as is.
+pub fn cpu_tensor_filled<E>(
+    shape: &[i64],
+    kind: tch::Kind,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> Result<Result<Tensor, E>, tch::TchError> {
+    // Zeroed rather than empty: a `&mut [u8]` must not point at uninitialised memory (the zeroing costs far less
+    // than the read that follows).
+    let t = Tensor::f_zeros(shape, (kind, tch::Device::Cpu))?;
+    let len = t.numel() * kind.elt_size_in_bytes();
+    if len == 0 {
+        return Ok(fill(&mut []).map(|_| t));
+    }
+    let ptr = t.data_ptr() as *mut u8;
+    if ptr.is_null() {
+        return Err(tch::TchError::Torch("empty tensor has no storage".into()));
+    }
+    // SAFETY: `t` was just created here, so no other handle to its storage exists while `fill` runs; a new CPU
+    // tensor is contiguous with `len` initialised bytes at `ptr`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    Ok(fill(bytes).map(|_| t))
+}
+
 /// The bytes of a CPU tensor whose storage is contiguous, borrowed without copying; `None` otherwise.
 ///
 /// The borrow is tied to `t`. Sound as long as nobody writes the tensor's storage while the slice is alive; the

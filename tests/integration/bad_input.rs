@@ -181,3 +181,22 @@ fn a_run_dir_holding_another_run_is_left_untouched() {
     assert!(err.contains("different config"), "{err}");
     assert_eq!(snapshot(&dir), before);
 }
+
+#[test]
+fn a_truncated_or_inconsistent_data_file_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("cut.safetensors");
+    write_dataset(&f, 400, 16, 4, Kind::Float, Kind::Int64);
+    let bytes = std::fs::read(&f).unwrap();
+    let src = vec!["data.source=safetensors".to_string(), format!("data.path={}", f.display())];
+    let args = sets(&src.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    rejects(args.clone(), &["cut.safetensors", "not a safetensors file", "truncated or corrupted?"]);
+    // A header length pointing past the end of the file.
+    let mut bad = bytes.clone();
+    bad[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    std::fs::write(&f, &bad).unwrap();
+    rejects(args.clone(), &["cut.safetensors", "header length"]);
+    std::fs::write(&f, &bytes[..5]).unwrap();
+    rejects(args, &["cut.safetensors", "too short"]);
+}
