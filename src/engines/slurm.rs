@@ -50,15 +50,18 @@ pub fn time_seconds(t: &str) -> Result<Option<u64>, String> {
         None => (None, t),
     };
     let parts = rest.split(':').map(num).collect::<Result<Vec<u64>, String>>()?;
-    let secs = match (days, parts.as_slice()) {
-        (None, [m]) => m * 60,
-        (None, [m, s]) => m * 60 + s,
-        (None, [h, m, s]) => h * 3600 + m * 60 + s,
-        (Some(d), [h]) => d * 86400 + h * 3600,
-        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
-        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+    // (days, hours, minutes, seconds), in u128 so no input can overflow.
+    let (d, h, m, s) = match (days, parts.as_slice()) {
+        (None, [m]) => (0, 0, *m, 0),
+        (None, [m, s]) => (0, 0, *m, *s),
+        (None, [h, m, s]) => (0, *h, *m, *s),
+        (Some(d), [h]) => (d, *h, 0, 0),
+        (Some(d), [h, m]) => (d, *h, *m, 0),
+        (Some(d), [h, m, s]) => (d, *h, *m, *s),
         _ => return Err(bad()),
     };
+    let secs = u128::from(d) * 86400 + u128::from(h) * 3600 + u128::from(m) * 60 + u128::from(s);
+    let secs = u64::try_from(secs).map_err(|_| bad())?;
     Ok((secs > 0).then_some(secs))
 }
 
@@ -217,6 +220,7 @@ mod tests {
         assert_eq!(time_seconds("1-0:0:5"), Ok(Some(86405)));
         assert_eq!(time_seconds("UNLIMITED"), Ok(None));
         assert_eq!(time_seconds("0"), Ok(None));
+        assert!(time_seconds("18446744073709551615-0").is_err(), "overflow is an error, not a wrap");
         for bad in ["abc", "", "1:2:3:4", "-1", "1-", "4h", "1-2-3", "1:-2"] {
             assert!(time_seconds(bad).is_err(), "{bad:?} accepted");
         }
