@@ -69,24 +69,31 @@ pub fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         .map_err(|e| ConfigError::Syntax { file: path.into(), message: e.to_string().trim().to_string() })
 }
 
-/// Parses a config from TOML text (used for `config.toml` files spotrun wrote itself, and in tests).
+/// Parses a `config.toml` that spotrun wrote itself (a run directory's resolved config). Types are checked, the
+/// value rules of [`validate`] are not: the config was validated when it was written, and judging it by a later
+/// version's stricter rules would refuse that version's run directories.
 pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let table = text
         .parse::<toml::Table>()
         .map_err(|e| ConfigError::Syntax { file: origin.to_path_buf(), message: e.to_string().trim().to_string() })?;
-    from_table(table, origin)
+    deserialize(table, origin)
 }
 
 /// Deserializes and validates a config table; errors name `origin` and the key path.
 pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+    let config = deserialize(table, origin)?;
+    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
+    Ok(config)
+}
+
+/// The typed config, or a key error with a did-you-mean hint where one helps.
+fn deserialize(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let (key, message) = wording::describe(e);
         let hint = wording::config_hint(&key, &message);
         let message = wording::with_hint(message, hint);
         ConfigError::Key { file: origin.to_path_buf(), key, message }
-    })?;
-    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
-    Ok(config)
+    })
 }
 
 /// Says which `--set` gave the bad value when a key error is about a key that one set (the last such wins).
@@ -172,6 +179,8 @@ mod tests {
         assert!(e.contains("train.name") && e.contains("directory name"), "{e}");
         let e = load(None, &["train.threads=100000".into()]).unwrap_err().to_string();
         assert!(e.contains("train.threads") && e.contains("at most 4096"), "{e}");
+        // A run directory written before the rule existed still parses (its config was valid then).
+        assert!(parse_str("[train]\nname = \"my config\"\n", Path::new("config.toml")).is_ok());
         let e = load(None, &["data.synthetic.classes=1".into()]).unwrap_err().to_string();
         assert!(e.contains("data.synthetic.classes: must be at least 2, got 1 (from --set"), "{e}");
     }
