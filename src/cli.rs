@@ -99,8 +99,8 @@ pub enum Command {
         next: bool,
         #[arg(long)]
         volume: Option<PathBuf>,
-        /// CPU threads per run (overrides train.threads).
-        #[arg(long)]
+        /// CPU threads per run (overrides train.threads; at most 4096).
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4096))]
         threads: Option<usize>,
         #[arg(long)]
         retries: Option<u32>,

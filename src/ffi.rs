@@ -171,11 +171,15 @@ pub fn tune_allocator() -> bool {
 
 /// A new contiguous CPU tensor of `shape` and `kind` whose bytes `fill` writes (e.g. straight from a file, so a
 /// dataset is in memory once rather than twice). `fill` must write every byte; its error is returned as is.
-pub fn cpu_tensor_filled<E>(
+pub(crate) fn cpu_tensor_filled<E>(
     shape: &[i64],
     kind: tch::Kind,
     fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
 ) -> Result<Result<Tensor, E>, tch::TchError> {
+    if kind == tch::Kind::Bool {
+        // Any byte but 0 or 1 in a bool tensor is undefined behaviour inside libtorch.
+        return Err(tch::TchError::Kind("cpu_tensor_filled takes numeric kinds only, not Bool".into()));
+    }
     // Zeroed rather than empty: a `&mut [u8]` must not point at uninitialised memory (the zeroing costs far less
     // than the read that follows).
     let t = Tensor::f_zeros(shape, (kind, tch::Device::Cpu))?;

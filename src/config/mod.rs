@@ -6,7 +6,6 @@ mod hash;
 mod load;
 mod schema;
 mod validate;
-pub use validate::check_dir_name;
 mod wording;
 
 pub use hash::{config_hash, hash_ignoring_epochs, PLACEMENT_KEYS};

@@ -141,7 +141,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         let hint = config::spelling_hint(&message);
         key_err(&key, config::with_hint(message, hint))
     })?;
-    config::check_dir_name(&raw.name).map_err(|m| key_err("name", m))?;
+    check_name(&raw.name).map_err(|m| key_err("name", m))?;
 
     let (base, base_origin, inline) = match &raw.base {
         None => (toml::Table::new(), PathBuf::from(config::BUILTIN), false),
@@ -275,6 +275,19 @@ pub fn self_contained(path: &Path) -> Result<String, SweepError> {
         t.insert("base".into(), toml::Value::Table(base));
     }
     toml::to_string(&t).map_err(|e| SweepError::Syntax { file: path.into(), message: e.to_string() })
+}
+
+/// A sweep name becomes one directory under the volume: letters, digits, `.`, `_`, `-`, not starting with `.`,
+/// at most 100 characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(ok_char) {
+        return Err(format!(
+            "\"{name}\" cannot be used as a directory name under the volume (it must not contain '/' or '..', start \
+             with '.', or be empty); use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
 }
 
 fn strip(e: &config::ConfigError) -> String {

@@ -11,30 +11,45 @@ use crate::error::{Error, Result};
 /// The lock file's name inside the run directory.
 pub const LOCK_FILE: &str = ".lock";
 
-/// A held run-directory lock; released when dropped or when the process exits.
+/// `ENOLCK` on Linux: the file system (typically NFS without a lock manager) cannot lock.
+const ENOLCK: i32 = 37;
+
+/// A held run-directory lock (or none, where the file system cannot lock); released when dropped or when the
+/// process exits.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl RunLock {
-    /// Creates `dir` if needed and takes its lock, or fails with [`Error::Busy`] naming the holder's pid.
-    /// File systems without `flock` support go unlocked (a warning is returned with the lock).
+    /// Creates `dir` if needed and takes its lock, or fails with [`Error::Busy`] naming the holder's pid. Where
+    /// locking is impossible (no `flock` support, a read-only directory without a lock file) the run goes on
+    /// unlocked, with a warning returned beside the lock.
     pub fn acquire(dir: &Path) -> Result<(RunLock, Option<String>)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let unlocked = |why: String| {
+            let warning =
+                format!("{}: cannot lock ({why}); nothing stops a second process on this run", path.display());
+            Ok((RunLock { _file: None }, Some(warning)))
+        };
+        // Read-write to record the pid; a read-only directory (a finished run on a read-only mount) still locks
+        // through a read-only descriptor, or goes unlocked when it has no lock file yet.
+        let opened = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let (mut file, writable) = match opened {
+            Ok(f) => (f, true),
+            Err(e) => match File::open(&path) {
+                Ok(f) => (f, false),
+                Err(_) => return unlocked(e.to_string()),
+            },
+        };
         match file.try_lock() {
             Ok(()) => {
                 // Record the holder for the message a second process prints; the lock itself is what counts.
-                let _ = file.set_len(0).and_then(|_| writeln!(file, "{}", std::process::id()));
-                Ok((RunLock { _file: file }, None))
+                if writable {
+                    let _ = file.set_len(0).and_then(|_| writeln!(file, "{}", std::process::id()));
+                }
+                Ok((RunLock { _file: Some(file) }, None))
             }
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -47,10 +62,12 @@ impl RunLock {
                     dir.display()
                 )))
             }
-            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => Ok((
-                RunLock { _file: file },
-                Some(format!("{}: this file system cannot lock files; nothing stops a second process", path.display())),
-            )),
+            // No lock support (ENOTSUP), or NFS without a lock daemon (ENOLCK, 37 on Linux): go on unlocked.
+            Err(TryLockError::Error(e))
+                if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(ENOLCK) =>
+            {
+                unlocked(e.to_string())
+            }
             Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
     }

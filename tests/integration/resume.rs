@@ -410,13 +410,15 @@ fn a_resume_on_changed_data_is_refused_unless_allowed() {
         ]));
         a
     };
+    tch::manual_seed(1);
     crate::common::write_dataset(&f, 512, 12, 3, tch::Kind::Float, tch::Kind::Int64);
     crate::common::run_ok(&train("1", &[]));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(committed(&d)[0].join("manifest.json")).unwrap()).unwrap();
     assert!(m["data_fingerprint"].as_str().is_some_and(|s| s.starts_with("crc32:")), "{m}");
 
-    // Someone regenerates the data file between preemption and resume.
+    // Someone regenerates the data file (with another seed) between preemption and resume.
+    tch::manual_seed(2);
     crate::common::write_dataset(&f, 512, 12, 3, tch::Kind::Float, tch::Kind::Int64);
     let before = (committed(&d), std::fs::read(d.join("metrics.jsonl")).unwrap());
     let err = run_bad(&train("2", &[]));
