@@ -1,5 +1,5 @@
-//! One `spotrun train` per run directory: an exclusive advisory lock (`flock`) on `RUN_DIR/.lock`, held until the
-//! process exits, so a second launch of the same run (a double submit, a requeued job whose first copy is still
+//! One `spotrun train` per run directory: an exclusive advisory lock (`flock`) on `RUN_DIR/.lock` and on `.lock`
+//! in the checkpoint directory, held until the process exits, so a second launch of the same run (a double submit, a requeued job whose first copy is still
 //! saving) stops at once instead of interleaving checkpoints and metrics. The kernel drops the lock when the
 //! process dies, however it dies, so a stale lock cannot exist. Sweep workers are guarded by their lease instead.
 use std::fs::{File, OpenOptions, TryLockError};
@@ -57,7 +57,7 @@ impl RunLock {
                 let pid = pid.trim();
                 let holder = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
                 Err(Error::Busy(format!(
-                    "{}: another spotrun process{holder} is training this run; wait for it to finish, or stop it \
+                    "{}: another spotrun process{holder} is training a run here; wait for it to finish, or stop it \
                      (it checkpoints on SIGTERM) and run the same command again",
                     dir.display()
                 )))
@@ -70,6 +70,42 @@ impl RunLock {
             }
             Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
+    }
+}
+
+/// The locks a standalone run takes: its run directory and its checkpoint directory (two runs sharing one
+/// checkpoint directory through `checkpoint.dir` would mix their checkpoints). A directory named twice (the same
+/// path spelt two ways) is locked once.
+#[derive(Debug, Default)]
+pub struct RunLocks {
+    pending: Vec<std::path::PathBuf>,
+    held: Vec<(std::path::PathBuf, RunLock, Option<String>)>,
+}
+
+impl RunLocks {
+    pub fn new(dirs: Vec<std::path::PathBuf>) -> RunLocks {
+        RunLocks { pending: dirs, held: Vec::new() }
+    }
+
+    /// Locks each pending directory that exists, or every one (creating it) when `create`.
+    pub fn take(&mut self, create: bool) -> Result<()> {
+        let (now, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|d| create || d.exists());
+        self.pending = later;
+        for dir in now {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let real = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+            if self.held.iter().all(|(p, _, _)| *p != real) {
+                let (lock, warning) = RunLock::acquire(&real)?;
+                self.held.push((real, lock, warning));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a directory could not be locked, one line each.
+    pub fn warnings(&self) -> impl Iterator<Item = &str> {
+        self.held.iter().filter_map(|(_, _, w)| w.as_deref())
     }
 }
 
@@ -87,5 +123,18 @@ mod tests {
         assert!(err.contains("another spotrun process") && err.contains(&format!("pid {}", std::process::id())));
         drop(first);
         assert!(RunLock::acquire(&dir).is_ok(), "dropping the lock releases it");
+    }
+
+    #[test]
+    fn run_locks_take_existing_directories_first_and_lock_a_path_spelt_twice_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (run, ckpt) = (tmp.path().join("run"), tmp.path().join("run/checkpoints"));
+        let again = tmp.path().join("run/checkpoints/../checkpoints");
+        let mut locks = RunLocks::new(vec![run.clone(), ckpt.clone(), again]);
+        locks.take(false).unwrap();
+        assert!(!run.exists(), "nothing is created before take(true)");
+        locks.take(true).unwrap();
+        assert_eq!(locks.held.len(), 2, "the same directory is locked once");
+        assert!(RunLock::acquire(&ckpt).is_err(), "the checkpoint directory is locked too");
     }
 }

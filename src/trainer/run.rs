@@ -10,7 +10,7 @@ use tch::nn::VarStore;
 use tch::Device;
 
 use super::fit::{Flow, Trainer};
-use super::lock::RunLock;
+use super::lock::RunLocks;
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use super::resume::{compatible, same_data};
@@ -151,13 +151,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
-    // A standalone run locks its directory (sweep workers hold a lease instead): at once when the directory
-    // exists, so a second process stops before reading checkpoints; otherwise when it is created, below.
+    // A standalone run locks its directory and its checkpoint directory (sweep workers hold a lease instead): at
+    // once where the directory exists, so a second process stops before reading checkpoints; otherwise when it
+    // is created, below.
     let standalone = opts.owner_check.is_none();
-    let mut lock = None;
-    if standalone && run_dir.exists() {
-        lock = Some(RunLock::acquire(&run_dir)?);
-    }
+    let mut locks = RunLocks::new(if standalone { vec![run_dir.clone(), ckpt_dir.clone()] } else { vec![] });
+    locks.take(false)?;
 
     // Find the checkpoint to resume from (everything newer that does not verify is reported and skipped) and
     // check it fits this config and data, before anything is printed: a refusal is the only output.
@@ -230,12 +229,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             ),
         });
     }
-    if standalone && lock.is_none() {
-        lock = Some(RunLock::acquire(&run_dir)?);
-    }
-    if let Some((_, Some(warning))) = &lock {
-        progress.println(&format!("warning: {warning}"));
-    }
+    locks.take(true)?;
+    locks.warnings().for_each(|w| progress.println(&format!("warning: {w}")));
     write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
 
     let mut saver = Saver {

@@ -442,7 +442,12 @@ fn a_second_process_on_the_same_run_dir_stops_at_once_and_the_first_is_unharmed(
     let out = run(&d, &["train.epochs=20"], &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
-    assert!(err.contains(&format!("another spotrun process (pid {}) is training this run", first.id())), "{err}");
+    assert!(err.contains(&format!("another spotrun process (pid {}) is training a run here", first.id())), "{err}");
+    // Another run directory sharing the first one's checkpoint directory is refused the same way.
+    let shared = format!("checkpoint.dir={}", d.join("checkpoints").display());
+    let out = run(&tmp.path().join("other"), &["train.epochs=20", &shared], &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("{}: another spotrun process", d.join("checkpoints").display())));
     let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let epochs: Vec<u64> = metrics(&d).iter().map(|m| m["epoch"].as_u64().unwrap()).collect();
