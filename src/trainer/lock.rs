@@ -22,11 +22,10 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Creates `dir` if needed and takes its lock, or fails with [`Error::Busy`] naming the holder's pid. Where
+    /// Takes the lock of the existing directory `dir`, or fails with [`Error::Busy`] naming the holder's pid. Where
     /// locking is impossible (no `flock` support, a read-only directory without a lock file) the run goes on
     /// unlocked, with a warning returned beside the lock.
     pub fn acquire(dir: &Path) -> Result<(RunLock, Option<String>)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
         let unlocked = |why: String| {
             let warning =
@@ -117,6 +116,7 @@ mod tests {
     fn a_second_lock_on_the_same_directory_is_refused_until_the_first_is_dropped() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
         let (first, warning) = RunLock::acquire(&dir).unwrap();
         assert!(warning.is_none());
         let err = RunLock::acquire(&dir).unwrap_err().to_string();
