@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand};
 
 use crate::device;
 
-/// `println!` that ignores a closed stdout (e.g. `spotrun devices | head -1`) instead of panicking.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
-    }};
-}
 use crate::engines::k8s::K8sOptions;
 use crate::engines::slurm::SlurmOptions;
 use crate::error::Result;
@@ -44,6 +38,10 @@ pub enum Command {
         /// Resume even if the checkpoint was written with a different config or on different data.
         #[arg(long)]
         allow_config_change: bool,
+        /// Train from scratch although RUN_DIR holds trained results and no usable checkpoint (the old files are
+        /// moved to RUN_DIR/replaced-<time>/, never deleted).
+        #[arg(long)]
+        start_over: bool,
     },
     /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
     Inspect {
@@ -216,17 +214,18 @@ pub enum Command {
 /// Parses the arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::boundary::install_quiet_hook();
     if std::env::var_os("SPOTRUN_DEFAULT_MALLOC").is_none() {
         crate::ffi::tune_allocator();
     }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e @ crate::Error::Preempted { .. }) => {
-            eprintln!("spotrun: {e}");
+            tell!("spotrun: {e}");
             e.exit_code()
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            tell!("error: {e}");
             e.exit_code()
         }
     }
@@ -234,20 +233,26 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Train { config, sets, run_dir, quiet, allow_config_change } => {
+        Command::Train { config, sets, run_dir, quiet, allow_config_change, start_over } => {
             let opts = TrainOptions {
                 config,
                 sets,
                 run_dir,
                 quiet,
                 allow_config_change,
+                start_over,
                 loaded: None,
                 epoch_hook: None,
                 owner_check: None,
             };
             let s = trainer::train(&opts)?;
             if s.status == trainer::RunStatus::AlreadyFinished {
-                say!("run {} already finished ({} epochs) -> {}", &s.run_id[..8], s.metrics.len(), s.run_dir.display());
+                say!(
+                    "run {} already finished ({} epochs) -> {}",
+                    crate::config::short_id(&s.run_id),
+                    s.metrics.len(),
+                    s.run_dir.display()
+                );
             } else if let Some(last) = s.metrics.last() {
                 let how = match s.status {
                     trainer::RunStatus::StoppedEarly => "stopped early",
@@ -256,7 +261,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 };
                 say!(
                     "run {} {how}: {} epochs, val_accuracy {:.4}, val_loss {:.4} -> {}",
-                    &s.run_id[..8],
+                    crate::config::short_id(&s.run_id),
                     last.epoch,
                     last.val_accuracy,
                     last.val_loss,
@@ -359,11 +364,17 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             engines_cli::k8s(&sweep, o, output)
         }
         Command::Inspect { path, verify } => {
-            let dirs = crate::inspect::find(&path);
-            if dirs.is_empty() {
-                eprintln!("error: {}: no checkpoints found", path.display());
-                return Ok(ExitCode::from(2));
-            }
+            let dirs = match crate::inspect::find(&path) {
+                Ok(d) if d.is_empty() => Err(format!("{}: no checkpoints found", path.display())),
+                other => other,
+            };
+            let dirs = match dirs {
+                Ok(d) => d,
+                Err(e) => {
+                    tell!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let mut all_good = true;
             for d in dirs {
                 let (text, good) = crate::inspect::report(&d, verify);

@@ -37,6 +37,22 @@ pub fn select(request: DeviceRequest) -> Result<tch::Device, String> {
     }
 }
 
+/// Bytes of host memory this process can still allocate: `MemAvailable` from /proc/meminfo, or the cgroup
+/// limit minus its usage where that is smaller (a container). `None` where neither can be read.
+pub fn host_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    });
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .and_then(|max| read("/sys/fs/cgroup/memory.current").map(|cur| max.saturating_sub(cur)));
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// One CUDA device as the driver reports it.
 #[derive(Debug, Clone)]
 pub struct GpuInfo {

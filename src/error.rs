@@ -39,6 +39,13 @@ pub enum Error {
     /// A failure while training that retrying may fix (e.g. CUDA out of memory in an optimizer step).
     #[error("{0}")]
     Runtime(String),
+    /// An allocation did not fit (host RAM or GPU memory). Before training it is bad input (exit 2: the config
+    /// asks for more than the machine has); during training exit 1. Sweeps never retry it.
+    #[error("out of memory: {message}")]
+    OutOfMemory { message: String, before_training: bool },
+    /// A panic that is not an allocation failure: a bug in spotrun, reported in one line.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// A sweep worker found that another worker took its run over; it stopped without writing (exit 75).
     #[error("{0}")]
     LeaseLost(String),
@@ -50,18 +57,24 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error: 2 for bad input, 1 otherwise.
-    pub fn exit_code(&self) -> ExitCode {
+    /// The process exit code for this error: 2 for bad input, 75 busy, 128 + signal when preempted, 1 otherwise.
+    /// The one mapping: the CLI and the sweep worker's attempt records both use it.
+    pub fn code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => {
-                ExitCode::from(2)
-            }
-            Error::TensorIo(e) if e.is_bad_input() => ExitCode::from(2),
-            Error::Sweep(e) => e.exit_code(),
-            Error::LeaseLost(_) | Error::Busy(_) => ExitCode::from(crate::sweep::EXIT_BUSY),
-            Error::Preempted { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),
-            _ => ExitCode::from(1),
+            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => 2,
+            Error::OutOfMemory { before_training: true, .. } => 2,
+            Error::TensorIo(e) if e.is_bad_input() => 2,
+            Error::Sweep(e) => e.code(),
+            Error::LeaseLost(_) | Error::Busy(_) => crate::sweep::EXIT_BUSY,
+            Error::Preempted { signal, .. } => (128 + signal).clamp(0, 255) as u8,
+            Error::Internal(_) => 101,
+            _ => 1,
         }
+    }
+
+    /// [`Error::code`] as a process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 
     pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {

@@ -2,29 +2,33 @@
 //! directory) holds, read from its manifest; `--verify` also checks every file's size and CRC-32.
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, Manifest, MANIFEST};
+use crate::checkpoint::{self, Manifest, ManifestError, MANIFEST};
 
 /// Checkpoint directories under `path`: itself if it has a manifest or is named `ckpt-*`, else its `ckpt-*`
-/// children, else those of `path/checkpoints`.
-pub fn find(path: &Path) -> Vec<PathBuf> {
-    let is_ckpt =
-        |p: &Path| p.join(MANIFEST).exists() || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"));
-    if is_ckpt(path) {
-        return vec![path.to_path_buf()];
+/// children, else those of `path/checkpoints`. `Err` says why `path` cannot be looked at (no such path, an I/O
+/// error), so a missing or unreadable path is never reported as "no checkpoints".
+pub fn find(path: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{}: no such path", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let named_ckpt = |p: &Path| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"));
+    if path.join(MANIFEST).exists() || named_ckpt(path) {
+        return Ok(vec![path.to_path_buf()]);
     }
     for dir in [path.to_path_buf(), path.join("checkpoints")] {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && is_ckpt(p))
-            .collect();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => continue,
+            Err(e) => return Err(format!("{}: cannot list: {e}", dir.display())),
+        };
+        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| named_ckpt(p)).collect();
         if !v.is_empty() {
             v.sort();
-            return v;
+            return Ok(v);
         }
     }
-    Vec::new()
+    Ok(Vec::new())
 }
 
 /// A human-readable report for one checkpoint directory, and whether it is good: a committed checkpoint whose
@@ -33,7 +37,7 @@ pub fn find(path: &Path) -> Vec<PathBuf> {
 pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     let m = match Manifest::read(dir) {
         Ok(m) => m,
-        Err(e) if !dir.join(MANIFEST).exists() => {
+        Err(e @ ManifestError::Absent { .. }) => {
             return (
                 format!("{}\n  not committed (an interrupted write; resume ignores it): {e}\n", dir.display()),
                 true,
@@ -50,7 +54,7 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     };
     out += &format!(
         "  run id {}  format v{}  reason {}  saved in {:.2}s\n  cursor: {cursor}, step {}{}\n",
-        &m.run_id[..m.run_id.len().min(16)],
+        crate::config::short_id_n(&m.run_id, 16),
         m.format_version,
         m.reason,
         m.save_seconds,

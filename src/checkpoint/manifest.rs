@@ -1,7 +1,7 @@
 //! The checkpoint manifest: what a checkpoint holds, with a size and CRC-32 per file. Written last: its presence is
 //! the commit point, and a checkpoint directory without a valid manifest does not exist as far as resume is
 //! concerned.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,20 @@ pub struct Manifest {
     pub created_unix_ms: u128,
 }
 
+/// Why a checkpoint directory's manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No manifest: the save was interrupted before its commit point, so this is not a checkpoint.
+    #[error("{path}: no manifest (a save interrupted before it committed)")]
+    Absent { path: PathBuf },
+    /// The manifest exists but could not be read (EIO, EISDIR, a stale NFS handle): the checkpoint may be good.
+    #[error("{path}: cannot read the manifest: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The manifest was read but is not one this spotrun understands.
+    #[error("{path}: invalid manifest: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
 /// CRC-32 as 8 lowercase hex digits (the manifest's checksum format).
 pub fn crc32_hex(crc: u32) -> String {
     format!("{crc:08x}")
@@ -59,18 +73,20 @@ impl Manifest {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Parses a manifest file; `Err` says why it is not a valid manifest.
-    pub fn read(dir: &Path) -> Result<Manifest, String> {
+    /// Parses a manifest file. An absent manifest (a save that never committed), one that cannot be read (an I/O
+    /// error: not "absent") and one that is not a valid manifest are three different errors.
+    pub fn read(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("{}: invalid manifest: {e}", path.display()))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ManifestError::Absent { path }),
+            Err(source) => return Err(ManifestError::Read { path, source }),
+        };
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ManifestError::Invalid { path: path.clone(), message: e.to_string() })?;
         if m.format_version != FORMAT_VERSION {
-            return Err(format!(
-                "{}: format_version {} (this spotrun reads {FORMAT_VERSION})",
-                path.display(),
-                m.format_version
-            ));
+            let message = format!("format_version {} (this spotrun reads {FORMAT_VERSION})", m.format_version);
+            return Err(ManifestError::Invalid { path, message });
         }
         Ok(m)
     }

@@ -11,10 +11,11 @@ mod tensors;
 mod writer;
 
 pub use atomic::{append_line, unique_suffix, write_atomic, write_atomic_with};
-pub use manifest::{crc32_hex, FileEntry, Manifest, FORMAT_VERSION, MANIFEST};
-pub use retention::{to_delete, Entry};
+pub use manifest::{crc32_hex, FileEntry, Manifest, ManifestError, FORMAT_VERSION, MANIFEST};
+pub use retention::{to_delete, Entry, State};
 pub use store::{
-    load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Snapshot, Store, MODEL_FILE, STATE_FILE,
+    load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, MODEL_FILE,
+    STATE_FILE,
 };
 pub use tensors::{from_bytes, load, save, to_bytes, write_to, TensorIoError, Written};
 pub use writer::Writer;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Tensor};
 
 use super::atomic::write_atomic;
-use super::manifest::{crc32_hex, FileEntry, Manifest, MANIFEST};
-use super::retention::{self, Entry};
+use super::manifest::{crc32_hex, FileEntry, Manifest, ManifestError, MANIFEST};
+use super::retention::{self, Entry, State};
 use super::tensors::{from_bytes, save, TensorIoError};
 
 /// Model weights file inside a checkpoint (PyTorch `state_dict` names).
@@ -99,7 +99,9 @@ impl Store {
     pub fn commit(&self, snap: Snapshot) -> Result<Committed, CheckpointError> {
         let dir = self.dir.join(format!("ckpt-{:010}", snap.manifest.step));
         let result = self.write(&dir, snap);
-        if result.is_err() && !dir.join(MANIFEST).exists() {
+        let never_committed = matches!(std::fs::symlink_metadata(dir.join(MANIFEST)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if result.is_err() && never_committed {
             let _ = std::fs::remove_dir_all(&dir);
         }
         result
@@ -108,12 +110,8 @@ impl Store {
     fn write(&self, dir: &Path, mut snap: Snapshot) -> Result<Committed, CheckpointError> {
         let n = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let werr = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };
+        self.clear_way(dir).map_err(|e| werr(dir, e))?;
         std::fs::create_dir_all(dir).map_err(|e| werr(dir, e))?;
-        // A stale manifest from an earlier save of this step must not vouch for files about to be replaced.
-        match std::fs::remove_file(dir.join(MANIFEST)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(werr(&dir.join(MANIFEST), e)),
-            _ => {}
-        }
         let write = |name: &str, tensors: &[(String, Tensor)]| -> Result<FileEntry, CheckpointError> {
             self.delay();
             let written = save(&dir.join(name), tensors).map_err(|e| match e {
@@ -148,62 +146,147 @@ impl Store {
         Ok(Committed { dir: dir.to_path_buf(), step: snap.manifest.step, save_seconds: snap.manifest.save_seconds })
     }
 
+    /// Makes room for a new checkpoint directory at `dir`. Scratch of an interrupted save (no manifest) is
+    /// removed; anything with a manifest (a checkpoint that resume skipped because it does not verify, load or
+    /// read) is renamed aside to `unusable-ckpt-*`, kept for inspection, never deleted.
+    fn clear_way(&self, dir: &Path) -> std::io::Result<()> {
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        match Manifest::read(dir) {
+            Err(ManifestError::Absent { .. }) => std::fs::remove_dir_all(dir),
+            _ => {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                let aside = self.dir.join(format!("unusable-{name}-{}", super::atomic::unique_suffix()));
+                std::fs::rename(dir, &aside)?;
+                tell!("warning: {} could not be used; kept as {}", dir.display(), aside.display());
+                Ok(())
+            }
+        }
+    }
+
     fn delay(&self) {
         if let Some(d) = self.hooks.write_delay {
             std::thread::sleep(d);
         }
     }
 
-    /// Every `ckpt-*` directory, oldest first, with whether it holds a manifest that parses.
-    pub fn list(&self) -> Vec<(Entry, PathBuf)> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut v: Vec<(Entry, PathBuf)> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let step = name.strip_prefix("ckpt-")?.parse::<u64>().ok()?;
-                let path = e.path();
-                let committed = Manifest::read(&path).is_ok();
-                Some((Entry { name, step, committed }, path))
-            })
-            .collect();
+    /// Every `ckpt-*` directory, oldest first, with what its manifest says it is. A directory that cannot be
+    /// listed is an error (never "no checkpoints": that would restart the run); one that does not exist is empty.
+    pub fn list(&self) -> std::io::Result<Vec<(Entry, PathBuf)>> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut v = Vec::new();
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(step) = name.strip_prefix("ckpt-").and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let path = e.path();
+            let state = match Manifest::read(&path) {
+                Ok(_) => State::Committed,
+                Err(ManifestError::Absent { .. }) => State::Scratch,
+                Err(_) => State::Unknown,
+            };
+            v.push((Entry { name, step, state }, path));
+        }
         v.sort_by_key(|(e, _)| e.step);
-        v
+        Ok(v)
     }
 
     /// Deletes what [`retention::to_delete`] says; a failed delete is reported, never fatal. Call it only after
-    /// a commit succeeded.
+    /// a commit succeeded. Each directory is first renamed away (`.deleting-ckpt-*`, directory fsynced), so a kill
+    /// part-way through a delete never leaves a `ckpt-*` directory whose manifest vouches for missing files;
+    /// leftovers of such a kill are removed here next time.
     pub fn apply_retention(&self) {
-        let listed = self.list();
+        let listed = match self.list() {
+            Ok(l) => l,
+            Err(e) => return tell!("warning: retention skipped: cannot list {}: {e}", self.dir.display()),
+        };
         let entries: Vec<Entry> = listed.iter().map(|(e, _)| e.clone()).collect();
+        let mut trash: Vec<PathBuf> = Vec::new();
         for name in retention::to_delete(&entries, self.keep_last) {
-            let path = self.dir.join(&name);
+            let from = self.dir.join(&name);
+            let to = self.dir.join(format!("{TRASH_PREFIX}{name}-{}", super::atomic::unique_suffix()));
+            match std::fs::rename(&from, &to) {
+                Ok(()) => trash.push(to),
+                Err(e) => tell!("warning: could not delete old checkpoint {}: {e}", from.display()),
+            }
+        }
+        if !trash.is_empty() {
+            let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        }
+        trash.extend(self.leftover_trash());
+        for path in trash {
             if let Err(e) = std::fs::remove_dir_all(&path) {
-                eprintln!("warning: could not delete old checkpoint {}: {e}", path.display());
+                tell!("warning: could not delete old checkpoint {}: {e}", path.display());
             }
         }
     }
 
-    /// The newest checkpoint that verifies and loads; each newer one that does not is reported via `warn`.
-    pub fn latest_good(&self, device: Device, warn: &mut dyn FnMut(String)) -> Option<Loaded> {
-        for (entry, path) in self.list().into_iter().rev() {
-            if !entry.committed {
-                continue; // never committed: a write that was interrupted, not a checkpoint
-            }
-            match load(&path, device) {
-                Ok(l) => return Some(l),
-                Err(e) => warn(format!("skipping checkpoint {}: {e}", path.display())),
-            }
+    /// `.deleting-ckpt-*` directories left by a process killed while deleting.
+    fn leftover_trash(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TRASH_PREFIX))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// The newest checkpoint that verifies and loads; each newer one that does not is reported via `warn` (a
+    /// save that never committed included). `Err` when the directory cannot be listed.
+    pub fn latest_good(&self, device: Device, warn: &mut dyn FnMut(Skipped)) -> std::io::Result<Option<Loaded>> {
+        for (entry, path) in self.list()?.into_iter().rev() {
+            let why = match entry.state {
+                State::Scratch => {
+                    warn(Skipped::Uncommitted(path));
+                    continue;
+                }
+                State::Unknown => match Manifest::read(&path) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => String::from("the manifest changed while it was being read"),
+                },
+                State::Committed => match load(&path, device) {
+                    Ok(l) => return Ok(Some(l)),
+                    Err(e) => e,
+                },
+            };
+            warn(Skipped::Bad { dir: path, why });
         }
-        None
+        Ok(None)
     }
 }
+
+/// A checkpoint directory [`Store::latest_good`] passed over on the way to the one it returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// No manifest: a save that was interrupted before it committed (normal after a kill).
+    Uncommitted(PathBuf),
+    /// Looked committed but does not verify, load, or have a readable manifest.
+    Bad { dir: PathBuf, why: String },
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Skipped::Uncommitted(d) => write!(f, "ignoring {}: a save interrupted before it committed", d.display()),
+            Skipped::Bad { dir, why } => write!(f, "skipping checkpoint {}: {why}", dir.display()),
+        }
+    }
+}
+
+/// Name prefix of a checkpoint directory renamed away to be deleted.
+const TRASH_PREFIX: &str = ".deleting-";
 
 /// Checks a checkpoint directory: the manifest parses and every file has the recorded size and CRC-32.
 /// Streams the files through a fixed buffer (no file-sized allocation).
 pub fn verify(dir: &Path) -> Result<Manifest, String> {
     use std::io::Read;
-    let m = Manifest::read(dir)?;
+    let m = Manifest::read(dir).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 4 << 20];
     for f in &m.files {
         let path = dir.join(&f.name);
@@ -234,7 +317,7 @@ fn check_file(path: &Path, f: &FileEntry, len: u64, crc: u32) -> Result<(), Stri
 }
 
 fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), String> {
-    let m = Manifest::read(dir)?;
+    let m = Manifest::read(dir).map_err(|e| e.to_string())?;
     let mut bytes = HashMap::new();
     for f in &m.files {
         let path = dir.join(&f.name);

@@ -6,6 +6,7 @@
 //! so it can resume there.
 use sha2::{Digest, Sha256};
 
+use super::load::ConfigError;
 use super::schema::Config;
 
 /// Keys left out of the hash, as `(section, key)`.
@@ -13,15 +14,27 @@ pub const PLACEMENT_KEYS: [(&str, &str); 5] =
     [("train", "name"), ("train", "device"), ("train", "threads"), ("train", "log_every"), ("data", "on_device")];
 
 /// The config with `train.epochs` set to 0: equal for two configs that differ only in their length.
-pub fn hash_ignoring_epochs(c: &Config) -> String {
+pub fn hash_ignoring_epochs(c: &Config) -> Result<String, ConfigError> {
     let mut c = c.clone();
     c.train.epochs = 0;
     config_hash(&c)
 }
 
-/// The full hex SHA-256 of the canonical config.
-pub fn config_hash(c: &Config) -> String {
-    let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+/// The first `n` characters of a run id, for display: never panics, whatever the id holds (a plan or manifest
+/// read from disk may carry a short or non-ASCII id).
+pub fn short_id_n(id: &str, n: usize) -> &str {
+    id.char_indices().nth(n).map_or(id, |(i, _)| &id[..i])
+}
+
+/// The first 8 characters of a run id (run directory names, tables, messages).
+pub fn short_id(id: &str) -> &str {
+    short_id_n(id, 8)
+}
+
+/// The full hex SHA-256 of the canonical config. A config that does not serialise is an error, never a default
+/// value (every such config would share one run id and resume each other's checkpoints).
+pub fn config_hash(c: &Config) -> Result<String, ConfigError> {
+    let mut v = serde_json::to_value(c).map_err(|e| ConfigError::Unhashable { message: e.to_string() })?;
     if let Some(obj) = v.as_object_mut() {
         obj.remove("checkpoint");
     }
@@ -33,7 +46,7 @@ pub fn config_hash(c: &Config) -> String {
     // serde_json's map is a BTreeMap (no `preserve_order` feature), so this string has sorted keys.
     let canonical = v.to_string();
     let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -49,10 +62,10 @@ mod tests {
         b.train.name = Some("other".into());
         b.checkpoint.every_steps = 5;
         b.checkpoint.dir = Some("/mnt/volume".into());
-        assert_eq!(config_hash(&a), config_hash(&b));
+        assert_eq!(config_hash(&a).unwrap(), config_hash(&b).unwrap());
         let mut c = a.clone();
         c.optim.lr *= 2.0;
-        assert_ne!(config_hash(&a), config_hash(&c));
-        assert_eq!(config_hash(&a).len(), 64);
+        assert_ne!(config_hash(&a).unwrap(), config_hash(&c).unwrap());
+        assert_eq!(config_hash(&a).unwrap().len(), 64);
     }
 }

@@ -19,6 +19,9 @@ pub enum ConfigError {
     Key { file: PathBuf, key: String, message: String },
     #[error("--set {arg}: expected KEY=VALUE, e.g. --set train.epochs=3")]
     SetSyntax { arg: String },
+    /// The resolved config could not be serialised to compute its run id (never replaced by a default).
+    #[error("cannot compute the run id: the resolved config does not serialise: {message}")]
+    Unhashable { message: String },
 }
 
 /// A config plus where it came from (for messages and the default run name).
@@ -130,8 +133,27 @@ pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value, origin:
             _ => return Err(bad(format!("`{}` is a value, not a section", parts[..=i].join(".")))),
         };
     }
-    cur.insert(last.to_string(), value);
+    match (cur.get_mut(*last), value) {
+        // `--set optim={lr=0.1}` sets optim.lr; it does not replace the section (which would silently reset the
+        // optimizer kind, momentum and clipping to their defaults).
+        (Some(toml::Value::Table(section)), toml::Value::Table(values)) => merge(section, values),
+        (_, value) => {
+            cur.insert(last.to_string(), value);
+        }
+    }
     Ok(())
+}
+
+/// Sets every key of `values` in `into`, recursing into sub-tables present in both.
+fn merge(into: &mut toml::Table, values: toml::Table) {
+    for (k, v) in values {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +217,17 @@ mod tests {
         let e = load(None, &["train.nope=1".to_string()]).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
         assert!(matches!(load(None, &["train.epochs".to_string()]), Err(ConfigError::SetSyntax { .. })));
+    }
+
+    #[test]
+    fn an_inline_table_set_merges_into_the_section_instead_of_replacing_it() {
+        let (_d, p) = write("[optim]\nkind = \"sgd\"\nmomentum = 0.5\ngrad_clip = 2.0\n");
+        let c = load(Some(&p), &["optim={lr=0.1}".into()]).unwrap().config;
+        assert_eq!(c.optim.kind, OptimKind::Sgd, "the section's other keys survive");
+        assert_eq!((c.optim.lr, c.optim.momentum, c.optim.grad_clip), (0.1, 0.5, Some(2.0)));
+        let c = load(None, &["train={epochs=2, early_stopping={metric=\"val_loss\", patience=3}}".into()]).unwrap();
+        assert_eq!(c.config.train.epochs, 2);
+        assert_eq!(c.config.train.batch_size, 8192, "untouched keys keep their defaults");
     }
 
     #[test]

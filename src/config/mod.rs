@@ -8,7 +8,7 @@ mod schema;
 mod validate;
 mod wording;
 
-pub use hash::{config_hash, hash_ignoring_epochs, PLACEMENT_KEYS};
+pub use hash::{config_hash, hash_ignoring_epochs, short_id, short_id_n, PLACEMENT_KEYS};
 pub use load::{from_table, load, parse_str, read_table, set_value, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
     Activation, CheckpointConfig, Config, DataConfig, DataSource, EarlyStopping, MetricName, ModelConfig, ModelKind,

@@ -32,6 +32,10 @@ pub enum DataError {
     Shape { path: PathBuf, key: String, message: String },
     #[error("{path}: label {label} in `{name}` is out of range for {classes} classes ({key})")]
     LabelRange { path: PathBuf, key: String, name: String, label: i64, classes: i64 },
+    #[error("{path}: `{name}` ({key}) holds {value} at index {index:?}; inputs must be finite numbers (fix the data)")]
+    NonFinite { path: PathBuf, key: String, name: String, index: Vec<i64>, value: String },
+    #[error("{path}: {key}: {message}")]
+    Labels { path: PathBuf, key: String, message: String },
 }
 
 /// The whole dataset in memory. `x_*` are `[N, features]` in their stored dtype; `y_*` are int64 `[N]`.
@@ -48,6 +52,8 @@ pub struct Dataset {
     /// `crc32:<8 hex>` over the four tensors as loaded (see [`fingerprint`]); checkpoints record it so a resume on
     /// changed data is caught.
     pub fingerprint: String,
+    /// Things about the data worth a warning that do not stop training (e.g. classes with no training sample).
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
@@ -122,6 +128,9 @@ impl Dataset {
                 return Err(err("model.inputs", format!("is {n} but the data has {features} features per sample")));
             }
         }
+        for (name, key, x) in [(&data.x_train, "data.x_train", &raw.x_train), (&data.x_val, "data.x_val", &raw.x_val)] {
+            check_finite(x, path, key, name)?;
+        }
         let hi = label_range(&raw.y_train).1.max(label_range(&raw.y_val).1);
         let classes = model.classes.unwrap_or(hi + 1).max(2);
         for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
@@ -144,6 +153,8 @@ impl Dataset {
                 });
             }
         }
+        let warnings = label_coverage(&raw.y_train, &raw.y_val, classes, model.classes.is_some(), data)
+            .map_err(|message| DataError::Labels { path: path.to_path_buf(), key: "data.y_val".into(), message })?;
         let fingerprint = fingerprint(&[&raw.x_train, &raw.y_train, &raw.x_val, &raw.y_val]);
         let flat = |x: Tensor| x.reshape([-1, features]);
         Ok(Dataset {
@@ -155,6 +166,7 @@ impl Dataset {
             classes,
             origin: path.display().to_string(),
             fingerprint,
+            warnings,
         })
     }
 
@@ -225,6 +237,51 @@ pub fn fingerprint(tensors: &[&Tensor]) -> String {
         }
     }
     format!("crc32:{:08x}", crc.finalize())
+}
+
+/// Refuses NaN or ±Inf in an input tensor, naming the first offending index (training on them ends as a
+/// misleading "diverged" or a NaN validation loss). Integer inputs are finite by construction.
+fn check_finite(x: &Tensor, path: &std::path::Path, key: &str, name: &str) -> Result<(), DataError> {
+    if !x.is_floating_point() || x.isfinite().all().int64_value(&[]) != 0 {
+        return Ok(());
+    }
+    let bad = x.isfinite().logical_not();
+    let index: Vec<i64> = Vec::<i64>::try_from(&bad.nonzero().get(0)).unwrap_or_default();
+    let value = x.masked_select(&bad).get(0).double_value(&[]).to_string();
+    Err(DataError::NonFinite { path: path.to_path_buf(), key: key.into(), name: name.into(), index, value })
+}
+
+/// Label coverage: a validation label no training sample has (with `classes` inferred from the labels) is an
+/// error, since it silently adds output classes (a stray 99 builds a 100-class model); classes with no training
+/// sample are a warning. Returns the warnings.
+fn label_coverage(
+    y_train: &Tensor,
+    y_val: &Tensor,
+    classes: i64,
+    declared: bool,
+    data: &DataConfig,
+) -> Result<Vec<String>, String> {
+    let count = |y: &Tensor| Vec::<i64>::try_from(&y.bincount::<Tensor>(None, classes)).unwrap_or_default();
+    let (train, val) = (count(y_train), count(y_val));
+    let only_val: Vec<usize> = (0..classes as usize).filter(|&c| train[c] == 0 && val[c] > 0).collect();
+    if let (Some(&c), false) = (only_val.first(), declared) {
+        return Err(format!(
+            "label {c} appears in `{}` ({} samples) but never in `{}`, so {} classes would be inferred; fix the \
+             labels, or set model.classes if the class is really missing from training",
+            data.y_val, val[c], data.y_train, classes
+        ));
+    }
+    let unused: Vec<String> = (0..classes as usize).filter(|&c| train[c] == 0).map(|c| c.to_string()).collect();
+    if unused.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shown = unused.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    let more = if unused.len() > 10 { format!(" and {} more", unused.len() - 10) } else { String::new() };
+    Ok(vec![format!(
+        "{} of {classes} classes have no training sample in `{}` (labels {shown}{more}); the model cannot learn them",
+        unused.len(),
+        data.y_train
+    )])
 }
 
 fn label_range(y: &Tensor) -> (i64, i64) {

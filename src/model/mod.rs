@@ -69,6 +69,31 @@ pub fn build(
     }
 }
 
+/// How many parameters [`build`] would create, computed without allocating (u128: absurd configs such as
+/// `model.hidden = [4000000000]` must be measured, not overflow), so a model that cannot fit is refused up front.
+pub fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> u128 {
+    let dense = |inputs: u128| {
+        let mut sizes = vec![inputs];
+        sizes.extend(cfg.hidden.iter().map(|&h| h.max(0) as u128));
+        sizes.push(classes.max(0) as u128);
+        sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum::<u128>()
+    };
+    match cfg.kind {
+        ModelKind::Mlp => dense(sample_shape.iter().map(|&d| d.max(0) as u128).product()),
+        ModelKind::Cnn => {
+            let Ok([c, h, w]) = <[i64; 3]>::try_from(sample_shape) else { return 0 };
+            let (mut c, mut h, mut w) = (c.max(0) as u128, h.max(0) as u128, w.max(0) as u128);
+            let mut n = 0u128;
+            for &out in &cfg.channels {
+                let out = out.max(0) as u128;
+                n += c * out * 9 + out;
+                (c, h, w) = (out, h / 2, w / 2);
+            }
+            n + dense(c * h * w)
+        }
+    }
+}
+
 /// A one-line description, e.g. `mlp 784-1024-1024-10`.
 pub fn describe(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> String {
     let hidden: Vec<String> = cfg.hidden.iter().map(i64::to_string).collect();
@@ -122,6 +147,22 @@ mod tests {
         );
         assert_eq!(vs.variables()["mlp.layers.0.weight"].size(), [5, 3 * 2 * 2]);
         assert_eq!(m.forward_t(&Tensor::zeros([7, 64], (tch::Kind::Float, tch::Device::Cpu)), false).size(), [7, 4]);
+    }
+
+    #[test]
+    fn param_count_matches_what_build_creates() {
+        for cfg in [
+            ModelConfig { hidden: vec![8, 4], ..Default::default() },
+            ModelConfig { kind: ModelKind::Cnn, hidden: vec![5], channels: vec![2, 3], ..Default::default() },
+        ] {
+            let shape: &[i64] = if cfg.kind == ModelKind::Cnn { &[1, 8, 8] } else { &[6] };
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let _m = build(&vs.root(), &cfg, shape, 3).unwrap();
+            let built: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
+            assert_eq!(param_count(&cfg, shape, 3), built as u128, "{:?}", cfg.kind);
+        }
+        let huge = ModelConfig { hidden: vec![4_000_000_000], ..Default::default() };
+        assert_eq!(param_count(&huge, &[784], 10), 784 * 4_000_000_000 + 4_000_000_000 + 4_000_000_000 * 10 + 10);
     }
 
     #[test]

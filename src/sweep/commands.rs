@@ -11,12 +11,6 @@ use super::worker::{self, Ctx, Outcome, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::trainer::RunStatus;
 
-macro_rules! say {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
-    }};
-}
-
 /// `--index I` or `--next`.
 #[derive(Debug, Clone, Copy)]
 pub enum WorkerMode {
@@ -43,7 +37,7 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
     ctx.plan.write(&ctx.layout)?;
     match mode {
         WorkerMode::Index(i) => {
-            let id = ctx.runs.get(i).map(|r| r.id[..8].to_string()).unwrap_or_default();
+            let id = ctx.runs.get(i).map(|r| crate::config::short_id(&r.id).to_string()).unwrap_or_default();
             match worker::run_index(&ctx, i, o)? {
                 Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
                 Outcome::Trained { status, epochs } => {

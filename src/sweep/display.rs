@@ -34,7 +34,7 @@ impl Display {
             .runs
             .iter()
             .map(|r| RunInfo {
-                tag: format!("#{} {}", r.index, &r.id[..8]),
+                tag: format!("#{} {}", r.index, crate::config::short_id(&r.id)),
                 label: r.label(),
                 epochs: r.config.train.epochs,
                 dir: ctx.layout.run_dir(&r.id),
@@ -68,7 +68,7 @@ impl Display {
             Some((m, _)) => {
                 let _ = m.println(s);
             }
-            None if !self.quiet => eprintln!("{s}"),
+            None if !self.quiet => tell!("{s}"),
             None => {}
         }
     }

@@ -33,15 +33,17 @@ pub enum SweepError {
 }
 
 impl SweepError {
-    pub fn exit_code(&self) -> ExitCode {
+    pub fn code(&self) -> u8 {
         match self {
-            SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => {
-                ExitCode::from(2)
-            }
-            SweepError::Usage(_) => ExitCode::from(2),
-            SweepError::Busy(_) => ExitCode::from(EXIT_BUSY),
-            SweepError::Io { .. } | SweepError::RunFailed(_) => ExitCode::from(1),
+            SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => 2,
+            SweepError::Usage(_) => 2,
+            SweepError::Busy(_) => EXIT_BUSY,
+            SweepError::Io { .. } | SweepError::RunFailed(_) => 1,
         }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -67,7 +67,7 @@ pub fn expand(s: &Sweep) -> Result<Expansion, SweepError> {
         if cfg.train.name.is_none() {
             cfg.train.name = Some(s.name.clone());
         }
-        let id = config::config_hash(&cfg);
+        let id = config::config_hash(&cfg)?;
         if !seen.insert(id.clone()) {
             duplicates += 1;
             continue;
@@ -161,7 +161,7 @@ mod tests {
         // the same file expands to the same ids, and the id is the config hash
         let again = expand(&s).unwrap();
         assert!(e.runs.iter().zip(&again.runs).all(|(a, b)| a.id == b.id));
-        assert_eq!(e.runs[0].id, config::config_hash(&e.runs[0].config));
+        assert_eq!(e.runs[0].id, config::config_hash(&e.runs[0].config).unwrap());
     }
 
     #[test]

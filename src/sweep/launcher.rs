@@ -117,7 +117,14 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
         );
         for r in &ctx.runs {
-            let _ = writeln!(out, "{:>4}  {}  {} epochs  {}", r.index, &r.id[..8], r.config.train.epochs, r.label());
+            let _ = writeln!(
+                out,
+                "{:>4}  {}  {} epochs  {}",
+                r.index,
+                crate::config::short_id(&r.id),
+                r.config.train.epochs,
+                r.label()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -198,7 +205,11 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             } else if code == Some(EXIT_BUSY as i32) {
                 states[a.index] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
                 display.close(a.index);
-                display.line(&format!("#{} {} is held by another worker; will check again", run.index, &run.id[..8]));
+                display.line(&format!(
+                    "#{} {} is held by another worker; will check again",
+                    run.index,
+                    crate::config::short_id(&run.id)
+                ));
             } else if signal.is_some_and(|s| PREEMPTION_SIGNALS.contains(&s)) && preemptions[a.index] < MAX_PREEMPTIONS
             {
                 preemptions[a.index] += 1;
@@ -210,7 +221,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
                 display.line(&format!(
                     "#{} {} preempted ({}); {}",
                     run.index,
-                    &run.id[..8],
+                    crate::config::short_id(&run.id),
                     crate::trainer::signal_name(signal.unwrap_or(15)),
                     if got != 0 { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" }
                 ));
@@ -254,7 +265,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
                     display.line(&format!(
                         "#{} {} failed ({status}), retry {failures}/{retries} in {:.0}s: {}",
                         run.index,
-                        &run.id[..8],
+                        crate::config::short_id(&run.id),
                         delay.as_secs_f64(),
                         last_error_line(&tail).unwrap_or_default()
                     ));
@@ -266,7 +277,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             if active.is_empty() {
                 display.clear();
                 let views = status::write_results(&ctx.layout, &ctx.plan)?;
-                eprintln!(
+                tell!(
                     "spotrun sweep: stopped by {}; {} of {} runs done. Run the same command to finish the sweep.",
                     crate::trainer::signal_name(got as i32),
                     views.iter().filter(|v| v.state == State::Done).count(),

@@ -195,7 +195,7 @@ impl Lease {
                     break;
                 }
                 if !still_newest(&run_dir, beat.gen) {
-                    eprintln!(
+                    tell!(
                         "spotrun: lost the lease on {} to a newer claim (this worker stalled for longer than \
                          lease_seconds); stopping at once without writing anything",
                         run_dir.display()

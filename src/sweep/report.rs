@@ -86,7 +86,7 @@ fn index_html(plan: &Plan, views: &[RunView], charts: &[(String, String)]) -> St
             h,
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
             v.plan.index,
-            &v.plan.id[..8.min(v.plan.id.len())],
+            crate::config::short_id(&v.plan.id),
             v.state.as_str(),
             v.metric(plan).map_or("-".into(), |m| format!("{m:.4}")),
             v.metrics.last().map_or(0, |m| m.epoch),

@@ -239,7 +239,7 @@ pub fn table(plan: &Plan, views: &[RunView]) -> String {
         out += &format!(
             "{:>4}  {:<8}  {:<8}  {:>7}  {:>12}  {}{extra}\n",
             v.plan.index,
-            &v.plan.id[..8.min(v.plan.id.len())],
+            crate::config::short_id(&v.plan.id),
             v.state.as_str(),
             epoch,
             m,
@@ -255,7 +255,7 @@ pub fn table(plan: &Plan, views: &[RunView]) -> String {
                 "best"
             },
             b.plan.index,
-            &b.plan.id[..8.min(b.plan.id.len())],
+            crate::config::short_id(&b.plan.id),
             b.plan.label(),
             if b.state == State::Done { "" } else { ", still running" }
         );

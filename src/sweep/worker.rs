@@ -115,7 +115,7 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
                 Err(e) => {
                     claimed = true;
                     errors[run.index] += 1;
-                    eprintln!("error: run #{} {}: {e}", run.index, &run.id[..8]);
+                    tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
                     if dir.join(record::FAILED).exists() || errors[run.index] > retries {
                         failed += 1;
                     }
@@ -141,7 +141,7 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
 
 fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     let dir = ctx.layout.run_dir(&run.id);
-    let short = &run.id[..8];
+    let short = crate::config::short_id(&run.id);
     if dir.join(record::DONE).exists() {
         return Ok(Outcome::AlreadyDone);
     }
@@ -196,8 +196,9 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     };
     let resume_step = Store::new(dir.join("checkpoints"), 1)
         .list()
+        .map_err(|e| SweepError::io(dir.join("checkpoints"), e))?
         .into_iter()
-        .rfind(|(e, _)| e.committed)
+        .rfind(|(e, _)| e.committed())
         .map_or(0, |(e, _)| e.step);
     record::append_attempt(&dir, &attempt("start", resume_step))?;
 
@@ -272,7 +273,8 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
             if !preempted {
                 let failures = record::failures(&record::attempts(&dir));
                 let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-                if code == 2 || failures > retries {
+                // Bad input and a model that does not fit in memory fail the same way every time: never retried.
+                if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
                     let f = Failed {
                         run_id: run.id.clone(),
                         index: run.index,
@@ -292,21 +294,9 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     }
 }
 
-/// The process exit code an error maps to, as an integer.
+/// The process exit code an error maps to, as an integer ([`Error::code`]: one mapping for CLI and records).
 pub fn exit_code_of(e: &Error) -> i32 {
-    match e {
-        Error::Preempted { signal, .. } => 128 + signal,
-        Error::Sweep(s) => match s {
-            SweepError::Busy(_) => super::error::EXIT_BUSY as i32,
-            SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => 2,
-            SweepError::Io { .. } | SweepError::RunFailed(_) => 1,
-            _ => 2,
-        },
-        Error::LeaseLost(_) => super::error::EXIT_BUSY as i32,
-        Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => 2,
-        Error::TensorIo(t) if t.is_bad_input() => 2,
-        _ => 1,
-    }
+    i32::from(e.code())
 }
 
 fn describe_device(requested: &str) -> String {

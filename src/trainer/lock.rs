@@ -92,6 +92,10 @@ impl RunLocks {
             std::mem::take(&mut self.pending).into_iter().partition(|d| create || d.exists());
         self.pending = later;
         for dir in now {
+            if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+                let e = std::io::Error::new(std::io::ErrorKind::NotADirectory, "exists but is not a directory");
+                return Err(Error::io(&dir, e));
+            }
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             let real = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
             if self.held.iter().all(|(p, _, _)| *p != real) {

@@ -9,6 +9,7 @@ pub(crate) mod metrics;
 mod progress;
 mod resume;
 mod run;
+mod rundir;
 mod signals;
 pub mod startup;
 

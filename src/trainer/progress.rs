@@ -36,7 +36,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match self {
             Progress::Bar(b) => b.println(line),
-            Progress::Plain { .. } => eprintln!("{line}"),
+            Progress::Plain { .. } => tell!("{line}"),
             Progress::Quiet => {}
         }
     }

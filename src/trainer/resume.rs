@@ -8,10 +8,14 @@ use crate::config::{config_hash, hash_ignoring_epochs, Config};
 /// `Ok(note)` when `new` may continue `old` (the note describes an extension or an allowed change);
 /// `Err(changed keys)` otherwise.
 pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Option<String>, Vec<String>> {
-    if config_hash(old) == config_hash(new) {
+    let same = |f: fn(&Config) -> Result<String, crate::config::ConfigError>| match (f(old), f(new)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false, // a config that cannot be hashed is never "the same run"
+    };
+    if same(config_hash) {
         return Ok(None);
     }
-    if hash_ignoring_epochs(old) == hash_ignoring_epochs(new) && new.train.epochs >= old.train.epochs {
+    if same(hash_ignoring_epochs) && new.train.epochs >= old.train.epochs {
         return Ok(Some(format!("extending the run from {} to {} epochs", old.train.epochs, new.train.epochs)));
     }
     let changed = changed_keys(old, new);

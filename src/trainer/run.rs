@@ -14,8 +14,10 @@ use super::lock::RunLocks;
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use super::resume::{compatible, same_data};
+use super::rundir;
 use super::signals::{self, Signals};
-use crate::checkpoint::{self, append_line, write_atomic, Manifest, Snapshot, Store, Writer, FORMAT_VERSION};
+use crate::boundary::{self, Phase};
+use crate::checkpoint::{self, append_line, write_atomic, Manifest, Skipped, Snapshot, Store, Writer, FORMAT_VERSION};
 use crate::config::{self, Config, ConfigError, LoadedConfig};
 use crate::data::Dataset;
 use crate::device;
@@ -67,6 +69,9 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Resume even if the checkpoint was written with a different config.
     pub allow_config_change: bool,
+    /// Train from scratch even though the run directory holds trained results and no usable checkpoint (they are
+    /// moved aside into `RUN_DIR/replaced-<time>/`, never deleted).
+    pub start_over: bool,
     /// An already resolved config (from a sweep); when set, `config` and `sets` are ignored.
     pub loaded: Option<LoadedConfig>,
     /// Checked after each epoch that early stopping did not end; true stops the run ([`RunStatus::Pruned`]).
@@ -117,7 +122,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         None => config::load(opts.config.as_deref(), &opts.sets)?,
     };
     let cfg = &loaded.config;
-    let run_id = config::config_hash(cfg);
+    let run_id = config::config_hash(cfg)?;
     if cfg.train.deterministic {
         // cuBLAS reads this when its first handle is created, so it must be set before any CUDA work.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
@@ -137,17 +142,27 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     tch::set_num_threads(threads as i32);
 
-    let mut data = Dataset::load(&cfg.data, &cfg.model)?;
+    let loading = || {
+        format!("loading the data ({})", cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string()))
+    };
+    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Dataset::load(&cfg.data, &cfg.model)?))?;
+    lines.extend(data.warnings.iter().map(|w| format!("warning: {w}")));
     test_startup_delay();
     let free = match dev {
         Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
         _ => None,
     };
-    let data_on_device = data.place(dev, cfg.data.on_device, free);
+    let mb = data.nbytes() as f64 / 1e6;
+    let placing = || format!("moving the data ({mb:.1} MB) to {dev:?}");
+    let data_on_device = boundary::catch(Phase::Setup, &placing, || Ok(data.place(dev, cfg.data.on_device, free)))?;
+    check_model_fits(cfg, &data, dev)?;
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(dev);
-    let net = model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
-        .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message })?;
+    let building = || format!("building the model ({})", model::describe(&cfg.model, &data.sample_shape, data.classes));
+    let net = boundary::catch(Phase::Setup, &building, || {
+        model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
+            .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message }.into())
+    })?;
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
@@ -159,9 +174,29 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     locks.take(false)?;
 
     // Find the checkpoint to resume from (everything newer that does not verify is reported and skipped) and
-    // check it fits this config and data, before anything is printed: a refusal is the only output.
-    let store = Store::new(ckpt_dir, cfg.checkpoint.keep_last);
-    let found = store.latest_good(Device::Cpu, &mut |w| lines.push(format!("warning: {w}")));
+    // check it fits this config and data, before anything is printed: a refusal is the only output. A checkpoint
+    // directory that cannot be listed is an error, never "no checkpoints" (which would start the run over).
+    let store = Store::new(ckpt_dir.clone(), cfg.checkpoint.keep_last);
+    let unlistable = |e: std::io::Error| {
+        let why = format!("cannot list checkpoints ({e}); refusing to treat it as empty and start over");
+        Error::io(&ckpt_dir, std::io::Error::new(e.kind(), why))
+    };
+    let listed = store.list().map_err(unlistable)?;
+    rundir::check_owner(&run_dir, &ckpt_dir, !listed.is_empty())?;
+    let mut skipped = Vec::new();
+    let found = store.latest_good(Device::Cpu, &mut |s| skipped.push(s)).map_err(unlistable)?;
+    lines.extend(skipped.iter().map(|s| match s {
+        Skipped::Uncommitted(_) => format!("note: {s}"),
+        Skipped::Bad { .. } => format!("warning: {s}"),
+    }));
+    let mut replace = false;
+    if found.is_none() {
+        let t = rundir::trained(&run_dir, &skipped)?;
+        if t.any() && !opts.start_over {
+            return Err(rundir::refuse_retraining(&run_dir, &ckpt_dir, &t));
+        }
+        replace = t.any();
+    }
     if let Some(l) = &found {
         let old: Config = serde_json::from_value(l.manifest.config.clone())
             .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
@@ -176,13 +211,16 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
 
-    let mut trainer = Trainer::new(cfg, &vs, net.as_ref(), &data, dev);
+    let optimizer = || format!("creating the {} state for the model", optim_name(cfg.optim.kind));
+    let mut trainer =
+        boundary::catch(Phase::Setup, &optimizer, || Ok(Trainer::new(cfg, &vs, net.as_ref(), &data, dev)))?;
     let progress = Progress::new(opts.quiet, trainer.total_steps(), cfg.train.epochs);
     progress.println(&banner(cfg, &run_id, &run_dir, dev, threads, &trainer, &data, data_on_device, &vs));
     lines.iter().for_each(|l| progress.println(l));
     let (mut cursor, mut metrics) = ((0usize, 0usize), Vec::<EpochMetrics>::new());
     let mut last_save_seconds = None;
     let resumed = found.is_some();
+    let resumed_step = found.as_ref().map(|l| l.manifest.step);
     if let Some(l) = found {
         trainer
             .restore(&l.model, &l.state, l.manifest.step)
@@ -231,43 +269,58 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     locks.take(true)?;
     locks.warnings().for_each(|w| progress.println(&format!("warning: {w}")));
+    if replace {
+        if let Some(to) = rundir::move_aside(&run_dir, &ckpt_dir)? {
+            progress.println(&format!("--start-over: the previous results were moved to {}", to.display()));
+        }
+    }
+    rundir::claim(&run_dir, &ckpt_dir)?;
     write_run_files(&run_dir, &loaded, &run_id, &metrics)?;
 
     let mut saver = Saver {
         writer: Writer::new(store, cfg.checkpoint.background),
         cfg,
         run_id: &run_id,
-        last_step: None,
+        // A save of the step resumed from would first un-commit the very checkpoint it resumed from.
+        last_step: resumed_step,
         last_time: Instant::now(),
         last_save_seconds,
         owner: opts.owner_check.clone(),
         cost: CheckpointCost::default(),
         data_fingerprint: data.fingerprint.clone(),
+        marker: (!run_dir.join(rundir::CHECKPOINTED).exists()).then(|| run_dir.clone()),
     };
     let loop_started = Instant::now();
     let metrics_path = run_dir.join("metrics.jsonl");
     let steps_per_epoch = trainer.steps_per_epoch() as usize;
     let mut print_startup = std::env::var_os("SPOTRUN_PRINT_STARTUP").is_some();
+    let mut stepped_here = false;
     for epoch in cursor.0..cfg.train.epochs {
         let start_batch = if epoch == cursor.0 { cursor.1 } else { 0 };
         let mut stopped: Option<(i32, usize)> = None;
-        let outcome = trainer.run_epoch(epoch, start_batch, &progress, &mut |t, done| {
-            if print_startup {
-                print_startup = false;
-                let s = super::startup::seconds_since_process_start().unwrap_or(f64::NAN);
-                eprintln!("startup: first step done {s:.3}s after process start");
-            }
-            if let Some(sig) = signals.received() {
-                stopped = Some((sig, done));
-                return Ok(Flow::Stop);
-            }
-            if done < steps_per_epoch {
-                if let Some(reason) = saver.due_mid_epoch(t.step) {
-                    saver.save(t, (epoch, done), &metrics, reason)?;
+        let at =
+            || format!("training epoch {} (train.batch_size = {}, device {dev:?})", epoch + 1, cfg.train.batch_size);
+        let outcome = boundary::catch(Phase::Training, &at, || {
+            trainer.run_epoch(epoch, start_batch, &progress, &mut |t, done| {
+                stepped_here = true;
+                if print_startup {
+                    print_startup = false;
+                    let s = super::startup::seconds_since_process_start().unwrap_or(f64::NAN);
+                    tell!("startup: first step done {s:.3}s after process start");
                 }
-            }
-            Ok(Flow::Continue)
-        })?;
+                if let Some(sig) = signals.received() {
+                    stopped = Some((sig, done));
+                    return Ok(Flow::Stop);
+                }
+                if done < steps_per_epoch {
+                    if let Some(reason) = saver.due_mid_epoch(t.step) {
+                        saver.save(t, (epoch, done), &metrics, reason)?;
+                    }
+                }
+                Ok(Flow::Continue)
+            })
+        })
+        .map_err(|e| if stepped_here { e } else { oom_before_training(e) })?;
         let Some(m) = outcome else {
             let (sig, done) = stopped.unwrap_or((signal_hook::consts::SIGTERM, 0));
             return Err(saver.preempt(&trainer, sig, (epoch, done), &metrics, &progress));
@@ -306,7 +359,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     progress.finish();
     let flush_started = Instant::now();
-    saver.writer.flush()?;
+    saver.flush()?;
     saver.cost.paused_seconds += flush_started.elapsed().as_secs_f64();
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     OwnerCheck::ensure(&opts.owner_check)?;
@@ -318,6 +371,68 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     };
     let checkpoints = saver.cost;
     Ok(TrainSummary { run_id, run_dir, status, metrics, checkpoints })
+}
+
+/// An out-of-memory before this process finished a step is the config asking for too much (exit 2, like one
+/// found before training); later it may be fragmentation or a neighbour on the GPU (exit 1).
+fn oom_before_training(e: Error) -> Error {
+    match e {
+        Error::OutOfMemory { message, .. } => Error::OutOfMemory { message, before_training: true },
+        other => other,
+    }
+}
+
+/// Refuses a model whose parameters, gradients and optimizer state cannot fit in the memory `dev` has left
+/// (counted without allocating anything), with what was asked and what to change.
+fn check_model_fits(cfg: &Config, data: &Dataset, dev: Device) -> Result<()> {
+    let params = model::param_count(&cfg.model, &data.sample_shape, data.classes);
+    let copies: u128 = match (cfg.optim.kind, cfg.optim.momentum > 0.0) {
+        (crate::config::OptimKind::Adamw, _) => 4, // weights, gradients, two moments
+        (crate::config::OptimKind::Sgd, true) => 3,
+        (crate::config::OptimKind::Sgd, false) => 2,
+    };
+    let needed = params * 4 * copies;
+    let (available, place) = match dev {
+        Device::Cuda(i) => (device::gpu_info(i).ok().map(|g| g.free_bytes as u64), format!("cuda:{i} has")),
+        _ => (device::host_available_bytes(), "this machine has".to_string()),
+    };
+    let Some(available) = available else { return Ok(()) };
+    if needed <= available as u128 {
+        return Ok(());
+    }
+    let key =
+        if cfg.model.kind == crate::config::ModelKind::Cnn { "model.channels / model.hidden" } else { "model.hidden" };
+    Err(Error::OutOfMemory {
+        message: format!(
+            "the model ({}) has {params} parameters: {} as fp32, {} with gradients and {} state, but {place} {} \
+             free; make it smaller ({key})",
+            model::describe(&cfg.model, &data.sample_shape, data.classes),
+            human_bytes(params * 4),
+            human_bytes(needed),
+            optim_name(cfg.optim.kind),
+            human_bytes(available as u128)
+        ),
+        before_training: true,
+    })
+}
+
+fn optim_name(k: crate::config::OptimKind) -> &'static str {
+    match k {
+        crate::config::OptimKind::Adamw => "adamw",
+        crate::config::OptimKind::Sgd => "sgd",
+    }
+}
+
+/// `12.5 GB`-style sizes (decimal units).
+fn human_bytes(b: u128) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", units[i])
 }
 
 /// A run is finished when every epoch ran or early stopping (a pure function of the history) says so.
@@ -339,6 +454,8 @@ struct Saver<'a> {
     cost: CheckpointCost,
     /// [`Dataset::fingerprint`] of the data this process trains on.
     data_fingerprint: String,
+    /// The run directory, until its [`rundir::CHECKPOINTED`] record is written after the first commit.
+    marker: Option<PathBuf>,
 }
 
 impl Saver<'_> {
@@ -381,11 +498,29 @@ impl Saver<'_> {
             created_unix_ms: 0,
         };
         self.writer.save(Snapshot { model, state, manifest, started })?;
+        self.mark_checkpointed()?;
         self.cost.saves += 1;
         self.cost.paused_seconds += started.elapsed().as_secs_f64();
         self.last_step = Some(t.step);
         self.last_time = Instant::now();
         Ok(())
+    }
+
+    /// Records in the run directory, once, that it has had a committed checkpoint: from then on, losing every
+    /// checkpoint is refused rather than silently retrained (see [`rundir::trained`]).
+    fn mark_checkpointed(&mut self) -> Result<()> {
+        if let (Some(dir), Some(c)) = (&self.marker, self.writer.last()) {
+            rundir::mark_checkpointed(dir, c.step)?;
+            self.marker = None;
+        }
+        Ok(())
+    }
+
+    /// Waits for the save in flight and records the first commit.
+    fn flush(&mut self) -> Result<Option<checkpoint::Committed>> {
+        let last = self.writer.flush()?;
+        self.mark_checkpointed()?;
+        Ok(last)
     }
 
     /// On a preemption signal: save unless the last save says it would not fit the grace period, flush, and
@@ -412,7 +547,7 @@ impl Saver<'_> {
         } else if let Err(e) = self.save(t, cursor, metrics, "signal") {
             note = format!("the save failed: {e}");
         }
-        let saved = match self.writer.flush() {
+        let saved = match self.flush() {
             Ok(Some(c)) => format!("checkpoint {}", c.dir.display()),
             Ok(None) => "no checkpoint from this process".into(),
             Err(e) => format!("the save failed: {e}"),
@@ -443,7 +578,7 @@ fn incompatible(dir: &Path, changed: &[String]) -> Error {
 /// can deliver a signal during start-up without racing the process.
 fn test_startup_delay() {
     if let Some(ms) = std::env::var("SPOTRUN_TEST_STARTUP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        eprintln!("test: start-up delay {ms} ms");
+        tell!("test: start-up delay {ms} ms");
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
@@ -451,7 +586,7 @@ fn test_startup_delay() {
 /// `runs/<name>-<first 8 hex digits of the run id>`.
 pub fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
     let name = cfg.train.name.as_deref().unwrap_or("run");
-    PathBuf::from("runs").join(format!("{name}-{}", &run_id[..8]))
+    PathBuf::from("runs").join(format!("{name}-{}", crate::config::short_id(&run_id)))
 }
 
 /// The model's variables sorted by name (PyTorch `state_dict` names).
@@ -509,7 +644,7 @@ fn banner(
     };
     format!(
         "spotrun train: run {} -> {}\n  device {device} | precision {} | model {} ({:.2}M params)\n  data {} ({} train / {} val, {:.1} MB, {}) | batch {} | {} epochs x {} steps",
-        &run_id[..8],
+        crate::config::short_id(&run_id),
         dir.display(),
         t.precision().name(),
         model::describe(&cfg.model, &data.sample_shape, data.classes),

@@ -20,5 +20,5 @@ fn every_example_config_parses() {
 fn mlp_example_is_the_builtin_default() {
     let file = spotrun::config::load(Some(&repo().join("configs/mlp.toml")), &[]).unwrap().config;
     let builtin = spotrun::config::load(None, &[]).unwrap().config;
-    assert_eq!(spotrun::config::config_hash(&file), spotrun::config::config_hash(&builtin));
+    assert_eq!(spotrun::config::config_hash(&file).unwrap(), spotrun::config::config_hash(&builtin).unwrap());
 }

@@ -121,7 +121,7 @@ fn weights_load_into_the_pytorch_twins_with_equal_logits() {
         let diff = compare_in_python(&d, &inputs, shape_py, 10);
         assert!(diff < 1e-4, "{name}: max |logits_rust - logits_torch| = {diff}");
         // The final checkpoint's weights are the same file, so they load into PyTorch the same way.
-        let ckpt = std::fs::read_dir(d.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+        let ckpt = crate::common::committed(&d).pop().unwrap();
         assert_eq!(
             std::fs::read(ckpt.join("model.safetensors")).unwrap(),
             std::fs::read(d.join("model.safetensors")).unwrap()

@@ -6,6 +6,7 @@ mod bad_input;
 mod configs;
 mod engines;
 mod interop;
+mod no_loss;
 mod resume;
 mod sweep;
 mod train;

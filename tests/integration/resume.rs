@@ -145,21 +145,50 @@ fn a_cnn_killed_mid_epoch_resumes_bit_identically() {
 
 #[test]
 fn torture_twenty_sigkills_at_random_moments() {
+    torture(20, 0x2545_f491_4f6c_dd1d);
+}
+
+/// The long version (`scripts/torture.sh` runs it): 120 kills, each followed by a check that every checkpoint
+/// directory that looks committed verifies.
+#[test]
+#[ignore = "takes minutes; run by scripts/torture.sh"]
+fn torture_many_sigkills_at_random_moments() {
+    let kills = std::env::var("SPOTRUN_TORTURE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let seed = std::env::var("SPOTRUN_TORTURE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9e37_79b9_7f4a_7c15);
+    torture(kills, seed);
+}
+
+/// Every `ckpt-*` directory with a manifest must verify, whenever the process died (a kill during a save or
+/// during retention's deletes included).
+#[track_caller]
+fn assert_committed_verify(d: &Path, after: usize) {
+    for c in committed(d) {
+        if let Err(e) = spotrun::checkpoint::verify(&c) {
+            panic!("after kill {after}: {} looks committed but does not verify: {e}", c.display());
+        }
+    }
+}
+
+/// SIGKILLs a run `kills` times at random moments (seeded), resuming it each time; checks after every kill that
+/// each committed-looking checkpoint verifies, and at the end that the weights and metrics are bit-identical to
+/// an uninterrupted run. A torn last line is appended to metrics.jsonl once (as a kill mid-append leaves it).
+fn torture(kills_wanted: usize, seed: u64) {
     let tmp = tempfile::tempdir().unwrap();
     // 6 epochs x 63 steps; a checkpoint every 3 steps with slowed writes, so many kills land inside a write.
-    let extra = ["train.epochs=6", "checkpoint.every_steps=3", "checkpoint.keep_last=2"];
+    let epochs = format!("train.epochs={}", (kills_wanted / 7).max(6));
+    let extra = [epochs.as_str(), "checkpoint.every_steps=3", "checkpoint.keep_last=2"];
     let reference = tmp.path().join("reference");
     run_to_end(&reference, &extra[..1]);
     let d = tmp.path().join("tortured");
     let env = [("SPOTRUN_TEST_WRITE_DELAY_MS", "20")];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = seed | 1;
     let mut kills = 0;
     let mut starts = 0;
     loop {
         starts += 1;
-        assert!(starts < 200, "the run never completed");
+        assert!(starts < 10 * kills_wanted + 100, "the run never completed");
         let mut child = spawn(&d, &extra, &env);
-        if kills >= 20 {
+        if kills >= kills_wanted {
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "{}", text(&out.stderr));
             break;
@@ -168,9 +197,9 @@ fn torture_twenty_sigkills_at_random_moments() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         // Where the kill lands is random, but how far a run gets before it is counted in committed steps, not
-        // seconds, so 20 kills land before the run can finish on a machine of any speed: a quarter of the kills
+        // seconds, so the kills land before the run can finish on a machine of any speed: a quarter of the kills
         // come within 0.7 s of the start (start-up, resume, first steps), the rest 0-60 ms after one to three
-        // further checkpoints committed (inside a step or a checkpoint write).
+        // further checkpoints committed (inside a step, a checkpoint write or retention's deletes).
         if rng % 4 == 0 {
             std::thread::sleep(Duration::from_millis(rng % 700));
         } else {
@@ -189,9 +218,15 @@ fn torture_twenty_sigkills_at_random_moments() {
         let out = child.wait_with_output().unwrap();
         let err = text(&out.stderr);
         assert!(!err.contains("skipping checkpoint"), "a committed checkpoint failed to verify:\n{err}");
+        assert!(!err.contains("error:"), "a resume was refused:\n{err}");
         kills += 1;
+        assert_committed_verify(&d, kills);
+        if kills == 5 && d.join("metrics.jsonl").exists() {
+            let mut f = std::fs::OpenOptions::new().append(true).open(d.join("metrics.jsonl")).unwrap();
+            std::io::Write::write_all(&mut f, b"{\"epoch\": 9, \"train_lo").unwrap();
+        }
     }
-    assert!(kills >= 20, "only {kills} kills landed");
+    assert!(kills >= kills_wanted, "only {kills} kills landed");
     assert_same_run(&reference, &d);
     // Retention kept at most keep_last committed checkpoints, and the newest verifies.
     assert!(committed(&d).len() <= 2);
