@@ -27,7 +27,7 @@ pub enum Command {
         /// A TOML config; see configs/ for examples.
         config: Option<PathBuf>,
         /// Override a config key, e.g. --set train.epochs=3 --set model.hidden=[512,512]. Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]
         sets: Vec<String>,
         /// Where the run's files go (default: runs/<name>-<runid8>).
         #[arg(long)]

@@ -84,6 +84,14 @@ impl Manifest {
         };
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| ManifestError::Invalid { path: path.clone(), message: e.to_string() })?;
+        // Files are named inside the checkpoint directory: a name that leads elsewhere (`../x`, `/dev/zero`) would
+        // make verification read outside it (or forever).
+        if let Some(f) =
+            m.files.iter().find(|f| f.name.is_empty() || f.name.contains('/') || f.name == ".." || f.name == ".")
+        {
+            let message = format!("file name {:?} is not a plain name inside the checkpoint directory", f.name);
+            return Err(ManifestError::Invalid { path, message });
+        }
         if m.format_version != FORMAT_VERSION {
             let message = format!("format_version {} (this spotrun reads {FORMAT_VERSION})", m.format_version);
             return Err(ManifestError::Invalid { path, message });

@@ -261,26 +261,28 @@ fn label_coverage(
     declared: bool,
     data: &DataConfig,
 ) -> Result<Vec<String>, String> {
-    let count = |y: &Tensor| Vec::<i64>::try_from(&y.bincount::<Tensor>(None, classes)).unwrap_or_default();
-    let (train, val) = (count(y_train), count(y_val));
-    let only_val: Vec<usize> = (0..classes as usize).filter(|&c| train[c] == 0 && val[c] > 0).collect();
-    if let (Some(&c), false) = (only_val.first(), declared) {
+    // Sorted distinct labels, not a count per class: `classes` comes from the data and may be huge.
+    let distinct = |y: &Tensor| Vec::<i64>::try_from(&y.internal_unique(true, false).0).unwrap_or_default();
+    let (train, val) = (distinct(y_train), distinct(y_val));
+    let in_train = |c: &i64| train.binary_search(c).is_ok();
+    if let (Some(&c), false) = (val.iter().find(|c| !in_train(c)), declared) {
+        let n = y_val.eq(c).sum(Kind::Int64).int64_value(&[]);
         return Err(format!(
-            "label {c} appears in `{}` ({} samples) but never in `{}`, so {} classes would be inferred; fix the \
-             labels, or set model.classes if the class is really missing from training",
-            data.y_val, val[c], data.y_train, classes
+            "label {c} appears in `{}` ({n} samples) but never in `{}`, so {classes} classes would be inferred; fix \
+             the labels, or set model.classes if the class is really missing from training",
+            data.y_val, data.y_train
         ));
     }
-    let unused: Vec<String> = (0..classes as usize).filter(|&c| train[c] == 0).map(|c| c.to_string()).collect();
-    if unused.is_empty() {
+    let unused = classes.saturating_sub(train.len() as i64);
+    if unused <= 0 {
         return Ok(Vec::new());
     }
-    let shown = unused.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-    let more = if unused.len() > 10 { format!(" and {} more", unused.len() - 10) } else { String::new() };
+    let shown: Vec<String> = (0..classes).filter(|c| !in_train(c)).take(10).map(|c| c.to_string()).collect();
+    let more = if unused > 10 { format!(" and {} more", unused - 10) } else { String::new() };
     Ok(vec![format!(
-        "{} of {classes} classes have no training sample in `{}` (labels {shown}{more}); the model cannot learn them",
-        unused.len(),
-        data.y_train
+        "{unused} of {classes} classes have no training sample in `{}` (labels {}{more}); the model cannot learn them",
+        data.y_train,
+        shown.join(", ")
     )])
 }
 

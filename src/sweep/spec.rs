@@ -9,6 +9,10 @@ use serde::Deserialize;
 use super::error::SweepError;
 use crate::config::{self, MetricName};
 
+/// The most runs one sweep expands to (seeds included): enough for any real search, and a `count = 1e9` typo is
+/// an error instead of minutes of expansion and gigabytes of plan.
+pub const MAX_RUNS: usize = 100_000;
+
 /// How a sweep turns its parameters into runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -234,6 +238,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         (_, Some(_)) => return Err(key_err("count", "count is only used with method = \"random\"".into())),
         (_, None) => 0,
     };
+    let points = match raw.method {
+        Method::Grid => params.iter().fold(1usize, |n, (_, d)| match d {
+            Domain::Values(v) => n.saturating_mul(v.len()),
+            _ => n,
+        }),
+        Method::Random => count,
+        Method::List => runs.len(),
+    };
+    let total = points.saturating_mul(raw.seeds.len().max(1));
+    if total > MAX_RUNS {
+        let key = if raw.method == Method::Random { "count" } else { "parameters" };
+        return Err(key_err(key, format!("{total} runs is more than one sweep takes ({MAX_RUNS}); split it")));
+    }
     let mut seen = std::collections::BTreeSet::new();
     if let Some(s) = raw.seeds.iter().find(|s| !seen.insert(**s)) {
         return Err(key_err("seeds", format!("seed {s} is listed twice")));

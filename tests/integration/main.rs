@@ -5,6 +5,7 @@ mod common;
 mod bad_input;
 mod configs;
 mod engines;
+mod fuzz;
 mod interop;
 mod no_loss;
 mod resume;
