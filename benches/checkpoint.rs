@@ -217,7 +217,7 @@ fn fingerprint(rounds: usize) {
         std::hint::black_box(spotrun::data::fingerprint(&[&x]));
         fp.push(t0.elapsed().as_secs_f64());
         let t0 = Instant::now();
-        std::hint::black_box(x.copy());
+        let _ = std::hint::black_box(x.copy());
         copy.push(t0.elapsed().as_secs_f64());
     }
     let (fp, copy) = (median(fp), median(copy));

@@ -63,6 +63,8 @@ fn spotrun_rates(cfg: &Config, data: &Dataset, dev: tch::Device, epochs: usize) 
     (0..=epochs).map(|e| t.epoch(e, &Progress::Quiet).map(|m| m.samples_per_sec).unwrap_or(f64::NAN)).skip(1).collect()
 }
 
+// One call site, each argument a column of the table it fills.
+#[allow(clippy::too_many_arguments)]
 fn eager_rates(
     data: &Path,
     kind: &str,

@@ -6,7 +6,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "${SPOTRUN_ROOT}"
 N="${1:-5000}"
-run() { SPOTRUN_FUZZ_CASES="$1" cargo test --release --locked --test integration "$2" -- --nocapture 2>&1 |
-    grep -E '^fuzz |^test result|panicked|minimal failing' ; }
-run "${N}" "fuzz::fuzz_config fuzz::fuzz_sweep fuzz::fuzz_checkpoint fuzz::fuzz_safetensors" 
-run "$(( N / 25 > 1 ? N / 25 : 1 ))" fuzz::fuzz_the_binary
+run() {
+    local n="$1"
+    shift
+    SPOTRUN_FUZZ_CASES="${n}" cargo test --release --locked --test integration fuzz:: -- --nocapture "$@" 2>&1 |
+        grep -E '^fuzz |^test result|panicked|minimal failing' -A3
+    test "${PIPESTATUS[0]}" -eq 0
+}
+run "${N}" --skip fuzz_the_binary
+run "$(( N / 25 > 1 ? N / 25 : 1 ))" fuzz_the_binary

@@ -9,6 +9,9 @@ if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all -- --check
 fi
 for s in scripts/*.sh .ci/run; do bash -n "$s"; done
+# Lints and docs are part of the build: warnings fail it (same release profile, so nothing is compiled twice).
+cargo clippy --release --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps
 "${SPOTRUN_PYTHON}" -m py_compile scripts/*.py
 # Engines: a real single-node Slurm (Debian packages, installed once; the tests start and stop their own cluster)
 # and the `modal` package in its own pinned venv (the Modal app is imported, never deployed).

@@ -76,6 +76,7 @@ fn classify(phase: Phase, what: &str, text: &str) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

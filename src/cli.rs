@@ -1,4 +1,7 @@
 //! The command line: clap definitions and dispatch. Maps every outcome to an exit code; prints errors once.
+// The doc comments of the clap types are `--help` text, read in a terminal: `<name>` and `[512,512]` there are
+// literal, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -357,7 +360,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 gpus_per_pod,
                 cpus,
                 memory,
-                backoff_per_index: backoff_per_index.unwrap_or(u32::MAX),
+                backoff_per_index,
                 grace_seconds: grace,
                 namespace,
             };
@@ -443,11 +446,9 @@ mod engines_cli {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn k8s(sweep_path: &Path, mut o: K8sOptions, out: Option<PathBuf>) -> Result<ExitCode> {
-        let ctx = Ctx::load(sweep_path, Some(Path::new("/nonexistent-volume")), true)?;
-        if o.backoff_per_index == u32::MAX {
-            o.backoff_per_index = ctx.sweep.retries;
-        }
+    pub fn k8s(sweep_path: &Path, o: K8sOptions, out: Option<PathBuf>) -> Result<ExitCode> {
+        // Rendering needs the runs, not a volume: the pods mount theirs (dry: nothing is read or written).
+        let ctx = Ctx::load(sweep_path, None, true)?;
         let text = sweep::self_contained(sweep_path)?;
         let yaml = k8s::render(&ctx, &text, &o);
         match out {

@@ -9,6 +9,9 @@ use crate::checkpoint::TensorIoError;
 use crate::config::ConfigError;
 use crate::data::DataError;
 
+/// Exit code of a command whose run is held by another live process (EX_TEMPFAIL): try again later.
+pub const EXIT_BUSY: u8 = 75;
+
 /// Everything that can stop a spotrun command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,8 +23,12 @@ pub enum Error {
     TensorIo(#[from] TensorIoError),
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
-    #[error(transparent)]
-    Sweep(#[from] crate::sweep::SweepError),
+    /// Bad input that is not a config key: a sweep file, a command-line value, a directory that is not a sweep.
+    #[error("{0}")]
+    Input(String),
+    /// A sweep run that failed for good (retries used up, or a permanent error).
+    #[error("{0}")]
+    RunFailed(String),
     /// Stopped by a preemption signal after saving (or deliberately not saving) a checkpoint.
     #[error("{message}")]
     Preempted { signal: i32, message: String },
@@ -61,11 +68,15 @@ impl Error {
     /// The one mapping: the CLI and the sweep worker's attempt records both use it.
     pub fn code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Data(_) | Error::Diverged { .. } | Error::Device(_) | Error::RunDir(_) => 2,
+            Error::Config(_)
+            | Error::Data(_)
+            | Error::Diverged { .. }
+            | Error::Device(_)
+            | Error::RunDir(_)
+            | Error::Input(_) => 2,
             Error::OutOfMemory { before_training: true, .. } => 2,
             Error::TensorIo(e) if e.is_bad_input() => 2,
-            Error::Sweep(e) => e.code(),
-            Error::LeaseLost(_) | Error::Busy(_) => crate::sweep::EXIT_BUSY,
+            Error::LeaseLost(_) | Error::Busy(_) => EXIT_BUSY,
             Error::Preempted { signal, .. } => (128 + signal).clamp(0, 255) as u8,
             Error::Internal(_) => 101,
             _ => 1,

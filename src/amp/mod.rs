@@ -62,6 +62,7 @@ impl Drop for Autocast {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};

@@ -94,6 +94,7 @@ impl GradScaler {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     //! Reference behaviour from torch.amp.GradScaler (PyTorch 2.11.0): `unscale_` divides by the scale and sets
     //! found_inf on non-finite grads; `update()` halves the scale on overflow (and resets the growth tracker) and

@@ -110,6 +110,7 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -46,6 +46,7 @@ pub fn to_delete(entries: &[Entry], keep_last: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -93,7 +93,7 @@ pub fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Writt
         offset += len;
     }
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' '); // the format pads the header to 8-byte alignment with spaces
     }
     let mut crc = crc32fast::Hasher::new();
@@ -166,6 +166,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path, device: Device) -> Result<HashMap<S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -50,6 +50,7 @@ pub fn config_hash(c: &Config) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

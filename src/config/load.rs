@@ -61,7 +61,7 @@ pub fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 }
 
 /// Parses a `config.toml` that spotrun wrote itself (a run directory's resolved config). Types are checked, the
-/// value rules of [`validate`] are not: the config was validated when it was written, and judging it by a later
+/// value rules of `validate` are not: the config was validated when it was written, and judging it by a later
 /// version's stricter rules would refuse that version's run directories.
 pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let table = text
@@ -157,6 +157,7 @@ fn merge(into: &mut toml::Table, values: toml::Table) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::schema::{OptimKind, Precision};

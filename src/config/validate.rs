@@ -40,7 +40,7 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return err(&format!("optim.betas[{i}]"), format!("must be in [0, 1), got {b}"));
         }
     }
-    if !(c.optim.eps > 0.0) {
+    if c.optim.eps.is_nan() || c.optim.eps <= 0.0 {
         return err("optim.eps", format!("must be > 0, got {}", c.optim.eps));
     }
     if !(0.0..1.0).contains(&c.optim.momentum) && c.optim.momentum != 0.0 {
@@ -95,7 +95,7 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if !(c.checkpoint.every_seconds >= 0.0 && c.checkpoint.every_seconds.is_finite()) {
         return err("checkpoint.every_seconds", format!("must be >= 0, got {}", c.checkpoint.every_seconds));
     }
-    if !(c.checkpoint.grace_seconds >= 0.0) {
+    if c.checkpoint.grace_seconds.is_nan() || c.checkpoint.grace_seconds < 0.0 {
         return err("checkpoint.grace_seconds", format!("must be >= 0, got {}", c.checkpoint.grace_seconds));
     }
     if let Some(name) = &c.train.name {

@@ -291,6 +291,7 @@ fn label_range(y: &Tensor) -> (i64, i64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -16,6 +16,7 @@ pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

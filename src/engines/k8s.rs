@@ -17,8 +17,8 @@ pub struct K8sOptions {
     pub gpus_per_pod: usize,
     pub cpus: usize,
     pub memory: String,
-    /// Failed attempts per index before that index fails (`backoffLimitPerIndex`).
-    pub backoff_per_index: u32,
+    /// Failed attempts per index before that index fails (`backoffLimitPerIndex`); `None`: the sweep's retries.
+    pub backoff_per_index: Option<u32>,
     pub grace_seconds: u32,
     pub namespace: Option<String>,
 }
@@ -158,7 +158,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
                 ("completionMode", s("Indexed")),
                 ("completions", s(n)),
                 ("parallelism", s(o.parallelism.clamp(1, n.max(1)))),
-                ("backoffLimitPerIndex", s(o.backoff_per_index)),
+                ("backoffLimitPerIndex", s(o.backoff_per_index.unwrap_or(ctx.sweep.retries))),
                 ("maxFailedIndexes", s(n)),
                 (
                     "podFailurePolicy",
@@ -242,6 +242,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     #[test]
     fn dns_names() {

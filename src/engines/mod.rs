@@ -20,6 +20,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     #[test]
     fn shell_quoting() {

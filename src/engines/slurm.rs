@@ -208,6 +208,7 @@ pub fn submit(script: &Path) -> Result<String, SweepError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     #[test]
     fn slurm_time_limits_parse_like_sbatch() {

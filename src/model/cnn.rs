@@ -73,6 +73,7 @@ impl ModuleT for Cnn {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

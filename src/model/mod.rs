@@ -112,6 +112,7 @@ pub fn describe(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> String
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

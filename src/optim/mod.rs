@@ -63,6 +63,7 @@ fn restore(state: &HashMap<String, Tensor>, name: &str, dst: &mut Tensor) -> Res
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     //! Expected values from PyTorch 2.11.0:
     //! ```python

@@ -23,6 +23,7 @@ pub fn lr_at(cfg: &ScheduleConfig, base: f64, step: u64, total_steps: u64) -> f6
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

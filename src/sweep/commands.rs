@@ -77,7 +77,7 @@ fn sweep_dir(arg: &Path, volume: Option<&Path>) -> Result<(Layout, Plan)> {
 pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitCode> {
     let (layout, plan) = sweep_dir(dir, volume)?;
     let views = if layout.root.join("runs").is_dir() {
-        status::write_results(&layout, &plan)?
+        status::results_or_warn(&layout, &plan)
     } else {
         status::collect(&layout, &plan)
     };

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use crate::config::ConfigError;
 
-/// Exit code of a worker whose run is held by another live worker (EX_TEMPFAIL): try again later.
-pub const EXIT_BUSY: u8 = 75;
+use crate::error::Error;
+pub use crate::error::EXIT_BUSY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -48,5 +48,21 @@ impl SweepError {
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SweepError::Io { path: path.into(), source }
+    }
+}
+
+/// Sweep errors become the crate's [`Error`] at the sweep layer's edge (the bottom layer knows nothing of sweeps).
+impl From<SweepError> for Error {
+    fn from(e: SweepError) -> Error {
+        match e {
+            SweepError::Config(c) => Error::Config(c),
+            SweepError::Io { path, source } => Error::Io { path, source },
+            SweepError::Busy(m) => Error::Busy(m),
+            SweepError::RunFailed(m) => Error::RunFailed(m),
+            e @ (SweepError::Read { .. }
+            | SweepError::Syntax { .. }
+            | SweepError::Key { .. }
+            | SweepError::Usage(_)) => Error::Input(e.to_string()),
+        }
     }
 }

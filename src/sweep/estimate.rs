@@ -183,6 +183,7 @@ pub fn render(name: &str, gpu: &str, rate: f64, workers: usize, runs: &[RunInput
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -199,7 +199,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             let code = status.code();
             let signal = status.signal().or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
             states[a.index] = RunState::Waiting { not_before: Instant::now() };
-            if code == Some(0) && dir.join(record::DONE).exists() {
+            if code == Some(0) && record::maybe_present(&dir.join(record::DONE)) {
                 states[a.index] = RunState::Finished;
                 display.finished(run.index, &record::read_json(&dir.join(record::DONE)), secs);
             } else if code == Some(EXIT_BUSY as i32) {
@@ -276,7 +276,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         if got != 0 {
             if active.is_empty() {
                 display.clear();
-                let views = status::write_results(&ctx.layout, &ctx.plan)?;
+                let views = status::results_or_warn(&ctx.layout, &ctx.plan);
                 tell!(
                     "spotrun sweep: stopped by {}; {} of {} runs done. Run the same command to finish the sweep.",
                     crate::trainer::signal_name(got as i32),
@@ -313,7 +313,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(100));
     }
     display.clear();
-    let views = status::write_results(&ctx.layout, &ctx.plan)?;
+    let views = status::results_or_warn(&ctx.layout, &ctx.plan);
     let _ = write!(std::io::stdout().lock(), "{}", status::table(&ctx.plan, &views));
     let _ = writeln!(std::io::stdout().lock(), "results: {}", ctx.layout.results_csv().display());
     let all_done = views.iter().all(|v| v.state == State::Done);
@@ -341,7 +341,7 @@ fn next_run(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
     for (i, st) in states.iter_mut().enumerate() {
         let RunState::Waiting { not_before } = *st else { continue };
         let dir = ctx.layout.run_dir(&ctx.runs[i].id);
-        if dir.join(record::DONE).exists() || dir.join(record::FAILED).exists() {
+        if record::maybe_present(&dir.join(record::DONE)) || record::maybe_present(&dir.join(record::FAILED)) {
             *st = RunState::Finished;
             continue;
         }
@@ -413,6 +413,7 @@ fn last_error_line(tail: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -281,6 +281,7 @@ fn create_exclusive(path: &Path, info: &LeaseInfo) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -32,6 +32,7 @@ pub fn should_prune(own: &[EpochMetrics], others: &[Vec<EpochMetrics>], metric: 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::sweep::spec::PruneMethod;

@@ -69,6 +69,21 @@ pub struct Attempt {
     pub seconds: f64,
 }
 
+/// Whether a record file is there: `Ok(false)` only when it positively does not exist; an I/O error (EIO, EACCES,
+/// a stale NFS handle) is an error naming the path, never "not there" (which would retrain a done run).
+pub fn present(path: &Path) -> Result<bool, SweepError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(SweepError::io(path, e)),
+    }
+}
+
+/// [`present`] for decisions that only skip work: anything but a positive "does not exist" counts as there.
+pub fn maybe_present(path: &Path) -> bool {
+    present(path).unwrap_or(true)
+}
+
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -132,6 +147,7 @@ pub fn tail(path: &Path, max_bytes: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

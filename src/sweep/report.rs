@@ -285,6 +285,7 @@ pub fn scatter(title: &str, xl: &str, yl: &str, pts: &[(serde_json::Value, f64, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

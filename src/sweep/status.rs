@@ -40,7 +40,7 @@ pub struct RunView {
     pub holder: Option<LeaseInfo>,
     pub metrics: Vec<EpochMetrics>,
     pub attempts: Vec<Attempt>,
-    /// Wall time of the attempts so far ([`record::wall_seconds`]), for runs without `done.json`.
+    /// Wall time of the attempts so far (`record::wall_seconds`), for runs without `done.json`.
     pub wall_seconds: f64,
 }
 
@@ -210,6 +210,15 @@ pub fn write_results(layout: &Layout, plan: &Plan) -> Result<Vec<RunView>, Sweep
         write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
     }
     Ok(views)
+}
+
+/// [`write_results`] for commands that only report (status, the launcher's final table): a volume that cannot
+/// be written (mounted read-only, full) gets a warning, and the report is still shown.
+pub fn results_or_warn(layout: &Layout, plan: &Plan) -> Vec<RunView> {
+    write_results(layout, plan).unwrap_or_else(|e| {
+        tell!("warning: {e}; results.csv and results.jsonl were not updated");
+        collect(layout, plan)
+    })
 }
 
 /// The `spotrun status` table.

@@ -97,8 +97,8 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
         for run in &ctx.runs {
             let dir = ctx.layout.run_dir(&run.id);
             if errors[run.index] > retries
-                || dir.join(record::DONE).exists()
-                || dir.join(record::FAILED).exists()
+                || record::maybe_present(&dir.join(record::DONE))
+                || record::maybe_present(&dir.join(record::FAILED))
                 || lease::holder(&dir, ctx.sweep.lease_seconds).is_some()
             {
                 continue;
@@ -109,14 +109,14 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
                     trained += 1;
                 }
                 Ok(Outcome::AlreadyDone) => {}
-                Err(Error::Sweep(SweepError::Busy(_))) => {}
+                Err(Error::Busy(_)) => {}
                 Err(e @ Error::Preempted { .. }) => return Err(e),
                 Err(e @ Error::LeaseLost(_)) => return Err(e),
                 Err(e) => {
                     claimed = true;
                     errors[run.index] += 1;
                     tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
-                    if dir.join(record::FAILED).exists() || errors[run.index] > retries {
+                    if record::maybe_present(&dir.join(record::FAILED)) || errors[run.index] > retries {
                         failed += 1;
                     }
                 }
@@ -129,8 +129,8 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
             let d = ctx.layout.run_dir(&r.id);
             errors[r.index] > 0
                 && errors[r.index] <= retries
-                && !d.join(record::DONE).exists()
-                && !d.join(record::FAILED).exists()
+                && !record::maybe_present(&d.join(record::DONE))
+                && !record::maybe_present(&d.join(record::FAILED))
         });
         if retry_pending {
             std::thread::sleep(backoff);
@@ -142,10 +142,19 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
 fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     let dir = ctx.layout.run_dir(&run.id);
     let short = crate::config::short_id(&run.id);
-    if dir.join(record::DONE).exists() {
+    if record::present(&dir.join(record::DONE))? {
         return Ok(Outcome::AlreadyDone);
     }
-    if let Some(f) = record::read_json::<Failed>(&dir.join(record::FAILED)) {
+    if record::present(&dir.join(record::FAILED))? {
+        let f = record::read_json::<Failed>(&dir.join(record::FAILED)).unwrap_or(Failed {
+            run_id: run.id.clone(),
+            index: run.index,
+            failures: 0,
+            exit_code: None,
+            error: "(failed.json is unreadable)".into(),
+            stderr_tail: String::new(),
+            unix_ms: 0,
+        });
         return Err(SweepError::RunFailed(format!(
             "run #{} {short} failed for good after {} failure(s): {}; delete {} to retry it",
             run.index,
@@ -167,11 +176,11 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         )),
         ClaimError::Io(p, e) => SweepError::io(p, e),
     })?;
-    if dir.join(record::DONE).exists() {
+    if record::maybe_present(&dir.join(record::DONE)) {
         lease.release();
         return Ok(Outcome::AlreadyDone);
     }
-    if dir.join(record::FAILED).exists() {
+    if record::maybe_present(&dir.join(record::FAILED)) {
         lease.release();
         return Err(SweepError::RunFailed(format!(
             "run #{} {short} was marked failed by another worker while this one claimed it; delete {} to retry it",

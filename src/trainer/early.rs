@@ -33,6 +33,7 @@ pub fn should_stop(history: &[EpochMetrics], es: &EarlyStopping) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -20,6 +20,9 @@ use crate::model::Model;
 use crate::optim::{self, Optimizer};
 
 /// Drives one model over one dataset with one config. Build it, then call [`Trainer::fit`].
+/// Tensors with their `state_dict` names, as a checkpoint stores them.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 pub struct Trainer<'a> {
     cfg: &'a Config,
     model: &'a dyn Model,
@@ -135,7 +138,7 @@ impl<'a> Trainer<'a> {
             self.step += 1;
             trained += len;
             let every = self.cfg.train.log_every;
-            let shown = if every > 0 && self.step % every == 0 {
+            let shown = if every > 0 && self.step.is_multiple_of(every) {
                 let v = loss.f_double_value(&[])?;
                 self.check_finite(v, epoch)?;
                 Some(v)
@@ -230,7 +233,7 @@ impl<'a> Trainer<'a> {
     /// Host copies of everything a checkpoint needs: `(model weights, state)`. State holds the optimizer
     /// (`optim.*`), the grad scaler (`scaler.*`) and the epoch accumulators (`epoch.loss_sum`, `epoch.skipped`).
     /// Copies, not aliases: training may go on while they are written.
-    pub fn snapshot(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+    pub fn snapshot(&self) -> (NamedTensors, NamedTensors) {
         // Contiguous host copies: the CNN's channels-last weights (and their optimizer state) are stored in the
         // standard layout, so the files read as a PyTorch `state_dict` and the writer streams them directly.
         let host = |t: &Tensor| {

@@ -142,6 +142,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     tch::set_num_threads(threads as i32);
 
+    let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
+    rundir::check_creatable(&run_dir)?;
     let loading = || {
         format!("loading the data ({})", cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string()))
     };
@@ -163,7 +165,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
             .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message }.into())
     })?;
-    let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     check_run_dir(&run_dir, cfg, opts.allow_config_change)?;
     // A standalone run locks its directory and its checkpoint directory (sweep workers hold a lease instead): at
@@ -461,7 +462,7 @@ struct Saver<'a> {
 impl Saver<'_> {
     fn due_mid_epoch(&self, step: u64) -> Option<&'static str> {
         let c = &self.cfg.checkpoint;
-        if c.every_steps > 0 && step % c.every_steps == 0 {
+        if c.every_steps > 0 && step.is_multiple_of(c.every_steps) {
             return Some("steps");
         }
         if c.every_seconds > 0.0 && self.last_time.elapsed().as_secs_f64() >= c.every_seconds {
@@ -586,7 +587,7 @@ fn test_startup_delay() {
 /// `runs/<name>-<first 8 hex digits of the run id>`.
 pub fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
     let name = cfg.train.name.as_deref().unwrap_or("run");
-    PathBuf::from("runs").join(format!("{name}-{}", crate::config::short_id(&run_id)))
+    PathBuf::from("runs").join(format!("{name}-{}", crate::config::short_id(run_id)))
 }
 
 /// The model's variables sorted by name (PyTorch `state_dict` names).
@@ -599,8 +600,10 @@ pub fn named_variables(vs: &VarStore) -> Vec<(String, tch::Tensor)> {
 /// Refuses a run directory whose `config.toml` belongs to an incompatible run (before anything is written).
 fn check_run_dir(dir: &Path, cfg: &Config, allow: bool) -> Result<()> {
     let existing = dir.join("config.toml");
-    if !existing.exists() {
-        return Ok(());
+    match std::fs::symlink_metadata(&existing) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => return Ok(()),
+        Err(e) => return Err(Error::io(&existing, e)),
+        Ok(_) => {}
     }
     let text = std::fs::read_to_string(&existing).map_err(|e| Error::io(&existing, e))?;
     let theirs = config::parse_str(&text, &existing)?;
@@ -644,7 +647,7 @@ fn banner(
     };
     format!(
         "spotrun train: run {} -> {}\n  device {device} | precision {} | model {} ({:.2}M params)\n  data {} ({} train / {} val, {:.1} MB, {}) | batch {} | {} epochs x {} steps",
-        crate::config::short_id(&run_id),
+        crate::config::short_id(run_id),
         dir.display(),
         t.precision().name(),
         model::describe(&cfg.model, &data.sample_shape, data.classes),

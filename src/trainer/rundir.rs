@@ -13,6 +13,30 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{write_atomic, Skipped};
 use crate::error::{Error, Result};
 
+/// Refuses a run directory that does not exist yet and would have to be created on a read-only file system, before
+/// any data is loaded (an existing one may be read-only: a finished run on a read-only mount still reports).
+pub fn check_creatable(dir: &Path) -> Result<()> {
+    let mut at = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+    while std::fs::symlink_metadata(&at).is_err() {
+        match at.parent() {
+            Some(p) => at = p.to_path_buf(),
+            None => return Ok(()),
+        }
+    }
+    if at == std::path::absolute(dir).unwrap_or_default() {
+        return Ok(());
+    }
+    let ro = rustix::fs::statvfs(&at).is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+    if ro {
+        return Err(Error::RunDir(format!(
+            "{}: cannot create the run directory: {} is on a read-only file system; pass a writable --run-dir",
+            dir.display(),
+            at.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The ownership record's file name inside a checkpoint directory.
 pub const OWNER_FILE: &str = "owner.json";
 
@@ -200,6 +224,7 @@ pub fn move_aside(run_dir: &Path, ckpt_dir: &Path) -> Result<Option<PathBuf>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

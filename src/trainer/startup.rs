@@ -13,6 +13,7 @@ pub fn seconds_since_process_start() -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     #[test]
     fn process_age_is_small_and_positive() {

@@ -188,7 +188,7 @@ fn a_truncated_or_inconsistent_data_file_is_an_error_naming_it() {
     let f = tmp.path().join("cut.safetensors");
     write_dataset(&f, 400, 16, 4, Kind::Float, Kind::Int64);
     let bytes = std::fs::read(&f).unwrap();
-    let src = vec!["data.source=safetensors".to_string(), format!("data.path={}", f.display())];
+    let src = ["data.source=safetensors".to_string(), format!("data.path={}", f.display())];
     let args = sets(&src.iter().map(String::as_str).collect::<Vec<_>>());
     std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
     rejects(args.clone(), &["cut.safetensors", "not a safetensors file", "truncated or corrupted?"]);

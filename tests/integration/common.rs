@@ -2,9 +2,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `spotrun` binary under test.
+/// The `spotrun` binary under test: cargo's, or a copy named by `SPOTRUN_TEST_BIN` (scripts/torture.sh uses one,
+/// so a long run is not affected by a rebuild of target/ while it goes on).
 pub fn spotrun() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spotrun"))
+    Command::new(std::env::var_os("SPOTRUN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spotrun").into()))
 }
 
 pub fn repo() -> PathBuf {
@@ -90,13 +91,15 @@ pub fn kill(pid: u32, sig: &str) -> bool {
     Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill(1)").success()
 }
 
-/// The committed checkpoints (with a manifest) of a run directory, oldest first.
+/// The checkpoints of a run directory that look committed (a `ckpt-*` directory with a manifest: what resume and
+/// `inspect` read), oldest first.
 pub fn committed(run_dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("checkpoints"))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-")))
         .filter(|p| p.join("manifest.json").exists())
         .collect();
     v.sort();

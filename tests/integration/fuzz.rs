@@ -315,7 +315,10 @@ fn damage(bytes: &mut Vec<u8>, ops: &[(u8, u32, u8)]) {
     }
 }
 
-fn edits() -> impl Strategy<Value = (Vec<(u8, u16)>, Value, Vec<(u8, u32, u8)>, bool)> {
+/// JSON picks with a replacement leaf, raw byte operations, and which of the two to apply.
+type Edits = (Vec<(u8, u16)>, Value, Vec<(u8, u32, u8)>, bool);
+
+fn edits() -> impl Strategy<Value = Edits> {
     (
         prop::collection::vec(any::<(u8, u16)>(), 1..5),
         json_leaf(),

@@ -215,6 +215,9 @@ fn write_data(path: &Path, edit: impl Fn(&mut [Tensor; 4])) {
     spotrun::checkpoint::save(path, &named).unwrap();
 }
 
+/// A damaged dataset: name, how to damage it, what the error must say.
+type DataCase = (&'static str, fn(&mut [Tensor; 4]), &'static [&'static str]);
+
 fn data_run(tmp: &Path, file: &Path) -> Vec<String> {
     let mut a = vec!["train".to_string(), "--run-dir".into(), tmp.join("run").display().to_string()];
     a.extend(sets(&[
@@ -231,7 +234,7 @@ fn data_run(tmp: &Path, file: &Path) -> Vec<String> {
 fn non_finite_inputs_and_stray_labels_are_refused_at_load_time() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("d.safetensors");
-    let cases: [(&str, fn(&mut [Tensor; 4]), &[&str]); 3] = [
+    let cases: [DataCase; 3] = [
         (
             "nan",
             |t| {
@@ -325,4 +328,62 @@ fn inspect_and_status_never_panic_on_short_or_non_ascii_run_ids() {
     }
     let err = run_bad(&["inspect".into(), tmp.path().join("nope").display().to_string()]);
     assert!(err.contains("no such path"), "{err}");
+}
+
+/// A tmpfs mounted at `dir` (root only; the tests run as root here and in CI).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "none", &dir.display().to_string()]).status().unwrap();
+        assert!(ok.success(), "mount -t tmpfs failed (this test needs root)");
+        Mount(dir.to_path_buf())
+    }
+
+    fn read_only(&self) {
+        let ok = Command::new("mount").args(["-o", "remount,ro", &self.0.display().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_volume_gives_clear_errors_and_finished_runs_still_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Mount::tmpfs(&tmp.path().join("ro"));
+    let done = m.0.join("done");
+    run_ok(&train_args(&done, &[]));
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"s\"\n[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [16]\n\
+         train = { batch_size = 250, epochs = 1, threads = 1 }\n[parameters]\n\"optim.lr\" = [0.001, 0.01]\n",
+    )
+    .unwrap();
+    let vol = m.0.join("vol").display().to_string();
+    run_ok(&["sweep".into(), sweep.display().to_string(), "--volume".into(), vol.clone(), "--quiet".into()]);
+    m.read_only();
+    // A finished run on a read-only mount still says so, and its files are unchanged.
+    let before = snapshot(&done);
+    let out = run_ok(&train_args(&done, &[]));
+    assert!(text(&out.stdout).contains("already finished"), "{}", text(&out.stdout));
+    assert_eq!(snapshot(&done), before);
+    // A new run there is refused before the data loads, naming the path.
+    let err = run_bad(&train_args(&m.0.join("new"), &[]));
+    assert!(err.contains("read-only file system") && err.contains("/ro"), "{err}");
+    // Extending the finished run needs to write: one clear error line, no panic.
+    let out = spotrun().args(train_args(&done, &["train.epochs=3"])).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.lines().last().unwrap().contains("Read-only file system") && !err.contains("panicked"), "{err}");
+    // The sweep's status is still shown (results.csv cannot be rewritten: a warning).
+    let out = spotrun().args(["status", &format!("{vol}/s")]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning:") && text(&out.stdout).contains("done"), "{}", text(&out.stdout));
 }
