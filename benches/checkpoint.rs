@@ -38,7 +38,7 @@ fn manifest(step: u64) -> Manifest {
         rng: String::new(),
         data_fingerprint: None,
         files: vec![],
-        reason: "bench".into(),
+        reason: spotrun::checkpoint::SaveReason::Other,
         save_seconds: 0.0,
         created_unix_ms: 0,
     }

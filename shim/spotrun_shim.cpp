@@ -96,6 +96,9 @@ char* spotrun_set_deterministic(int on) {
   })
 }
 
+// Whether torch.use_deterministic_algorithms is on (so a per-run setting can be restored afterwards).
+int spotrun_deterministic() { return at::globalContext().deterministicAlgorithms() ? 1 : 0; }
+
 // Re-lays a parameter out channels-last (NHWC strides), as `module.to(memory_format=torch.channels_last)` does:
 // the tensor keeps its identity (autograd leaf, aliases held by tch's VarStore), only its data is replaced.
 char* spotrun_channels_last(at::Tensor* t) {

@@ -218,6 +218,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::boundary::install_quiet_hook();
+    crate::trainer::process::init();
     if std::env::var_os("SPOTRUN_DEFAULT_MALLOC").is_none() {
         crate::ffi::tune_allocator();
     }

@@ -34,6 +34,7 @@ extern "C" {
         inv_scale: *mut C_tensor,
     ) -> *mut c_char;
     fn spotrun_set_deterministic(on: c_int) -> *mut c_char;
+    fn spotrun_deterministic() -> c_int;
     fn spotrun_grads_to_none(ts: *const *mut C_tensor, n: usize) -> *mut c_char;
     fn spotrun_channels_last(t: *mut C_tensor) -> *mut c_char;
 }
@@ -141,6 +142,12 @@ pub fn channels_last(t: &Tensor) -> Result<(), ShimError> {
 pub fn set_deterministic(on: bool) -> Result<(), ShimError> {
     // SAFETY: a plain int.
     check(unsafe { spotrun_set_deterministic(c_int::from(on)) })
+}
+
+/// Whether deterministic algorithms are on (`torch.are_deterministic_algorithms_enabled()`).
+pub fn deterministic() -> bool {
+    // SAFETY: reads a flag of libtorch's global context.
+    unsafe { spotrun_deterministic() != 0 }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -42,11 +42,37 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprint: Option<String>,
     pub files: Vec<FileEntry>,
-    /// Why it was written: `epoch`, `steps`, `seconds`, `signal`, `final`.
-    pub reason: String,
+    /// Why it was written.
+    pub reason: SaveReason,
     /// Seconds from the start of the save to the commit (used to predict whether a save fits a grace period).
     pub save_seconds: f64,
     pub created_unix_ms: u128,
+}
+
+/// Why a checkpoint was written (`reason` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveReason {
+    /// `checkpoint.every_epochs`.
+    Epoch,
+    /// `checkpoint.every_steps`.
+    Steps,
+    /// `checkpoint.every_seconds`.
+    Seconds,
+    /// A preemption signal.
+    Signal,
+    /// The end of the run (every epoch done, early stopping, pruning).
+    Final,
+    /// Written by something else (a benchmark, a newer spotrun).
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for SaveReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string));
+        f.write_str(s.as_deref().unwrap_or("other"))
+    }
 }
 
 /// Why a checkpoint directory's manifest could not be used.

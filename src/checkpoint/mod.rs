@@ -11,7 +11,7 @@ mod tensors;
 mod writer;
 
 pub use atomic::{append_line, unique_suffix, write_atomic, write_atomic_with};
-pub use manifest::{crc32_hex, FileEntry, Manifest, ManifestError, FORMAT_VERSION, MANIFEST};
+pub use manifest::{crc32_hex, FileEntry, Manifest, ManifestError, SaveReason, FORMAT_VERSION, MANIFEST};
 pub use retention::{to_delete, Entry, State};
 pub use store::{
     load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, MODEL_FILE,

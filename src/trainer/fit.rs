@@ -19,10 +19,10 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optim::{self, Optimizer};
 
-/// Drives one model over one dataset with one config. Build it, then call [`Trainer::fit`].
 /// Tensors with their `state_dict` names, as a checkpoint stores them.
 pub type NamedTensors = Vec<(String, Tensor)>;
 
+/// Drives one model over one dataset with one config. Build it, then call [`Trainer::fit`].
 pub struct Trainer<'a> {
     cfg: &'a Config,
     model: &'a dyn Model,

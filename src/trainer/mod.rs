@@ -6,10 +6,16 @@ mod early;
 mod fit;
 mod lock;
 pub(crate) mod metrics;
+mod observer;
+mod open;
+mod policy;
+mod prepare;
+pub mod process;
 mod progress;
 mod resume;
 mod run;
 mod rundir;
+mod saver;
 mod signals;
 pub mod startup;
 
@@ -19,7 +25,7 @@ pub use metrics::EpochMetrics;
 pub use progress::Progress;
 pub use resume::{changed_keys, compatible};
 pub use run::{
-    default_run_dir, named_variables, train, CheckpointCost, EpochHook, OwnerCheck, RunStatus, TrainOptions,
+    default_run_dir, named_variables, train, CheckpointCost, EpochHook, Outcome, OwnerCheck, RunStatus, TrainOptions,
     TrainSummary,
 };
 pub use signals::name as signal_name;

@@ -1,0 +1,128 @@
+//! Stage 2 of `spotrun train`: the run directory. Locks (a standalone run), the checkpoint to resume from (every one
+//! passed over reported), the rules that keep a user's results (ownership of the checkpoint directory, no silent
+//! retraining, config and data compatibility), then, only once everything has been accepted, the run files.
+use std::path::Path;
+
+use tch::Device;
+
+use super::lock::RunLocks;
+use super::metrics::EpochMetrics;
+use super::prepare::Prepared;
+use super::resume::{compatible, same_data};
+use super::run::TrainOptions;
+use super::rundir;
+use crate::checkpoint::{write_atomic, Loaded, Skipped, Store};
+use crate::config::{self, Config, LoadedConfig};
+use crate::error::{Error, Result};
+
+/// The run directory as found: the checkpoint to resume from and what to do before writing.
+pub(crate) struct Opened {
+    pub store: Store,
+    pub found: Option<Loaded>,
+    /// `--start-over` on a run directory with results: move them aside before writing.
+    pub replace: bool,
+    locks: RunLocks,
+}
+
+/// Stage 2a: reads the run directory and decides, writing nothing but lock files. Warnings go to `p.lines`.
+pub(crate) fn open(p: &mut Prepared, opts: &TrainOptions) -> Result<Opened> {
+    let (run_dir, ckpt_dir) = (p.run_dir.clone(), p.ckpt_dir.clone());
+    check_run_dir(&run_dir, p.cfg(), opts.allow_config_change)?;
+    // A standalone run locks its directory and its checkpoint directory (sweep workers hold a lease instead): at
+    // once where the directory exists, so a second process stops before reading checkpoints; the rest in `begin`.
+    let standalone = opts.owner_check.is_none();
+    let mut locks = RunLocks::new(if standalone { vec![run_dir.clone(), ckpt_dir.clone()] } else { vec![] });
+    locks.take(false)?;
+    let store = Store::new(ckpt_dir.clone(), p.cfg().checkpoint.keep_last);
+    let unlistable = |e: std::io::Error| {
+        let why = format!("cannot list checkpoints ({e}); refusing to treat it as empty and start over");
+        Error::io(&ckpt_dir, std::io::Error::new(e.kind(), why))
+    };
+    let listed = store.list().map_err(unlistable)?;
+    rundir::check_owner(&run_dir, &ckpt_dir, !listed.is_empty())?;
+    let mut skipped = Vec::new();
+    let found = store.latest_good(Device::Cpu, &mut |s| skipped.push(s)).map_err(unlistable)?;
+    p.lines.extend(skipped.iter().map(|s| match s {
+        Skipped::Uncommitted(_) => format!("note: {s}"),
+        Skipped::Bad { .. } => format!("warning: {s}"),
+    }));
+    let mut replace = false;
+    match &found {
+        None => {
+            let t = rundir::trained(&run_dir, &skipped)?;
+            if t.any() && !opts.start_over {
+                return Err(rundir::refuse_retraining(&run_dir, &ckpt_dir, &t));
+            }
+            replace = t.any();
+        }
+        Some(l) => check_resumable(p, l, opts.allow_config_change)?,
+    }
+    Ok(Opened { store, found, replace, locks })
+}
+
+/// Whether checkpoint `l` may be continued with this config and data (notes go to `p.lines`).
+fn check_resumable(p: &mut Prepared, l: &Loaded, allow: bool) -> Result<()> {
+    let old: Config = serde_json::from_value(l.manifest.config.clone())
+        .map_err(|e| Error::RunDir(format!("{}: manifest config does not parse: {e}", l.dir.display())))?;
+    match compatible(&old, p.cfg(), allow) {
+        Ok(note) => p.lines.extend(note.map(|n| format!("note: {n}"))),
+        Err(changed) => return Err(incompatible(&l.dir, &changed)),
+    }
+    let recorded = l.manifest.data_fingerprint.as_deref();
+    match same_data(recorded, &p.data.fingerprint, &p.data.origin, allow) {
+        Ok(note) => p.lines.extend(note.map(|n| format!("note: {n}"))),
+        Err(why) => return Err(Error::RunDir(format!("{}: {why}", l.dir.display()))),
+    }
+    Ok(())
+}
+
+/// Stage 2b, once training will really start: the remaining locks, `--start-over`'s move, the checkpoint
+/// directory's owner record, `config.toml`, and `metrics.jsonl` rewritten to the resumed epochs.
+pub(crate) fn begin(p: &Prepared, o: &mut Opened, metrics: &[EpochMetrics], say: &dyn Fn(&str)) -> Result<()> {
+    o.locks.take(true)?;
+    o.locks.warnings().for_each(|w| say(&format!("warning: {w}")));
+    if o.replace {
+        if let Some(to) = rundir::move_aside(&p.run_dir, &p.ckpt_dir)? {
+            say(&format!("--start-over: the previous results were moved to {}", to.display()));
+        }
+    }
+    rundir::claim(&p.run_dir, &p.ckpt_dir)?;
+    write_run_files(&p.run_dir, &p.loaded, &p.run_id, metrics)
+}
+
+pub(crate) fn incompatible(dir: &Path, changed: &[String]) -> Error {
+    Error::RunDir(format!(
+        "{} holds a run with a different config (changed: {}). Use another --run-dir, change only train.epochs to \
+         extend the run, or pass --allow-config-change",
+        dir.display(),
+        changed.join(", ")
+    ))
+}
+
+/// Refuses a run directory whose `config.toml` belongs to an incompatible run (before anything is written).
+fn check_run_dir(dir: &Path, cfg: &Config, allow: bool) -> Result<()> {
+    let existing = dir.join("config.toml");
+    match std::fs::symlink_metadata(&existing) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => return Ok(()),
+        Err(e) => return Err(Error::io(&existing, e)),
+        Ok(_) => {}
+    }
+    let text = std::fs::read_to_string(&existing).map_err(|e| Error::io(&existing, e))?;
+    let theirs = config::parse_str(&text, &existing)?;
+    compatible(&theirs, cfg, allow).map(|_| ()).map_err(|changed| incompatible(dir, &changed))
+}
+
+/// Creates the run directory, writes `config.toml`, and rewrites `metrics.jsonl` to the resumed epochs.
+fn write_run_files(dir: &Path, loaded: &LoadedConfig, run_id: &str, metrics: &[EpochMetrics]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("config.toml");
+    let text = format!(
+        "# Resolved by spotrun from {}; run id {run_id}\n{}",
+        loaded.origin.display(),
+        toml::to_string(&loaded.config).map_err(|e| Error::RunDir(format!("cannot serialise config: {e}")))?
+    );
+    write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    let lines: String = metrics.iter().map(|m| m.to_json_line() + "\n").collect();
+    let path = dir.join("metrics.jsonl");
+    write_atomic(&path, lines.as_bytes()).map_err(|e| Error::io(&path, e))
+}

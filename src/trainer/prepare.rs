@@ -1,0 +1,161 @@
+//! Stage 1 of `spotrun train`: everything that can be checked without writing a file. The config, the device, the
+//! data (loaded once, checked, placed on the device), the model (counted against free memory, then built). Bad
+//! input fails here, before any run file exists.
+use std::path::PathBuf;
+
+use tch::nn::VarStore;
+use tch::Device;
+
+use super::run::TrainOptions;
+use super::rundir;
+use crate::boundary::{self, Phase};
+use crate::config::{self, Config, ConfigError, LoadedConfig, ModelKind, OptimKind};
+use crate::data::Dataset;
+use crate::device;
+use crate::error::{Error, Result};
+use crate::model::{self, Model};
+
+/// What the later stages work on.
+pub(crate) struct Prepared {
+    pub loaded: LoadedConfig,
+    pub run_id: String,
+    pub device: Device,
+    pub threads: usize,
+    pub data: Dataset,
+    pub data_on_device: bool,
+    pub vs: VarStore,
+    pub net: Box<dyn Model>,
+    pub run_dir: PathBuf,
+    pub ckpt_dir: PathBuf,
+    /// Warnings and notes gathered on the way, printed after the banner.
+    pub lines: Vec<String>,
+}
+
+impl Prepared {
+    pub fn cfg(&self) -> &Config {
+        &self.loaded.config
+    }
+}
+
+/// The resolved config of a `train` command (a sweep hands one over; otherwise file + `--set`s).
+pub(crate) fn load_config(opts: &TrainOptions) -> Result<LoadedConfig> {
+    Ok(match &opts.loaded {
+        Some(l) => l.clone(),
+        None => config::load(opts.config.as_deref(), &opts.sets)?,
+    })
+}
+
+/// Stage 1: device, threads, data and model; nothing written.
+pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepared> {
+    let cfg = &loaded.config;
+    let run_id = config::config_hash(cfg)?;
+    let request = device::parse_device(&cfg.train.device).unwrap_or(device::DeviceRequest::Auto);
+    let dev = device::select(request).map_err(Error::Device)?;
+    let threads = if cfg.train.threads == 0 { device::cpu_threads() } else { cfg.train.threads };
+    let mut lines = Vec::new();
+    if threads > device::cpu_threads() {
+        lines.push(format!(
+            "warning: train.threads = {threads} but this machine has {} CPU threads; oversubscribed threads slow \
+             training down",
+            device::cpu_threads()
+        ));
+    }
+    tch::set_num_threads(threads as i32);
+    let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
+    rundir::check_creatable(&run_dir)?;
+    let (data, data_on_device) = load_data(cfg, dev)?;
+    lines.extend(data.warnings.iter().map(|w| format!("warning: {w}")));
+    check_model_fits(cfg, &data, dev)?;
+    tch::manual_seed(cfg.train.seed as i64);
+    let vs = VarStore::new(dev);
+    let building = || format!("building the model ({})", model::describe(&cfg.model, &data.sample_shape, data.classes));
+    let net = boundary::catch(Phase::Setup, &building, || {
+        model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
+            .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message }.into())
+    })?;
+    let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
+    Ok(Prepared { run_id, device: dev, threads, data, data_on_device, vs, net, run_dir, ckpt_dir, lines, loaded })
+}
+
+/// Loads and checks the data once, then places it on the device when it fits (allocation failures are errors).
+fn load_data(cfg: &Config, dev: Device) -> Result<(Dataset, bool)> {
+    let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
+    let loading = || format!("loading the data ({source})");
+    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Dataset::load(&cfg.data, &cfg.model)?))?;
+    test_startup_delay();
+    let free = match dev {
+        Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
+        _ => None,
+    };
+    let mb = data.nbytes() as f64 / 1e6;
+    let placing = || format!("moving the data ({mb:.1} MB) to {dev:?}");
+    let on_device = boundary::catch(Phase::Setup, &placing, || Ok(data.place(dev, cfg.data.on_device, free)))?;
+    Ok((data, on_device))
+}
+
+/// Test-only: `SPOTRUN_TEST_STARTUP_DELAY_MS=N` says so on stderr and sleeps N ms after loading the data, so a test
+/// can deliver a signal during start-up without racing the process.
+fn test_startup_delay() {
+    if let Some(ms) = std::env::var("SPOTRUN_TEST_STARTUP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        tell!("test: start-up delay {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// `runs/<name>-<first 8 hex digits of the run id>`.
+pub fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
+    let name = cfg.train.name.as_deref().unwrap_or("run");
+    PathBuf::from("runs").join(format!("{name}-{}", config::short_id(run_id)))
+}
+
+/// Refuses a model whose parameters, gradients and optimizer state cannot fit in the memory `dev` has left
+/// (counted without allocating anything), with what was asked and what to change.
+fn check_model_fits(cfg: &Config, data: &Dataset, dev: Device) -> Result<()> {
+    let params = model::param_count(&cfg.model, &data.sample_shape, data.classes);
+    let copies: u128 = match (cfg.optim.kind, cfg.optim.momentum > 0.0) {
+        (OptimKind::Adamw, _) => 4, // weights, gradients, two moments
+        (OptimKind::Sgd, true) => 3,
+        (OptimKind::Sgd, false) => 2,
+    };
+    let needed = params * 4 * copies;
+    let (available, place) = match dev {
+        Device::Cuda(i) => (device::gpu_info(i).ok().map(|g| g.free_bytes as u64), format!("cuda:{i} has")),
+        _ => (device::host_available_bytes(), "this machine has".to_string()),
+    };
+    let Some(available) = available else { return Ok(()) };
+    if needed <= available as u128 {
+        return Ok(());
+    }
+    let key = if cfg.model.kind == ModelKind::Cnn { "model.channels / model.hidden" } else { "model.hidden" };
+    Err(Error::OutOfMemory {
+        message: format!(
+            "the model ({}) has {params} parameters: {} as fp32, {} with gradients and {} state, but {place} {} \
+             free; make it smaller ({key})",
+            model::describe(&cfg.model, &data.sample_shape, data.classes),
+            human_bytes(params * 4),
+            human_bytes(needed),
+            optim_name(cfg.optim.kind),
+            human_bytes(available as u128)
+        ),
+        before_training: true,
+    })
+}
+
+pub(crate) fn optim_name(k: OptimKind) -> &'static str {
+    match k {
+        OptimKind::Adamw => "adamw",
+        OptimKind::Sgd => "sgd",
+    }
+}
+
+/// `12.5 GB`-style sizes (decimal units).
+fn human_bytes(b: u128) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", units[i])
+}
