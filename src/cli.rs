@@ -10,8 +10,6 @@ use clap::{Parser, Subcommand};
 
 use crate::device;
 
-use crate::engines::k8s::K8sOptions;
-use crate::engines::slurm::SlurmOptions;
 use crate::error::Result;
 use crate::sweep::{self, LaunchOptions, WorkerMode, WorkerOptions};
 use crate::trainer::{self, TrainOptions};
@@ -26,28 +24,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train one run (the built-in default when CONFIG is omitted).
-    Train {
-        /// A TOML config; see configs/ for examples.
-        config: Option<PathBuf>,
-        /// Override a config key, e.g. --set train.epochs=3 --set model.hidden=[512,512]. Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]
-        sets: Vec<String>,
-        /// Where the run's files go (default: runs/<name>-<runid8>).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// No banner, progress bar or per-epoch lines.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Resume even if the checkpoint was written with a different config or on different data.
-        #[arg(long)]
-        allow_config_change: bool,
-        /// Train from scratch although RUN_DIR holds trained results and no usable checkpoint (the old files are
-        /// moved to RUN_DIR/replaced-<time>/, never deleted).
-        #[arg(long)]
-        start_over: bool,
-    },
+    Train(TrainArgs),
     /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
     Inspect {
+        /// A checkpoint directory (ckpt-*), a checkpoints directory, or a run directory.
         path: PathBuf,
         /// Also check every file's size and CRC-32 against the manifest (exit 2 if any is bad).
         #[arg(long)]
@@ -63,14 +43,14 @@ pub enum Command {
         #[arg(long)]
         volume: Option<PathBuf>,
         /// CPU slots (each gets cores/N threads); conflicts with --gpus.
-        #[arg(long, conflicts_with = "gpus")]
+        #[arg(long, conflicts_with = "gpus", value_parser = at_least_one)]
         workers: Option<usize>,
         /// GPUs to use, e.g. --gpus 0,1 (default: every visible GPU, else one CPU slot).
         #[arg(long, value_delimiter = ',')]
         gpus: Option<Vec<usize>>,
         /// Runs sharing each GPU (or CPU slot) at once.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        per_gpu: u64,
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+        per_gpu: usize,
         /// Failed attempts retried per run (default: the sweep file's `retries`, else 2). Preemptions never count.
         #[arg(long)]
         retries: Option<u32>,
@@ -98,13 +78,16 @@ pub enum Command {
         /// Claim the next free run, train it, repeat until none is left.
         #[arg(long, group = "which")]
         next: bool,
+        /// The shared volume (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
         /// CPU threads per run (overrides train.threads; at most 4096).
         #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4096))]
         threads: Option<usize>,
+        /// Failed attempts retried per run (default: the sweep file's `retries`).
         #[arg(long)]
         retries: Option<u32>,
+        /// No banner, progress or per-epoch lines.
         #[arg(long, short)]
         quiet: bool,
         /// How many runs share this worker's device (set by `spotrun sweep`; scales device_seconds).
@@ -115,8 +98,10 @@ pub enum Command {
     Status {
         /// A sweep directory (VOLUME/<name>) or a sweep file (with --volume).
         dir: PathBuf,
+        /// The volume to look in when DIR is a sweep file (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
+        /// Print the counts, the best run and every run as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -131,8 +116,9 @@ pub enum Command {
         #[arg(long)]
         epoch_seconds: Option<f64>,
         /// Workers (GPUs) running in parallel, for the ETA.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         workers: usize,
+        /// The volume with the runs measured so far (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
         /// A TOML file of `NAME = dollars_per_hour` overriding the built-in rates.
@@ -140,78 +126,129 @@ pub enum Command {
         rates: Option<PathBuf>,
     },
     /// Write (and with --submit, sbatch) a Slurm job-array script: one task per run, requeued on preemption.
-    Slurm {
-        /// A sweep file (TOML); see configs/sweeps/ for examples.
-        sweep: PathBuf,
-        /// The shared volume, as the compute nodes see it (default $SPOTRUN_VOLUME or ./sweeps, made absolute).
-        #[arg(long)]
-        volume: Option<PathBuf>,
-        #[arg(long)]
-        submit: bool,
-        #[arg(long)]
-        partition: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        gpus_per_task: usize,
-        #[arg(long, default_value_t = 1)]
-        cpus_per_task: usize,
-        /// Time limit per task, e.g. 4:00:00.
-        #[arg(long)]
-        time: Option<String>,
-        /// Tasks running at once (--array=0-N%MAX).
-        #[arg(long)]
-        max_parallel: Option<usize>,
-        /// Seconds before the time limit at which tasks get USR1 (checkpoint + requeue).
-        #[arg(long, default_value_t = 120)]
-        grace: u32,
-        /// An extra #SBATCH line, e.g. --sbatch=--account=myproj. Repeatable.
-        #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
-        extra: Vec<String>,
-        /// Where to write the script (default VOLUME/<name>/slurm/<name>.sbatch).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-    },
+    Slurm(SlurmArgs),
     /// Render a Kubernetes Indexed Job (plus a ConfigMap with the sweep) that runs one pod per run.
-    K8s {
-        /// A sweep file (TOML); see configs/sweeps/ for examples.
-        sweep: PathBuf,
-        /// Container image with spotrun and libtorch.
-        #[arg(long, default_value = "ghcr.io/example/spotrun:latest", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-        image: String,
-        /// PersistentVolumeClaim holding the sweep volume.
-        #[arg(long, default_value = "spotrun-volume", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-        pvc: String,
-        /// Mount path of the PVC in the pod; the sweep volume is MOUNT/sweeps.
-        #[arg(long, default_value = "/data", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-        mount: String,
-        #[arg(long, default_value_t = 4)]
-        parallelism: usize,
-        #[arg(long, default_value_t = 1)]
-        gpus_per_pod: usize,
-        #[arg(long, default_value_t = 4)]
-        cpus: usize,
-        #[arg(long, default_value = "16Gi")]
-        memory: String,
-        /// Failed pods per index before the index fails (default: the sweep's retries).
-        #[arg(long)]
-        backoff_per_index: Option<u32>,
-        #[arg(long, default_value_t = 60)]
-        grace: u32,
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Write here instead of stdout.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-    },
+    K8s(K8sArgs),
     /// SVG charts (curves per run, final metric per swept parameter) and an HTML index for a sweep.
     Report {
         /// A sweep directory (VOLUME/<name>) or a sweep file (with --volume).
         dir: PathBuf,
+        /// The volume to look in when DIR is a sweep file (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
         /// Output directory (default DIR/report).
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `spotrun train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// A TOML config; see configs/ for examples.
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.epochs=3 --set model.hidden=[512,512]. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]
+    pub sets: Vec<String>,
+    /// Where the run's files go (default: runs/<name>-<runid8>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// No banner, progress bar or per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Resume even if the checkpoint was written with a different config or on different data.
+    #[arg(long)]
+    pub allow_config_change: bool,
+    /// Train from scratch although RUN_DIR holds trained results and no usable checkpoint (the old files are
+    /// moved to RUN_DIR/replaced-<time>/, never deleted).
+    #[arg(long)]
+    pub start_over: bool,
+}
+
+/// `spotrun slurm`.
+#[derive(Debug, clap::Args)]
+pub struct SlurmArgs {
+    /// A sweep file (TOML); see configs/sweeps/ for examples.
+    pub sweep: PathBuf,
+    /// The shared volume, as the compute nodes see it (default $SPOTRUN_VOLUME or ./sweeps, made absolute).
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+    /// Also submit the script with sbatch and print the job id.
+    #[arg(long)]
+    pub submit: bool,
+    /// #SBATCH --partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per array task (#SBATCH --gpus-per-task; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub gpus_per_task: usize,
+    /// CPU cores per array task (#SBATCH --cpus-per-task; at least 1).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: usize,
+    /// Time limit per task, e.g. 4:00:00.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Tasks running at once (--array=0-N%MAX).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Seconds before the time limit at which tasks get USR1 (checkpoint + requeue).
+    #[arg(long, default_value_t = 120)]
+    pub grace: u32,
+    /// An extra #SBATCH line, e.g. --sbatch=--account=myproj. Repeatable.
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    pub extra: Vec<String>,
+    /// Where to write the script (default VOLUME/<name>/slurm/<name>.sbatch).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `spotrun k8s`.
+#[derive(Debug, clap::Args)]
+pub struct K8sArgs {
+    /// A sweep file (TOML); see configs/sweeps/ for examples.
+    pub sweep: PathBuf,
+    /// Container image with spotrun and libtorch.
+    #[arg(long, default_value = "ghcr.io/example/spotrun:latest", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub image: String,
+    /// PersistentVolumeClaim holding the sweep volume.
+    #[arg(long, default_value = "spotrun-volume", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub pvc: String,
+    /// Mount path of the PVC in the pod; the sweep volume is MOUNT/sweeps.
+    #[arg(long, default_value = "/data", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub mount: String,
+    /// Pods running at once (at least 1; capped at the number of runs).
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: usize,
+    /// GPUs per pod (default: 1, or 0 when the sweep trains on train.device = "cpu").
+    #[arg(long)]
+    pub gpus_per_pod: Option<usize>,
+    /// CPU cores per pod (requests and limits; at least 1).
+    #[arg(long, default_value_t = 4)]
+    pub cpus: usize,
+    /// Memory per pod, as a Kubernetes quantity (e.g. 16Gi).
+    #[arg(long, default_value = "16Gi")]
+    pub memory: String,
+    /// Failed pods per index before the index fails (default: the sweep's retries).
+    #[arg(long)]
+    pub backoff_per_index: Option<u32>,
+    /// Seconds a pod gets to checkpoint after SIGTERM (terminationGracePeriodSeconds; at least 1).
+    #[arg(long, default_value_t = 60)]
+    pub grace: u32,
+    /// The namespace for the Job and ConfigMap (default: kubectl's current one).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// A count that must be at least 1 (`--workers 0` is an error, not silently 1).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number, got {s:?}")),
+    }
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code.
@@ -237,70 +274,14 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Train { config, sets, run_dir, quiet, allow_config_change, start_over } => {
-            let opts = TrainOptions {
-                config,
-                sets,
-                run_dir,
-                quiet,
-                allow_config_change,
-                start_over,
-                loaded: None,
-                epoch_hook: None,
-                owner_check: None,
-            };
-            let s = trainer::train(&opts)?;
-            if s.status == trainer::RunStatus::AlreadyFinished {
-                say!(
-                    "run {} already finished ({} epochs) -> {}",
-                    crate::config::short_id(&s.run_id),
-                    s.metrics.len(),
-                    s.run_dir.display()
-                );
-            } else if let Some(last) = s.metrics.last() {
-                let how = match s.status {
-                    trainer::RunStatus::StoppedEarly => "stopped early",
-                    trainer::RunStatus::Pruned => "was pruned",
-                    _ => "finished",
-                };
-                say!(
-                    "run {} {how}: {} epochs, val_accuracy {:.4}, val_loss {:.4} -> {}",
-                    crate::config::short_id(&s.run_id),
-                    last.epoch,
-                    last.val_accuracy,
-                    last.val_loss,
-                    s.run_dir.join("model.safetensors").display()
-                );
-                let c = s.checkpoints;
-                if c.saves > 0 {
-                    say!(
-                        "checkpoints: {} save{} paused training for {:.2}s ({:.1}% of {:.2}s)",
-                        c.saves,
-                        if c.saves == 1 { "" } else { "s" },
-                        c.paused_seconds,
-                        100.0 * c.paused_seconds / c.loop_seconds.max(1e-9),
-                        c.loop_seconds
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Train(a) => train_cmd(a),
         Command::Devices => {
             devices();
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { sweep, dry_run: true, json: true, volume, .. } => engines_cli::plan_json(&sweep, volume),
         Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet, .. } => {
-            let o = LaunchOptions {
-                volume,
-                workers,
-                gpus,
-                per_gpu: per_gpu as usize,
-                retries,
-                backoff_seconds: backoff,
-                dry_run,
-                quiet,
-            };
+            let o = LaunchOptions { volume, workers, gpus, per_gpu, retries, backoff_seconds: backoff, dry_run, quiet };
             sweep::launch(&sweep, &o)
         }
         Command::Worker { sweep, index, next, volume, threads, retries, quiet, share } => {
@@ -315,78 +296,74 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             sweep::estimate_cmd(&sweep, volume.as_deref(), &gpu, epoch_seconds, workers, rates.as_deref())
         }
         Command::Report { dir, volume, out } => sweep::report_cmd(&dir, volume.as_deref(), out),
-        Command::Slurm {
-            sweep,
-            volume,
-            submit,
-            partition,
-            gpus_per_task,
-            cpus_per_task,
-            time,
-            max_parallel,
-            grace,
-            extra,
-            output,
-        } => {
-            let o = SlurmOptions {
-                partition,
-                gpus_per_task,
-                cpus_per_task,
-                time,
-                max_parallel,
-                grace_seconds: grace,
-                extra,
-            };
-            engines_cli::slurm(&sweep, volume, &o, submit, output)
+        Command::Slurm(a) => engines_cli::slurm(a),
+        Command::K8s(a) => engines_cli::k8s(a),
+        Command::Inspect { path, verify } => Ok(inspect_cmd(&path, verify)),
+    }
+}
+
+/// `spotrun train`: trains (or resumes) and prints the result line.
+fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
+    let opts = TrainOptions {
+        config: a.config,
+        sets: a.sets,
+        run_dir: a.run_dir,
+        quiet: a.quiet,
+        allow_config_change: a.allow_config_change,
+        start_over: a.start_over,
+        ..TrainOptions::default()
+    };
+    let s = trainer::train(&opts)?;
+    let id = crate::config::short_id(&s.run_id);
+    if s.status == trainer::RunStatus::AlreadyFinished {
+        say!("run {id} already finished ({} epochs) -> {}", s.metrics.len(), s.run_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(last) = s.metrics.last() else { return Ok(ExitCode::SUCCESS) };
+    let how = match s.status {
+        trainer::RunStatus::StoppedEarly => "stopped early",
+        trainer::RunStatus::Pruned => "was pruned",
+        _ => "finished",
+    };
+    let (e, acc, loss, weights) = (last.epoch, last.val_accuracy, last.val_loss, s.run_dir.join("model.safetensors"));
+    say!("run {id} {how}: {e} epochs, val_accuracy {acc:.4}, val_loss {loss:.4} -> {}", weights.display());
+    let c = s.checkpoints;
+    if c.saves > 0 {
+        say!(
+            "checkpoints: {} save{} paused training for {:.2}s ({:.1}% of {:.2}s)",
+            c.saves,
+            if c.saves == 1 { "" } else { "s" },
+            c.paused_seconds,
+            100.0 * c.paused_seconds / c.loop_seconds.max(1e-9),
+            c.loop_seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spotrun inspect PATH [--verify]`: exit 2 when a checkpoint is bad or the path has none.
+fn inspect_cmd(path: &std::path::Path, verify: bool) -> ExitCode {
+    let dirs = match crate::inspect::find(path) {
+        Ok(d) if d.is_empty() => Err(format!("{}: no checkpoints found", path.display())),
+        other => other,
+    };
+    let dirs = match dirs {
+        Ok(d) => d,
+        Err(e) => {
+            tell!("error: {e}");
+            return ExitCode::from(2);
         }
-        Command::K8s {
-            sweep,
-            image,
-            pvc,
-            mount,
-            parallelism,
-            gpus_per_pod,
-            cpus,
-            memory,
-            backoff_per_index,
-            grace,
-            namespace,
-            output,
-        } => {
-            let o = K8sOptions {
-                image,
-                pvc,
-                mount,
-                parallelism,
-                gpus_per_pod,
-                cpus,
-                memory,
-                backoff_per_index,
-                grace_seconds: grace,
-                namespace,
-            };
-            engines_cli::k8s(&sweep, o, output)
-        }
-        Command::Inspect { path, verify } => {
-            let dirs = match crate::inspect::find(&path) {
-                Ok(d) if d.is_empty() => Err(format!("{}: no checkpoints found", path.display())),
-                other => other,
-            };
-            let dirs = match dirs {
-                Ok(d) => d,
-                Err(e) => {
-                    tell!("error: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let mut all_good = true;
-            for d in dirs {
-                let (text, good) = crate::inspect::report(&d, verify);
-                let _ = write!(std::io::stdout().lock(), "{text}");
-                all_good &= good;
-            }
-            Ok(if all_good { ExitCode::SUCCESS } else { ExitCode::from(2) })
-        }
+    };
+    let mut all_good = true;
+    for d in dirs {
+        let (text, good) = crate::inspect::report(&d, verify);
+        let _ = write!(std::io::stdout().lock(), "{text}");
+        all_good &= good;
+    }
+    if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 
@@ -418,16 +395,19 @@ mod engines_cli {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn slurm(
-        sweep_path: &Path,
-        volume: Option<PathBuf>,
-        o: &SlurmOptions,
-        submit: bool,
-        out: Option<PathBuf>,
-    ) -> Result<ExitCode> {
-        slurm::check(o).map_err(SweepError::Usage)?;
-        let volume = absolute(&volume.unwrap_or_else(sweep::default_volume))?;
-        let sweep_abs = absolute(sweep_path)?;
+    pub fn slurm(a: super::SlurmArgs) -> Result<ExitCode> {
+        let o = SlurmOptions {
+            partition: a.partition,
+            gpus_per_task: a.gpus_per_task,
+            cpus_per_task: a.cpus_per_task,
+            time: a.time,
+            max_parallel: a.max_parallel,
+            grace_seconds: a.grace,
+            extra: a.extra,
+        };
+        slurm::check(&o).map_err(SweepError::Usage)?;
+        let volume = absolute(&a.volume.unwrap_or_else(sweep::default_volume))?;
+        let sweep_abs = absolute(&a.sweep)?;
         let ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         // The tasks read a snapshot (base inlined): editing the sweep file later cannot change what task I trains.
@@ -435,21 +415,44 @@ mod engines_cli {
         std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&snapshot, e))?;
         let text = sweep::self_contained(&sweep_abs)?;
         crate::checkpoint::write_atomic(&snapshot, text.as_bytes()).map_err(|e| SweepError::io(&snapshot, e))?;
-        let text = slurm::render(&ctx, o, &exe, &snapshot, &volume);
-        let path = slurm::write(&ctx, &text, out)?;
-        if submit {
+        let script = absolute(&slurm::script_path(&ctx, a.output))?;
+        let text = slurm::render(&ctx, &o, &exe, &snapshot, &volume, &script);
+        let path = slurm::write(&ctx, &text, script)?;
+        let n = ctx.runs.len();
+        if a.submit {
             let id = slurm::submit(&path)?;
-            say!("submitted job array {id} ({} tasks): {}", ctx.runs.len(), path.display());
+            say!("submitted job array {id} ({n} tasks): {}", path.display());
             say!("watch: squeue -j {id}; spotrun status {}", ctx.layout.root.display());
         } else {
-            say!("wrote {} ({} array tasks). Submit with: sbatch {}", path.display(), ctx.runs.len(), path.display());
+            say!("wrote {} ({n} array tasks). Submit with: sbatch {}", path.display(), path.display());
         }
         Ok(ExitCode::SUCCESS)
     }
 
-    pub fn k8s(sweep_path: &Path, o: K8sOptions, out: Option<PathBuf>) -> Result<ExitCode> {
+    pub fn k8s(a: super::K8sArgs) -> Result<ExitCode> {
+        let o = K8sOptions {
+            image: a.image,
+            pvc: a.pvc,
+            mount: a.mount,
+            parallelism: a.parallelism,
+            gpus_per_pod: a.gpus_per_pod,
+            cpus: a.cpus,
+            memory: a.memory,
+            backoff_per_index: a.backoff_per_index,
+            grace_seconds: a.grace,
+            namespace: a.namespace,
+        };
+        k8s::check(&o).map_err(SweepError::Usage)?;
+        let (sweep_path, out) = (a.sweep.as_path(), a.output);
         // Rendering needs the runs, not a volume: the pods mount theirs (dry: nothing is read or written).
         let ctx = Ctx::load(sweep_path, None, true)?;
+        if let Some(r) = ctx.runs.iter().find(|r| r.config.data.path.as_ref().is_some_and(|p| p.is_relative())) {
+            let p = r.config.data.path.as_deref().unwrap_or(Path::new("")).display().to_string();
+            tell!(
+                "warning: data.path = {p:?} is relative: the pods resolve it against their working directory, \
+                   not this one; use a path under --mount"
+            );
+        }
         let text = sweep::self_contained(sweep_path)?;
         let yaml = k8s::render(&ctx, &text, &o);
         match out {

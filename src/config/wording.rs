@@ -25,6 +25,12 @@ fn plain_types(message: &str) -> String {
         ("expected a boolean", "expected true or false"),
     ];
     let mut out = message.to_string();
+    // `expected struct TrainConfig` (a section given a plain value, e.g. `--set train=5`).
+    if let Some((rest, name)) = out.rsplit_once("expected struct ") {
+        if name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            out = format!("{rest}expected a section: a [table] or an inline {{ key = value }}");
+        }
+    }
     for (rust, plain) in NAMES {
         if let Some(rest) = out.strip_suffix(rust) {
             out = format!("{rest}{plain}");

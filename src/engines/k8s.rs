@@ -14,13 +14,57 @@ pub struct K8sOptions {
     /// Where the PVC is mounted in the pod; the sweep volume is `MOUNT/sweeps`.
     pub mount: String,
     pub parallelism: usize,
-    pub gpus_per_pod: usize,
+    /// GPUs per pod; `None`: 1 when the sweep trains on a GPU (`train.device` not `cpu`), else 0.
+    pub gpus_per_pod: Option<usize>,
     pub cpus: usize,
     pub memory: String,
     /// Failed attempts per index before that index fails (`backoffLimitPerIndex`); `None`: the sweep's retries.
     pub backoff_per_index: Option<u32>,
     pub grace_seconds: u32,
     pub namespace: Option<String>,
+}
+
+/// Refuses options that would render a manifest Kubernetes rejects or that silently means something else.
+pub fn check(o: &K8sOptions) -> Result<(), String> {
+    if o.parallelism == 0 || o.cpus == 0 {
+        return Err(format!("--{} must be at least 1", if o.parallelism == 0 { "parallelism" } else { "cpus" }));
+    }
+    if o.grace_seconds == 0 {
+        return Err("--grace must be at least 1 second: the pod's time to checkpoint after SIGTERM".into());
+    }
+    if !is_quantity(&o.memory) {
+        return Err(format!("--memory {:?} is not a Kubernetes quantity (e.g. 16Gi, 512Mi, 8G)", o.memory));
+    }
+    if !o.mount.starts_with('/') || o.mount.trim_end_matches('/').is_empty() {
+        return Err(format!("--mount {:?} must be an absolute path other than / (e.g. /data)", o.mount));
+    }
+    if let Some(ns) = o.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+        return Err(format!(
+            "--namespace {ns:?} is not a valid namespace (lowercase letters, digits and '-', at most 63, starting \
+             and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+/// `16Gi`, `512Mi`, `8G`, `1.5Gi`, `1000`: a number with an optional binary or decimal suffix.
+fn is_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    let number = !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.chars().filter(|&c| c == '.').count() <= 1
+        && digits.chars().next().is_some_and(|c| c.is_ascii_digit());
+    number && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"].contains(&suffix)
+}
+
+/// A DNS-1123 label (what a namespace must be).
+fn is_dns_label(s: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| ok(c) || c == '-')
+        && s.chars().next().is_some_and(ok)
+        && s.chars().last().is_some_and(ok)
 }
 
 /// A YAML node: scalars are emitted as given (already quoted where needed).
@@ -130,11 +174,12 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
     let command = format!(
         "exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\" --volume {} --threads {}",
         super::shell_quote(&volume),
-        o.cpus.max(1)
+        o.cpus
     );
-    let mut limits = vec![("cpu", q(&o.cpus.max(1).to_string())), ("memory", q(&o.memory))];
-    if o.gpus_per_pod > 0 {
-        limits.push(("nvidia.com/gpu", s(o.gpus_per_pod)));
+    let mut limits = vec![("cpu", q(&o.cpus.to_string())), ("memory", q(&o.memory))];
+    let gpus = o.gpus_per_pod.unwrap_or(usize::from(ctx.runs.iter().any(|r| r.config.train.device != "cpu")));
+    if gpus > 0 {
+        limits.push(("nvidia.com/gpu", s(gpus)));
     }
     let config_map = Y::M(vec![
         ("apiVersion", s("v1")),
@@ -157,7 +202,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
             Y::M(vec![
                 ("completionMode", s("Indexed")),
                 ("completions", s(n)),
-                ("parallelism", s(o.parallelism.clamp(1, n.max(1)))),
+                ("parallelism", s(o.parallelism.min(n.max(1)))),
                 ("backoffLimitPerIndex", s(o.backoff_per_index.unwrap_or(ctx.sweep.retries))),
                 ("maxFailedIndexes", s(n)),
                 (

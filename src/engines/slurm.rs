@@ -68,6 +68,18 @@ pub fn time_seconds(t: &str) -> Result<Option<u64>, String> {
 /// The options Slurm would reject or that defeat the requeue: a malformed `--time`, or a grace period that is not
 /// shorter than the time limit (USR1 would come before the task could train at all).
 pub fn check(o: &SlurmOptions) -> Result<(), String> {
+    if o.max_parallel == Some(0) {
+        return Err("--max-parallel must be at least 1 (leave it out to run every task at once)".into());
+    }
+    if o.grace_seconds == 0 {
+        return Err("--grace must be at least 1 second: it is when the checkpoint signal (USR1) comes".into());
+    }
+    if o.cpus_per_task == 0 {
+        return Err("--cpus-per-task must be at least 1".into());
+    }
+    if let Some(e) = o.extra.iter().find(|e| !e.starts_with('-') || e.trim() != e.as_str() || e.contains('\n')) {
+        return Err(format!("--sbatch {e:?}: give an sbatch option with its dashes, e.g. --sbatch=--account=myproj"));
+    }
     let Some(t) = &o.time else { return Ok(()) };
     match time_seconds(t).map_err(|e| format!("--time: {e}"))? {
         Some(limit) if u64::from(o.grace_seconds) >= limit => Err(format!(
@@ -80,7 +92,14 @@ pub fn check(o: &SlurmOptions) -> Result<(), String> {
 }
 
 /// The sbatch script. `spotrun`, `sweep` and `volume` should be absolute paths the compute nodes can see.
-pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path) -> String {
+/// Where `spotrun slurm` writes the script: `--output`, else `VOLUME/<name>/slurm/<name>.sbatch`.
+pub fn script_path(ctx: &Ctx, out: Option<PathBuf>) -> PathBuf {
+    out.unwrap_or_else(|| ctx.layout.root.join("slurm").join(format!("{}.sbatch", ctx.sweep.name)))
+}
+
+/// The sbatch script (to be written to `script`). `spotrun`, `sweep` and `volume` should be absolute paths the
+/// compute nodes can see.
+pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path, script: &Path) -> String {
     let n = ctx.runs.len();
     let name = &ctx.sweep.name;
     let logs = ctx.layout.root.join("slurm");
@@ -97,13 +116,13 @@ pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume:
          #SBATCH --open-mode=append\n\
          #SBATCH --output={logs}/%A_%a.out\n\
          #SBATCH --cpus-per-task={cpus}\n",
-        script = shell_quote(&logs.join(format!("{name}.sbatch")).display().to_string()),
+        script = shell_quote(&script.display().to_string()),
         sweep_q = shell_quote(&sweep.display().to_string()),
         last = n.saturating_sub(1),
         max = o.max_parallel.map_or(String::new(), |m| format!("%{m}")),
         grace = o.grace_seconds,
         logs = logs.display(),
-        cpus = o.cpus_per_task.max(1),
+        cpus = o.cpus_per_task,
     );
     if let Some(p) = &o.partition {
         let _ = writeln!(s, "#SBATCH --partition={p}");
@@ -179,8 +198,7 @@ esac
 }
 
 /// Writes the script under `VOLUME/<name>/slurm/` (or `out`) and returns its path.
-pub fn write(ctx: &Ctx, text: &str, out: Option<PathBuf>) -> Result<PathBuf, SweepError> {
-    let path = out.unwrap_or_else(|| ctx.layout.root.join("slurm").join(format!("{}.sbatch", ctx.sweep.name)));
+pub fn write(ctx: &Ctx, text: &str, path: PathBuf) -> Result<PathBuf, SweepError> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&dir, e))?;
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;

@@ -66,6 +66,20 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
 fn sweep_dir(arg: &Path, volume: Option<&Path>) -> Result<(Layout, Plan)> {
     if arg.is_file() {
         let ctx = Ctx::load(arg, volume, true)?;
+        // A sweep that never launched on this volume (or the wrong --volume) is an error, not "all pending".
+        match std::fs::symlink_metadata(ctx.layout.root.join("runs")) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SweepError::Usage(format!(
+                    "sweep {:?} has not run on this volume: {} does not exist (launch it with `spotrun sweep`, or \
+                     pass the --volume it ran on)",
+                    ctx.sweep.name,
+                    ctx.layout.root.display()
+                ))
+                .into())
+            }
+            Err(e) => return Err(SweepError::io(ctx.layout.root.join("runs"), e).into()),
+        }
         let plan = Plan::read(&ctx.layout.root).unwrap_or(ctx.plan);
         return Ok((ctx.layout, plan));
     }
@@ -125,6 +139,14 @@ pub fn estimate_cmd(
     let views = status::collect(&ctx.layout, &ctx.plan);
     let inputs = estimate::inputs(&views, epoch_seconds).map_err(SweepError::Usage)?;
     let e = estimate::estimate(&inputs, workers.max(1), rate);
+    let on_cpu = views.iter().filter(|v| v.done.as_ref().is_some_and(|d| d.device == "cpu")).count();
+    if on_cpu > 0 {
+        tell!(
+            "note: {on_cpu} measured run(s) trained on the CPU; their epoch times are priced here as {gpu} time, so \
+             the estimate says what CPU-speed epochs would cost on that GPU (pass --epoch-seconds with a GPU-measured \
+             epoch time for a real estimate)"
+        );
+    }
     let _ = write!(
         std::io::stdout().lock(),
         "{}",

@@ -26,6 +26,8 @@ pub struct Display {
     seen_epoch: HashMap<usize, usize>,
     total: usize,
     finished: usize,
+    /// The sweep's ranking metric, shown first in each finished run's line.
+    metric: crate::config::MetricName,
 }
 
 impl Display {
@@ -59,6 +61,7 @@ impl Display {
             seen_epoch: HashMap::new(),
             total: ctx.runs.len(),
             finished: 0,
+            metric: ctx.sweep.metric,
         }
     }
 
@@ -103,7 +106,12 @@ impl Display {
         let what = match done {
             Some(d) => {
                 let m = d.last.as_ref().map_or(String::new(), |m| {
-                    format!(" val_accuracy {:.4} val_loss {:.4}", m.val_accuracy, m.val_loss)
+                    let value = crate::trainer::metric_value(m, self.metric);
+                    let other = match self.metric {
+                        crate::config::MetricName::ValLoss => format!("val_accuracy {:.4}", m.val_accuracy),
+                        _ => format!("val_loss {:.4}", m.val_loss),
+                    };
+                    format!(" {} {value:.4} ({other})", self.metric.as_str())
                 });
                 format!("{} after {} epochs{m}", d.outcome.replace('_', " "), d.epochs)
             }

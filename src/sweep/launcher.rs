@@ -83,241 +83,388 @@ struct Active {
     started: Instant,
 }
 
+/// What a finished worker process means for its run: a pure function of how it exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// Exit 0 and the run's `done.json` is there.
+    Done,
+    /// Exit 75: another live worker holds the run.
+    Busy,
+    /// Stopped by a preemption signal (died of it: `killed`, so it could not record its attempt's end).
+    Preempted { signal: i32, killed: bool },
+    /// Anything else: `bad_input` for exit 2 (retrying cannot help), `crashed` when it died without recording
+    /// its attempt's end (a signal, or an exit code spotrun never uses).
+    Failed { bad_input: bool, crashed: bool },
+}
+
+/// Classifies a worker's exit: `code` (None when killed), `killed_by` (the signal, if any), whether `done.json`
+/// exists, and how often this launcher saw the run preempted already (past [`MAX_PREEMPTIONS`] a "preemption"
+/// loop, e.g. the OOM killer, is a failure).
+pub fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptions: usize) -> ChildEnd {
+    let signal = killed_by.or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
+    match (code, signal) {
+        (Some(0), _) if done => ChildEnd::Done,
+        (Some(c), _) if c == i32::from(EXIT_BUSY) => ChildEnd::Busy,
+        (_, Some(s)) if PREEMPTION_SIGNALS.contains(&s) && preemptions < MAX_PREEMPTIONS => {
+            ChildEnd::Preempted { signal: s, killed: killed_by.is_some() }
+        }
+        _ => ChildEnd::Failed {
+            bad_input: code == Some(2),
+            crashed: killed_by.is_some() || !matches!(code, Some(0..=2)),
+        },
+    }
+}
+
+/// What to do with a run whose worker failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AfterFailure {
+    /// Try again after this many seconds (exponential backoff, capped at 5 minutes).
+    Retry { delay_seconds: f64 },
+    /// Record it as failed for good.
+    GiveUp,
+    /// Someone else holds the run now: leave it to them, look again later.
+    Leave,
+}
+
+/// The retry policy: give up on bad input, after `retries` failures, or after too many preemptions; a run that
+/// is failed already (`failed_marker`) stays failed; otherwise retry after `backoff * 2^(failures - 1)` s.
+pub fn after_failure(
+    failures: usize,
+    retries: usize,
+    end: ChildEnd,
+    preemptions: usize,
+    failed_marker: bool,
+    held_elsewhere: bool,
+    backoff: f64,
+) -> AfterFailure {
+    let bad_input = matches!(end, ChildEnd::Failed { bad_input: true, .. });
+    let give_up = failures > retries || bad_input || preemptions >= MAX_PREEMPTIONS;
+    match (failed_marker, give_up, held_elsewhere) {
+        (true, _, _) => AfterFailure::GiveUp,
+        (false, true, true) => AfterFailure::Leave,
+        (false, true, false) => AfterFailure::GiveUp,
+        (false, false, _) => {
+            let delay = backoff * 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+            AfterFailure::Retry { delay_seconds: delay.clamp(0.0, 300.0) }
+        }
+    }
+}
+
 /// Runs the sweep to completion. Exit 0 when every run is done, 1 when some failed, 128 + signal when stopped.
 pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     if !(o.backoff_seconds.is_finite() && o.backoff_seconds >= 0.0) {
-        return Err(SweepError::Usage(format!(
-            "--backoff must be a number of seconds >= 0, got {}",
-            o.backoff_seconds
-        ))
-        .into());
+        let msg = format!("--backoff must be a number of seconds >= 0, got {}", o.backoff_seconds);
+        return Err(SweepError::Usage(msg).into());
     }
     // Everything is checked before the volume is touched.
     let ctx = Ctx::load(sweep_path, o.volume.as_deref(), true)?;
     let gpus = crate::device::list_gpus().map(|g| g.len()).unwrap_or(0);
     if let Some(bad) = o.gpus.iter().flatten().find(|&&g| g >= gpus) {
-        return Err(
-            SweepError::Usage(format!("--gpus: cuda:{bad} does not exist ({gpus} CUDA device(s) visible)")).into()
-        );
-    }
-    if !o.dry_run {
-        ctx.plan.write(&ctx.layout)?;
+        let msg = format!("--gpus: cuda:{bad} does not exist ({gpus} CUDA device(s) visible)");
+        return Err(SweepError::Usage(msg).into());
     }
     let slots = slots(o, gpus, crate::device::cpu_threads());
-    let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-    let mut out = std::io::stdout().lock();
     if o.dry_run {
-        let _ = writeln!(
-            out,
-            "sweep {}: {} runs ({} duplicate entries dropped) -> {}\nslots: {}",
-            ctx.sweep.name,
-            ctx.runs.len(),
-            ctx.duplicates,
-            ctx.layout.root.display(),
-            slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-        );
-        for r in &ctx.runs {
-            let _ = writeln!(
-                out,
-                "{:>4}  {}  {} epochs  {}",
-                r.index,
-                crate::config::short_id(&r.id),
-                r.config.train.epochs,
-                r.label()
-            );
-        }
+        print_plan(&ctx, &slots);
         return Ok(ExitCode::SUCCESS);
     }
-    drop(out);
-
+    ctx.plan.write(&ctx.layout)?;
     // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
     // index means under a running launcher.
     let snapshot = snapshot(&ctx, sweep_path)?;
-    let sweep_path = snapshot.as_path();
-    // Every signal counts: the first is passed on, a repeat passed on again (a second SIGINT makes workers exit
-    // at once), a third kills them.
-    let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    {
-        let mut it = signal_hook::iterator::Signals::new([1, 2, 10, 12, 15])
-            .map_err(|e| SweepError::Usage(format!("cannot install signal handlers: {e}")))?;
-        let (sig, count) = (Arc::clone(&sig), Arc::clone(&count));
-        std::thread::spawn(move || {
-            for s in it.forever() {
-                sig.store(s as usize, Ordering::SeqCst);
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-    }
-    let mut display = Display::new(o.quiet, &ctx);
-    display.line(&format!(
-        "spotrun sweep {}: {} runs on {} slot(s) [{}] -> {}",
+    let signals = Incoming::install()?;
+    let mut l = Launcher::new(&ctx, o, &slots, &snapshot)?;
+    l.display.line(&format!(
+        "spotrun sweep {}: {} runs on {} slot(s) [{}] (slot = DEVICE/k: the k-th of the --per-gpu runs sharing \
+         that GPU or CPU slot) -> {}",
         ctx.sweep.name,
         ctx.runs.len(),
         slots.len(),
         slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
         ctx.layout.root.display()
     ));
-    let now = Instant::now();
-    let mut states: Vec<RunState> = ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect();
-    let mut active: BTreeMap<usize, Active> = BTreeMap::new(); // slot -> child
-    let mut preemptions = vec![0usize; ctx.runs.len()];
-    // Failures seen by this launcher, for workers that die before recording one.
-    let mut seen_failures = vec![0usize; ctx.runs.len()];
-    let mut forwarded = 0usize;
-    let exe = std::env::current_exe().map_err(|e| SweepError::io("/proc/self/exe", e))?;
-    let mut last_refresh = Instant::now() - Duration::from_secs(1);
     loop {
-        let got = sig.load(Ordering::SeqCst);
-        let n_signals = count.load(Ordering::SeqCst);
-        if n_signals > forwarded {
-            // SIGHUP (terminal gone) means the same as SIGTERM to a worker.
-            let pass = match (n_signals, got) {
-                (3.., _) => 9,
-                (_, 1) => 15,
-                _ => got as i32,
-            };
-            display.line(&format!(
-                "spotrun sweep: got {}; passing {} to {} worker(s)",
-                crate::trainer::signal_name(got as i32),
-                crate::trainer::signal_name(pass),
-                active.len()
-            ));
-            for a in active.values() {
-                crate::ffi::send_signal(a.child.id(), pass);
-            }
-            forwarded = n_signals;
+        l.forward(&signals);
+        l.reap(signals.last())?;
+        match signals.last() {
+            Some(sig) if l.active.is_empty() => return Ok(l.stopped(sig)),
+            Some(_) => {}
+            None if l.fill()? => break,
+            None => {}
         }
-        // Reap children.
-        let slots_done: Vec<usize> =
-            active.iter_mut().filter_map(|(s, a)| a.child.try_wait().ok().flatten().map(|_| *s)).collect();
-        for s in slots_done {
-            let Some(mut a) = active.remove(&s) else { continue };
-            let status = a.child.wait().map_err(|e| SweepError::io("worker", e))?;
-            let run = &ctx.runs[a.index];
-            let dir = ctx.layout.run_dir(&run.id);
-            let secs = a.started.elapsed().as_secs_f64();
-            let code = status.code();
-            let signal = status.signal().or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
-            states[a.index] = RunState::Waiting { not_before: Instant::now() };
-            if code == Some(0) && record::maybe_present(&dir.join(record::DONE)) {
-                states[a.index] = RunState::Finished;
-                display.finished(run.index, &record::read_json(&dir.join(record::DONE)), secs);
-            } else if code == Some(EXIT_BUSY as i32) {
-                states[a.index] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
-                display.close(a.index);
-                display.line(&format!(
-                    "#{} {} is held by another worker; will check again",
-                    run.index,
-                    crate::config::short_id(&run.id)
-                ));
-            } else if signal.is_some_and(|s| PREEMPTION_SIGNALS.contains(&s)) && preemptions[a.index] < MAX_PREEMPTIONS
-            {
-                preemptions[a.index] += 1;
-                display.close(a.index);
-                if status.signal().is_some() {
-                    // Killed outright: the worker could not record the end of its attempt.
-                    record_end(&dir, a.child.id(), "preempted", status.signal().map(|s| 128 + s), secs);
-                }
-                display.line(&format!(
-                    "#{} {} preempted ({}); {}",
-                    run.index,
-                    crate::config::short_id(&run.id),
-                    crate::trainer::signal_name(signal.unwrap_or(15)),
-                    if got != 0 { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" }
-                ));
-            } else {
-                display.close(a.index);
-                if status.signal().is_some() || !matches!(code, Some(0..=2)) {
-                    record_end(&dir, a.child.id(), "crashed", code.or(status.signal().map(|s| 128 + s)), secs);
-                }
-                seen_failures[a.index] += 1;
-                let tail = record::tail(&dir.join("worker.log"), 2000);
-                let failures = record::failures(&record::attempts(&dir)).max(seen_failures[a.index]);
-                let path = dir.join(record::FAILED);
-                let mut failed: Option<Failed> = record::read_json(&path);
-                // Exit 2 is bad input (retrying cannot help); write the marker only while nobody holds the run.
-                let give_up = failures > retries || code == Some(2) || preemptions[a.index] >= MAX_PREEMPTIONS;
-                if failed.is_none() && give_up && lease::holder(&dir, ctx.sweep.lease_seconds).is_none() {
-                    failed = Some(Failed {
-                        run_id: run.id.clone(),
-                        index: run.index,
-                        failures,
-                        exit_code: code,
-                        error: last_error_line(&tail).unwrap_or_else(|| format!("worker exited with {status}")),
-                        stderr_tail: String::new(),
-                        unix_ms: lease::now_ms(),
-                    });
-                }
-                if failed.is_none() && give_up {
-                    // Someone else holds the run now: leave it to them.
-                    states[a.index] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
-                } else if let Some(mut f) = failed {
-                    if f.stderr_tail.is_empty() {
-                        f.stderr_tail = tail;
-                        let _ = record::write_json(&path, &f);
-                    }
-                    states[a.index] = RunState::Finished;
-                    display.failed(run.index, &f);
-                } else {
-                    let delay = o.backoff_seconds * 2f64.powi(failures.saturating_sub(1) as i32);
-                    let delay = Duration::from_secs_f64(delay.clamp(0.0, 300.0));
-                    states[a.index] = RunState::Waiting { not_before: Instant::now() + delay };
-                    display.line(&format!(
-                        "#{} {} failed ({status}), retry {failures}/{retries} in {:.0}s: {}",
-                        run.index,
-                        crate::config::short_id(&run.id),
-                        delay.as_secs_f64(),
-                        last_error_line(&tail).unwrap_or_default()
-                    ));
-                }
-            }
-            let _ = status::write_results(&ctx.layout, &ctx.plan);
-        }
-        if got != 0 {
-            if active.is_empty() {
-                display.clear();
-                let views = status::results_or_warn(&ctx.layout, &ctx.plan);
-                tell!(
-                    "spotrun sweep: stopped by {}; {} of {} runs done. Run the same command to finish the sweep.",
-                    crate::trainer::signal_name(got as i32),
-                    views.iter().filter(|v| v.state == State::Done).count(),
-                    views.len()
-                );
-                drop(snapshot);
-                return Ok(ExitCode::from((128 + got).min(255) as u8));
-            }
-        } else {
-            // Fill free slots with runs that are neither finished on the volume nor held elsewhere.
-            for (si, slot) in slots.iter().enumerate() {
-                if active.contains_key(&si) {
-                    continue;
-                }
-                let Some(i) = next_run(&ctx, &mut states) else { break };
-                let run = &ctx.runs[i];
-                let dir = ctx.layout.run_dir(&run.id);
-                let child = spawn(&exe, sweep_path, &ctx, i, slot, o, &dir)?;
-                display.started(i, &slot.name);
-                states[i] = RunState::Active;
-                active.insert(si, Active { child, index: i, started: Instant::now() });
-            }
-            if active.is_empty() && states.iter().all(|s| matches!(s, RunState::Finished)) {
-                break;
-            }
-        }
-        if last_refresh.elapsed() >= Duration::from_millis(500) {
-            let running: Vec<usize> = active.values().map(|a| a.index).collect();
-            let finished = states.iter().filter(|s| matches!(s, RunState::Finished)).count();
-            display.refresh(&running, finished);
-            last_refresh = Instant::now();
-        }
+        l.refresh();
         std::thread::sleep(Duration::from_millis(100));
     }
-    display.clear();
-    let views = status::results_or_warn(&ctx.layout, &ctx.plan);
-    let _ = write!(std::io::stdout().lock(), "{}", status::table(&ctx.plan, &views));
-    let _ = writeln!(std::io::stdout().lock(), "results: {}", ctx.layout.results_csv().display());
-    let all_done = views.iter().all(|v| v.state == State::Done);
-    Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(l.finish())
+}
+
+/// `--dry-run`: the runs and slots, nothing started.
+fn print_plan(ctx: &Ctx, slots: &[Slot]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "sweep {}: {} runs ({} duplicate entries dropped) -> {}\nslots (DEVICE/k: the k-th of the --per-gpu runs \
+         sharing a GPU or CPU slot): {}",
+        ctx.sweep.name,
+        ctx.runs.len(),
+        ctx.duplicates,
+        ctx.layout.root.display(),
+        slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    for r in &ctx.runs {
+        let id = crate::config::short_id(&r.id);
+        let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
+    }
+}
+
+/// Signals sent to the launcher: every one counts (the first is passed on, a repeat passed on again, a third
+/// kills the workers).
+struct Incoming {
+    sig: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Incoming {
+    fn install() -> Result<Incoming> {
+        let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut it = signal_hook::iterator::Signals::new([1, 2, 10, 12, 15])
+            .map_err(|e| SweepError::Usage(format!("cannot install signal handlers: {e}")))?;
+        let (s, c) = (Arc::clone(&sig), Arc::clone(&count));
+        std::thread::spawn(move || {
+            for got in it.forever() {
+                s.store(got as usize, Ordering::SeqCst);
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Ok(Incoming { sig, count })
+    }
+
+    /// The latest signal received, if any.
+    fn last(&self) -> Option<i32> {
+        match self.sig.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s as i32),
+        }
+    }
+}
+
+/// The launcher's state between polls.
+struct Launcher<'a> {
+    ctx: &'a Ctx,
+    o: &'a LaunchOptions,
+    slots: &'a [Slot],
+    sweep_path: &'a Path,
+    exe: PathBuf,
+    retries: usize,
+    display: Display,
+    states: Vec<RunState>,
+    /// slot -> child
+    active: BTreeMap<usize, Active>,
+    preemptions: Vec<usize>,
+    /// Failures seen by this launcher, for workers that die before recording one.
+    seen_failures: Vec<usize>,
+    forwarded: usize,
+    last_refresh: Instant,
+}
+
+impl<'a> Launcher<'a> {
+    fn new(ctx: &'a Ctx, o: &'a LaunchOptions, slots: &'a [Slot], sweep_path: &'a Path) -> Result<Launcher<'a>> {
+        let now = Instant::now();
+        Ok(Launcher {
+            ctx,
+            o,
+            slots,
+            sweep_path,
+            exe: std::env::current_exe().map_err(|e| SweepError::io("/proc/self/exe", e))?,
+            retries: o.retries.unwrap_or(ctx.sweep.retries) as usize,
+            display: Display::new(o.quiet, ctx),
+            states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
+            active: BTreeMap::new(),
+            preemptions: vec![0; ctx.runs.len()],
+            seen_failures: vec![0; ctx.runs.len()],
+            forwarded: 0,
+            last_refresh: now - Duration::from_secs(1),
+        })
+    }
+
+    /// Passes each new signal on to the workers (SIGHUP as SIGTERM; the third signal as SIGKILL).
+    fn forward(&mut self, signals: &Incoming) {
+        let n = signals.count.load(Ordering::SeqCst);
+        let Some(got) = signals.last().filter(|_| n > self.forwarded) else { return };
+        let pass = match (n, got) {
+            (3.., _) => 9,
+            (_, 1) => 15,
+            _ => got,
+        };
+        self.display.line(&format!(
+            "spotrun sweep: got {}; passing {} to {} worker(s)",
+            crate::trainer::signal_name(got),
+            crate::trainer::signal_name(pass),
+            self.active.len()
+        ));
+        for a in self.active.values() {
+            crate::ffi::send_signal(a.child.id(), pass);
+        }
+        self.forwarded = n;
+    }
+
+    /// Handles every worker that exited since the last poll.
+    fn reap(&mut self, stopping: Option<i32>) -> Result<()> {
+        let exited: Vec<usize> =
+            self.active.iter_mut().filter_map(|(s, a)| a.child.try_wait().ok().flatten().map(|_| *s)).collect();
+        for slot in exited {
+            let Some(mut a) = self.active.remove(&slot) else { continue };
+            let status = a.child.wait().map_err(|e| SweepError::io("worker", e))?;
+            let dir = self.ctx.layout.run_dir(&self.ctx.runs[a.index].id);
+            let done = status.code() == Some(0) && record::maybe_present(&dir.join(record::DONE));
+            let end = classify(status.code(), status.signal(), done, self.preemptions[a.index]);
+            self.on_end(&a, end, status, stopping.is_some());
+            let _ = status::write_results(&self.ctx.layout, &self.ctx.plan);
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, a: &Active, end: ChildEnd, status: std::process::ExitStatus, stopping: bool) {
+        let (i, secs) = (a.index, a.started.elapsed().as_secs_f64());
+        let run = &self.ctx.runs[i];
+        let dir = self.ctx.layout.run_dir(&run.id);
+        let short = crate::config::short_id(&run.id);
+        self.states[i] = RunState::Waiting { not_before: Instant::now() };
+        if end != ChildEnd::Done {
+            self.display.close(i);
+        }
+        match end {
+            ChildEnd::Done => {
+                self.states[i] = RunState::Finished;
+                self.display.finished(run.index, &record::read_json(&dir.join(record::DONE)), secs);
+            }
+            ChildEnd::Busy => {
+                self.states[i] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
+                self.display.line(&format!("#{} {short} is held by another worker; will check again", run.index));
+            }
+            ChildEnd::Preempted { signal, killed } => {
+                self.preemptions[i] += 1;
+                if killed {
+                    record_end(&dir, a.child.id(), "preempted", Some(128 + signal), secs);
+                }
+                let next = if stopping { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" };
+                let name = crate::trainer::signal_name(signal);
+                self.display.line(&format!("#{} {short} preempted ({name}); {next}", run.index));
+            }
+            ChildEnd::Failed { crashed, .. } => {
+                if crashed {
+                    record_end(&dir, a.child.id(), "crashed", status.code().or(status.signal().map(|s| 128 + s)), secs);
+                }
+                self.on_failure(i, end, status);
+            }
+        }
+    }
+
+    /// A failed attempt: retry with backoff, record the run as failed for good, or leave it to its new holder.
+    fn on_failure(&mut self, i: usize, end: ChildEnd, status: std::process::ExitStatus) {
+        let run = &self.ctx.runs[i];
+        let dir = self.ctx.layout.run_dir(&run.id);
+        self.seen_failures[i] += 1;
+        let tail = record::tail(&dir.join("worker.log"), 2000);
+        let failures = record::failures(&record::attempts(&dir)).max(self.seen_failures[i]);
+        let path = dir.join(record::FAILED);
+        let marker: Option<Failed> = record::read_json(&path);
+        let held = lease::holder(&dir, self.ctx.sweep.lease_seconds).is_some();
+        let action = after_failure(
+            failures,
+            self.retries,
+            end,
+            self.preemptions[i],
+            marker.is_some(),
+            held,
+            self.o.backoff_seconds,
+        );
+        match action {
+            AfterFailure::Leave => {
+                self.states[i] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
+            }
+            AfterFailure::GiveUp => {
+                let mut f = marker.unwrap_or_else(|| Failed {
+                    run_id: run.id.clone(),
+                    index: run.index,
+                    failures,
+                    exit_code: status.code(),
+                    error: last_error_line(&tail).unwrap_or_else(|| format!("worker exited with {status}")),
+                    stderr_tail: String::new(),
+                    unix_ms: lease::now_ms(),
+                });
+                if f.stderr_tail.is_empty() {
+                    f.stderr_tail = tail;
+                    let _ = record::write_json(&path, &f);
+                }
+                self.states[i] = RunState::Finished;
+                self.display.failed(run.index, &f);
+            }
+            AfterFailure::Retry { delay_seconds } => {
+                self.states[i] =
+                    RunState::Waiting { not_before: Instant::now() + Duration::from_secs_f64(delay_seconds) };
+                self.display.line(&format!(
+                    "#{} {} failed ({status}), retry {failures}/{} in {delay_seconds:.0}s: {}",
+                    run.index,
+                    crate::config::short_id(&run.id),
+                    self.retries,
+                    last_error_line(&tail).unwrap_or_default()
+                ));
+            }
+        }
+    }
+
+    /// Fills free slots with runs that are neither finished on the volume nor held elsewhere. True when nothing is
+    /// running and every run is finished.
+    fn fill(&mut self) -> Result<bool> {
+        for (si, slot) in self.slots.iter().enumerate() {
+            if self.active.contains_key(&si) {
+                continue;
+            }
+            let Some(i) = next_run(self.ctx, &mut self.states) else { break };
+            let dir = self.ctx.layout.run_dir(&self.ctx.runs[i].id);
+            let child = spawn(&self.exe, self.sweep_path, self.ctx, i, slot, self.o, &dir)?;
+            self.display.started(i, &slot.name);
+            self.states[i] = RunState::Active;
+            self.active.insert(si, Active { child, index: i, started: Instant::now() });
+        }
+        Ok(self.active.is_empty() && self.states.iter().all(|s| matches!(s, RunState::Finished)))
+    }
+
+    fn refresh(&mut self) {
+        if self.last_refresh.elapsed() >= Duration::from_millis(500) {
+            let running: Vec<usize> = self.active.values().map(|a| a.index).collect();
+            let finished = self.states.iter().filter(|s| matches!(s, RunState::Finished)).count();
+            self.display.refresh(&running, finished);
+            self.last_refresh = Instant::now();
+        }
+    }
+
+    /// Stopped by a signal once every worker exited: what is done, and how to finish.
+    fn stopped(&mut self, sig: i32) -> ExitCode {
+        self.display.clear();
+        let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
+        tell!(
+            "spotrun sweep: stopped by {}; {} of {} runs done. Run the same command to finish the sweep.",
+            crate::trainer::signal_name(sig),
+            views.iter().filter(|v| v.state == State::Done).count(),
+            views.len()
+        );
+        ExitCode::from((128 + sig).clamp(0, 255) as u8)
+    }
+
+    /// Every run finished: the results table; exit 0 when all are done, 1 when some failed.
+    fn finish(&mut self) -> ExitCode {
+        self.display.clear();
+        let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
+        let _ = write!(std::io::stdout().lock(), "{}", status::table(&self.ctx.plan, &views));
+        let _ = writeln!(std::io::stdout().lock(), "results: {}", self.ctx.layout.results_csv().display());
+        if views.iter().all(|v| v.state == State::Done) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The sweep as children read it: `VOLUME/<name>/launched-<sha256 of the text, 12 hex>.toml`, base inlined. Named
@@ -416,6 +563,36 @@ fn last_error_line(tail: &str) -> Option<String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_worker_is_classified_by_how_it_exited() {
+        assert_eq!(classify(Some(0), None, true, 0), ChildEnd::Done);
+        assert_eq!(classify(Some(0), None, false, 0), ChildEnd::Failed { bad_input: false, crashed: false });
+        assert_eq!(classify(Some(75), None, false, 0), ChildEnd::Busy);
+        assert_eq!(classify(Some(143), None, false, 0), ChildEnd::Preempted { signal: 15, killed: false });
+        assert_eq!(classify(None, Some(9), false, 0), ChildEnd::Preempted { signal: 9, killed: true });
+        assert_eq!(
+            classify(None, Some(9), false, MAX_PREEMPTIONS),
+            ChildEnd::Failed { bad_input: false, crashed: true }
+        );
+        assert_eq!(classify(Some(2), None, false, 0), ChildEnd::Failed { bad_input: true, crashed: false });
+        assert_eq!(classify(Some(101), None, false, 0), ChildEnd::Failed { bad_input: false, crashed: true });
+        assert_eq!(classify(None, Some(11), false, 0), ChildEnd::Failed { bad_input: false, crashed: true }, "SIGSEGV");
+    }
+
+    #[test]
+    fn failures_back_off_then_give_up_and_bad_input_is_never_retried() {
+        let fail = ChildEnd::Failed { bad_input: false, crashed: false };
+        let bad = ChildEnd::Failed { bad_input: true, crashed: false };
+        assert_eq!(after_failure(1, 2, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 5.0 });
+        assert_eq!(after_failure(2, 2, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 10.0 });
+        assert_eq!(after_failure(3, 2, fail, 0, false, false, 5.0), AfterFailure::GiveUp);
+        assert_eq!(after_failure(1, 2, bad, 0, false, false, 5.0), AfterFailure::GiveUp);
+        assert_eq!(after_failure(3, 2, fail, 0, false, true, 5.0), AfterFailure::Leave, "held by someone else");
+        assert_eq!(after_failure(1, 9, fail, 0, true, false, 5.0), AfterFailure::GiveUp, "already failed");
+        assert_eq!(after_failure(60, 99, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 300.0 });
+        assert_eq!(after_failure(1, 9, fail, MAX_PREEMPTIONS, false, false, 5.0), AfterFailure::GiveUp);
+    }
 
     #[test]
     fn slots_split_gpus_and_cpu_threads() {

@@ -251,6 +251,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         let key = if raw.method == Method::Random { "count" } else { "parameters" };
         return Err(key_err(key, format!("{total} runs is more than one sweep takes ({MAX_RUNS}); split it")));
     }
+    let swept_seed =
+        params.iter().any(|(k, _)| k == "train.seed") || runs.iter().flatten().any(|(k, _)| k == "train.seed");
+    if !raw.seeds.is_empty() && swept_seed {
+        return Err(key_err(
+            "seeds",
+            "seeds = [...] replicates every run over train.seed, which [parameters] or [[runs]] also sets; use one \
+             of the two"
+                .into(),
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     if let Some(s) = raw.seeds.iter().find(|s| !seen.insert(**s)) {
         return Err(key_err("seeds", format!("seed {s} is listed twice")));

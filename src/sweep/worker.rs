@@ -141,82 +141,33 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
 
 fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     let dir = ctx.layout.run_dir(&run.id);
-    let short = crate::config::short_id(&run.id);
-    if record::present(&dir.join(record::DONE))? {
-        return Ok(Outcome::AlreadyDone);
-    }
-    if record::present(&dir.join(record::FAILED))? {
-        let f = record::read_json::<Failed>(&dir.join(record::FAILED)).unwrap_or(Failed {
-            run_id: run.id.clone(),
-            index: run.index,
-            failures: 0,
-            exit_code: None,
-            error: "(failed.json is unreadable)".into(),
-            stderr_tail: String::new(),
-            unix_ms: 0,
-        });
-        return Err(SweepError::RunFailed(format!(
-            "run #{} {short} failed for good after {} failure(s): {}; delete {} to retry it",
-            run.index,
-            f.failures,
-            f.error.lines().next().unwrap_or(""),
-            dir.join(record::FAILED).display()
-        ))
-        .into());
+    if let Some(outcome) = finished_already(run, &dir, true)? {
+        return Ok(outcome);
     }
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
-    let lease = Lease::claim(&dir, ctx.sweep.lease_seconds).map_err(|e| match e {
-        ClaimError::Held(l) => SweepError::Busy(format!(
-            "run #{} {short} is held by {} pid {} (lease {}, heartbeat {:.0}s ago); not starting it twice",
-            run.index,
-            l.host,
-            l.pid,
-            l.gen,
-            lease::now_ms().saturating_sub(l.heartbeat_unix_ms) as f64 / 1000.0
-        )),
-        ClaimError::Io(p, e) => SweepError::io(p, e),
-    })?;
-    if record::maybe_present(&dir.join(record::DONE)) {
-        lease.release();
-        return Ok(Outcome::AlreadyDone);
+    let lease = claim(ctx, run, &dir)?;
+    // Checked again under the lease: another worker may have finished the run in between.
+    match finished_already(run, &dir, false) {
+        Ok(None) => {}
+        other => {
+            lease.release();
+            return other.map(|o| o.unwrap_or(Outcome::AlreadyDone));
+        }
     }
-    if record::maybe_present(&dir.join(record::FAILED)) {
-        lease.release();
-        return Err(SweepError::RunFailed(format!(
-            "run #{} {short} was marked failed by another worker while this one claimed it; delete {} to retry it",
-            run.index,
-            dir.join(record::FAILED).display()
-        ))
-        .into());
-    }
-    let host = lease::hostname();
-    let gen = lease.info().gen;
-    let attempt = |event: &str, step: u64| Attempt {
-        event: event.into(),
-        pid: std::process::id(),
-        host: host.clone(),
-        lease: gen,
-        unix_ms: lease::now_ms(),
-        step,
-        outcome: None,
-        exit_code: None,
-        error: None,
-        seconds: 0.0,
-    };
+    let attempt = AttemptRecorder { host: lease::hostname(), gen: lease.info().gen };
     let resume_step = Store::new(dir.join("checkpoints"), 1)
         .list()
         .map_err(|e| SweepError::io(dir.join("checkpoints"), e))?
         .into_iter()
         .rfind(|(e, _)| e.committed())
         .map_or(0, |(e, _)| e.step);
-    record::append_attempt(&dir, &attempt("start", resume_step))?;
-
+    record::append_attempt(&dir, &attempt.record("start", resume_step))?;
     let mut cfg = run.config.clone();
     if let Some(t) = o.threads {
         cfg.train.threads = t;
     }
     let owner = {
-        let dir = dir.clone();
+        let (dir, gen) = (dir.clone(), attempt.gen);
         OwnerCheck(Arc::new(move || lease::still_newest(&dir, gen)))
     };
     let opts = TrainOptions {
@@ -229,78 +180,165 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     };
     let started = Instant::now();
     let result = trainer::train(&opts);
-    let seconds = started.elapsed().as_secs_f64();
-    let mut end = attempt("end", 0);
-    end.seconds = seconds;
-    if let Err(e @ Error::LeaseLost(_)) = result {
-        // Another worker owns the run now: write nothing more (its lease file is newer than ours).
-        lease.abandon();
-        return Err(e);
-    }
+    let mut end = attempt.record("end", 0);
+    end.seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(summary) => {
-            if !(owner.0)() {
-                lease.abandon();
-                return Err(Error::LeaseLost(format!(
-                    "run #{} {short}: taken over before it was marked done",
-                    run.index
-                )));
-            }
-            end.step = summary.metrics.last().map_or(0, |m| m.step);
-            end.outcome = Some("done".into());
-            record::append_attempt(&dir, &end)?;
-            let wall = record::wall_seconds(&dir, &record::attempts(&dir));
-            let done = Done {
-                run_id: run.id.clone(),
-                index: run.index,
-                outcome: match summary.status {
-                    RunStatus::StoppedEarly => "stopped_early",
-                    RunStatus::Pruned => "pruned",
-                    _ => "completed",
-                }
-                .into(),
-                epochs: summary.metrics.len(),
-                last: summary.metrics.last().cloned(),
-                wall_seconds: wall,
-                device_seconds: wall / o.share.max(1) as f64,
-                device: describe_device(&cfg.train.device),
-                host,
-                finished_unix_ms: lease::now_ms(),
-            };
-            record::write_json(&dir.join(record::DONE), &done)?;
-            lease.release();
-            let _ = status::write_results(&ctx.layout, &ctx.plan);
-            Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
-        }
-        Err(e) => {
-            let code = exit_code_of(&e);
-            let preempted = matches!(e, Error::Preempted { .. });
-            end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
-            end.exit_code = Some(code);
-            end.error = Some(e.to_string());
-            record::append_attempt(&dir, &end)?;
-            if !preempted {
-                let failures = record::failures(&record::attempts(&dir));
-                let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-                // Bad input and a model that does not fit in memory fail the same way every time: never retried.
-                if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
-                    let f = Failed {
-                        run_id: run.id.clone(),
-                        index: run.index,
-                        failures,
-                        exit_code: Some(code),
-                        error: e.to_string(),
-                        stderr_tail: String::new(),
-                        unix_ms: lease::now_ms(),
-                    };
-                    record::write_json(&dir.join(record::FAILED), &f)?;
-                }
-            }
-            lease.release();
-            let _ = status::write_results(&ctx.layout, &ctx.plan);
+        Err(e @ Error::LeaseLost(_)) => {
+            // Another worker owns the run now: write nothing more (its lease file is newer than ours).
+            lease.abandon();
             Err(e)
         }
+        Ok(_) if !(owner.0)() => {
+            lease.abandon();
+            let short = crate::config::short_id(&run.id);
+            Err(Error::LeaseLost(format!("run #{} {short}: taken over before it was marked done", run.index)))
+        }
+        Ok(summary) => record_done(ctx, run, o, &dir, lease, end, &summary, &cfg.train.device),
+        Err(e) => record_failed(ctx, run, o, &dir, lease, end, e),
     }
+}
+
+/// `done.json` there: the run is done. `failed.json` there: an error saying how to retry it. Before the claim
+/// (`before_claim`) an unreadable record is an error naming it; under the lease, anything but a positive "absent"
+/// counts as there.
+fn finished_already(run: &PlannedRun, dir: &Path, before_claim: bool) -> Result<Option<Outcome>> {
+    let there = |p: &Path| if before_claim { record::present(p) } else { Ok(record::maybe_present(p)) };
+    if there(&dir.join(record::DONE))? {
+        return Ok(Some(Outcome::AlreadyDone));
+    }
+    if !there(&dir.join(record::FAILED))? {
+        return Ok(None);
+    }
+    let short = crate::config::short_id(&run.id);
+    let path = dir.join(record::FAILED);
+    let why = match record::read_json::<Failed>(&path) {
+        Some(f) if before_claim => {
+            format!("failed for good after {} failure(s): {}", f.failures, f.error.lines().next().unwrap_or(""))
+        }
+        Some(_) => "was marked failed by another worker while this one claimed it".to_string(),
+        None => "failed for good (failed.json is unreadable)".to_string(),
+    };
+    let msg = format!("run #{} {short} {why}; delete {} to retry it", run.index, path.display());
+    Err(SweepError::RunFailed(msg).into())
+}
+
+/// Claims the run's lease, or says who holds it (exit 75).
+fn claim(ctx: &Ctx, run: &PlannedRun, dir: &Path) -> Result<Lease> {
+    Lease::claim(dir, ctx.sweep.lease_seconds).map_err(|e| {
+        match e {
+            ClaimError::Held(l) => SweepError::Busy(format!(
+                "run #{} {} is held by {} pid {} (lease {}, heartbeat {:.0}s ago); not starting it twice",
+                run.index,
+                crate::config::short_id(&run.id),
+                l.host,
+                l.pid,
+                l.gen,
+                lease::now_ms().saturating_sub(l.heartbeat_unix_ms) as f64 / 1000.0
+            )),
+            ClaimError::Io(p, e) => SweepError::io(p, e),
+        }
+        .into()
+    })
+}
+
+/// Builds this process's `attempts.jsonl` records.
+struct AttemptRecorder {
+    host: String,
+    gen: u64,
+}
+
+impl AttemptRecorder {
+    fn record(&self, event: &str, step: u64) -> Attempt {
+        Attempt {
+            event: event.into(),
+            pid: std::process::id(),
+            host: self.host.clone(),
+            lease: self.gen,
+            unix_ms: lease::now_ms(),
+            step,
+            outcome: None,
+            exit_code: None,
+            error: None,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// The run trained to its end: the attempt's end, `done.json`, the lease released, the results refreshed.
+#[allow(clippy::too_many_arguments)]
+fn record_done(
+    ctx: &Ctx,
+    run: &PlannedRun,
+    o: &WorkerOptions,
+    dir: &Path,
+    lease: Lease,
+    mut end: Attempt,
+    summary: &trainer::TrainSummary,
+    device: &str,
+) -> Result<Outcome> {
+    end.step = summary.metrics.last().map_or(0, |m| m.step);
+    end.outcome = Some("done".into());
+    record::append_attempt(dir, &end)?;
+    let wall = record::wall_seconds(dir, &record::attempts(dir));
+    let outcome = match summary.status {
+        RunStatus::StoppedEarly => "stopped_early",
+        RunStatus::Pruned => "pruned",
+        _ => "completed",
+    };
+    let done = Done {
+        run_id: run.id.clone(),
+        index: run.index,
+        outcome: outcome.into(),
+        epochs: summary.metrics.len(),
+        last: summary.metrics.last().cloned(),
+        wall_seconds: wall,
+        device_seconds: wall / o.share.max(1) as f64,
+        device: describe_device(device),
+        host: end.host.clone(),
+        finished_unix_ms: lease::now_ms(),
+    };
+    record::write_json(&dir.join(record::DONE), &done)?;
+    lease.release();
+    let _ = status::write_results(&ctx.layout, &ctx.plan);
+    Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
+}
+
+/// The attempt failed (or was preempted): its end recorded, and `failed.json` when it will not be retried (bad
+/// input and out-of-memory never are, anything else after `retries` failures).
+fn record_failed(
+    ctx: &Ctx,
+    run: &PlannedRun,
+    o: &WorkerOptions,
+    dir: &Path,
+    lease: Lease,
+    mut end: Attempt,
+    e: Error,
+) -> Result<Outcome> {
+    let code = exit_code_of(&e);
+    let preempted = matches!(e, Error::Preempted { .. });
+    end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
+    end.exit_code = Some(code);
+    end.error = Some(e.to_string());
+    record::append_attempt(dir, &end)?;
+    if !preempted {
+        let failures = record::failures(&record::attempts(dir));
+        let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
+        if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
+            let f = Failed {
+                run_id: run.id.clone(),
+                index: run.index,
+                failures,
+                exit_code: Some(code),
+                error: e.to_string(),
+                stderr_tail: String::new(),
+                unix_ms: lease::now_ms(),
+            };
+            record::write_json(&dir.join(record::FAILED), &f)?;
+        }
+    }
+    lease.release();
+    let _ = status::write_results(&ctx.layout, &ctx.plan);
+    Err(e)
 }
 
 /// The process exit code an error maps to, as an integer ([`Error::code`]: one mapping for CLI and records).

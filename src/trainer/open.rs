@@ -28,6 +28,9 @@ pub(crate) struct Opened {
 pub(crate) fn open(p: &mut Prepared, opts: &TrainOptions) -> Result<Opened> {
     let (run_dir, ckpt_dir) = (p.run_dir.clone(), p.ckpt_dir.clone());
     check_run_dir(&run_dir, p.cfg(), opts.allow_config_change)?;
+    if opts.run_dir.is_none() && std::fs::symlink_metadata(&run_dir).is_err() {
+        p.lines.extend(same_run_other_length(&run_dir, p.cfg()));
+    }
     // A standalone run locks its directory and its checkpoint directory (sweep workers hold a lease instead): at
     // once where the directory exists, so a second process stops before reading checkpoints; the rest in `begin`.
     let standalone = opts.owner_check.is_none();
@@ -90,7 +93,40 @@ pub(crate) fn begin(p: &Prepared, o: &mut Opened, metrics: &[EpochMetrics], say:
     write_run_files(&p.run_dir, &p.loaded, &p.run_id, metrics)
 }
 
+/// A default run directory is named by the run id, which covers `train.epochs`: `--set train.epochs=12` on a
+/// 10-epoch run starts a new run beside it. Says where the same run with another length is, and how to extend it.
+fn same_run_other_length(run_dir: &Path, cfg: &Config) -> Option<String> {
+    let want = config::hash_ignoring_epochs(cfg).ok()?;
+    let parent = run_dir.parent()?;
+    let mut found: Vec<(std::path::PathBuf, usize)> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|d| {
+            let text = std::fs::read_to_string(d.join("config.toml")).ok()?;
+            let theirs = config::parse_str(&text, &d.join("config.toml")).ok()?;
+            (config::hash_ignoring_epochs(&theirs).ok()? == want).then_some((d, theirs.train.epochs))
+        })
+        .collect();
+    found.sort();
+    let (dir, epochs) = found.into_iter().next()?;
+    Some(format!(
+        "note: {} holds this run with train.epochs = {epochs}; this command starts a separate {}-epoch run from \
+         scratch. To continue that one instead, add --run-dir {}",
+        dir.display(),
+        cfg.train.epochs,
+        dir.display()
+    ))
+}
+
 pub(crate) fn incompatible(dir: &Path, changed: &[String]) -> Error {
+    if changed == ["train.epochs"] {
+        return Error::RunDir(format!(
+            "{} holds this run with more epochs configured than train.epochs asks for now; a run cannot be shortened \
+             (its checkpoints and learning-rate schedule belong to the longer run). Its metrics.jsonl has every \
+             epoch so far; to train fewer epochs from scratch, use another --run-dir",
+            dir.display()
+        ));
+    }
     Error::RunDir(format!(
         "{} holds a run with a different config (changed: {}). Use another --run-dir, change only train.epochs to \
          extend the run, or pass --allow-config-change",

@@ -16,7 +16,13 @@ pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Opti
         return Ok(None);
     }
     if same(hash_ignoring_epochs) && new.train.epochs >= old.train.epochs {
-        return Ok(Some(format!("extending the run from {} to {} epochs", old.train.epochs, new.train.epochs)));
+        let mut note = format!("extending the run from {} to {} epochs", old.train.epochs, new.train.epochs);
+        if new.schedule.kind == crate::config::ScheduleKind::Cosine {
+            note += "; warning: the cosine schedule spans train.epochs, so every remaining step gets a different \
+                     learning rate than it would have had (the result differs from a run trained for the new length \
+                     from the start)";
+        }
+        return Ok(Some(note));
     }
     let changed = changed_keys(old, new);
     if allow_change {

@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod cli;
 mod configs;
 mod engines;
 mod fuzz;
