@@ -9,7 +9,7 @@ N="${1:-5000}"
 run() {
     local n="$1"
     shift
-    SPOTRUN_FUZZ_CASES="${n}" cargo test --release --locked --test integration fuzz:: -- --nocapture "$@" 2>&1 |
+    SPOTRUN_FUZZ_CASES="${n}" cargo test --release --locked --features test-hooks --test integration fuzz:: -- --nocapture "$@" 2>&1 |
         grep -E '^fuzz |^test result|panicked|minimal failing' -A3
     test "${PIPESTATUS[0]}" -eq 0
 }

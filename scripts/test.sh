@@ -10,8 +10,8 @@ if cargo fmt --version >/dev/null 2>&1; then
 fi
 for s in scripts/*.sh .ci/run; do bash -n "$s"; done
 # Lints and docs are part of the build: warnings fail it (same release profile, so nothing is compiled twice).
-cargo clippy --release --locked --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps
+cargo clippy --release --locked --all-targets --features test-hooks -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps --features test-hooks
 "${SPOTRUN_PYTHON}" -m py_compile scripts/*.py
 # Engines: a real single-node Slurm (Debian packages, installed once; the tests start and stop their own cluster)
 # and the `modal` package in its own pinned venv (the Modal app is imported, never deployed).
@@ -25,13 +25,21 @@ if ! "${MODAL_VENV}/bin/python" -c "import modal" 2>/dev/null; then
     "${MODAL_VENV}/bin/pip" install --quiet --disable-pip-version-check "modal==1.6.4"
 fi
 export SPOTRUN_MODAL_PYTHON="${MODAL_VENV}/bin/python" SPOTRUN_REQUIRE_MODAL=1
-cargo test --release --locked
+cargo test --release --locked --features test-hooks
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
     echo "scripts/test.sh: a Slurm daemon is still running after the tests" >&2
     exit 1
 fi
-cargo bench --locked --no-run
+cargo bench --locked --no-run --features test-hooks
 "${SPOTRUN_PYTHON}" tests/eager_loader_check.py
+# The binary a user builds (no test-hooks feature) must ignore the SPOTRUN_TEST_* variables.
+cargo build --release --locked
+hooks_out="$(SPOTRUN_TEST_STARTUP_DELAY_MS=1 target/release/spotrun train --quiet --run-dir "$(mktemp -d)/run" \
+    --set data.synthetic.train=200 --set data.synthetic.val=50 --set model.hidden=[8] --set train.epochs=1 2>&1)"
+if grep -q "test: start-up delay" <<<"${hooks_out}"; then
+    echo "scripts/test.sh: the release binary reads a test-only hook" >&2
+    exit 1
+fi
 # The GPU check script, end to end on the CPU with tiny sizes, so it cannot rot before a GPU is lent.
 OUT="$(mktemp -d)" scripts/gpu-check.sh --dry
 echo "scripts/test.sh: all tests passed"

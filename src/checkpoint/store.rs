@@ -68,12 +68,19 @@ struct Hooks {
 }
 
 impl Hooks {
+    /// Compiled in only with the `test-hooks` feature (the integration tests'); a release binary ignores them.
+    #[cfg(feature = "test-hooks")]
     fn from_env() -> Hooks {
         let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
         Hooks {
             write_delay: num("SPOTRUN_TEST_WRITE_DELAY_MS").map(Duration::from_millis),
             enospc_at_save: num("SPOTRUN_TEST_ENOSPC_AT_SAVE"),
         }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    fn from_env() -> Hooks {
+        Hooks::default()
     }
 }
 

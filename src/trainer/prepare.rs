@@ -96,6 +96,7 @@ fn load_data(cfg: &Config, dev: Device) -> Result<(Dataset, bool)> {
 /// Test-only: `SPOTRUN_TEST_STARTUP_DELAY_MS=N` says so on stderr and sleeps N ms after loading the data, so a test
 /// can deliver a signal during start-up without racing the process.
 fn test_startup_delay() {
+    #[cfg(feature = "test-hooks")]
     if let Some(ms) = std::env::var("SPOTRUN_TEST_STARTUP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
         tell!("test: start-up delay {ms} ms");
         std::thread::sleep(std::time::Duration::from_millis(ms));

@@ -3,6 +3,9 @@
 // Test code: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(not(feature = "test-hooks"))]
+compile_error!("the integration tests drive the SPOTRUN_TEST_* hooks: run them with `--features test-hooks` (scripts/test.sh does)");
+
 mod common;
 
 mod bad_input;
