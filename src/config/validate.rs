@@ -8,6 +8,19 @@ pub const MAX_THREADS: usize = 4096;
 
 /// Checks `c`; on failure returns `(key path, message)`.
 pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    train(c)?;
+    optim(c)?;
+    schedule(c)?;
+    model(c)?;
+    checkpoint(c)?;
+    data(c)
+}
+
+/// `Err((dotted key, message))` for the first value out of range.
+type Checked = Result<(), (String, String)>;
+
+/// `[train]`.
+fn train(c: &Config) -> Checked {
     let err = |k: &str, m: String| Err((k.to_string(), m));
     if c.train.epochs == 0 {
         return err("train.epochs", "must be at least 1".into());
@@ -29,6 +42,23 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return err("train.early_stopping.min_delta", format!("must be >= 0, got {}", es.min_delta));
         }
     }
+    if let Some(name) = &c.train.name {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return err(
+                "train.name",
+                format!("\"{name}\" cannot name a run directory (it must not be empty, '.', '..' or contain '/')"),
+            );
+        }
+    }
+    if c.train.threads > MAX_THREADS {
+        return err("train.threads", format!("must be at most {MAX_THREADS} (0 = all cores), got {}", c.train.threads));
+    }
+    Ok(())
+}
+
+/// `[optim]`.
+fn optim(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
     if !(c.optim.lr.is_finite() && c.optim.lr > 0.0) {
         return err("optim.lr", format!("must be a positive number, got {}", c.optim.lr));
     }
@@ -57,6 +87,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return err("optim.grad_clip", format!("must be a positive number, got {g}"));
         }
     }
+    Ok(())
+}
+
+/// `[schedule]`.
+fn schedule(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
     if !(c.schedule.min_lr >= 0.0 && c.schedule.min_lr <= c.optim.lr) {
         return err("schedule.min_lr", format!("must be in [0, optim.lr = {}], got {}", c.optim.lr, c.schedule.min_lr));
     }
@@ -66,6 +102,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if !(c.schedule.gamma > 0.0 && c.schedule.gamma <= 1.0) {
         return err("schedule.gamma", format!("must be in (0, 1], got {}", c.schedule.gamma));
     }
+    Ok(())
+}
+
+/// `[model]` (and `data.shape`, which the model reads).
+fn model(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
     if !(0.0..1.0).contains(&c.model.dropout) {
         return err("model.dropout", format!("must be in [0, 1), got {}", c.model.dropout));
     }
@@ -89,6 +131,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return err("data.shape", format!("must be [C, H, W] with positive sizes, got {shape:?}"));
         }
     }
+    Ok(())
+}
+
+/// `[checkpoint]`.
+fn checkpoint(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
     if c.checkpoint.keep_last == 0 {
         return err("checkpoint.keep_last", "must be at least 1".into());
     }
@@ -98,17 +146,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.checkpoint.grace_seconds.is_nan() || c.checkpoint.grace_seconds < 0.0 {
         return err("checkpoint.grace_seconds", format!("must be >= 0, got {}", c.checkpoint.grace_seconds));
     }
-    if let Some(name) = &c.train.name {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return err(
-                "train.name",
-                format!("\"{name}\" cannot name a run directory (it must not be empty, '.', '..' or contain '/')"),
-            );
-        }
-    }
-    if c.train.threads > MAX_THREADS {
-        return err("train.threads", format!("must be at most {MAX_THREADS} (0 = all cores), got {}", c.train.threads));
-    }
+    Ok(())
+}
+
+/// `[data]`.
+fn data(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
     match c.data.source {
         DataSource::Safetensors if c.data.path.is_none() => {
             return err("data.path", "data.source = \"safetensors\" needs data.path".into());

@@ -131,28 +131,7 @@ impl Dataset {
         for (name, key, x) in [(&data.x_train, "data.x_train", &raw.x_train), (&data.x_val, "data.x_val", &raw.x_val)] {
             check_finite(x, path, key, name)?;
         }
-        let hi = label_range(&raw.y_train).1.max(label_range(&raw.y_val).1);
-        let classes = model.classes.unwrap_or(hi + 1).max(2);
-        for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
-            let (l, h) = label_range(y);
-            let bad = if l < 0 {
-                Some(l)
-            } else if h >= classes {
-                Some(h)
-            } else {
-                None
-            };
-            if let Some(label) = bad {
-                let key = if model.classes.is_some() && label >= 0 { "model.classes" } else { key };
-                return Err(DataError::LabelRange {
-                    path: path.to_path_buf(),
-                    key: key.into(),
-                    name: name.clone(),
-                    label,
-                    classes,
-                });
-            }
-        }
+        let classes = check_label_range(&raw, path, data, model)?;
         let warnings = label_coverage(&raw.y_train, &raw.y_val, classes, model.classes.is_some(), data)
             .map_err(|message| DataError::Labels { path: path.to_path_buf(), key: "data.y_val".into(), message })?;
         let fingerprint = fingerprint(&[&raw.x_train, &raw.y_train, &raw.x_val, &raw.y_val]);
@@ -237,6 +216,38 @@ pub fn fingerprint(tensors: &[&Tensor]) -> String {
         }
     }
     format!("crc32:{:08x}", crc.finalize())
+}
+
+/// The number of classes (`model.classes`, else the largest label + 1), after checking every label is in range.
+fn check_label_range(
+    raw: &file::RawSplits,
+    path: &std::path::Path,
+    data: &DataConfig,
+    model: &ModelConfig,
+) -> Result<i64, DataError> {
+    let hi = label_range(&raw.y_train).1.max(label_range(&raw.y_val).1);
+    let classes = model.classes.unwrap_or(hi + 1).max(2);
+    for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
+        let (l, h) = label_range(y);
+        let bad = if l < 0 {
+            Some(l)
+        } else if h >= classes {
+            Some(h)
+        } else {
+            None
+        };
+        if let Some(label) = bad {
+            let key = if model.classes.is_some() && label >= 0 { "model.classes" } else { key };
+            return Err(DataError::LabelRange {
+                path: path.to_path_buf(),
+                key: key.into(),
+                name: name.clone(),
+                label,
+                classes,
+            });
+        }
+    }
+    Ok(classes)
 }
 
 /// Refuses NaN or ±Inf in an input tensor, naming the first offending index (training on them ends as a

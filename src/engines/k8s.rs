@@ -222,52 +222,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
                         ]),
                     )]),
                 ),
-                (
-                    "template",
-                    Y::M(vec![
-                        ("metadata", Y::M(vec![("labels", Y::M(vec![("app.kubernetes.io/name", s("spotrun"))]))])),
-                        (
-                            "spec",
-                            Y::M(vec![
-                                ("restartPolicy", s("Never")),
-                                ("terminationGracePeriodSeconds", s(o.grace_seconds)),
-                                (
-                                    "containers",
-                                    Y::L(vec![Y::M(vec![
-                                        ("name", s("worker")),
-                                        ("image", q(&o.image)),
-                                        ("command", Y::L(vec![q("/bin/sh"), q("-c"), q(&command)])),
-                                        ("resources", Y::M(vec![("limits", Y::M(limits))])),
-                                        (
-                                            "volumeMounts",
-                                            Y::L(vec![
-                                                Y::M(vec![("name", s("volume")), ("mountPath", q(&o.mount))]),
-                                                Y::M(vec![
-                                                    ("name", s("sweep")),
-                                                    ("mountPath", q("/etc/spotrun")),
-                                                    ("readOnly", s(true)),
-                                                ]),
-                                            ]),
-                                        ),
-                                    ])]),
-                                ),
-                                (
-                                    "volumes",
-                                    Y::L(vec![
-                                        Y::M(vec![
-                                            ("name", s("volume")),
-                                            ("persistentVolumeClaim", Y::M(vec![("claimName", q(&o.pvc))])),
-                                        ]),
-                                        Y::M(vec![
-                                            ("name", s("sweep")),
-                                            ("configMap", Y::M(vec![("name", s(format!("{name}-sweep")))])),
-                                        ]),
-                                    ]),
-                                ),
-                            ]),
-                        ),
-                    ]),
-                ),
+                ("template", pod_template(o, &name, &command, limits)),
             ]),
         ),
     ]);
@@ -284,6 +239,53 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
     out.push_str("---\n");
     emit(&job, 0, &mut out);
     out
+}
+
+/// The pod each index runs: one `spotrun worker` container with the volume and the sweep mounted.
+fn pod_template(o: &K8sOptions, name: &str, command: &str, limits: Vec<(&'static str, Y)>) -> Y {
+    Y::M(vec![
+        ("metadata", Y::M(vec![("labels", Y::M(vec![("app.kubernetes.io/name", s("spotrun"))]))])),
+        (
+            "spec",
+            Y::M(vec![
+                ("restartPolicy", s("Never")),
+                ("terminationGracePeriodSeconds", s(o.grace_seconds)),
+                (
+                    "containers",
+                    Y::L(vec![Y::M(vec![
+                        ("name", s("worker")),
+                        ("image", q(&o.image)),
+                        ("command", Y::L(vec![q("/bin/sh"), q("-c"), q(command)])),
+                        ("resources", Y::M(vec![("limits", Y::M(limits))])),
+                        (
+                            "volumeMounts",
+                            Y::L(vec![
+                                Y::M(vec![("name", s("volume")), ("mountPath", q(&o.mount))]),
+                                Y::M(vec![
+                                    ("name", s("sweep")),
+                                    ("mountPath", q("/etc/spotrun")),
+                                    ("readOnly", s(true)),
+                                ]),
+                            ]),
+                        ),
+                    ])]),
+                ),
+                (
+                    "volumes",
+                    Y::L(vec![
+                        Y::M(vec![
+                            ("name", s("volume")),
+                            ("persistentVolumeClaim", Y::M(vec![("claimName", q(&o.pvc))])),
+                        ]),
+                        Y::M(vec![
+                            ("name", s("sweep")),
+                            ("configMap", Y::M(vec![("name", s(format!("{name}-sweep")))])),
+                        ]),
+                    ]),
+                ),
+            ]),
+        ),
+    ])
 }
 
 #[cfg(test)]

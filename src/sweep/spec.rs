@@ -201,6 +201,33 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         runs.push(o);
     }
 
+    let count = check_shape(&raw, &params, &runs, &file)?;
+    Ok(Sweep {
+        name: raw.name,
+        file,
+        method: raw.method,
+        base,
+        params,
+        runs,
+        count,
+        seed: raw.seed,
+        seeds: raw.seeds,
+        metric: raw.metric,
+        retries: raw.retries,
+        lease_seconds: raw.lease_seconds,
+        pruning: raw.pruning,
+    })
+}
+
+/// The checks on the sweep's shape and scalars: method against parameters and runs, `count`, the run limit,
+/// seeds, `lease_seconds`, pruning. Returns `count`.
+fn check_shape(
+    raw: &Raw,
+    params: &[(String, Domain)],
+    runs: &[Vec<(String, toml::Value)>],
+    file: &Path,
+) -> Result<usize, SweepError> {
+    let key_err = |key: &str, message: String| SweepError::Key { file: file.to_path_buf(), key: key.into(), message };
     match raw.method {
         Method::Grid | Method::Random if !runs.is_empty() => {
             return Err(key_err("runs", "[[runs]] tables need method = \"list\"".into()))
@@ -273,21 +300,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
             return Err(key_err("pruning.min_runs", "must be at least 1".into()));
         }
     }
-    Ok(Sweep {
-        name: raw.name,
-        file,
-        method: raw.method,
-        base,
-        params,
-        runs,
-        count,
-        seed: raw.seed,
-        seeds: raw.seeds,
-        metric: raw.metric,
-        retries: raw.retries,
-        lease_seconds: raw.lease_seconds,
-        pruning: raw.pruning,
-    })
+    Ok(count)
 }
 
 /// The sweep file with a `base = "path"` replaced by the base config's table, so the text alone expands to the

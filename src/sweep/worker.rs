@@ -193,8 +193,8 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
             let short = crate::config::short_id(&run.id);
             Err(Error::LeaseLost(format!("run #{} {short}: taken over before it was marked done", run.index)))
         }
-        Ok(summary) => record_done(ctx, run, o, &dir, lease, end, &summary, &cfg.train.device),
-        Err(e) => record_failed(ctx, run, o, &dir, lease, end, e),
+        Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease }.done(end, &summary, &cfg.train.device),
+        Err(e) => Claimed { ctx, run, o, dir: &dir, lease }.failed(end, e),
     }
 }
 
@@ -264,81 +264,76 @@ impl AttemptRecorder {
     }
 }
 
-/// The run trained to its end: the attempt's end, `done.json`, the lease released, the results refreshed.
-#[allow(clippy::too_many_arguments)]
-fn record_done(
-    ctx: &Ctx,
-    run: &PlannedRun,
-    o: &WorkerOptions,
-    dir: &Path,
+/// A run this worker holds the lease of, once its training attempt ended.
+struct Claimed<'a> {
+    ctx: &'a Ctx,
+    run: &'a PlannedRun,
+    o: &'a WorkerOptions,
+    dir: &'a Path,
     lease: Lease,
-    mut end: Attempt,
-    summary: &trainer::TrainSummary,
-    device: &str,
-) -> Result<Outcome> {
-    end.step = summary.metrics.last().map_or(0, |m| m.step);
-    end.outcome = Some("done".into());
-    record::append_attempt(dir, &end)?;
-    let wall = record::wall_seconds(dir, &record::attempts(dir));
-    let outcome = match summary.status {
-        RunStatus::StoppedEarly => "stopped_early",
-        RunStatus::Pruned => "pruned",
-        _ => "completed",
-    };
-    let done = Done {
-        run_id: run.id.clone(),
-        index: run.index,
-        outcome: outcome.into(),
-        epochs: summary.metrics.len(),
-        last: summary.metrics.last().cloned(),
-        wall_seconds: wall,
-        device_seconds: wall / o.share.max(1) as f64,
-        device: describe_device(device),
-        host: end.host.clone(),
-        finished_unix_ms: lease::now_ms(),
-    };
-    record::write_json(&dir.join(record::DONE), &done)?;
-    lease.release();
-    let _ = status::write_results(&ctx.layout, &ctx.plan);
-    Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
 }
 
-/// The attempt failed (or was preempted): its end recorded, and `failed.json` when it will not be retried (bad
-/// input and out-of-memory never are, anything else after `retries` failures).
-fn record_failed(
-    ctx: &Ctx,
-    run: &PlannedRun,
-    o: &WorkerOptions,
-    dir: &Path,
-    lease: Lease,
-    mut end: Attempt,
-    e: Error,
-) -> Result<Outcome> {
-    let code = exit_code_of(&e);
-    let preempted = matches!(e, Error::Preempted { .. });
-    end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
-    end.exit_code = Some(code);
-    end.error = Some(e.to_string());
-    record::append_attempt(dir, &end)?;
-    if !preempted {
-        let failures = record::failures(&record::attempts(dir));
-        let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-        if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
-            let f = Failed {
-                run_id: run.id.clone(),
-                index: run.index,
-                failures,
-                exit_code: Some(code),
-                error: e.to_string(),
-                stderr_tail: String::new(),
-                unix_ms: lease::now_ms(),
-            };
-            record::write_json(&dir.join(record::FAILED), &f)?;
-        }
+impl Claimed<'_> {
+    /// The run trained to its end: the attempt's end, `done.json`, the lease released, the results refreshed.
+    fn done(self, mut end: Attempt, summary: &trainer::TrainSummary, device: &str) -> Result<Outcome> {
+        let Claimed { ctx, run, o, dir, lease } = self;
+        end.step = summary.metrics.last().map_or(0, |m| m.step);
+        end.outcome = Some("done".into());
+        record::append_attempt(dir, &end)?;
+        let wall = record::wall_seconds(dir, &record::attempts(dir));
+        let outcome = match summary.status {
+            RunStatus::StoppedEarly => "stopped_early",
+            RunStatus::Pruned => "pruned",
+            _ => "completed",
+        };
+        let done = Done {
+            run_id: run.id.clone(),
+            index: run.index,
+            outcome: outcome.into(),
+            epochs: summary.metrics.len(),
+            last: summary.metrics.last().cloned(),
+            wall_seconds: wall,
+            device_seconds: wall / o.share.max(1) as f64,
+            device: describe_device(device),
+            host: end.host.clone(),
+            finished_unix_ms: lease::now_ms(),
+        };
+        record::write_json(&dir.join(record::DONE), &done)?;
+        lease.release();
+        let _ = status::write_results(&ctx.layout, &ctx.plan);
+        Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
     }
-    lease.release();
-    let _ = status::write_results(&ctx.layout, &ctx.plan);
-    Err(e)
+
+    /// The attempt failed (or was preempted): its end recorded, and `failed.json` when it will not be retried (bad
+    /// input and out-of-memory never are, anything else after `retries` failures).
+    fn failed(self, mut end: Attempt, e: Error) -> Result<Outcome> {
+        let Claimed { ctx, run, o, dir, lease } = self;
+        let code = exit_code_of(&e);
+        let preempted = matches!(e, Error::Preempted { .. });
+        end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
+        end.exit_code = Some(code);
+        end.error = Some(e.to_string());
+        record::append_attempt(dir, &end)?;
+        if !preempted {
+            let failures = record::failures(&record::attempts(dir));
+            let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
+            if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
+                let f = Failed {
+                    run_id: run.id.clone(),
+                    index: run.index,
+                    failures,
+                    exit_code: Some(code),
+                    error: e.to_string(),
+                    stderr_tail: String::new(),
+                    unix_ms: lease::now_ms(),
+                };
+                record::write_json(&dir.join(record::FAILED), &f)?;
+            }
+        }
+        lease.release();
+        let _ = status::write_results(&ctx.layout, &ctx.plan);
+        Err(e)
+    }
 }
 
 /// The process exit code an error maps to, as an integer ([`Error::code`]: one mapping for CLI and records).

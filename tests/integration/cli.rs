@@ -5,18 +5,8 @@ use std::path::{Path, PathBuf};
 use crate::common::{run_bad, run_ok, sets, spotrun, text, SMALL};
 
 /// A two-run CPU sweep file in `dir`.
-fn sweep_file(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("cli.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "name = \"cli\"\n{extra}\n[base]\ndata.synthetic = {{ train = 500, val = 100, features = 8 }}\n\
-             model.hidden = [8]\ntrain = {{ batch_size = 250, epochs = 1, threads = 1, device = \"cpu\" }}\n\
-             [parameters]\n\"optim.lr\" = [0.001, 0.01]\n"
-        ),
-    )
-    .unwrap();
-    p
+fn sweep_file(dir: &Path) -> PathBuf {
+    crate::common::tiny_sweep(dir, "cli", 1)
 }
 
 fn strs(v: &[&str]) -> Vec<String> {
@@ -38,7 +28,7 @@ fn refused(args: &[String], needles: &[&str]) {
 #[test]
 fn slurm_options_that_would_render_a_wrong_script_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = sweep_file(tmp.path(), "").display().to_string();
+    let sweep = sweep_file(tmp.path()).display().to_string();
     let vol = tmp.path().join("vol").display().to_string();
     let base = |extra: &[&str]| {
         let mut a = strs(&["slurm", &sweep, "--volume", &vol]);
@@ -60,7 +50,7 @@ fn slurm_options_that_would_render_a_wrong_script_are_refused() {
 #[test]
 fn k8s_options_that_kubernetes_would_reject_or_that_silently_change_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = sweep_file(tmp.path(), "").display().to_string();
+    let sweep = sweep_file(tmp.path()).display().to_string();
     let base = |extra: &[&str]| {
         let mut a = strs(&["k8s", &sweep]);
         a.extend(strs(extra));
@@ -95,7 +85,7 @@ fn k8s_options_that_kubernetes_would_reject_or_that_silently_change_are_refused(
 #[test]
 fn zero_workers_and_zero_runs_per_gpu_are_errors_with_plain_words() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = sweep_file(tmp.path(), "").display().to_string();
+    let sweep = sweep_file(tmp.path()).display().to_string();
     refused(&strs(&["sweep", &sweep, "--workers", "0"]), &["--workers", "must be at least 1"]);
     let out = spotrun().args(["sweep", &sweep, "--per-gpu", "0"]).output().unwrap();
     let err = text(&out.stderr);
@@ -107,7 +97,7 @@ fn zero_workers_and_zero_runs_per_gpu_are_errors_with_plain_words() {
 #[test]
 fn status_and_report_of_a_sweep_that_never_ran_on_the_volume_are_errors_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = sweep_file(tmp.path(), "").display().to_string();
+    let sweep = sweep_file(tmp.path()).display().to_string();
     let vol = tmp.path().join("novolume");
     for cmd in ["status", "report"] {
         refused(

@@ -2,6 +2,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A two-run CPU sweep (`optim.lr` in {0.001, 0.01}) of a tiny synthetic task, written as `DIR/NAME.toml`.
+pub fn tiny_sweep(dir: &Path, name: &str, epochs: usize) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\n[base]\ndata.synthetic = {{ train = 1000, val = 200, features = 16 }}\n\
+         model.hidden = [16]\ntrain = {{ batch_size = 250, epochs = {epochs}, threads = 1, device = \"cpu\" }}\n\
+         [parameters]\n\"optim.lr\" = [0.001, 0.01]\n"
+    );
+    std::fs::write(&p, text).expect("write the sweep file");
+    p
+}
+
 /// The `spotrun` binary under test: cargo's, or a copy named by `SPOTRUN_TEST_BIN` (scripts/torture.sh uses one,
 /// so a long run is not affected by a rebuild of target/ while it goes on).
 pub fn spotrun() -> Command {

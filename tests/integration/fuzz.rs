@@ -427,13 +427,7 @@ fn files_outside(d: &Path, inside: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn fuzz_sweep_volume_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = tmp.path().join("v.toml");
-    std::fs::write(
-        &sweep,
-        "name = \"v\"\n[base]\ndata.synthetic = { train = 500, val = 100, features = 8 }\nmodel.hidden = [8]\n\
-         train = { batch_size = 250, epochs = 2, threads = 1 }\n[parameters]\n\"optim.lr\" = [0.001, 0.01]\n",
-    )
-    .unwrap();
+    let sweep = crate::common::tiny_sweep(tmp.path(), "v", 2);
     let volume = tmp.path().join("vol");
     let out = spotrun()
         .args(["sweep", &sweep.display().to_string(), "--volume", &volume.display().to_string(), "--quiet"])

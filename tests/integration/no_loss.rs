@@ -54,13 +54,7 @@ fn training_and_a_sweep_finish_when_stdout_and_stderr_are_closed() {
     assert_eq!(metrics(&d).len(), 3);
     assert!(d.join("model.safetensors").exists() && !committed(&d).is_empty());
 
-    let sweep = tmp.path().join("s.toml");
-    std::fs::write(
-        &sweep,
-        "name = \"s\"\n[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [16]\n\
-         train = { batch_size = 250, epochs = 2, threads = 1 }\n[parameters]\n\"optim.lr\" = [0.001, 0.01]\n",
-    )
-    .unwrap();
+    let sweep = crate::common::tiny_sweep(tmp.path(), "s", 2);
     let volume = tmp.path().join("vol");
     let status = spotrun()
         .args(["sweep", &sweep.display().to_string(), "--volume", &volume.display().to_string()])
@@ -359,13 +353,7 @@ fn a_read_only_volume_gives_clear_errors_and_finished_runs_still_report() {
     let m = Mount::tmpfs(&tmp.path().join("ro"));
     let done = m.0.join("done");
     run_ok(&train_args(&done, &[]));
-    let sweep = tmp.path().join("s.toml");
-    std::fs::write(
-        &sweep,
-        "name = \"s\"\n[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [16]\n\
-         train = { batch_size = 250, epochs = 1, threads = 1 }\n[parameters]\n\"optim.lr\" = [0.001, 0.01]\n",
-    )
-    .unwrap();
+    let sweep = crate::common::tiny_sweep(tmp.path(), "s", 1);
     let vol = m.0.join("vol").display().to_string();
     run_ok(&["sweep".into(), sweep.display().to_string(), "--volume".into(), vol.clone(), "--quiet".into()]);
     m.read_only();
