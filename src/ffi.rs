@@ -209,7 +209,7 @@ pub(crate) fn cpu_tensor_filled<E>(
 /// The borrow is tied to `t`. Sound as long as nobody writes the tensor's storage while the slice is alive; the
 /// callers (checkpoint writers) only pass tensors they own exclusively (snapshot copies) or that the paused
 /// training loop does not touch.
-pub fn host_bytes(t: &Tensor) -> Option<&[u8]> {
+pub(crate) fn host_bytes(t: &Tensor) -> Option<&[u8]> {
     if t.device() != tch::Device::Cpu || !t.is_contiguous() {
         return None;
     }

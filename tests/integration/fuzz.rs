@@ -169,7 +169,7 @@ fn fuzz_config_files_and_set_values() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("c.toml");
     let doc = prop::collection::vec((config_key(), toml_value()), 0..8);
-    fuzz("config TOML", cases(400), doc, |kvs| {
+    fuzz("config TOML", cases(1000), doc, |kvs| {
         let text: String = kvs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         std::fs::write(&file, &text).unwrap();
         check_config(spotrun::config::load(Some(&file), &[]))
@@ -182,7 +182,7 @@ fn fuzz_config_files_and_set_values() {
         ],
         0..4,
     );
-    fuzz("--set values", cases(400), set, |sets| check_config(spotrun::config::load(None, &sets)));
+    fuzz("--set values", cases(1000), set, |sets| check_config(spotrun::config::load(None, &sets)));
 }
 
 /// A config that loads must have a run id and round-trip through the `config.toml` a run directory gets.
@@ -234,7 +234,7 @@ fn fuzz_sweep_files() {
         ],
     );
     let doc = (head, prop::collection::vec(param, 0..4), any::<bool>());
-    fuzz("sweep files", cases(300), doc, |(head, params, named)| {
+    fuzz("sweep files", cases(1000), doc, |(head, params, named)| {
         let mut text = if named { "name = \"fz\"\n".to_string() } else { String::new() };
         text += &head.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>();
         text += "[parameters]\n";
@@ -339,7 +339,7 @@ fn fuzz_checkpoint_manifests_and_tensor_files() {
     for f in ["model.safetensors", "state.safetensors"] {
         std::fs::copy(ckpt.join(f), case.join(f)).unwrap();
     }
-    fuzz("checkpoint manifests", cases(400), edits(), |(picks, leaf, ops, structured)| {
+    fuzz("checkpoint manifests", cases(1000), edits(), |(picks, leaf, ops, structured)| {
         let bytes = if structured {
             let mut m = manifest.clone();
             mutate_json(&mut m, &picks, &leaf);
@@ -356,7 +356,7 @@ fn fuzz_checkpoint_manifests_and_tensor_files() {
         let _ = spotrun::inspect::report(&case, true);
         Ok(())
     });
-    fuzz("checkpoint tensor files", cases(300), edits(), |(_, _, ops, _)| {
+    fuzz("checkpoint tensor files", cases(1000), edits(), |(_, _, ops, _)| {
         let mut b = model.clone();
         damage(&mut b, &ops);
         let _ = spotrun::checkpoint::from_bytes(&b, &case.join("model.safetensors"), tch::Device::Cpu);
@@ -387,7 +387,7 @@ fn fuzz_safetensors_headers_of_data_files() {
         Just(serde_json::json!([0, 18446744073709551615u64])),
         Just(serde_json::json!([9223372036854775808u64, 0])),
     ];
-    fuzz("data file headers", cases(400), (edits(), leaf, any::<u8>()), |((picks, _, ops, structured), leaf, fix)| {
+    fuzz("data file headers", cases(1000), (edits(), leaf, any::<u8>()), |((picks, _, ops, structured), leaf, fix)| {
         let mut h = header.clone();
         mutate_json(&mut h, &picks, &leaf);
         let hb = serde_json::to_vec(&h).unwrap();
@@ -449,7 +449,7 @@ fn fuzz_sweep_volume_records() {
     let outside = files_outside(tmp.path(), &root);
     let layout = spotrun::sweep::Layout::new(&volume, "v");
     let strategy = prop::collection::vec((any::<prop::sample::Index>(), edits()), 1..4);
-    fuzz("sweep volume records", cases(300), strategy, |changes| {
+    fuzz("sweep volume records", cases(1000), strategy, |changes| {
         for (p, b) in &originals {
             std::fs::write(p, b).unwrap();
         }

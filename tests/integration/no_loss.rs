@@ -290,6 +290,22 @@ fn a_model_or_batch_that_does_not_fit_in_memory_is_one_error_line_and_exit_2() {
     assert!(err.contains("out of memory") && err.contains("parameters") && err.contains("model.hidden"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!d.exists());
+    // In a sweep: recorded as out of memory in failed.json after one attempt, never retried.
+    let sweep = crate::common::tiny_sweep(tmp.path(), "oom", 1);
+    let text_ = std::fs::read_to_string(&sweep).unwrap().replace("model.hidden = [16]", "model.hidden = [4000000000]");
+    std::fs::write(&sweep, text_).unwrap();
+    let vol = tmp.path().join("vol");
+    let out = spotrun()
+        .args(["sweep", &sweep.display().to_string(), "--volume", &vol.display().to_string(), "--backoff", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    for run in std::fs::read_dir(vol.join("oom/runs")).unwrap().flatten() {
+        let failed = std::fs::read_to_string(run.path().join("failed.json")).unwrap();
+        assert!(failed.contains("out of memory"), "{failed}");
+        let starts = crate::common::attempts(&run.path()).iter().filter(|a| a["event"] == "start").count();
+        assert_eq!(starts, 1, "an out-of-memory run is not retried");
+    }
     // Fits the machine but not the process (address space capped at 5 GB; libtorch's own start-up maps ~2.9 GB): the allocation itself fails, inside
     // libtorch, building the model (8.6e8 parameters = 3.4 GB) and at the first step (an 8192 x 1e6 activation).
     for (what, extra) in
