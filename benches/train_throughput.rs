@@ -57,7 +57,7 @@ fn spotrun_rates(cfg: &Config, data: &Dataset, dev: tch::Device, epochs: usize) 
     let vs = tch::nn::VarStore::new(dev);
     let net = match model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes) {
         Ok(m) => m,
-        Err((k, m)) => panic!("bench model: {k}: {m}"),
+        Err(e) => panic!("bench model: {e}"),
     };
     let mut t = Trainer::new(cfg, &vs, net.as_ref(), data, dev);
     (0..=epochs).map(|e| t.epoch(e, &Progress::Quiet).map(|m| m.samples_per_sec).unwrap_or(f64::NAN)).skip(1).collect()
@@ -123,7 +123,7 @@ fn eager_rates(
 }
 
 fn main() {
-    spotrun::ffi::tune_allocator();
+    spotrun::tune_allocator();
     let models = env("SPOTRUN_BENCH_MODELS", "mlp");
     let rounds: usize = env("SPOTRUN_BENCH_ROUNDS", "3").parse().unwrap_or(3);
     let epochs: usize = env("SPOTRUN_BENCH_EPOCHS", "2").parse().unwrap_or(2);

@@ -6,20 +6,23 @@
 #[macro_use]
 mod out;
 
-pub mod amp;
-pub mod boundary;
+// The public surface: what a Rust user (and the tests, benches and examples) drive. Everything else is internal.
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod engines;
 pub mod error;
-pub mod ffi;
 pub mod inspect;
 pub mod model;
-pub mod optim;
 pub mod sweep;
 pub mod trainer;
 
+pub(crate) mod amp;
+pub(crate) mod boundary;
+pub(crate) mod engines;
+pub(crate) mod ffi;
+pub(crate) mod optim;
+
 pub use error::{Error, Result};
+pub use ffi::tune_allocator;

@@ -72,6 +72,7 @@ impl GradScaler {
     }
 
     /// The current scale (reads it back: a host sync).
+    #[cfg(test)]
     pub fn current_scale(&self) -> f64 {
         self.scale.double_value(&[])
     }

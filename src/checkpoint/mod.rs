@@ -14,8 +14,8 @@ pub use atomic::{append_line, unique_suffix, write_atomic, write_atomic_with};
 pub use manifest::{crc32_hex, FileEntry, Manifest, ManifestError, SaveReason, FORMAT_VERSION, MANIFEST};
 pub use retention::{to_delete, Entry, State};
 pub use store::{
-    load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, MODEL_FILE,
-    STATE_FILE,
+    load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, VerifyError,
+    MODEL_FILE, STATE_FILE,
 };
 pub use tensors::{from_bytes, load, save, to_bytes, write_to, TensorIoError, Written};
 pub use writer::Writer;

@@ -25,8 +25,8 @@ pub const STATE_FILE: &str = "state.safetensors";
 pub enum CheckpointError {
     #[error("checkpoint write failed: {path}: {source}; the previous checkpoint is intact")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("checkpoint {path} failed verification right after writing: {message}")]
-    Verify { path: PathBuf, message: String },
+    #[error("checkpoint {path} failed verification right after writing: {source}")]
+    Verify { path: PathBuf, source: Box<VerifyError> },
     #[error(transparent)]
     Tensor(#[from] TensorIoError),
     #[error("checkpoint writer thread panicked")]
@@ -149,7 +149,7 @@ impl Store {
         snap.manifest.created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mpath = dir.join(MANIFEST);
         write_atomic(&mpath, snap.manifest.to_json().as_bytes()).map_err(|e| werr(&mpath, e))?;
-        verify(dir).map_err(|message| CheckpointError::Verify { path: dir.to_path_buf(), message })?;
+        verify(dir).map_err(|e| CheckpointError::Verify { path: dir.to_path_buf(), source: Box::new(e) })?;
         Ok(Committed { dir: dir.to_path_buf(), step: snap.manifest.step, save_seconds: snap.manifest.save_seconds })
     }
 
@@ -259,7 +259,7 @@ impl Store {
                 },
                 State::Committed => match load(&path, device) {
                     Ok(l) => return Ok(Some(l)),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 },
             };
             warn(Skipped::Bad { dir: path, why });
@@ -289,15 +289,32 @@ impl std::fmt::Display for Skipped {
 /// Name prefix of a checkpoint directory renamed away to be deleted.
 const TRASH_PREFIX: &str = ".deleting-";
 
+/// Why a checkpoint directory does not verify or load.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {len} bytes, manifest says {expected} (truncated?)")]
+    Size { path: PathBuf, len: u64, expected: u64 },
+    #[error("{path}: checksum mismatch (corrupted)")]
+    Checksum { path: PathBuf },
+    #[error("{dir}: manifest lists no {name}")]
+    Missing { dir: PathBuf, name: String },
+    #[error(transparent)]
+    Tensor(#[from] TensorIoError),
+}
+
 /// Checks a checkpoint directory: the manifest parses and every file has the recorded size and CRC-32.
 /// Streams the files through a fixed buffer (no file-sized allocation).
-pub fn verify(dir: &Path) -> Result<Manifest, String> {
+pub fn verify(dir: &Path) -> Result<Manifest, VerifyError> {
     use std::io::Read;
-    let m = Manifest::read(dir).map_err(|e| e.to_string())?;
+    let m = Manifest::read(dir)?;
     let mut buf = vec![0u8; 4 << 20];
     for f in &m.files {
         let path = dir.join(&f.name);
-        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let err = |source: std::io::Error| VerifyError::Read { path: path.clone(), source };
         let mut file = std::fs::File::open(&path).map_err(err)?;
         let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
         loop {
@@ -313,22 +330,22 @@ pub fn verify(dir: &Path) -> Result<Manifest, String> {
     Ok(m)
 }
 
-fn check_file(path: &Path, f: &FileEntry, len: u64, crc: u32) -> Result<(), String> {
+fn check_file(path: &Path, f: &FileEntry, len: u64, crc: u32) -> Result<(), VerifyError> {
     if len != f.bytes {
-        return Err(format!("{}: {len} bytes, manifest says {} (truncated?)", path.display(), f.bytes));
+        return Err(VerifyError::Size { path: path.to_path_buf(), len, expected: f.bytes });
     }
     if crc32_hex(crc) != f.crc32 {
-        return Err(format!("{}: checksum mismatch (corrupted)", path.display()));
+        return Err(VerifyError::Checksum { path: path.to_path_buf() });
     }
     Ok(())
 }
 
-fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), String> {
-    let m = Manifest::read(dir).map_err(|e| e.to_string())?;
+fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), VerifyError> {
+    let m = Manifest::read(dir)?;
     let mut bytes = HashMap::new();
     for f in &m.files {
         let path = dir.join(&f.name);
-        let b = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let b = std::fs::read(&path).map_err(|source| VerifyError::Read { path: path.clone(), source })?;
         check_file(&path, f, b.len() as u64, crc32fast::hash(&b))?;
         bytes.insert(f.name.clone(), b);
     }
@@ -336,11 +353,11 @@ fn verified_bytes(dir: &Path) -> Result<(Manifest, HashMap<String, Vec<u8>>), St
 }
 
 /// Verifies and reads a checkpoint directory onto `device`.
-pub fn load(dir: &Path, device: Device) -> Result<Loaded, String> {
+pub fn load(dir: &Path, device: Device) -> Result<Loaded, VerifyError> {
     let (manifest, bytes) = verified_bytes(dir)?;
-    let get = |name: &str| -> Result<HashMap<String, Tensor>, String> {
-        let b = bytes.get(name).ok_or_else(|| format!("{}: manifest lists no {name}", dir.display()))?;
-        from_bytes(b, &dir.join(name), device).map_err(|e| e.to_string())
+    let get = |name: &str| -> Result<HashMap<String, Tensor>, VerifyError> {
+        let b = bytes.get(name).ok_or_else(|| VerifyError::Missing { dir: dir.to_path_buf(), name: name.into() })?;
+        Ok(from_bytes(b, &dir.join(name), device)?)
     };
     Ok(Loaded { dir: dir.to_path_buf(), model: get(MODEL_FILE)?, state: get(STATE_FILE)?, manifest })
 }

@@ -73,7 +73,7 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 /// Deserializes and validates a config table; errors name `origin` and the key path.
 pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
     let config = deserialize(table, origin)?;
-    validate(&config).map_err(|(key, message)| ConfigError::Key { file: origin.to_path_buf(), key, message })?;
+    validate(&config).map_err(|b| ConfigError::Key { file: origin.to_path_buf(), key: b.key, message: b.message })?;
     Ok(config)
 }
 

@@ -6,6 +6,7 @@ mod hash;
 mod load;
 mod schema;
 mod validate;
+pub use validate::BadValue;
 mod wording;
 
 pub use hash::{config_hash, hash_ignoring_epochs, short_id, short_id_n, PLACEMENT_KEYS};

@@ -7,7 +7,15 @@ use super::schema::{Config, DataSource, ModelKind};
 pub const MAX_THREADS: usize = 4096;
 
 /// Checks `c`; on failure returns `(key path, message)`.
-pub fn validate(c: &Config) -> Result<(), (String, String)> {
+/// A value a config key cannot take: the dotted key and why (the loader adds the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct BadValue {
+    pub key: String,
+    pub message: String,
+}
+
+pub fn validate(c: &Config) -> Result<(), BadValue> {
     train(c)?;
     optim(c)?;
     schedule(c)?;
@@ -16,12 +24,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     data(c)
 }
 
-/// `Err((dotted key, message))` for the first value out of range.
-type Checked = Result<(), (String, String)>;
+/// `Err` for the first value out of range.
+type Checked = Result<(), BadValue>;
 
 /// `[train]`.
 fn train(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     if c.train.epochs == 0 {
         return err("train.epochs", "must be at least 1".into());
     }
@@ -58,7 +66,7 @@ fn train(c: &Config) -> Checked {
 
 /// `[optim]`.
 fn optim(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     if !(c.optim.lr.is_finite() && c.optim.lr > 0.0) {
         return err("optim.lr", format!("must be a positive number, got {}", c.optim.lr));
     }
@@ -92,7 +100,7 @@ fn optim(c: &Config) -> Checked {
 
 /// `[schedule]`.
 fn schedule(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     if !(c.schedule.min_lr >= 0.0 && c.schedule.min_lr <= c.optim.lr) {
         return err("schedule.min_lr", format!("must be in [0, optim.lr = {}], got {}", c.optim.lr, c.schedule.min_lr));
     }
@@ -107,7 +115,7 @@ fn schedule(c: &Config) -> Checked {
 
 /// `[model]` (and `data.shape`, which the model reads).
 fn model(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     if !(0.0..1.0).contains(&c.model.dropout) {
         return err("model.dropout", format!("must be in [0, 1), got {}", c.model.dropout));
     }
@@ -136,7 +144,7 @@ fn model(c: &Config) -> Checked {
 
 /// `[checkpoint]`.
 fn checkpoint(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     if c.checkpoint.keep_last == 0 {
         return err("checkpoint.keep_last", "must be at least 1".into());
     }
@@ -151,7 +159,7 @@ fn checkpoint(c: &Config) -> Checked {
 
 /// `[data]`.
 fn data(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err((k.to_string(), m));
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     match c.data.source {
         DataSource::Safetensors if c.data.path.is_none() => {
             return err("data.path", "data.source = \"safetensors\" needs data.path".into());

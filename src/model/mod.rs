@@ -9,7 +9,7 @@ mod mlp;
 use tch::nn;
 use tch::Tensor;
 
-use crate::config::{Activation, ModelConfig, ModelKind};
+use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
 pub use mlp::Mlp;
 
@@ -39,29 +39,25 @@ pub(crate) fn activate(x: &Tensor, a: Activation) -> Tensor {
 }
 
 /// Builds the configured model on `p` for samples of `sample_shape` and `classes` outputs.
-/// `Err` is `(key, message)` for a shape the model cannot take.
-pub fn build(
-    p: &nn::Path,
-    cfg: &ModelConfig,
-    sample_shape: &[i64],
-    classes: i64,
-) -> Result<Box<dyn Model>, (String, String)> {
+/// `Err` names the key and why for a shape the model cannot take.
+pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> Result<Box<dyn Model>, BadValue> {
     let features: i64 = sample_shape.iter().product();
     match cfg.kind {
         ModelKind::Mlp => Ok(Box::new(Mlp::new(p, features, &cfg.hidden, classes, cfg.activation, cfg.dropout))),
         ModelKind::Cnn => {
-            let shape: [i64; 3] = sample_shape.try_into().map_err(|_| {
-                (
-                    "data.shape".to_string(),
-                    format!("model.kind = \"cnn\" needs data.shape = [C, H, W] (samples are {sample_shape:?})"),
-                )
+            let shape: [i64; 3] = sample_shape.try_into().map_err(|_| BadValue {
+                key: "data.shape".to_string(),
+                message: format!("model.kind = \"cnn\" needs data.shape = [C, H, W] (samples are {sample_shape:?})"),
             })?;
             let cnn = Cnn::new(p, shape, &cfg.channels, &cfg.hidden, classes, cfg.activation, cfg.dropout).ok_or_else(
-                || {
-                    (
-                        "model.channels".to_string(),
-                        format!("{} 2×2 pools shrink a {}×{} image to nothing", cfg.channels.len(), shape[1], shape[2]),
-                    )
+                || BadValue {
+                    key: "model.channels".to_string(),
+                    message: format!(
+                        "{} 2×2 pools shrink a {}×{} image to nothing",
+                        cfg.channels.len(),
+                        shape[1],
+                        shape[2]
+                    ),
                 },
             )?;
             Ok(Box::new(cnn))
@@ -170,7 +166,7 @@ mod tests {
     fn cnn_needs_a_three_dim_shape() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let cfg = ModelConfig { kind: ModelKind::Cnn, ..Default::default() };
-        assert_eq!(build(&vs.root(), &cfg, &[784], 10).err().map(|e| e.0), Some("data.shape".to_string()));
-        assert_eq!(build(&vs.root(), &cfg, &[1, 2, 2], 10).err().map(|e| e.0), Some("model.channels".to_string()));
+        assert_eq!(build(&vs.root(), &cfg, &[784], 10).err().map(|e| e.key), Some("data.shape".to_string()));
+        assert_eq!(build(&vs.root(), &cfg, &[1, 2, 2], 10).err().map(|e| e.key), Some("model.channels".to_string()));
     }
 }

@@ -113,7 +113,7 @@ impl Display {
                     };
                     format!(" {} {value:.4} ({other})", self.metric.as_str())
                 });
-                format!("{} after {} epochs{m}", d.outcome.replace('_', " "), d.epochs)
+                format!("{} after {} epochs{m}", d.outcome.words(), d.epochs)
             }
             None => "done".into(),
         };

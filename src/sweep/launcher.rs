@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::display::Display;
 use super::error::{SweepError, EXIT_BUSY};
 use super::lease;
-use super::record::{self, Attempt, Failed};
+use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Failed};
 use super::status::{self, State};
 use super::worker::Ctx;
 use crate::error::Result;
@@ -345,7 +345,7 @@ impl<'a> Launcher<'a> {
             ChildEnd::Preempted { signal, killed } => {
                 self.preemptions[i] += 1;
                 if killed {
-                    record_end(&dir, a.child.id(), "preempted", Some(128 + signal), secs);
+                    record_end(&dir, a.child.id(), AttemptOutcome::Preempted, Some(128 + signal), secs);
                 }
                 let next = if stopping { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" };
                 let name = crate::trainer::signal_name(signal);
@@ -353,7 +353,13 @@ impl<'a> Launcher<'a> {
             }
             ChildEnd::Failed { crashed, .. } => {
                 if crashed {
-                    record_end(&dir, a.child.id(), "crashed", status.code().or(status.signal().map(|s| 128 + s)), secs);
+                    record_end(
+                        &dir,
+                        a.child.id(),
+                        AttemptOutcome::Crashed,
+                        status.code().or(status.signal().map(|s| 128 + s)),
+                        secs,
+                    );
                 }
                 self.on_failure(i, end, status);
             }
@@ -537,17 +543,17 @@ fn spawn(exe: &Path, sweep: &Path, ctx: &Ctx, i: usize, slot: &Slot, o: &LaunchO
     cmd.spawn().map_err(|e| SweepError::io(exe, e).into())
 }
 
-fn record_end(dir: &Path, pid: u32, outcome: &str, code: Option<i32>, seconds: f64) {
+fn record_end(dir: &Path, pid: u32, outcome: AttemptOutcome, code: Option<i32>, seconds: f64) {
     let _ = record::append_attempt(
         dir,
         &Attempt {
-            event: "end".into(),
+            event: AttemptEvent::End,
             pid,
             host: lease::hostname(),
             lease: lease::newest(dir).map_or(0, |(g, _, _)| g),
             unix_ms: lease::now_ms(),
             step: 0,
-            outcome: Some(outcome.into()),
+            outcome: Some(outcome),
             exit_code: code,
             error: Some("recorded by the launcher: the worker died without recording its end".into()),
             seconds,

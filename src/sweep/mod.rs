@@ -25,7 +25,7 @@ pub use expand::{expand, Expansion, PlannedRun};
 pub use launcher::{launch, slots, LaunchOptions, Slot};
 pub use layout::{default_volume, Layout, Plan, PlanRun};
 pub use prune::should_prune;
-pub use record::{Attempt, Done, Failed};
+pub use record::{Attempt, AttemptEvent, AttemptOutcome, Done, DoneOutcome, Failed};
 pub use spec::{check_name, load, parse, self_contained, Domain, Method, Pruning, Sweep};
 pub use status::{collect, RunView, State};
 pub use worker::{run_index, run_next, Ctx, Outcome, WorkerOptions};

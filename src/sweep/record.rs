@@ -18,8 +18,7 @@ pub const ATTEMPTS: &str = "attempts.jsonl";
 pub struct Done {
     pub run_id: String,
     pub index: usize,
-    /// `completed`, `stopped_early` or `pruned`.
-    pub outcome: String,
+    pub outcome: DoneOutcome,
     pub epochs: usize,
     #[serde(rename = "final")]
     pub last: Option<EpochMetrics>,
@@ -45,11 +44,57 @@ pub struct Failed {
     pub unix_ms: u64,
 }
 
+/// How a run that is done ended (`outcome` in `done.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneOutcome {
+    Completed,
+    StoppedEarly,
+    Pruned,
+    /// Written by a newer spotrun.
+    #[serde(other)]
+    Other,
+}
+
+impl DoneOutcome {
+    /// `completed`, `stopped early`, `pruned` (for tables).
+    pub fn words(self) -> &'static str {
+        match self {
+            DoneOutcome::Completed => "completed",
+            DoneOutcome::StoppedEarly => "stopped early",
+            DoneOutcome::Pruned => "pruned",
+            DoneOutcome::Other => "done",
+        }
+    }
+}
+
+/// Which end of an attempt a line of `attempts.jsonl` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptEvent {
+    Start,
+    End,
+    #[serde(other)]
+    Other,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Done,
+    Preempted,
+    Failed,
+    /// Recorded by the launcher for a worker that died without recording its end.
+    Crashed,
+    #[serde(other)]
+    Other,
+}
+
 /// One line of `attempts.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
-    /// `start` or `end`.
-    pub event: String,
+    pub event: AttemptEvent,
     pub pid: u32,
     pub host: String,
     /// The lease generation this attempt held.
@@ -58,9 +103,9 @@ pub struct Attempt {
     /// `start`: the optimizer step it resumed from; `end`: the step it reached.
     #[serde(default)]
     pub step: u64,
-    /// `end`: `done`, `preempted`, `failed` or `crashed` (recorded by the launcher for a worker that died).
+    /// `end`: how the attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,9 +155,9 @@ pub fn attempts(run_dir: &Path) -> Vec<Attempt> {
 /// (SIGKILL, out of memory, a lost node, or still running), its start up to the last heartbeat of the lease it
 /// held, which is at most a quarter of `lease_seconds` short. `all` is the run's [`attempts`].
 pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
-    let ended = |s: &Attempt| all.iter().any(|a| a.event == "end" && a.pid == s.pid && a.host == s.host);
-    let mut total: f64 = all.iter().filter(|a| a.event == "end").map(|a| a.seconds).sum();
-    for s in all.iter().filter(|a| a.event == "start" && !ended(a)) {
+    let ended = |s: &Attempt| all.iter().any(|a| a.event == AttemptEvent::End && a.pid == s.pid && a.host == s.host);
+    let mut total: f64 = all.iter().filter(|a| a.event == AttemptEvent::End).map(|a| a.seconds).sum();
+    for s in all.iter().filter(|a| a.event == AttemptEvent::Start && !ended(a)) {
         let lease: Option<super::lease::LeaseInfo> = read_json(&super::lease::lease_path(run_dir, s.lease));
         if let Some(l) = lease.filter(|l| l.pid == s.pid && l.heartbeat_unix_ms > s.unix_ms) {
             total += (l.heartbeat_unix_ms - s.unix_ms) as f64 / 1000.0;
@@ -123,7 +168,7 @@ pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
 
 /// Attempts that ended in a failure (preemptions do not count).
 pub fn failures(attempts: &[Attempt]) -> usize {
-    attempts.iter().filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "crashed"))).count()
+    attempts.iter().filter(|a| matches!(a.outcome, Some(AttemptOutcome::Failed | AttemptOutcome::Crashed))).count()
 }
 
 /// The epochs recorded so far in `metrics.jsonl`.
@@ -153,7 +198,7 @@ mod tests {
 
     fn attempt(event: &str, pid: u32, lease: u64, unix_ms: u64, seconds: f64) -> Attempt {
         Attempt {
-            event: event.into(),
+            event: if event == "start" { AttemptEvent::Start } else { AttemptEvent::End },
             pid,
             host: "h".into(),
             lease,

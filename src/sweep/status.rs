@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::error::SweepError;
 use super::layout::{Layout, Plan, PlanRun};
 use super::lease::{self, LeaseInfo};
-use super::record::{self, Attempt, Done, Failed};
+use super::record::{self, Attempt, AttemptEvent, Done, DoneOutcome, Failed};
 use crate::checkpoint::write_atomic;
 use crate::trainer::{metric_value, EpochMetrics};
 
@@ -143,7 +143,7 @@ pub fn rows(plan: &Plan, views: &[RunView]) -> Vec<Value> {
                 "index": v.plan.index,
                 "run_id": v.plan.id,
                 "status": v.state.as_str(),
-                "outcome": v.done.as_ref().map(|d| d.outcome.clone()),
+                "outcome": v.done.as_ref().map(|d| d.outcome),
                 "overrides": overrides,
                 "epochs": last.as_ref().map_or(0, |m| m.epoch),
                 "planned_epochs": v.plan.epochs,
@@ -151,7 +151,7 @@ pub fn rows(plan: &Plan, views: &[RunView]) -> Vec<Value> {
                 plan.metric.as_str(): v.metric(plan),
                 "wall_seconds": wall,
                 "device_seconds": device,
-                "attempts": v.attempts.iter().filter(|a| a.event == "start").count(),
+                "attempts": v.attempts.iter().filter(|a| a.event == AttemptEvent::Start).count(),
                 "error": v.failed.as_ref().map(|f| f.error.clone()),
                 "holder": v.holder.as_ref().map(|h| format!("{} pid {}", h.host, h.pid)),
             })
@@ -240,7 +240,7 @@ pub fn table(plan: &Plan, views: &[RunView]) -> String {
         let epoch = format!("{}/{}", v.metrics.last().map_or(0, |m| m.epoch), v.plan.epochs);
         let m = v.metric(plan).map_or("-".into(), |x| format!("{x:.4}"));
         let extra = match (&v.holder, &v.failed, &v.done) {
-            (_, _, Some(d)) if d.outcome != "completed" => format!("  ({})", d.outcome.replace('_', " ")),
+            (_, _, Some(d)) if d.outcome != DoneOutcome::Completed => format!("  ({})", d.outcome.words()),
             (Some(h), _, _) if v.state == State::Running => format!("  ({} pid {})", h.host, h.pid),
             (_, Some(f), _) => format!("  ({})", f.error.lines().next().unwrap_or("")),
             _ => String::new(),

@@ -13,7 +13,7 @@ use super::expand::{expand, PlannedRun};
 use super::layout::{Layout, Plan};
 use super::lease::{self, ClaimError, Lease};
 use super::prune::should_prune;
-use super::record::{self, Attempt, Done, Failed};
+use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Done, DoneOutcome, Failed};
 use super::spec::{self, Sweep};
 use super::status;
 use crate::checkpoint::Store;
@@ -161,14 +161,20 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         .into_iter()
         .rfind(|(e, _)| e.committed())
         .map_or(0, |(e, _)| e.step);
-    record::append_attempt(&dir, &attempt.record("start", resume_step))?;
+    record::append_attempt(&dir, &attempt.record(AttemptEvent::Start, resume_step))?;
     let mut cfg = run.config.clone();
     if let Some(t) = o.threads {
         cfg.train.threads = t;
     }
     let owner = {
         let (dir, gen) = (dir.clone(), attempt.gen);
-        OwnerCheck(Arc::new(move || lease::still_newest(&dir, gen)))
+        OwnerCheck(Arc::new(move || {
+            if lease::still_newest(&dir, gen) {
+                return Ok(());
+            }
+            Err("another worker took this run over (this one stalled past lease_seconds); stopped without writing"
+                .to_string())
+        }))
     };
     let opts = TrainOptions {
         owner_check: Some(owner.clone()),
@@ -180,7 +186,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     };
     let started = Instant::now();
     let result = trainer::train(&opts);
-    let mut end = attempt.record("end", 0);
+    let mut end = attempt.record(AttemptEvent::End, 0);
     end.seconds = started.elapsed().as_secs_f64();
     match result {
         Err(e @ Error::LeaseLost(_)) => {
@@ -188,7 +194,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
             lease.abandon();
             Err(e)
         }
-        Ok(_) if !(owner.0)() => {
+        Ok(_) if (owner.0)().is_err() => {
             lease.abandon();
             let short = crate::config::short_id(&run.id);
             Err(Error::LeaseLost(format!("run #{} {short}: taken over before it was marked done", run.index)))
@@ -248,9 +254,9 @@ struct AttemptRecorder {
 }
 
 impl AttemptRecorder {
-    fn record(&self, event: &str, step: u64) -> Attempt {
+    fn record(&self, event: AttemptEvent, step: u64) -> Attempt {
         Attempt {
-            event: event.into(),
+            event,
             pid: std::process::id(),
             host: self.host.clone(),
             lease: self.gen,
@@ -278,18 +284,18 @@ impl Claimed<'_> {
     fn done(self, mut end: Attempt, summary: &trainer::TrainSummary, device: &str) -> Result<Outcome> {
         let Claimed { ctx, run, o, dir, lease } = self;
         end.step = summary.metrics.last().map_or(0, |m| m.step);
-        end.outcome = Some("done".into());
+        end.outcome = Some(AttemptOutcome::Done);
         record::append_attempt(dir, &end)?;
         let wall = record::wall_seconds(dir, &record::attempts(dir));
         let outcome = match summary.status {
-            RunStatus::StoppedEarly => "stopped_early",
-            RunStatus::Pruned => "pruned",
-            _ => "completed",
+            RunStatus::StoppedEarly => DoneOutcome::StoppedEarly,
+            RunStatus::Pruned => DoneOutcome::Pruned,
+            _ => DoneOutcome::Completed,
         };
         let done = Done {
             run_id: run.id.clone(),
             index: run.index,
-            outcome: outcome.into(),
+            outcome,
             epochs: summary.metrics.len(),
             last: summary.metrics.last().cloned(),
             wall_seconds: wall,
@@ -310,7 +316,7 @@ impl Claimed<'_> {
         let Claimed { ctx, run, o, dir, lease } = self;
         let code = exit_code_of(&e);
         let preempted = matches!(e, Error::Preempted { .. });
-        end.outcome = Some(if preempted { "preempted" } else { "failed" }.into());
+        end.outcome = Some(if preempted { AttemptOutcome::Preempted } else { AttemptOutcome::Failed });
         end.exit_code = Some(code);
         end.error = Some(e.to_string());
         record::append_attempt(dir, &end)?;

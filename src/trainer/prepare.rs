@@ -71,7 +71,7 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     let building = || format!("building the model ({})", model::describe(&cfg.model, &data.sample_shape, data.classes));
     let net = boundary::catch(Phase::Setup, &building, || {
         model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
-            .map_err(|(key, message)| ConfigError::Key { file: loaded.origin.clone(), key, message }.into())
+            .map_err(|b| ConfigError::Key { file: loaded.origin.clone(), key: b.key, message: b.message }.into())
     })?;
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     Ok(Prepared { run_id, device: dev, threads, data, data_on_device, vs, net, run_dir, ckpt_dir, lines, loaded })

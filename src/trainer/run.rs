@@ -45,10 +45,14 @@ impl std::fmt::Debug for EpochHook {
     }
 }
 
-/// Asked before every write to the run directory (checkpoints, metrics, weights); false means another process
-/// owns the run now (a sweep lease was taken over), and the run stops with [`Error::LeaseLost`] without writing.
+/// Asked before every write to the run directory (checkpoints, metrics, weights). `Err(why)` means another process
+/// owns the run now (the caller says why, e.g. a sweep's lease was taken over), and the run stops with
+/// [`Error::LeaseLost`] carrying that reason, without writing.
 #[derive(Clone)]
-pub struct OwnerCheck(pub std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+pub struct OwnerCheck(pub std::sync::Arc<OwnerCheckFn>);
+
+/// The function inside an [`OwnerCheck`].
+pub type OwnerCheckFn = dyn Fn() -> std::result::Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for OwnerCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -59,11 +63,8 @@ impl std::fmt::Debug for OwnerCheck {
 impl OwnerCheck {
     pub(crate) fn ensure(this: &Option<OwnerCheck>) -> Result<()> {
         match this {
-            Some(c) if !(c.0)() => Err(Error::LeaseLost(
-                "another worker took this run over (this one stalled past lease_seconds); stopped without writing"
-                    .into(),
-            )),
-            _ => Ok(()),
+            Some(c) => (c.0)().map_err(Error::LeaseLost),
+            None => Ok(()),
         }
     }
 }

@@ -43,23 +43,100 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs `spotrun args` and asserts success; returns the output.
-#[track_caller]
-pub fn run_ok(args: &[String]) -> Output {
-    let out = spotrun().args(args).output().expect("spawn spotrun");
-    assert!(out.status.success(), "spotrun {args:?} failed: {}\n{}", out.status, text(&out.stderr));
-    out
+/// The one way the integration tests run spotrun: build the command, then say what must come of it.
+///
+/// `Run::new(["inspect", dir]).ok()`, `Run::train(&dir).set("train.epochs=3").bad()`,
+/// `Run::train(&dir).env("SPOTRUN_TEST_WRITE_DELAY_MS", "20").spawn()`.
+#[must_use = "a Run does nothing until .output(), .ok(), .bad() or .spawn()"]
+pub struct Run {
+    args: Vec<String>,
+    cmd: Command,
 }
 
-/// Runs `spotrun args`, asserts exit code 2, and returns stderr.
+impl Run {
+    pub fn new<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
+        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        let mut cmd = spotrun();
+        cmd.args(&args);
+        Run { args, cmd }
+    }
+
+    /// `spotrun train --run-dir DIR` on the [`SMALL`] task.
+    pub fn train(dir: &Path) -> Run {
+        Run::new(["train".to_string(), "--run-dir".into(), dir.display().to_string()]).sets(&SMALL)
+    }
+
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.args.push(a.as_ref().to_string_lossy().into_owned());
+        self.cmd.arg(a);
+        self
+    }
+
+    /// `--set KV`.
+    pub fn set(self, kv: &str) -> Run {
+        self.arg("--set").arg(kv)
+    }
+
+    pub fn sets(self, kvs: &[&str]) -> Run {
+        kvs.iter().fold(self, |r, kv| r.set(kv))
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn current_dir(mut self, d: &Path) -> Run {
+        self.cmd.current_dir(d);
+        self
+    }
+
+    pub fn output(mut self) -> Output {
+        self.cmd.output().expect("spawn spotrun")
+    }
+
+    /// Runs it and asserts success.
+    #[track_caller]
+    pub fn ok(self) -> Output {
+        let args = self.args.clone();
+        let out = self.output();
+        assert!(out.status.success(), "spotrun {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+        out
+    }
+
+    /// Runs it, asserts exit 2 with one clear `error:` line and no panic, and returns stderr.
+    #[track_caller]
+    pub fn bad(self) -> String {
+        let args = self.args.clone();
+        let out = self.output();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "spotrun {args:?}: expected exit 2, got {}; stderr:\n{err}", out.status);
+        assert!(err.starts_with("error: "), "one clear error line expected, got:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    /// The arguments, for a command run some other way (under `sh -c 'ulimit …'`, with closed pipes).
+    pub fn into_args(self) -> Vec<String> {
+        self.args
+    }
+
+    /// Starts it with stdout discarded and stderr piped.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn")
+    }
+}
+
+/// `Run::new(args).ok()`.
+#[track_caller]
+pub fn run_ok(args: &[String]) -> Output {
+    Run::new(args).ok()
+}
+
+/// `Run::new(args).bad()`.
 #[track_caller]
 pub fn run_bad(args: &[String]) -> String {
-    let out = spotrun().args(args).output().expect("spawn spotrun");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "spotrun {args:?}: expected exit 2, got {}; stderr:\n{err}", out.status);
-    assert!(err.starts_with("error: "), "one clear error line expected, got:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    Run::new(args).bad()
 }
 
 /// The project's torch venv python (set by scripts/test.sh; falls back to the default location).

@@ -5,14 +5,10 @@ use std::process::{Command, Stdio};
 
 use tch::{Kind, Tensor};
 
-use crate::common::{committed, metrics, run_bad, run_ok, sets, spotrun, text, SMALL};
+use crate::common::{committed, metrics, run_bad, run_ok, sets, spotrun, text, Run, SMALL};
 
 fn train_args(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut kv: Vec<&str> = SMALL.to_vec();
-    kv.extend(extra);
-    let mut a = vec!["train".to_string(), "--run-dir".into(), dir.display().to_string()];
-    a.extend(sets(&kv));
-    a
+    Run::train(dir).sets(extra).into_args()
 }
 
 /// Every file under `d` with its bytes (to show that a refused command changed nothing).
@@ -72,13 +68,13 @@ fn training_and_a_sweep_finish_when_stdout_and_stderr_are_closed() {
 fn a_finished_run_whose_checkpoints_are_unusable_is_refused_not_retrained_unless_start_over() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("run");
-    run_ok(&train_args(&d, &[]));
+    Run::train(&d).ok();
     // Every manifest corrupt: before, the run silently started over and overwrote model.safetensors.
     for c in committed(&d) {
         std::fs::write(c.join("manifest.json"), b"{ not json").unwrap();
     }
     let before = snapshot(&d);
-    let err = run_bad(&train_args(&d, &[]));
+    let err = Run::train(&d).bad();
     assert!(err.contains("already holds a trained run") && err.contains("2 epoch(s) in metrics.jsonl"), "{err}");
     assert!(err.contains("model.safetensors") && err.contains("invalid manifest") && err.contains("--start-over"));
     assert_eq!(err.lines().count(), 1, "one error line: {err}");
@@ -87,13 +83,11 @@ fn a_finished_run_whose_checkpoints_are_unusable_is_refused_not_retrained_unless
     // The checkpoints gone altogether (and the weights too): the run dir records that it had checkpoints.
     std::fs::remove_dir_all(d.join("checkpoints")).unwrap();
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
-    let err = run_bad(&train_args(&d, &[]));
+    let err = Run::train(&d).bad();
     assert!(err.contains("2 epoch(s) in metrics.jsonl") && err.contains("no usable checkpoint"), "{err}");
 
     // --start-over trains again, keeping the old results aside.
-    let mut a = train_args(&d, &[]);
-    a.push("--start-over".into());
-    let out = run_ok(&a);
+    let out = Run::train(&d).arg("--start-over").ok();
     assert!(text(&out.stderr).contains("previous results were moved to"), "{}", text(&out.stderr));
     let aside: Vec<PathBuf> = std::fs::read_dir(&d)
         .unwrap()
@@ -111,12 +105,12 @@ fn a_corrupt_or_unreadable_newest_checkpoint_is_warned_about_and_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("run");
     let keep = ["checkpoint.keep_last=5"];
-    run_ok(&train_args(&d, &keep));
+    Run::train(&d).sets(&keep).ok();
     let [first, newest] = <[PathBuf; 2]>::try_from(committed(&d)).unwrap();
     // A manifest that cannot be read (an I/O error, here EISDIR) is not "never committed".
     std::fs::remove_file(newest.join("manifest.json")).unwrap();
     std::fs::create_dir(newest.join("manifest.json")).unwrap();
-    let out = run_ok(&train_args(&d, &["checkpoint.keep_last=1", "train.epochs=3"]));
+    let out = Run::train(&d).sets(&["checkpoint.keep_last=1", "train.epochs=3"]).ok();
     let err = text(&out.stderr);
     assert!(err.contains("warning: skipping checkpoint") && err.contains("cannot read the manifest"), "{err}");
     assert!(err.contains(&format!("resuming from {}", first.display())), "{err}");
@@ -133,11 +127,11 @@ fn a_corrupt_or_unreadable_newest_checkpoint_is_warned_about_and_kept() {
 
     // A tensor file that cannot be read (an I/O error at resume): fall back to the previous one, with a warning.
     let d2 = tmp.path().join("run2");
-    run_ok(&train_args(&d2, &keep));
+    Run::train(&d2).sets(&keep).ok();
     let newest = committed(&d2).pop().unwrap();
     std::fs::remove_file(newest.join("state.safetensors")).unwrap();
     std::fs::create_dir(newest.join("state.safetensors")).unwrap();
-    let out = run_ok(&train_args(&d2, &["checkpoint.keep_last=5", "train.epochs=3"]));
+    let out = Run::train(&d2).sets(&["checkpoint.keep_last=5", "train.epochs=3"]).ok();
     let err = text(&out.stderr);
     assert!(err.contains("warning: skipping checkpoint") && err.contains("state.safetensors"), "{err}");
     assert!(err.contains("resuming from") && err.contains("ckpt-0000000008"), "{err}");
@@ -147,11 +141,11 @@ fn a_corrupt_or_unreadable_newest_checkpoint_is_warned_about_and_kept() {
 fn a_checkpoint_directory_that_cannot_be_listed_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("run");
-    run_ok(&train_args(&d, &[]));
+    Run::train(&d).ok();
     std::fs::rename(d.join("checkpoints"), tmp.path().join("moved")).unwrap();
     std::fs::write(d.join("checkpoints"), b"a file where the checkpoint directory should be").unwrap();
     let before = snapshot(&d);
-    let out = spotrun().args(train_args(&d, &["train.epochs=3"])).output().unwrap();
+    let out = Run::train(&d).sets(&["train.epochs=3"]).output();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: ") && err.contains(&d.join("checkpoints").display().to_string()), "{err}");
@@ -165,17 +159,17 @@ fn a_checkpoint_directory_belongs_to_one_run_directory() {
     let shared = tmp.path().join("shared-ckpts");
     let set = format!("checkpoint.dir={}", shared.display());
     let a = tmp.path().join("a");
-    run_ok(&train_args(&a, &[&set]));
+    Run::train(&a).sets(&[&set]).ok();
     let before = snapshot(&shared);
     for (other, extra) in [("b", "train.epochs=3"), ("c", "train.epochs=2")] {
-        let err = run_bad(&train_args(&tmp.path().join(other), &[&set, extra]));
+        let err = Run::train(&tmp.path().join(other)).sets(&[&set, extra]).bad();
         assert!(err.contains("checkpoint.dir") && err.contains("belongs to the run in"), "{err}");
         assert!(err.contains(&std::path::absolute(&a).unwrap().display().to_string()), "names the owner: {err}");
         assert!(!tmp.path().join(other).exists(), "nothing written for the refused run");
     }
     assert_eq!(snapshot(&shared), before, "the owner's checkpoints are untouched");
     // The owner itself still resumes (and extends) there.
-    let out = run_ok(&train_args(&a, &[&set, "train.epochs=3"]));
+    let out = Run::train(&a).sets(&[&set, "train.epochs=3"]).ok();
     assert!(text(&out.stderr).contains("resuming from"), "{}", text(&out.stderr));
 }
 
@@ -286,7 +280,7 @@ fn a_model_or_batch_that_does_not_fit_in_memory_is_one_error_line_and_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("run");
     // Counted before anything is allocated: far more than any machine has.
-    let err = run_bad(&train_args(&d, &["model.hidden=[4000000000]"]));
+    let err = Run::train(&d).set("model.hidden=[4000000000]").bad();
     assert!(err.contains("out of memory") && err.contains("parameters") && err.contains("model.hidden"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!d.exists());
@@ -325,7 +319,7 @@ fn a_model_or_batch_that_does_not_fit_in_memory_is_one_error_line_and_exit_2() {
 fn inspect_and_status_never_panic_on_short_or_non_ascii_run_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("run");
-    run_ok(&train_args(&d, &[]));
+    Run::train(&d).ok();
     let newest = committed(&d).pop().unwrap();
     let path = newest.join("manifest.json");
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -368,21 +362,21 @@ fn a_read_only_volume_gives_clear_errors_and_finished_runs_still_report() {
     let tmp = tempfile::tempdir().unwrap();
     let m = Mount::tmpfs(&tmp.path().join("ro"));
     let done = m.0.join("done");
-    run_ok(&train_args(&done, &[]));
+    Run::train(&done).ok();
     let sweep = crate::common::tiny_sweep(tmp.path(), "s", 1);
     let vol = m.0.join("vol").display().to_string();
     run_ok(&["sweep".into(), sweep.display().to_string(), "--volume".into(), vol.clone(), "--quiet".into()]);
     m.read_only();
     // A finished run on a read-only mount still says so, and its files are unchanged.
     let before = snapshot(&done);
-    let out = run_ok(&train_args(&done, &[]));
+    let out = Run::train(&done).ok();
     assert!(text(&out.stdout).contains("already finished"), "{}", text(&out.stdout));
     assert_eq!(snapshot(&done), before);
     // A new run there is refused before the data loads, naming the path.
-    let err = run_bad(&train_args(&m.0.join("new"), &[]));
+    let err = Run::train(&m.0.join("new")).bad();
     assert!(err.contains("read-only file system") && err.contains("/ro"), "{err}");
     // Extending the finished run needs to write: one clear error line, no panic.
-    let out = spotrun().args(train_args(&done, &["train.epochs=3"])).output().unwrap();
+    let out = Run::train(&done).sets(&["train.epochs=3"]).output();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.lines().last().unwrap().contains("Read-only file system") && !err.contains("panicked"), "{err}");

@@ -1,9 +1,9 @@
 //! Checkpoints and exact resume, with real signals sent to real child processes.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{committed, metrics, run_bad, sets, spotrun, text, wait_until};
+use crate::common::{committed, metrics, run_bad, sets, spotrun, text, wait_until, Run};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
 const RESUME: [&str; 8] = [
@@ -26,7 +26,7 @@ fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    spotrun().args(args(dir, extra)).envs(env.iter().copied()).output().unwrap()
+    env.iter().fold(Run::new(args(dir, extra)), |r, (k, v)| r.env(k, v)).output()
 }
 
 #[track_caller]
@@ -37,13 +37,7 @@ fn run_to_end(dir: &Path, extra: &[&str]) -> String {
 }
 
 fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
-    spotrun()
-        .args(args(dir, extra))
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    env.iter().fold(Run::new(args(dir, extra)), |r, (k, v)| r.env(k, v)).spawn()
 }
 
 fn signal(child: &Child, sig: &str) {
