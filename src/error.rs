@@ -53,9 +53,10 @@ pub enum Error {
     /// A panic that is not an allocation failure: a bug in spotrun, reported in one line.
     #[error("internal error (please report it): {0}")]
     Internal(String),
-    /// A sweep worker found that another worker took its run over; it stopped without writing (exit 75).
+    /// Another process owns the run now (e.g. a sweep worker whose lease was taken over); it stopped without
+    /// writing (exit 75).
     #[error("{0}")]
-    LeaseLost(String),
+    NotOwner(String),
     /// Another process is training this run directory right now (exit 75: try again later).
     #[error("{0}")]
     Busy(String),
@@ -76,7 +77,7 @@ impl Error {
             | Error::Input(_) => 2,
             Error::OutOfMemory { before_training: true, .. } => 2,
             Error::TensorIo(e) if e.is_bad_input() => 2,
-            Error::LeaseLost(_) | Error::Busy(_) => EXIT_BUSY,
+            Error::NotOwner(_) | Error::Busy(_) => EXIT_BUSY,
             Error::Preempted { signal, .. } => (128 + signal).clamp(0, 255) as u8,
             Error::Internal(_) => 101,
             _ => 1,

@@ -111,7 +111,7 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
                 Ok(Outcome::AlreadyDone) => {}
                 Err(Error::Busy(_)) => {}
                 Err(e @ Error::Preempted { .. }) => return Err(e),
-                Err(e @ Error::LeaseLost(_)) => return Err(e),
+                Err(e @ Error::NotOwner(_)) => return Err(e),
                 Err(e) => {
                     claimed = true;
                     errors[run.index] += 1;
@@ -189,7 +189,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     let mut end = attempt.record(AttemptEvent::End, 0);
     end.seconds = started.elapsed().as_secs_f64();
     match result {
-        Err(e @ Error::LeaseLost(_)) => {
+        Err(e @ Error::NotOwner(_)) => {
             // Another worker owns the run now: write nothing more (its lease file is newer than ours).
             lease.abandon();
             Err(e)
@@ -197,7 +197,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         Ok(_) if (owner.0)().is_err() => {
             lease.abandon();
             let short = crate::config::short_id(&run.id);
-            Err(Error::LeaseLost(format!("run #{} {short}: taken over before it was marked done", run.index)))
+            Err(Error::NotOwner(format!("run #{} {short}: taken over before it was marked done", run.index)))
         }
         Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease }.done(end, &summary, &cfg.train.device),
         Err(e) => Claimed { ctx, run, o, dir: &dir, lease }.failed(end, e),

@@ -42,7 +42,7 @@ impl Observer {
         append_line(&self.metrics_path, &m.to_json_line()).map_err(|e| Error::io(&self.metrics_path, e))
     }
 
-    /// Fails with [`Error::LeaseLost`] when another process owns the run now.
+    /// Fails with [`Error::NotOwner`] when another process owns the run now.
     pub fn ensure_owner(&self) -> Result<()> {
         OwnerCheck::ensure(&self.owner)
     }

@@ -47,7 +47,7 @@ impl std::fmt::Debug for EpochHook {
 
 /// Asked before every write to the run directory (checkpoints, metrics, weights). `Err(why)` means another process
 /// owns the run now (the caller says why, e.g. a sweep's lease was taken over), and the run stops with
-/// [`Error::LeaseLost`] carrying that reason, without writing.
+/// [`Error::NotOwner`] carrying that reason, without writing.
 #[derive(Clone)]
 pub struct OwnerCheck(pub std::sync::Arc<OwnerCheckFn>);
 
@@ -63,7 +63,7 @@ impl std::fmt::Debug for OwnerCheck {
 impl OwnerCheck {
     pub(crate) fn ensure(this: &Option<OwnerCheck>) -> Result<()> {
         match this {
-            Some(c) => (c.0)().map_err(Error::LeaseLost),
+            Some(c) => (c.0)().map_err(Error::NotOwner),
             None => Ok(()),
         }
     }

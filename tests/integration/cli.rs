@@ -187,3 +187,19 @@ fn every_subcommand_and_flag_has_a_description() {
         }
     }
 }
+
+#[test]
+fn sweep_lines_show_the_sweeps_metric_and_estimate_says_cpu_epochs_are_priced_as_gpu_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = crate::common::tiny_sweep(tmp.path(), "m", 1);
+    let text_ =
+        std::fs::read_to_string(&sweep).unwrap().replace("name = \"m\"\n", "name = \"m\"\nmetric = \"train_loss\"\n");
+    std::fs::write(&sweep, text_).unwrap();
+    let vol = tmp.path().join("vol").display().to_string();
+    let out = Run::new(["sweep", &sweep.display().to_string(), "--volume", &vol]).ok();
+    let err = text(&out.stderr);
+    assert!(err.lines().any(|l| l.contains("after 1 epochs train_loss ")), "{err}");
+    let out = Run::new(["estimate", &sweep.display().to_string(), "--volume", &vol, "--gpu", "H100"]).ok();
+    let err = text(&out.stderr);
+    assert!(err.contains("trained on the CPU; their epoch times are priced here as H100 time"), "{err}");
+}
