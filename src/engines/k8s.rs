@@ -187,12 +187,6 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
         ("metadata", meta("-sweep")),
         ("data", Y::M(vec![("sweep.toml", q(sweep_text))])),
     ]);
-    let exit_rule = |action: &str, codes: Vec<Y>| {
-        Y::M(vec![
-            ("action", s(action)),
-            ("onExitCodes", Y::M(vec![("containerName", s("worker")), ("operator", s("In")), ("values", Y::L(codes))])),
-        ])
-    };
     let job = Y::M(vec![
         ("apiVersion", s("batch/v1")),
         ("kind", s("Job")),
@@ -205,23 +199,7 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
                 ("parallelism", s(o.parallelism.min(n.max(1)))),
                 ("backoffLimitPerIndex", s(o.backoff_per_index.unwrap_or(ctx.sweep.retries))),
                 ("maxFailedIndexes", s(n)),
-                (
-                    "podFailurePolicy",
-                    Y::M(vec![(
-                        "rules",
-                        Y::L(vec![
-                            // Node drain, spot reclaim, preemption by a higher-priority pod: not the run's fault.
-                            Y::M(vec![
-                                ("action", s("Ignore")),
-                                ("onPodConditions", Y::L(vec![Y::M(vec![("type", s("DisruptionTarget"))])])),
-                            ]),
-                            // Preempted (checkpointed, 128 + signal) or held by another worker (75): retry freely.
-                            exit_rule("Ignore", RETRY_EXIT_CODES.iter().map(s).collect()),
-                            // Bad input: retrying cannot help.
-                            exit_rule("FailIndex", vec![s(2)]),
-                        ]),
-                    )]),
-                ),
+                ("podFailurePolicy", failure_policy()),
                 ("template", pod_template(o, &name, &command, limits)),
             ]),
         ),
@@ -239,6 +217,30 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
     out.push_str("---\n");
     emit(&job, 0, &mut out);
     out
+}
+
+/// Which pod failures count against an index: disruptions and preemptions never do, bad input fails it at once.
+fn failure_policy() -> Y {
+    let exit_rule = |action: &str, codes: Vec<Y>| {
+        Y::M(vec![
+            ("action", s(action)),
+            ("onExitCodes", Y::M(vec![("containerName", s("worker")), ("operator", s("In")), ("values", Y::L(codes))])),
+        ])
+    };
+    Y::M(vec![(
+        "rules",
+        Y::L(vec![
+            // Node drain, spot reclaim, preemption by a higher-priority pod: not the run's fault.
+            Y::M(vec![
+                ("action", s("Ignore")),
+                ("onPodConditions", Y::L(vec![Y::M(vec![("type", s("DisruptionTarget"))])])),
+            ]),
+            // Preempted (checkpointed, 128 + signal) or held by another worker (75): retry freely.
+            exit_rule("Ignore", RETRY_EXIT_CODES.iter().map(s).collect()),
+            // Bad input: retrying cannot help.
+            exit_rule("FailIndex", vec![s(2)]),
+        ]),
+    )])
 }
 
 /// The pod each index runs: one `spotrun worker` container with the volume and the sweep mounted.

@@ -147,15 +147,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     })?;
     check_name(&raw.name).map_err(|m| key_err("name", m))?;
 
-    let (base, base_origin, inline) = match &raw.base {
-        None => (toml::Table::new(), PathBuf::from(config::BUILTIN), false),
-        Some(toml::Value::String(p)) => {
-            let p = path.parent().unwrap_or(Path::new("")).join(p);
-            (config::read_table(&p)?, p, false)
-        }
-        Some(toml::Value::Table(t)) => (t.clone(), file.clone(), true),
-        Some(_) => return Err(key_err("base", "expected a config file path or a [base] table".into())),
-    };
+    let (base, base_origin, inline) = base_table(&raw, path)?;
     let resolve = |t: toml::Table, key_prefix: &str| -> Result<config::Config, SweepError> {
         config::from_table(t, &base_origin).map_err(|e| match e {
             config::ConfigError::Key { key, message, .. } if inline || !key_prefix.is_empty() => {
@@ -219,6 +211,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     })
 }
 
+/// The base config table, where it came from, and whether it is inline (`[base]`) rather than a file.
+fn base_table(raw: &Raw, path: &Path) -> Result<(toml::Table, PathBuf, bool), SweepError> {
+    Ok(match &raw.base {
+        None => (toml::Table::new(), PathBuf::from(config::BUILTIN), false),
+        Some(toml::Value::String(p)) => {
+            let p = path.parent().unwrap_or(Path::new("")).join(p);
+            (config::read_table(&p)?, p, false)
+        }
+        Some(toml::Value::Table(t)) => (t.clone(), path.to_path_buf(), true),
+        Some(_) => {
+            let message = "expected a config file path or a [base] table".to_string();
+            return Err(SweepError::Key { file: path.to_path_buf(), key: "base".into(), message });
+        }
+    })
+}
+
+/// `seeds`: no repeats, and not together with a swept `train.seed`.
+fn check_seeds(raw: &Raw, params: &[(String, Domain)], runs: &[Vec<(String, toml::Value)>]) -> Result<(), String> {
+    let swept_seed =
+        params.iter().any(|(k, _)| k == "train.seed") || runs.iter().flatten().any(|(k, _)| k == "train.seed");
+    if !raw.seeds.is_empty() && swept_seed {
+        return Err("seeds = [...] replicates every run over train.seed, which [parameters] or [[runs]] also sets; \
+                    use one of the two"
+            .into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    match raw.seeds.iter().find(|s| !seen.insert(**s)) {
+        Some(s) => Err(format!("seed {s} is listed twice")),
+        None => Ok(()),
+    }
+}
+
 /// The checks on the sweep's shape and scalars: method against parameters and runs, `count`, the run limit,
 /// seeds, `lease_seconds`, pruning. Returns `count`.
 fn check_shape(
@@ -278,20 +302,7 @@ fn check_shape(
         let key = if raw.method == Method::Random { "count" } else { "parameters" };
         return Err(key_err(key, format!("{total} runs is more than one sweep takes ({MAX_RUNS}); split it")));
     }
-    let swept_seed =
-        params.iter().any(|(k, _)| k == "train.seed") || runs.iter().flatten().any(|(k, _)| k == "train.seed");
-    if !raw.seeds.is_empty() && swept_seed {
-        return Err(key_err(
-            "seeds",
-            "seeds = [...] replicates every run over train.seed, which [parameters] or [[runs]] also sets; use one \
-             of the two"
-                .into(),
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    if let Some(s) = raw.seeds.iter().find(|s| !seen.insert(**s)) {
-        return Err(key_err("seeds", format!("seed {s} is listed twice")));
-    }
+    check_seeds(raw, params, runs).map_err(|m| key_err("seeds", m))?;
     if !(raw.lease_seconds.is_finite() && raw.lease_seconds >= 1.0) {
         return Err(key_err("lease_seconds", format!("must be at least 1, got {}", raw.lease_seconds)));
     }
