@@ -6,7 +6,9 @@
 #[macro_use]
 mod out;
 
-// The public surface: what a Rust user (and the tests, benches and examples) drive. Everything else is internal.
+// The public surface (what a Rust user, the tests, benches and examples drive): configs, data, models, the
+// trainer and `train`, checkpoints, sweeps, `inspect`, devices and the CLI. Everything else is `pub(crate)`, and
+// inside the public modules only what their `pub use` lists name is reachable.
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

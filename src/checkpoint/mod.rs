@@ -10,12 +10,13 @@ mod store;
 mod tensors;
 mod writer;
 
-pub use atomic::{append_line, unique_suffix, write_atomic, write_atomic_with};
-pub use manifest::{crc32_hex, FileEntry, Manifest, ManifestError, SaveReason, FORMAT_VERSION, MANIFEST};
-pub use retention::{to_delete, Entry, State};
+pub use atomic::write_atomic;
+pub(crate) use atomic::{append_line, unique_suffix};
+pub(crate) use manifest::crc32_hex;
+pub use manifest::{FileEntry, Manifest, ManifestError, SaveReason, FORMAT_VERSION, MANIFEST};
 pub use store::{
     load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, VerifyError,
     MODEL_FILE, STATE_FILE,
 };
-pub use tensors::{from_bytes, load, save, to_bytes, write_to, TensorIoError, Written};
-pub use writer::Writer;
+pub use tensors::{from_bytes, load, save, TensorIoError, Written};
+pub(crate) use writer::Writer;

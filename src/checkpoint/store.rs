@@ -205,7 +205,7 @@ impl Store {
         Ok(v)
     }
 
-    /// Deletes what [`retention::to_delete`] says; a failed delete is reported, never fatal. Call it only after
+    /// Deletes what `retention::to_delete` says; a failed delete is reported, never fatal. Call it only after
     /// a commit succeeded. Each directory is first renamed away (`.deleting-ckpt-*`, directory fsynced), so a kill
     /// part-way through a delete never leaves a `ckpt-*` directory whose manifest vouches for missing files;
     /// leftovers of such a kill are removed here next time.

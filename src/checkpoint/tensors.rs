@@ -66,7 +66,7 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Size and CRC-32 of what [`write_to`] wrote.
+/// Size and CRC-32 of what was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     pub bytes: u64,
@@ -122,13 +122,14 @@ pub fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Writt
 }
 
 /// Serialises `tensors` into safetensors bytes in memory (see [`write_to`]).
+#[cfg(test)]
 pub fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
     let mut out = Vec::new();
     write_to(&mut out, tensors)?;
     Ok(out)
 }
 
-/// Writes `tensors` to `path` atomically (see [`write_atomic_with`]); returns size and CRC-32.
+/// Writes `tensors` to `path` atomically (scratch file, fsync, rename, fsync dir); returns size and CRC-32.
 pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
     let mut tensor_err = None;
     let result = write_atomic_with(path, &mut |w| {

@@ -24,10 +24,6 @@ impl Writer {
         Writer { store: Arc::new(store), background, inflight: None, retention: None, last: None }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Waits for the write in flight (if any), then saves `snap` (in the background when async).
     pub fn save(&mut self, snap: Snapshot) -> Result<(), CheckpointError> {
         self.flush()?;

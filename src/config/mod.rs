@@ -9,10 +9,12 @@ mod validate;
 pub use validate::BadValue;
 mod wording;
 
-pub use hash::{config_hash, hash_ignoring_epochs, short_id, short_id_n, PLACEMENT_KEYS};
-pub use load::{from_table, load, parse_str, read_table, set_value, ConfigError, LoadedConfig, BUILTIN};
+pub use hash::{config_hash, short_id};
+pub(crate) use hash::{hash_ignoring_epochs, short_id_n};
+pub(crate) use load::{from_table, read_table, set_value};
+pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
     Activation, CheckpointConfig, Config, DataConfig, DataSource, EarlyStopping, MetricName, ModelConfig, ModelKind,
     OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TrainConfig,
 };
-pub use wording::{describe as describe_serde_error, spelling_hint, with_hint};
+pub(crate) use wording::{describe as describe_serde_error, spelling_hint, with_hint};

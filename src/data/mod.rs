@@ -6,7 +6,7 @@
 //! read-only view of tensor bytes, to fingerprint the data).
 mod file;
 mod order;
-pub mod rng;
+pub(crate) mod rng;
 mod synthetic;
 
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice};
-pub use order::epoch_permutation;
-pub use rng::SplitMix64;
+pub(crate) use order::epoch_permutation;
+pub(crate) use rng::SplitMix64;
 
 /// Bad data: always names the file (or `<synthetic>`) and the config key or tensor involved.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 pub struct SplitMix64(u64, Option<f64>);
 
 impl SplitMix64 {
+    #[cfg(test)]
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed, None)
     }

@@ -67,7 +67,7 @@ pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64
 
 /// How many parameters [`build`] would create, computed without allocating (u128: absurd configs such as
 /// `model.hidden = [4000000000]` must be measured, not overflow), so a model that cannot fit is refused up front.
-pub fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> u128 {
+pub(crate) fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> u128 {
     let dense = |inputs: u128| {
         let mut sizes = vec![inputs];
         sizes.extend(cfg.hidden.iter().map(|&h| h.max(0) as u128));

@@ -10,22 +10,21 @@ mod observer;
 mod open;
 mod policy;
 mod prepare;
-pub mod process;
+pub(crate) mod process;
 mod progress;
 mod resume;
 mod run;
 mod rundir;
 mod saver;
 mod signals;
-pub mod startup;
+pub(crate) mod startup;
 
-pub use early::{metric_value, should_stop};
+pub(crate) use early::metric_value;
 pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
-pub use resume::{changed_keys, compatible};
 pub use run::{
     default_run_dir, named_variables, train, CheckpointCost, EpochHook, Outcome, OwnerCheck, RunStatus, TrainOptions,
     TrainSummary,
 };
-pub use signals::name as signal_name;
+pub(crate) use signals::name as signal_name;
