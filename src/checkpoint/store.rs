@@ -215,22 +215,25 @@ impl Store {
             Err(e) => return tell!("warning: retention skipped: cannot list {}: {e}", self.dir.display()),
         };
         let entries: Vec<Entry> = listed.iter().map(|(e, _)| e.clone()).collect();
-        let mut trash: Vec<PathBuf> = Vec::new();
+        let mut renamed = false;
         for name in retention::to_delete(&entries, self.keep_last) {
             let from = self.dir.join(&name);
             let to = self.dir.join(format!("{TRASH_PREFIX}{name}-{}", super::atomic::unique_suffix()));
             match std::fs::rename(&from, &to) {
-                Ok(()) => trash.push(to),
+                Ok(()) => renamed = true,
                 Err(e) => tell!("warning: could not delete old checkpoint {}: {e}", from.display()),
             }
         }
-        if !trash.is_empty() {
+        if renamed {
             let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
         }
-        trash.extend(self.leftover_trash());
-        for path in trash {
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tell!("warning: could not delete old checkpoint {}: {e}", path.display());
+        // What was just renamed, and what a process killed while deleting left behind.
+        for path in self.leftover_trash() {
+            match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tell!("warning: could not delete old checkpoint {}: {e}", path.display())
+                }
+                _ => {}
             }
         }
     }

@@ -385,3 +385,19 @@ fn a_read_only_volume_gives_clear_errors_and_finished_runs_still_report() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("warning:") && text(&out.stdout).contains("done"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn retention_deletes_superseded_checkpoints_quietly_and_completely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("run");
+    let out = Run::train(&d).sets(&["train.epochs=5", "checkpoint.keep_last=1"]).ok();
+    let err = text(&out.stderr);
+    assert!(!err.contains("warning"), "a normal run prints no warning:\n{err}");
+    let left: Vec<String> = std::fs::read_dir(d.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "owner.json" && n != ".lock")
+        .collect();
+    assert_eq!(left, ["ckpt-0000000040"], "only the newest checkpoint, no .deleting-* left behind");
+}
