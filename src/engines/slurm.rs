@@ -100,6 +100,13 @@ pub fn script_path(ctx: &Ctx, out: Option<PathBuf>) -> PathBuf {
 /// The sbatch script (to be written to `script`). `spotrun`, `sweep` and `volume` should be absolute paths the
 /// compute nodes can see.
 pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path, script: &Path) -> String {
+    let mut s = header(ctx, o, sweep, script);
+    script_body(&mut s, ctx, spotrun, sweep, volume);
+    s
+}
+
+/// The comment block and the `#SBATCH` lines.
+fn header(ctx: &Ctx, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
     let n = ctx.runs.len();
     let name = &ctx.sweep.name;
     let logs = ctx.layout.root.join("slurm");
@@ -136,9 +143,14 @@ pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume:
     for e in &o.extra {
         let _ = writeln!(s, "#SBATCH {e}");
     }
+    s
+}
+
+/// The shell that runs one array task: the worker, signal forwarding, and the requeue decision.
+fn script_body(s: &mut String, ctx: &Ctx, spotrun: &Path, sweep: &Path, volume: &Path) {
     let ids: Vec<&str> = ctx.runs.iter().map(|r| r.id.as_str()).collect();
     let _ = write!(
-        s,
+        *s,
         r#"
 set -uo pipefail
 spotrun={spotrun}
@@ -194,7 +206,6 @@ esac
         retry = RETRY_EXIT_CODES.map(|c| c.to_string()).join("|"),
         max_restarts = MAX_RESTARTS,
     );
-    s
 }
 
 /// Writes the script under `VOLUME/<name>/slurm/` (or `out`) and returns its path.

@@ -8,6 +8,7 @@ mod commands;
 mod display;
 mod error;
 pub(crate) mod estimate;
+mod exits;
 mod expand;
 mod launcher;
 mod layout;
