@@ -15,9 +15,9 @@ use crate::checkpoint::{write_atomic, Loaded, Skipped, Store};
 use crate::config::{self, Config, LoadedConfig};
 use crate::error::{Error, Result};
 
-/// The run directory as found: the checkpoint to resume from and what to do before writing.
+/// The run directory as found: the checkpoint to resume from, what to do before writing, and the locks (held as
+/// long as this lives).
 pub(crate) struct Opened {
-    pub store: Store,
     pub found: Option<Loaded>,
     /// `--start-over` on a run directory with results: move them aside before writing.
     pub replace: bool,
@@ -25,7 +25,8 @@ pub(crate) struct Opened {
 }
 
 /// Stage 2a: reads the run directory and decides, writing nothing but lock files. Warnings go to `p.lines`.
-pub(crate) fn open(p: &mut Prepared, opts: &TrainOptions) -> Result<Opened> {
+/// Returns the checkpoint store beside it (the saver takes it over).
+pub(crate) fn open(p: &mut Prepared, opts: &TrainOptions) -> Result<(Opened, Store)> {
     let (run_dir, ckpt_dir) = (p.run_dir.clone(), p.ckpt_dir.clone());
     check_run_dir(&run_dir, p.cfg(), opts.allow_config_change)?;
     if opts.run_dir.is_none() && std::fs::symlink_metadata(&run_dir).is_err() {
@@ -60,7 +61,7 @@ pub(crate) fn open(p: &mut Prepared, opts: &TrainOptions) -> Result<Opened> {
         }
         Some(l) => check_resumable(p, l, opts.allow_config_change)?,
     }
-    Ok(Opened { store, found, replace, locks })
+    Ok((Opened { found, replace, locks }, store))
 }
 
 /// Whether checkpoint `l` may be continued with this config and data (notes go to `p.lines`).

@@ -150,7 +150,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let loaded = prepare::load_config(opts)?;
     let _deterministic = Deterministic::set(loaded.config.train.deterministic)?;
     let mut p = prepare::prepare(loaded, opts)?;
-    let mut o = open::open(&mut p, opts)?;
+    let (mut o, store) = open::open(&mut p, opts)?;
     let cfg = p.cfg();
     let optimizer = || format!("creating the {} state for the model", prepare::optim_name(cfg.optim.kind));
     let mut trainer =
@@ -170,7 +170,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         last_save_seconds: start.last_save_seconds,
         run_dir: p.run_dir.clone(),
     };
-    let store = std::mem::replace(&mut o.store, checkpoint::Store::new(p.ckpt_dir.clone(), 1));
     let mut saver = Saver::new(store, cfg, &p.run_id, &p.data.fingerprint, opts.owner_check.clone(), start_info);
     let obs = Observer::new(progress, &p.run_dir, opts.owner_check.clone());
     let mut metrics = start.metrics;
