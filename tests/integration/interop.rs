@@ -54,7 +54,7 @@ fn rust_logits(run_dir: &Path, sample_shape: &[i64], classes: i64, out: &Path) -
     val.cross_entropy_for_logits(&data.y_val).double_value(&[])
 }
 
-fn compare_in_python(run_dir: &Path, inputs: &Path, shape: &str, classes: i64) -> f64 {
+fn compare_in_python(run_dir: &Path, inputs: &Path, shape: &str, classes: i64) -> (f64, f64) {
     let script = format!(
         r#"
 import sys, tomllib, torch
@@ -67,7 +67,7 @@ model.load_state_dict(load_file({weights:?}))
 model.eval()
 d = load_file({inputs:?})
 with torch.no_grad():
-    print((model(d["x"]) - d["logits"]).abs().max().item())
+    print((model(d["x"]) - d["logits"]).abs().max().item(), d["logits"].abs().max().item())
 "#,
         scripts = repo().join("scripts").display().to_string(),
         cfg = run_dir.join("config.toml").display().to_string(),
@@ -76,7 +76,9 @@ with torch.no_grad():
     );
     let out = std::process::Command::new(python()).arg("-c").arg(script).output().unwrap();
     assert!(out.status.success(), "python: {}", text(&out.stderr));
-    text(&out.stdout).trim().parse().unwrap()
+    let t = text(&out.stdout);
+    let v: Vec<f64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
 }
 
 #[test]
@@ -118,8 +120,13 @@ fn weights_load_into_the_pytorch_twins_with_equal_logits() {
             (val_loss - logged).abs() < 1e-4 * logged.max(1.0),
             "{name}: file gives {val_loss}, run logged {logged}"
         );
-        let diff = compare_in_python(&d, &inputs, shape_py, 10);
-        assert!(diff < 1e-4, "{name}: max |logits_rust - logits_torch| = {diff}");
+        // Same libtorch on both sides, but kernel choice (oneDNN, thread count) may differ per CPU:
+        // fp32 agreement within 4e-4 of the largest logit (a wrong weight layout is off by O(1)).
+        let (diff, scale) = compare_in_python(&d, &inputs, shape_py, 10);
+        assert!(
+            diff < 4e-4 * scale.max(1.0),
+            "{name}: max |logits_rust - logits_torch| = {diff} (largest |logit| {scale})"
+        );
         // The final checkpoint's weights are the same file, so they load into PyTorch the same way.
         let ckpt = crate::common::committed(&d).pop().unwrap();
         assert_eq!(
