@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use spotrun::config::{self, Config};
-use spotrun::data::Dataset;
+use spotrun::data::{Data, Dataset};
 use spotrun::trainer::{Progress, Trainer};
 use spotrun::{checkpoint, device, model};
 
@@ -52,10 +52,11 @@ fn model_sets(kind: &str, threads: &str, dev: &str, precision: &str) -> Vec<Stri
     sets
 }
 
-fn spotrun_rates(cfg: &Config, data: &Dataset, dev: tch::Device, epochs: usize) -> Vec<f64> {
+fn spotrun_rates(cfg: &Config, data: &Data, dev: tch::Device, epochs: usize) -> Vec<f64> {
     tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(dev);
-    let net = match model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes) {
+    let (shape, outputs) = data.model_io();
+    let net = match model::build(&vs.root(), &cfg.model, &shape, outputs) {
         Ok(m) => m,
         Err(e) => panic!("bench model: {e}"),
     };
@@ -146,13 +147,13 @@ fn main() {
             Ok(d) => d,
             Err(e) => panic!("bench device {dev_s}: {e}"),
         };
-        let mut data = match Dataset::load(&cfg.data, &cfg.model) {
+        let samples = match Dataset::load(&cfg.data, &cfg.model) {
             Ok(d) => d,
             Err(e) => panic!("bench data: {e}"),
         };
         let file = tmp.path().join(format!("{kind}.safetensors"));
         let named =
-            [("x_train", &data.x_train), ("y_train", &data.y_train), ("x_val", &data.x_val), ("y_val", &data.y_val)]
+            [("x_train", &samples.x_train), ("y_train", &samples.y_train), ("x_val", &samples.x_val), ("y_val", &samples.y_val)]
                 .map(|(n, t)| (n.to_string(), t.shallow_clone()));
         if let Err(e) = checkpoint::save(&file, &named) {
             panic!("bench data file: {e}");
@@ -162,6 +163,7 @@ fn main() {
             tch::Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
             _ => None,
         };
+        let mut data = Data::Samples(samples);
         data.place(dev, cfg.data.on_device, free);
         let (mut ours, mut eager, mut tuned) = (vec![], vec![], vec![]);
         for r in 0..rounds {
@@ -181,7 +183,7 @@ fn main() {
         }
         rows.push((
             kind.to_string(),
-            model::describe(&cfg.model, &data.sample_shape, data.classes),
+            model::describe(&cfg.model, &data.model_io().0, data.model_io().1),
             median(ours),
             median(eager),
             median(tuned),

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example custom_model` trains a 2-layer tanh MLP on a small built-in task.
 use spotrun::config;
-use spotrun::data::Dataset;
+use spotrun::data::{Data, Dataset};
 use spotrun::trainer::{Progress, Trainer};
 use tch::nn;
 
@@ -18,14 +18,15 @@ fn my_module(p: &nn::Path, inputs: i64, classes: i64) -> impl nn::ModuleT {
 fn main() -> anyhow::Result<()> {
     let sets = ["train.epochs=3", "data.synthetic.train=6000", "data.synthetic.val=1000", "train.batch_size=512"];
     let cfg = config::load(None, &sets.map(String::from))?.config;
-    let data = Dataset::load(&cfg.data, &cfg.model)?;
+    let samples = Dataset::load(&cfg.data, &cfg.model)?;
     let vs = nn::VarStore::new(tch::Device::cuda_if_available());
-    let net = my_module(&vs.root(), data.features(), data.classes);
+    let net = my_module(&vs.root(), samples.features(), samples.classes);
+    let data = Data::Samples(samples);
     let mut trainer = Trainer::new(&cfg, &vs, &net, &data, vs.device());
     let progress = Progress::new(false, trainer.total_steps(), cfg.train.epochs);
     let out = trainer.fit(&progress, &mut |_| Ok(()))?;
     if let Some(last) = out.metrics.last() {
-        println!("val_accuracy {:.4}", last.val_accuracy);
+        println!("{}", last.val_summary());
     }
     Ok(())
 }

@@ -325,8 +325,8 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
         trainer::RunStatus::Pruned => "was pruned",
         _ => "finished",
     };
-    let (e, acc, loss, weights) = (last.epoch, last.val_accuracy, last.val_loss, s.run_dir.join("model.safetensors"));
-    say!("run {id} {how}: {e} epochs, val_accuracy {acc:.4}, val_loss {loss:.4} -> {}", weights.display());
+    let (e, weights) = (last.epoch, s.run_dir.join("model.safetensors"));
+    say!("run {id} {how}: {e} epochs, {} -> {}", last.val_summary(), weights.display());
     let c = s.checkpoints;
     if c.saves > 0 {
         say!(

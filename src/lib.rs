@@ -18,6 +18,7 @@ pub mod error;
 pub mod inspect;
 pub mod model;
 pub mod sweep;
+pub mod task;
 pub mod trainer;
 
 pub(crate) mod amp;

@@ -25,6 +25,39 @@ pub enum DataSource {
     Synthetic,
     /// A safetensors file with train and val tensors.
     Safetensors,
+    /// Token ids in nanoGPT's format: `data.path` = a directory with `train.bin`, `val.bin` and `meta.json`;
+    /// without `data.path`, the built-in synthetic token stream sized by `[data.synthetic]`.
+    Tokens,
+}
+
+/// `data.task`: what the targets of safetensors data are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Integer labels `[N]`, cross-entropy, accuracy.
+    #[default]
+    Classification,
+    /// Float targets `[N]` or `[N, D]`, mean squared error, mean absolute error.
+    Regression,
+}
+
+/// `data.token_dtype`: how `train.bin` / `val.bin` store each token id (little-endian, no header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenDtype {
+    #[default]
+    Uint16,
+    Uint32,
+}
+
+impl TokenDtype {
+    /// Bytes per token id.
+    pub fn size(self) -> usize {
+        match self {
+            TokenDtype::Uint16 => 2,
+            TokenDtype::Uint32 => 4,
+        }
+    }
 }
 
 /// `data.on_device`: whether the whole dataset is copied to the accelerator once.
@@ -41,7 +74,11 @@ pub enum OnDevice {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub source: DataSource,
-    /// The safetensors file (relative paths are relative to the working directory).
+    /// `classification` (default) or `regression`; for safetensors data.
+    pub task: TaskKind,
+    /// `tokens` data: `uint16` (nanoGPT's default) or `uint32`.
+    pub token_dtype: TokenDtype,
+    /// The safetensors file, or the token directory (relative paths are relative to the working directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     pub on_device: OnDevice,
@@ -60,6 +97,8 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             source: DataSource::Synthetic,
+            task: TaskKind::Classification,
+            token_dtype: TokenDtype::Uint16,
             path: None,
             on_device: OnDevice::Auto,
             x_train: "x_train".into(),
@@ -72,7 +111,8 @@ impl Default for DataConfig {
     }
 }
 
-/// `[data.synthetic]`: size and seed of the built-in task.
+/// `[data.synthetic]`: size and seed of the built-in tasks. For `data.source = "tokens"`, `train` and `val` count
+/// tokens and `vocab` is the vocabulary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticConfig {
@@ -80,13 +120,15 @@ pub struct SyntheticConfig {
     pub val: usize,
     pub features: usize,
     pub classes: usize,
+    /// Synthetic tokens only: the vocabulary size (at most 27: the letters and a space, so samples read as text).
+    pub vocab: usize,
     /// The data seed, separate from `train.seed` so replicate runs see the same data.
     pub seed: u64,
 }
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig { train: 60_000, val: 10_000, features: 784, classes: 10, seed: 1234 }
+        SyntheticConfig { train: 60_000, val: 10_000, features: 784, classes: 10, vocab: 27, seed: 1234 }
     }
 }
 
@@ -95,6 +137,8 @@ impl Default for SyntheticConfig {
 pub enum ModelKind {
     Mlp,
     Cnn,
+    /// nanoGPT's `GPT`, for `data.source = "tokens"`.
+    Gpt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +165,16 @@ pub struct ModelConfig {
     /// Number of classes; inferred from the labels when absent, an error when a label does not fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classes: Option<i64>,
+    /// `gpt`: transformer blocks, attention heads, embedding width, context length, biases in linear and
+    /// LayerNorm layers (nanoGPT's `GPTConfig`).
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    pub block_size: i64,
+    pub bias: bool,
+    /// `gpt`: inferred from the token data's `meta.json`; an error when present and different.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<i64>,
 }
 
 impl Default for ModelConfig {
@@ -133,6 +187,12 @@ impl Default for ModelConfig {
             channels: vec![32, 64],
             inputs: None,
             classes: None,
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            block_size: 256,
+            bias: false,
+            vocab_size: None,
         }
     }
 }
@@ -159,6 +219,18 @@ pub struct OptimConfig {
     /// Clip the global L2 norm of the gradients to this value before each step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grad_clip: Option<f64>,
+    /// Which parameters get weight decay: `all`, or `matrices` (tensors of 2 or more dimensions, as nanoGPT's
+    /// `configure_optimizers`). Default: `matrices` for `gpt`, `all` otherwise (see [`Config::decay`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay: Option<Decay>,
+}
+
+/// `optim.decay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    All,
+    Matrices,
 }
 
 impl Default for OptimConfig {
@@ -173,6 +245,7 @@ impl Default for OptimConfig {
             dampening: 0.0,
             nesterov: false,
             grad_clip: None,
+            decay: None,
         }
     }
 }
@@ -234,6 +307,10 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// torch's deterministic algorithms (and the cuDNN/cuBLAS settings they need).
     pub deterministic: bool,
+    /// Cap on optimizer steps per epoch (0 = a whole pass over the training data), for large token corpora.
+    pub steps_per_epoch: u64,
+    /// Cap on validation batches per evaluation (0 = the whole validation split).
+    pub eval_batches: u64,
     /// Stop before `epochs` when a metric stops improving, e.g. `{ metric = "val_loss", patience = 3 }`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
@@ -246,6 +323,10 @@ pub enum MetricName {
     ValLoss,
     ValAccuracy,
     TrainLoss,
+    /// Language modelling: `exp(val_loss)`.
+    ValPpl,
+    /// Regression: mean absolute error.
+    ValMae,
 }
 
 impl MetricName {
@@ -258,7 +339,60 @@ impl MetricName {
             MetricName::ValLoss => "val_loss",
             MetricName::ValAccuracy => "val_accuracy",
             MetricName::TrainLoss => "train_loss",
+            MetricName::ValPpl => "val_ppl",
+            MetricName::ValMae => "val_mae",
         }
+    }
+}
+
+/// What a run trains, from its data and model keys: it decides the loss and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Classification,
+    Regression,
+    LanguageModel,
+}
+
+impl Task {
+    /// The per-epoch metrics this task writes (early stopping and sweeps may judge runs by any of them).
+    pub fn metrics(self) -> &'static [MetricName] {
+        match self {
+            Task::Classification => &[MetricName::ValLoss, MetricName::ValAccuracy, MetricName::TrainLoss],
+            Task::Regression => &[MetricName::ValLoss, MetricName::ValMae, MetricName::TrainLoss],
+            Task::LanguageModel => &[MetricName::ValLoss, MetricName::ValPpl, MetricName::TrainLoss],
+        }
+    }
+
+    /// The metric runs are ranked by when a sweep names none.
+    pub fn default_metric(self) -> MetricName {
+        match self {
+            Task::Classification => MetricName::ValAccuracy,
+            _ => MetricName::ValLoss,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+            Task::LanguageModel => "language modelling",
+        }
+    }
+}
+
+impl Config {
+    /// The task this config trains.
+    pub fn task(&self) -> Task {
+        match (self.data.source, self.data.task) {
+            (DataSource::Tokens, _) => Task::LanguageModel,
+            (_, TaskKind::Regression) => Task::Regression,
+            _ => Task::Classification,
+        }
+    }
+
+    /// `optim.decay`, resolved: nanoGPT's `matrices` for a GPT, `all` otherwise.
+    pub fn decay(&self) -> Decay {
+        self.optim.decay.unwrap_or(if self.model.kind == ModelKind::Gpt { Decay::Matrices } else { Decay::All })
     }
 }
 
@@ -285,6 +419,8 @@ impl Default for TrainConfig {
             threads: 0,
             log_every: 10,
             deterministic: false,
+            steps_per_epoch: 0,
+            eval_batches: 0,
             early_stopping: None,
         }
     }

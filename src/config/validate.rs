@@ -1,7 +1,7 @@
 //! Cross-field rules a type cannot express: positive sizes, ranges, and keys that other keys require.
 //!
 //! Pure: returns the dotted key and a message; `load.rs` adds the file name.
-use super::schema::{Config, DataSource, ModelKind};
+use super::schema::{Config, DataSource, ModelKind, TaskKind};
 
 /// `train.threads` above this is a typo, not a machine: libtorch would try to start that many threads.
 pub const MAX_THREADS: usize = 4096;
@@ -20,8 +20,10 @@ pub fn validate(c: &Config) -> Result<(), BadValue> {
     optim(c)?;
     schedule(c)?;
     model(c)?;
+    gpt(c)?;
     checkpoint(c)?;
-    data(c)
+    data(c)?;
+    task(c)
 }
 
 /// `Err` for the first value out of range.
@@ -131,13 +133,57 @@ fn model(c: &Config) -> Checked {
     if matches!(c.model.inputs, Some(n) if n <= 0) {
         return err("model.inputs", "must be positive".into());
     }
-    if matches!(c.model.classes, Some(n) if n < 2) {
-        return err("model.classes", "must be at least 2".into());
+    let least = if c.data.task == TaskKind::Regression { 1 } else { 2 };
+    if matches!(c.model.classes, Some(n) if n < least) {
+        return err("model.classes", format!("must be at least {least}"));
     }
     if let Some(shape) = &c.data.shape {
         if shape.len() != 3 || shape.iter().any(|&d| d <= 0) {
             return err("data.shape", format!("must be [C, H, W] with positive sizes, got {shape:?}"));
         }
+    }
+    Ok(())
+}
+
+/// `model.kind = "gpt"` and the token data it needs.
+fn gpt(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
+    let m = &c.model;
+    match (m.kind == ModelKind::Gpt, c.data.source == DataSource::Tokens) {
+        (true, false) => return err("model.kind", "\"gpt\" trains on token data: set data.source = \"tokens\"".into()),
+        (false, true) => {
+            return err("model.kind", "data.source = \"tokens\" needs model.kind = \"gpt\" (mlp and cnn take samples)".into())
+        }
+        (false, false) => return Ok(()),
+        (true, true) => {}
+    }
+    for (key, v) in [("n_layer", m.n_layer), ("n_head", m.n_head), ("n_embd", m.n_embd), ("block_size", m.block_size)] {
+        if v < 1 {
+            return err(&format!("model.{key}"), format!("must be at least 1, got {v}"));
+        }
+    }
+    if m.n_embd % m.n_head != 0 {
+        return err("model.n_embd", format!("must be a multiple of model.n_head = {} (got {})", m.n_head, m.n_embd));
+    }
+    if matches!(m.vocab_size, Some(v) if v < 2) {
+        return err("model.vocab_size", "must be at least 2 (or left out: it is read from meta.json)".into());
+    }
+    Ok(())
+}
+
+/// `data.task` and the metrics the task offers.
+fn task(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
+    if c.data.task == TaskKind::Regression && c.data.source != DataSource::Safetensors {
+        return err("data.task", "\"regression\" reads float targets from data.source = \"safetensors\"".into());
+    }
+    let task = c.task();
+    if let Some(es) = c.train.early_stopping.as_ref().filter(|es| !task.metrics().contains(&es.metric)) {
+        let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
+        return err(
+            "train.early_stopping.metric",
+            format!("{} is not a {} metric; use one of {}", es.metric.as_str(), task.name(), offered.join(", ")),
+        );
     }
     Ok(())
 }
@@ -174,10 +220,21 @@ fn data(c: &Config) -> Checked {
                 }
             }
             if c.data.path.is_some() {
-                return err("data.path", "is only used with data.source = \"safetensors\"".into());
+                return err("data.path", "is only used with data.source = \"safetensors\" or \"tokens\"".into());
             }
         }
-        DataSource::Safetensors => {}
+        DataSource::Tokens if c.data.path.is_none() => {
+            let s = &c.data.synthetic;
+            for (key, value, least) in [("train", s.train, 2), ("val", s.val, 2), ("vocab", s.vocab, 2)] {
+                if value < least {
+                    return err(&format!("data.synthetic.{key}"), format!("must be at least {least}, got {value}"));
+                }
+            }
+            if s.vocab > 27 {
+                return err("data.synthetic.vocab", format!("must be at most 27 (a-z and space), got {}", s.vocab));
+            }
+        }
+        DataSource::Safetensors | DataSource::Tokens => {}
     }
     Ok(())
 }

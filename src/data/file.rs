@@ -1,6 +1,7 @@
 //! Reading a dataset from a safetensors file, as written by Python's `safetensors` library.
 //!
-//! Inputs may be float32, float16, bfloat16 or uint8 (scaled by 1/255 when batched); labels any integer type.
+//! Inputs may be float32, float16, bfloat16 or uint8 (scaled by 1/255 when batched); labels any integer type;
+//! regression targets float32, float16 or bfloat16, `[N]` or `[N, D]` (held as float32 `[N, D]`).
 //! Each tensor is read from the file straight into its own memory, so a dataset occupies RAM once.
 //! Every error names the file, the config key and the tensor name.
 use std::path::Path;
@@ -14,7 +15,15 @@ use safetensors::Dtype;
 use tch::{Kind, Tensor};
 
 use super::DataError;
-use crate::config::DataConfig;
+use crate::config::{DataConfig, TaskKind};
+
+/// What a tensor in the file is for: it decides the dtypes and shapes accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Inputs,
+    Labels,
+    Targets,
+}
 
 /// The four tensors of a file dataset, still on the CPU.
 pub struct RawSplits {
@@ -58,11 +67,12 @@ pub fn read(path: &Path, cfg: &DataConfig) -> Result<RawSplits, DataError> {
         )));
     }
     let source = Source { file, meta, data_start, path };
+    let y = if cfg.task == TaskKind::Regression { Role::Targets } else { Role::Labels };
     Ok(RawSplits {
-        x_train: source.tensor("data.x_train", &cfg.x_train, false)?,
-        y_train: source.tensor("data.y_train", &cfg.y_train, true)?,
-        x_val: source.tensor("data.x_val", &cfg.x_val, false)?,
-        y_val: source.tensor("data.y_val", &cfg.y_val, true)?,
+        x_train: source.tensor("data.x_train", &cfg.x_train, Role::Inputs)?,
+        y_train: source.tensor("data.y_train", &cfg.y_train, y)?,
+        x_val: source.tensor("data.x_val", &cfg.x_val, Role::Inputs)?,
+        y_val: source.tensor("data.y_val", &cfg.y_val, y)?,
     })
 }
 
@@ -76,7 +86,7 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn tensor(&self, key: &str, name: &str, labels: bool) -> Result<Tensor, DataError> {
+    fn tensor(&self, key: &str, name: &str, role: Role) -> Result<Tensor, DataError> {
         let path = self.path;
         let info = self.meta.info(name).ok_or_else(|| {
             let mut have = self.meta.offset_keys();
@@ -88,8 +98,12 @@ impl Source<'_> {
                 have: have.join(", "),
             }
         })?;
-        let kind = kind_for(info.dtype, labels).ok_or_else(|| {
-            let allowed = if labels { "int64, int32, int16, int8, uint8" } else { "float32, float16, bfloat16, uint8" };
+        let kind = kind_for(info.dtype, role).ok_or_else(|| {
+            let allowed = match role {
+                Role::Labels => "int64, int32, int16, int8, uint8 (or set data.task = \"regression\" for float targets)",
+                Role::Inputs => "float32, float16, bfloat16, uint8",
+                Role::Targets => "float32, float16, bfloat16 (data.task = \"regression\")",
+            };
             DataError::Dtype {
                 path: path.to_path_buf(),
                 key: key.into(),
@@ -100,10 +114,13 @@ impl Source<'_> {
         })?;
         let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
         let shape_err = |message: String| DataError::Shape { path: path.to_path_buf(), key: key.into(), message };
-        if labels && shape.len() != 1 {
+        if role == Role::Labels && shape.len() != 1 {
             return Err(shape_err(format!("labels `{name}` must be 1-D [N], got {shape:?}")));
         }
-        if !labels && shape.len() < 2 {
+        if role == Role::Targets && !(1..=2).contains(&shape.len()) {
+            return Err(shape_err(format!("regression targets `{name}` must be [N] or [N, D], got {shape:?}")));
+        }
+        if role == Role::Inputs && shape.len() < 2 {
             return Err(shape_err(format!("inputs `{name}` must be [N, ...features], got {shape:?}")));
         }
         if shape[0] == 0 {
@@ -113,22 +130,27 @@ impl Source<'_> {
         let t = crate::ffi::cpu_tensor_filled(&shape, kind, |bytes| self.file.read_exact_at(bytes, offset))
             .map_err(|e| shape_err(e.to_string()))?
             .map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
-        Ok(if labels { t.to_kind(Kind::Int64) } else { t })
+        Ok(match role {
+            Role::Labels => t.to_kind(Kind::Int64),
+            Role::Targets => t.to_kind(Kind::Float).reshape([shape[0], -1]),
+            Role::Inputs => t,
+        })
     }
 }
 
 /// The tensor kind for a stored dtype, if spotrun accepts it for inputs (`labels = false`) or labels.
-fn kind_for(dtype: Dtype, labels: bool) -> Option<Kind> {
-    Some(match (labels, dtype) {
-        (false, Dtype::F32) => Kind::Float,
-        (false, Dtype::F16) => Kind::Half,
-        (false, Dtype::BF16) => Kind::BFloat16,
-        (false, Dtype::U8) => Kind::Uint8,
-        (true, Dtype::I64) => Kind::Int64,
-        (true, Dtype::I32) => Kind::Int,
-        (true, Dtype::I16) => Kind::Int16,
-        (true, Dtype::I8) => Kind::Int8,
-        (true, Dtype::U8) => Kind::Uint8,
+fn kind_for(dtype: Dtype, role: Role) -> Option<Kind> {
+    use Role::{Inputs, Labels, Targets};
+    Some(match (role, dtype) {
+        (Inputs | Targets, Dtype::F32) => Kind::Float,
+        (Inputs | Targets, Dtype::F16) => Kind::Half,
+        (Inputs | Targets, Dtype::BF16) => Kind::BFloat16,
+        (Inputs, Dtype::U8) => Kind::Uint8,
+        (Labels, Dtype::I64) => Kind::Int64,
+        (Labels, Dtype::I32) => Kind::Int,
+        (Labels, Dtype::I16) => Kind::Int16,
+        (Labels, Dtype::I8) => Kind::Int8,
+        (Labels, Dtype::U8) => Kind::Uint8,
         _ => return None,
     })
 }

@@ -1,19 +1,22 @@
 //! Data: the dataset held in memory once (on the accelerator when it fits), epoch order, and batches.
 //!
-//! Owns loading (built-in synthetic task or a safetensors file), every check on the data (dtypes, shapes, label
-//! range, agreement with `model.inputs` / `model.classes` / `data.shape`), and the per-epoch permutation.
+//! Owns loading (built-in synthetic tasks, a safetensors file, or nanoGPT token files), every check on the data
+//! (dtypes, shapes, label range, token ids, agreement with `model.inputs` / `model.classes` / `data.shape` /
+//! `model.vocab_size`), and the per-epoch permutation.
 //! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config` (and `ffi` for a
 //! read-only view of tensor bytes, to fingerprint the data).
 mod file;
 mod order;
 pub(crate) mod rng;
 mod synthetic;
+mod tokens;
 
 use std::path::PathBuf;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice};
+use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice, TaskKind};
+pub use tokens::TokenData;
 pub(crate) use order::epoch_permutation;
 pub(crate) use rng::SplitMix64;
 
@@ -38,7 +41,96 @@ pub enum DataError {
     Labels { path: PathBuf, key: String, message: String },
 }
 
-/// The whole dataset in memory. `x_*` are `[N, features]` in their stored dtype; `y_*` are int64 `[N]`.
+/// A run's data, in memory once: samples `(x, y)` for the classifiers and regression, or token streams.
+pub enum Data {
+    Samples(Dataset),
+    Tokens(TokenData),
+}
+
+impl Data {
+    /// Loads and checks what `data` describes.
+    pub fn load(data: &DataConfig, model: &ModelConfig) -> Result<Data, DataError> {
+        Ok(match data.source {
+            DataSource::Tokens => Data::Tokens(TokenData::load(data, model)?),
+            _ => Data::Samples(Dataset::load(data, model)?),
+        })
+    }
+
+    pub fn origin(&self) -> &str {
+        match self {
+            Data::Samples(d) => &d.origin,
+            Data::Tokens(t) => &t.origin,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Data::Samples(d) => &d.fingerprint,
+            Data::Tokens(t) => &t.fingerprint,
+        }
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            Data::Samples(d) => &d.warnings,
+            Data::Tokens(_) => &[],
+        }
+    }
+
+    pub fn nbytes(&self) -> u64 {
+        match self {
+            Data::Samples(d) => d.nbytes(),
+            Data::Tokens(t) => t.nbytes(),
+        }
+    }
+
+    /// What the model is built for: the per-sample input shape and the number of outputs (classes, regression
+    /// targets, or the vocabulary).
+    pub fn model_io(&self) -> (Vec<i64>, i64) {
+        match self {
+            Data::Samples(d) => (d.sample_shape.clone(), d.classes),
+            Data::Tokens(t) => (vec![], t.vocab_size),
+        }
+    }
+
+    /// `60000 train / 10000 val`, or token counts.
+    pub fn sizes(&self) -> String {
+        match self {
+            Data::Samples(d) => format!("{} train / {} val", d.train_len(), d.val_len()),
+            Data::Tokens(t) => format!(
+                "{} train / {} val tokens, vocab {}, unigram entropy {:.3} nats",
+                t.train.numel(),
+                t.val.numel(),
+                t.vocab_size,
+                t.unigram_entropy
+            ),
+        }
+    }
+
+    /// Moves the data to `device` once (see [`Dataset::place`]).
+    pub fn place(&mut self, device: Device, policy: OnDevice, free_bytes: Option<u64>) -> bool {
+        let fits = free_bytes.is_some_and(|free| self.nbytes() <= free / 2);
+        let go = match (device, policy) {
+            (Device::Cpu, _) => return true,
+            (_, OnDevice::Never) => false,
+            (_, OnDevice::Always) => true,
+            (_, OnDevice::Auto) => fits,
+        };
+        if go {
+            let tensors: Vec<&mut Tensor> = match self {
+                Data::Samples(d) => vec![&mut d.x_train, &mut d.y_train, &mut d.x_val, &mut d.y_val],
+                Data::Tokens(t) => vec![&mut t.train, &mut t.val],
+            };
+            for t in tensors {
+                *t = t.to_device(device);
+            }
+        }
+        go
+    }
+}
+
+/// Samples in memory. `x_*` are `[N, features]` in their stored dtype; `y_*` are int64 labels `[N]`, or float32
+/// regression targets `[N, D]`.
 pub struct Dataset {
     pub x_train: Tensor,
     pub y_train: Tensor,
@@ -46,6 +138,7 @@ pub struct Dataset {
     pub y_val: Tensor,
     /// Per-sample shape: `[features]`, or `[C, H, W]` for image data.
     pub sample_shape: Vec<i64>,
+    /// Classes, or regression targets per sample.
     pub classes: i64,
     /// Where the data came from, for messages.
     pub origin: String,
@@ -72,7 +165,7 @@ impl Dataset {
                 };
                 (raw, PathBuf::from("<synthetic>"))
             }
-            DataSource::Safetensors => {
+            DataSource::Safetensors | DataSource::Tokens => {
                 let path = data.path.clone().unwrap_or_default();
                 (file::read(&path, data)?, path)
             }
@@ -131,9 +224,10 @@ impl Dataset {
         for (name, key, x) in [(&data.x_train, "data.x_train", &raw.x_train), (&data.x_val, "data.x_val", &raw.x_val)] {
             check_finite(x, path, key, name)?;
         }
-        let classes = check_label_range(&raw, path, data, model)?;
-        let warnings = label_coverage(&raw.y_train, &raw.y_val, classes, model.classes.is_some(), data)
-            .map_err(|message| DataError::Labels { path: path.to_path_buf(), key: "data.y_val".into(), message })?;
+        let (classes, warnings) = match data.task {
+            TaskKind::Classification => check_labels(&raw, path, data, model)?,
+            TaskKind::Regression => (check_targets(&raw, path, data, model)?, Vec::new()),
+        };
         let fingerprint = fingerprint(&[&raw.x_train, &raw.y_train, &raw.x_val, &raw.y_val]);
         let flat = |x: Tensor| x.reshape([-1, features]);
         Ok(Dataset {
@@ -169,24 +263,6 @@ impl Dataset {
             .sum()
     }
 
-    /// Moves the data to `device` once, if `policy` allows and (for `auto`) it takes at most half the free memory.
-    /// Returns whether the data now lives on `device`.
-    pub fn place(&mut self, device: Device, policy: OnDevice, free_bytes: Option<u64>) -> bool {
-        let fits = free_bytes.is_some_and(|free| self.nbytes() <= free / 2);
-        let go = match (device, policy) {
-            (Device::Cpu, _) => return true,
-            (_, OnDevice::Never) => false,
-            (_, OnDevice::Always) => true,
-            (_, OnDevice::Auto) => fits,
-        };
-        if go {
-            for t in [&mut self.x_train, &mut self.y_train, &mut self.x_val, &mut self.y_val] {
-                *t = t.to_device(device);
-            }
-        }
-        go
-    }
-
     /// Gathers a batch by index and converts the inputs to float32 on `device` (uint8 scaled by 1/255).
     pub fn batch(x: &Tensor, y: &Tensor, idx: &Tensor, device: Device) -> (Tensor, Tensor) {
         let idx = idx.to_device(x.device());
@@ -216,6 +292,40 @@ pub fn fingerprint(tensors: &[&Tensor]) -> String {
         }
     }
     format!("crc32:{:08x}", crc.finalize())
+}
+
+/// Classification labels: the number of classes after the range and coverage checks, and coverage warnings.
+fn check_labels(
+    raw: &file::RawSplits,
+    path: &std::path::Path,
+    data: &DataConfig,
+    model: &ModelConfig,
+) -> Result<(i64, Vec<String>), DataError> {
+    let classes = check_label_range(raw, path, data, model)?;
+    let warnings = label_coverage(&raw.y_train, &raw.y_val, classes, model.classes.is_some(), data)
+        .map_err(|message| DataError::Labels { path: path.to_path_buf(), key: "data.y_val".into(), message })?;
+    Ok((classes, warnings))
+}
+
+/// Regression targets: finite, the same width in both splits (and `model.classes` when set). Returns the width.
+fn check_targets(
+    raw: &file::RawSplits,
+    path: &std::path::Path,
+    data: &DataConfig,
+    model: &ModelConfig,
+) -> Result<i64, DataError> {
+    for (name, key, y) in [(&data.y_train, "data.y_train", &raw.y_train), (&data.y_val, "data.y_val", &raw.y_val)] {
+        check_finite(y, path, key, name)?;
+    }
+    let (dt, dv) = (raw.y_train.size()[1], raw.y_val.size()[1]);
+    let err = |key: &str, message: String| DataError::Shape { path: path.to_path_buf(), key: key.into(), message };
+    if dt != dv {
+        return Err(err("data.y_val", format!("has {dv} targets per sample but {} has {dt}", data.y_train)));
+    }
+    match model.classes {
+        Some(c) if c != dt => Err(err("model.classes", format!("is {c} but the data has {dt} targets per sample"))),
+        _ => Ok(dt),
+    }
 }
 
 /// The number of classes (`model.classes`, else the largest label + 1), after checking every label is in range.

@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     fn small() -> SyntheticConfig {
-        SyntheticConfig { train: 300, val: 50, features: 20, classes: 4, seed: 9 }
+        SyntheticConfig { train: 300, val: 50, features: 20, classes: 4, seed: 9, ..Default::default() }
     }
 
     #[test]

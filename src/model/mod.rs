@@ -1,9 +1,10 @@
-//! Models: the [`Model`] trait the trainer drives, and the built-in `mlp` and `cnn`.
+//! Models: the [`Model`] trait the trainer drives, and the built-in `mlp`, `cnn` and `gpt`.
 //!
 //! Owns parameter naming: every built-in model's variables are named exactly like the `state_dict` of the
 //! PyTorch module quoted in its file, so weights move between spotrun and Python with safetensors alone.
 //! Imports `config`, and `ffi` for one thing: the CNN's channels-last weight layout.
 mod cnn;
+mod gpt;
 mod mlp;
 
 use tch::nn;
@@ -11,14 +12,22 @@ use tch::Tensor;
 
 use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
+pub use gpt::{Gpt, GptShape};
 pub use mlp::Mlp;
 
-/// What the trainer needs of a model: logits `[batch, classes]` from float inputs `[batch, features]`.
+/// What the trainer needs of a model: outputs from a batch of inputs (logits `[batch, classes]` from float
+/// inputs `[batch, features]`, or `[batch, T, vocab]` from token ids `[batch, T]`).
 ///
 /// Implemented for every `tch::nn::ModuleT`, so a Rust user can train their own tch model with
 /// [`crate::trainer::Trainer`]: build it on a `VarStore`'s root path and hand both over.
 pub trait Model {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
+
+    /// Tied weights as `(alias, variable)`: the alias names the same tensor in the PyTorch `state_dict`, so
+    /// saved weights list it too (and loading accepts it).
+    fn tied(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 impl<M: nn::ModuleT> Model for M {
@@ -62,6 +71,27 @@ pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64
             )?;
             Ok(Box::new(cnn))
         }
+        ModelKind::Gpt => Ok(Box::new(Gpt::new(p, &gpt_shape(cfg, classes), cfg.dropout))),
+    }
+}
+
+/// The GPT's shape from `[model]` and the vocabulary (which comes from the data).
+pub fn gpt_shape(cfg: &ModelConfig, vocab_size: i64) -> GptShape {
+    GptShape {
+        vocab_size,
+        block_size: cfg.block_size,
+        n_layer: cfg.n_layer,
+        n_head: cfg.n_head,
+        n_embd: cfg.n_embd,
+        bias: cfg.bias,
+    }
+}
+
+/// The names saved weights have besides the variables: `(alias, variable)` pairs of [`Model::tied`].
+pub fn tied(cfg: &ModelConfig) -> &'static [(&'static str, &'static str)] {
+    match cfg.kind {
+        ModelKind::Gpt => &[gpt::TIED],
+        _ => &[],
     }
 }
 
@@ -76,6 +106,7 @@ pub(crate) fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64)
     };
     match cfg.kind {
         ModelKind::Mlp => dense(sample_shape.iter().map(|&d| d.max(0) as u128).product()),
+        ModelKind::Gpt => gpt_shape(cfg, classes).param_count(),
         ModelKind::Cnn => {
             let Ok([c, h, w]) = <[i64; 3]>::try_from(sample_shape) else { return 0 };
             let (mut c, mut h, mut w) = (c.max(0) as u128, h.max(0) as u128, w.max(0) as u128);
@@ -104,6 +135,10 @@ pub fn describe(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> String
             let ch: Vec<String> = cfg.channels.iter().map(i64::to_string).collect();
             format!("cnn {sample_shape:?} conv {} fc {}-{classes}", ch.join("-"), hidden.join("-"))
         }
+        ModelKind::Gpt => format!(
+            "gpt {} layers x {} wide, {} heads, block {}, vocab {classes}",
+            cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.block_size
+        ),
     }
 }
 
@@ -160,6 +195,38 @@ mod tests {
         }
         let huge = ModelConfig { hidden: vec![4_000_000_000], ..Default::default() };
         assert_eq!(param_count(&huge, &[784], 10), 784 * 4_000_000_000 + 4_000_000_000 + 4_000_000_000 * 10 + 10);
+    }
+
+    #[test]
+    fn gpt_names_are_nanogpts_state_dict_keys_and_the_count_matches() {
+        for bias in [false, true] {
+            let cfg = ModelConfig { kind: ModelKind::Gpt, n_layer: 2, n_head: 2, n_embd: 8, block_size: 5, bias, ..Default::default() };
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let m = build(&vs.root(), &cfg, &[], 11).unwrap();
+            let mut names: Vec<String> = vs.variables().into_keys().collect();
+            names.sort();
+            let mut want: Vec<String> = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight"]
+                .map(String::from)
+                .to_vec();
+            for i in 0..2 {
+                for (layer, has_bias) in [("ln_1", bias), ("attn.c_attn", bias), ("attn.c_proj", bias), ("ln_2", bias), ("mlp.c_fc", bias), ("mlp.c_proj", bias)] {
+                    want.push(format!("transformer.h.{i}.{layer}.weight"));
+                    if has_bias {
+                        want.push(format!("transformer.h.{i}.{layer}.bias"));
+                    }
+                }
+            }
+            if bias {
+                want.push("transformer.ln_f.bias".into());
+            }
+            want.sort();
+            assert_eq!(names, want, "bias = {bias}");
+            let built: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
+            assert_eq!(param_count(&cfg, &[], 11), built as u128);
+            let idx = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).reshape([2, 3]);
+            assert_eq!(m.forward_t(&idx, false).size(), [2, 3, 11]);
+            assert_eq!(m.tied(), tied(&cfg));
+        }
     }
 
     #[test]

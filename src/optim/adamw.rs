@@ -18,6 +18,8 @@ pub struct AdamW {
     betas: [f64; 2],
     eps: f64,
     weight_decay: f64,
+    /// Per parameter: whether weight decay applies (`optim.decay`).
+    decays: Vec<bool>,
 }
 
 impl AdamW {
@@ -32,7 +34,14 @@ impl AdamW {
             betas,
             eps,
             weight_decay,
+            decays: vec![true; params.len()],
         }
+    }
+
+    /// Weight decay only on the parameters whose entry in `decays` is true.
+    pub fn with_decay_mask(mut self, decays: &[bool]) -> AdamW {
+        self.decays = decays.to_vec();
+        self
     }
 }
 
@@ -41,19 +50,20 @@ impl Optimizer for AdamW {
         let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
         tch::no_grad(|| -> Result<(), OptimError> {
             let _ = self.step.f_add_scalar_(1.0)?;
-            let steps: Vec<Tensor> = params.iter().map(|_| self.step.shallow_clone()).collect();
-            ffi::fused_adamw(
-                params,
-                &grads,
-                &self.exp_avg,
-                &self.exp_avg_sq,
-                &steps,
-                lr,
-                self.betas,
-                self.weight_decay,
-                self.eps,
-                found_inf,
-            )?;
+            // One fused call per weight-decay group (one call when every parameter decays).
+            for decay in [true, false] {
+                let pick = |v: &[Tensor]| -> Vec<Tensor> {
+                    v.iter().zip(&self.decays).filter(|(_, &d)| d == decay).map(|(t, _)| t.shallow_clone()).collect()
+                };
+                let ps = pick(params);
+                if ps.is_empty() {
+                    continue;
+                }
+                let steps: Vec<Tensor> = ps.iter().map(|_| self.step.shallow_clone()).collect();
+                let wd = if decay { self.weight_decay } else { 0.0 };
+                let (g, m, v) = (pick(&grads), pick(&self.exp_avg), pick(&self.exp_avg_sq));
+                ffi::fused_adamw(&ps, &g, &m, &v, &steps, lr, self.betas, wd, self.eps, found_inf)?;
+            }
             if let Some(inf) = found_inf {
                 let _ = self.step.f_sub_(inf)?;
             }

@@ -39,13 +39,17 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), OptimError>;
 }
 
-/// Builds the configured optimizer for `params` (named by `names`, same order).
-pub fn build(cfg: &OptimConfig, names: &[String], params: &[Tensor]) -> Box<dyn Optimizer> {
+/// Builds the configured optimizer for `params` (named by `names`, same order); `decays[i]` says whether weight
+/// decay applies to `params[i]`.
+pub fn build(cfg: &OptimConfig, names: &[String], params: &[Tensor], decays: &[bool]) -> Box<dyn Optimizer> {
     match cfg.kind {
-        OptimKind::Adamw => Box::new(AdamW::new(names, params, cfg.betas, cfg.eps, cfg.weight_decay)),
-        OptimKind::Sgd => {
-            Box::new(Sgd::new(names, params, cfg.momentum, cfg.dampening, cfg.nesterov, cfg.weight_decay))
+        OptimKind::Adamw => {
+            Box::new(AdamW::new(names, params, cfg.betas, cfg.eps, cfg.weight_decay).with_decay_mask(decays))
         }
+        OptimKind::Sgd => Box::new(
+            Sgd::new(names, params, cfg.momentum, cfg.dampening, cfg.nesterov, cfg.weight_decay)
+                .with_decay_mask(decays),
+        ),
     }
 }
 
@@ -108,7 +112,7 @@ mod tests {
     fn run(c: &OptimConfig, steps: usize) -> (Vec<f32>, Box<dyn Optimizer>, Tensor) {
         let p = param();
         let names = vec!["w".to_string()];
-        let mut opt = build(c, &names, std::slice::from_ref(&p));
+        let mut opt = build(c, &names, std::slice::from_ref(&p), &[true]);
         for t in 0..steps {
             set_grad(&p, t);
             opt.step(std::slice::from_ref(&p), c.lr, None).unwrap();
@@ -161,6 +165,33 @@ mod tests {
     }
 
     #[test]
+    fn a_decay_mask_gives_each_parameter_the_update_of_its_group() {
+        // Two parameters stepped together, only the first decayed, equal the same parameters stepped alone with
+        // and without weight decay (nanoGPT's groups: `optim.decay = "matrices"`).
+        for kind in [OptimKind::Adamw, OptimKind::Sgd] {
+            let with = cfg(kind, |c| {
+                c.weight_decay = 0.1;
+                c.momentum = if kind == OptimKind::Sgd { 0.9 } else { 0.0 }
+            });
+            let without = OptimConfig { weight_decay: 0.0, ..with.clone() };
+            let (decayed, ..) = run(&with, 3);
+            let (plain, ..) = run(&without, 3);
+            assert_ne!(decayed, plain, "{kind:?}: decay must change the update");
+            let (a, b) = (param(), param());
+            let names = vec!["a".to_string(), "b".to_string()];
+            let both = [a.shallow_clone(), b.shallow_clone()];
+            let mut opt = build(&with, &names, &both, &[true, false]);
+            for t in 0..3 {
+                set_grad(&a, t);
+                set_grad(&b, t);
+                opt.step(&both, with.lr, None).unwrap();
+            }
+            assert_eq!(Vec::<f32>::try_from(&a.detach()).unwrap(), decayed, "{kind:?}");
+            assert_eq!(Vec::<f32>::try_from(&b.detach()).unwrap(), plain, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn state_survives_export_and_import_bit_for_bit() {
         for c in [cfg(OptimKind::Adamw, |c| c.weight_decay = 0.01), cfg(OptimKind::Sgd, |c| c.momentum = 0.9)] {
             let (straight, ..) = run(&c, 4);
@@ -169,7 +200,7 @@ mod tests {
             let state: HashMap<String, Tensor> = opt.state().into_iter().map(|(k, v)| (k, v.copy())).collect();
             let p2 = p.detach().copy().set_requires_grad(true);
             let names = vec!["w".to_string()];
-            let mut opt2 = build(&c, &names, std::slice::from_ref(&p2));
+            let mut opt2 = build(&c, &names, std::slice::from_ref(&p2), &[true]);
             opt2.load_state(&state).unwrap();
             for t in 2..4 {
                 set_grad(&p2, t);
@@ -188,7 +219,7 @@ mod tests {
         for c in [cfg(OptimKind::Adamw, |_| {}), cfg(OptimKind::Sgd, |c| c.momentum = 0.9)] {
             let p = param();
             let names = vec!["w".to_string()];
-            let mut opt = build(&c, &names, std::slice::from_ref(&p));
+            let mut opt = build(&c, &names, std::slice::from_ref(&p), &[true]);
             set_grad(&p, 0);
             opt.step(std::slice::from_ref(&p), c.lr, Some(&Tensor::full([], 1.0, (Kind::Float, tch::Device::Cpu))))
                 .unwrap();

@@ -16,6 +16,8 @@ pub struct Sgd {
     dampening: f64,
     nesterov: bool,
     weight_decay: f64,
+    /// Per parameter: whether weight decay applies (`optim.decay`).
+    decays: Vec<bool>,
 }
 
 impl Sgd {
@@ -36,14 +38,21 @@ impl Sgd {
             dampening,
             nesterov,
             weight_decay,
+            decays: vec![true; params.len()],
         }
+    }
+
+    /// Weight decay only on the parameters whose entry in `decays` is true.
+    pub fn with_decay_mask(mut self, decays: &[bool]) -> Sgd {
+        self.decays = decays.to_vec();
+        self
     }
 
     fn update(&mut self, params: &[Tensor], lr: f64) -> Result<(), tch::TchError> {
         let first = self.step.f_int64_value(&[])? == 0;
         for (i, p) in params.iter().enumerate() {
             let mut g = p.grad();
-            if self.weight_decay != 0.0 {
+            if self.weight_decay != 0.0 && self.decays[i] {
                 g = g.f_add(&(p * self.weight_decay))?;
             }
             if self.momentum > 0.0 {

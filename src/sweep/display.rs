@@ -107,11 +107,7 @@ impl Display {
             Some(d) => {
                 let m = d.last.as_ref().map_or(String::new(), |m| {
                     let value = crate::trainer::metric_value(m, self.metric);
-                    let other = match self.metric {
-                        crate::config::MetricName::ValLoss => format!("val_accuracy {:.4}", m.val_accuracy),
-                        _ => format!("val_loss {:.4}", m.val_loss),
-                    };
-                    format!(" {} {value:.4} ({other})", self.metric.as_str())
+                    format!(" {} {value:.4} ({})", self.metric.as_str(), m.val_summary())
                 });
                 format!("{} after {} epochs{m}", d.outcome.words(), d.epochs)
             }
@@ -144,7 +140,7 @@ impl Display {
             return;
         }
         let text = |m: &crate::trainer::EpochMetrics| {
-            format!("epoch {}/{} train_loss {:.4} val_accuracy {:.4}", m.epoch, r.epochs, m.train_loss, m.val_accuracy)
+            format!("epoch {}/{} train_loss {:.4} {}", m.epoch, r.epochs, m.train_loss, m.val_summary())
         };
         match self.lines.get(&i) {
             Some(pb) => pb.set_message(format!("{} {}: {}", r.tag, r.label, text(last))),

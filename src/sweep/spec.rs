@@ -51,7 +51,7 @@ pub struct Sweep {
     pub seed: u64,
     /// Replicates: every expanded point runs once per seed (`train.seed`).
     pub seeds: Vec<u64>,
-    /// The metric runs are ranked by (default `val_accuracy`).
+    /// The metric runs are ranked by (default: `val_accuracy` for classification, `val_loss` otherwise).
     pub metric: MetricName,
     /// Failed attempts retried per run before it is recorded as failed.
     pub retries: u32,
@@ -103,8 +103,7 @@ struct Raw {
     seed: u64,
     #[serde(default)]
     seeds: Vec<u64>,
-    #[serde(default = "val_accuracy")]
-    metric: MetricName,
+    metric: Option<MetricName>,
     #[serde(default = "two")]
     retries: u32,
     #[serde(default = "sixty")]
@@ -114,9 +113,6 @@ struct Raw {
 
 fn grid() -> Method {
     Method::Grid
-}
-fn val_accuracy() -> MetricName {
-    MetricName::ValAccuracy
 }
 fn two() -> u32 {
     2
@@ -158,6 +154,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         })
     };
     let base_cfg = resolve(base.clone(), "")?;
+    let task = base_cfg.task();
+    let metric = raw.metric.unwrap_or(task.default_metric());
+    if !task.metrics().contains(&metric) {
+        let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
+        return Err(key_err(
+            "metric",
+            format!("{} is not a {} metric; use one of {}", metric.as_str(), task.name(), offered.join(", ")),
+        ));
+    }
     if base_cfg.checkpoint.dir.is_some() {
         return Err(key_err(
             "base: checkpoint.dir",
@@ -204,7 +209,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         count,
         seed: raw.seed,
         seeds: raw.seeds,
-        metric: raw.metric,
+        metric,
         retries: raw.retries,
         lease_seconds: raw.lease_seconds,
         pruning: raw.pruning,

@@ -173,8 +173,19 @@ pub fn csv(plan: &Plan, views: &[RunView]) -> String {
     let mut header: Vec<String> = ["index", "run_id", "status"].map(String::from).to_vec();
     header.extend(keys.iter().cloned());
     header.extend(
-        ["epochs", "train_loss", "val_loss", "val_accuracy", "wall_seconds", "device_seconds", "attempts", "error"]
-            .map(String::from),
+        [
+            "epochs",
+            "train_loss",
+            "val_loss",
+            "val_accuracy",
+            "val_ppl",
+            "val_mae",
+            "wall_seconds",
+            "device_seconds",
+            "attempts",
+            "error",
+        ]
+        .map(String::from),
     );
     let mut out = header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
     for (v, row) in views.iter().zip(rows(plan, views)) {
@@ -191,7 +202,7 @@ pub fn csv(plan: &Plan, views: &[RunView]) -> String {
         let num =
             |k: &str| last.and_then(|m| m.get(k)).and_then(Value::as_f64).map_or(String::new(), |x| format!("{x}"));
         f.push(row["epochs"].to_string());
-        f.extend(["train_loss", "val_loss", "val_accuracy"].map(num));
+        f.extend(["train_loss", "val_loss", "val_accuracy", "val_ppl", "val_mae"].map(num));
         f.push(format!("{:.3}", row["wall_seconds"].as_f64().unwrap_or(0.0)));
         f.push(format!("{:.3}", row["device_seconds"].as_f64().unwrap_or(0.0)));
         f.push(row["attempts"].to_string());

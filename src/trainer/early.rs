@@ -3,12 +3,15 @@
 use super::metrics::EpochMetrics;
 use crate::config::{EarlyStopping, MetricName};
 
-/// The value of `metric` in one epoch's record.
+/// The value of `metric` in one epoch's record (NaN when the task does not have it; configs are checked for
+/// that, so only a record from another task can give one).
 pub fn metric_value(m: &EpochMetrics, metric: MetricName) -> f64 {
     match metric {
         MetricName::ValLoss => m.val_loss,
-        MetricName::ValAccuracy => m.val_accuracy,
+        MetricName::ValAccuracy => m.val_accuracy.unwrap_or(f64::NAN),
         MetricName::TrainLoss => m.train_loss,
+        MetricName::ValPpl => m.val_ppl.unwrap_or(f64::NAN),
+        MetricName::ValMae => m.val_mae.unwrap_or(f64::NAN),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The training loop: shuffled large batches, mixed precision, no host sync per step, eval every epoch.
+//! The training loop: shuffled large batches, mixed precision, no host sync per step, eval every epoch. Task
+//! generic: batches, loss and metrics come from a [`Task`], outputs from a [`Model`].
 //!
 //! Determinism contract (what exact resume relies on): the epoch order is a function of (seed, epoch); the
 //! global RNG is reseeded from (seed, epoch, batch) before every step, so dropout masks do not depend on what ran
@@ -8,16 +9,17 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tch::nn::VarStore;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use crate::amp::{self, Autocast, GradScaler, Resolved, ScalerConfig};
-use crate::config::Config;
-use crate::data::{epoch_permutation, Dataset, SplitMix64};
+use crate::config::{Config, Decay};
+use crate::data::{Data, SplitMix64};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optim::{self, Optimizer};
+use crate::task::{self, Batch, Eval, Split, Task};
 
 /// Tensors with their `state_dict` names, as a checkpoint stores them.
 pub type NamedTensors = Vec<(String, Tensor)>;
@@ -26,7 +28,7 @@ pub type NamedTensors = Vec<(String, Tensor)>;
 pub struct Trainer<'a> {
     cfg: &'a Config,
     model: &'a dyn Model,
-    data: &'a Dataset,
+    task: Box<dyn Task + 'a>,
     device: Device,
     precision: Resolved,
     names: Vec<String>,
@@ -55,24 +57,37 @@ pub struct FitOutcome {
 
 impl<'a> Trainer<'a> {
     /// `vs` holds the model's variables; their names (sorted) name the optimizer state.
-    pub fn new(cfg: &'a Config, vs: &VarStore, model: &'a dyn Model, data: &'a Dataset, device: Device) -> Trainer<'a> {
+    pub fn new(cfg: &'a Config, vs: &VarStore, model: &'a dyn Model, data: &'a Data, device: Device) -> Trainer<'a> {
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
-        let optimizer = optim::build(&cfg.optim, &names, &params);
+        let decays: Vec<bool> = params.iter().map(|p| cfg.decay() == Decay::All || p.dim() >= 2).collect();
+        let optimizer = optim::build(&cfg.optim, &names, &params, &decays);
         let precision = amp::resolve(cfg.train.precision, device.is_cuda());
         let scaler = (precision == Resolved::Fp16).then(|| GradScaler::new(ScalerConfig::default(), device));
         let loss_sum = Tensor::zeros([], (Kind::Float, device));
         let skipped = Tensor::zeros([], (Kind::Float, device));
-        Trainer { cfg, model, data, device, precision, names, params, optimizer, scaler, step: 0, loss_sum, skipped }
+        let task = task::build(cfg, data);
+        Trainer { cfg, model, task, device, precision, names, params, optimizer, scaler, step: 0, loss_sum, skipped }
     }
 
     pub fn precision(&self) -> Resolved {
         self.precision
     }
 
+    /// Training items per epoch: a full pass, or `train.steps_per_epoch` batches when that is shorter.
+    pub fn epoch_len(&self) -> usize {
+        let cap = self.cfg.train.steps_per_epoch as usize;
+        let full = self.task.train_len();
+        if cap == 0 {
+            full
+        } else {
+            full.min(cap.saturating_mul(self.cfg.train.batch_size))
+        }
+    }
+
     pub fn steps_per_epoch(&self) -> u64 {
-        self.data.train_len().div_ceil(self.cfg.train.batch_size) as u64
+        self.epoch_len().div_ceil(self.cfg.train.batch_size) as u64
     }
 
     pub fn total_steps(&self) -> u64 {
@@ -113,24 +128,24 @@ impl<'a> Trainer<'a> {
         on_step: &mut dyn FnMut(&Trainer, usize) -> Result<Flow>,
     ) -> Result<Option<EpochMetrics>> {
         let t0 = Instant::now();
-        let n = self.data.train_len();
+        let n = self.epoch_len();
         let bs = self.cfg.train.batch_size;
         let seed = self.cfg.train.seed;
         if start_batch == 0 {
             let _ = self.loss_sum.f_zero_()?;
             let _ = self.skipped.f_zero_()?;
         }
-        let order = Tensor::from_slice(&epoch_permutation(seed, epoch as u64, n)).to_device(self.data.x_train.device());
+        let order = self.task.epoch_order(seed, epoch as u64).narrow(0, 0, n as i64);
         let mut lr =
             optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step.saturating_sub(1), self.total_steps());
         let mut trained = 0usize;
-        for (batch, start) in (0..n).step_by(bs).enumerate().skip(start_batch) {
+        for (b, start) in (0..n).step_by(bs).enumerate().skip(start_batch) {
             let len = bs.min(n - start);
-            tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, batch as u64]).next_u64() as i64 >> 1);
+            tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, b as u64]).next_u64() as i64 >> 1);
             let idx = order.narrow(0, start as i64, len as i64);
-            let (x, y) = Dataset::batch(&self.data.x_train, &self.data.y_train, &idx, self.device);
+            let batch = self.task.gather(&idx, Split::Train, self.device);
             lr = optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step, self.total_steps());
-            let loss = self.train_step(&x, &y, lr)?;
+            let loss = self.train_step(&batch, lr)?;
             let _ = self.loss_sum.f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
             if let Some(s) = &self.scaler {
                 let _ = self.skipped.f_add_(s.found_inf())?;
@@ -145,23 +160,27 @@ impl<'a> Trainer<'a> {
             } else {
                 None
             };
-            progress.step(self.step, epoch + 1, shown, trained as f64 / t0.elapsed().as_secs_f64().max(1e-9));
-            if on_step(self, batch + 1)? == Flow::Stop && start + len < n {
+            progress.step(self.step, epoch + 1, shown, self.rate(trained, t0.elapsed().as_secs_f64()));
+            if on_step(self, b + 1)? == Flow::Stop && start + len < n {
                 return Ok(None);
             }
         }
         let train_loss = self.loss_sum.f_double_value(&[])? / n as f64;
         let train_seconds = t0.elapsed().as_secs_f64();
         self.check_finite(train_loss, epoch)?;
-        let (val_loss, val_accuracy) = self.evaluate()?;
+        let eval = self.evaluate()?;
+        let samples_per_sec = trained as f64 / train_seconds.max(1e-9);
         Ok(Some(EpochMetrics {
             epoch: epoch + 1,
             step: self.step,
             train_loss,
-            val_loss,
-            val_accuracy,
+            val_loss: eval.val_loss,
+            val_accuracy: eval.val_accuracy,
+            val_ppl: eval.val_ppl,
+            val_mae: eval.val_mae,
             lr,
-            samples_per_sec: trained as f64 / train_seconds.max(1e-9),
+            samples_per_sec,
+            tokens_per_sec: self.task.tokens_per_item().map(|t| samples_per_sec * t as f64),
             epoch_seconds: t0.elapsed().as_secs_f64(),
             skipped_steps: match &self.scaler {
                 Some(_) => Some(self.skipped.f_double_value(&[])? as u64),
@@ -170,14 +189,22 @@ impl<'a> Trainer<'a> {
         }))
     }
 
+    /// Items (tokens for a language model) per second, and their unit, for the progress bar.
+    fn rate(&self, trained: usize, seconds: f64) -> (f64, &'static str) {
+        let per = trained as f64 / seconds.max(1e-9);
+        match self.task.tokens_per_item() {
+            Some(t) => (per * t as f64, "tokens"),
+            None => (per, "samples"),
+        }
+    }
+
     /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
-    fn train_step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<Tensor> {
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<Tensor> {
         crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Runtime(e.to_string()))?;
         let loss = {
             let _ac =
                 Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Runtime(e.to_string()))?;
-            let logits = self.model.forward_t(x, true);
-            logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)?
+            self.task.loss(&self.model.forward_t(&batch.x, true), &batch.y)
         };
         match &mut self.scaler {
             Some(s) => s.scale(&loss).f_backward()?,
@@ -198,29 +225,33 @@ impl<'a> Trainer<'a> {
         Ok(loss)
     }
 
-    /// Mean cross-entropy and accuracy on the validation split (one host sync).
-    pub fn evaluate(&self) -> Result<(f64, f64)> {
-        let n = self.data.val_len();
+    /// The task's metrics on the validation items (`train.eval_batches` caps them), with one host sync.
+    pub fn evaluate(&self) -> Result<Eval> {
         let bs = self.cfg.train.eval_batch_size;
-        let loss_sum = Tensor::zeros([], (Kind::Float, self.device));
-        let correct = Tensor::zeros([], (Kind::Int64, self.device));
+        let cap = (self.cfg.train.eval_batches > 0).then(|| (self.cfg.train.eval_batches as usize).saturating_mul(bs));
+        let order = self.task.val_order(cap);
+        let n = order.size()[0] as usize;
+        let mut sums: Vec<Tensor> = Vec::new();
         tch::no_grad(|| -> Result<()> {
             let _ac =
                 Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Runtime(e.to_string()))?;
             for start in (0..n).step_by(bs) {
-                let len = bs.min(n - start) as i64;
-                let idx =
-                    Tensor::arange_start(start as i64, start as i64 + len, (Kind::Int64, self.data.x_val.device()));
-                let (x, y) = Dataset::batch(&self.data.x_val, &self.data.y_val, &idx, self.device);
-                let logits = self.model.forward_t(&x, false);
-                let l = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?;
-                let _ = loss_sum.shallow_clone().f_add_(&l.to_kind(Kind::Float))?;
-                let hits = logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?;
-                let _ = correct.shallow_clone().f_add_(&hits)?;
+                let idx = order.narrow(0, start as i64, bs.min(n - start) as i64);
+                let batch = self.task.gather(&idx, Split::Val, self.device);
+                let out = self.model.forward_t(&batch.x, false);
+                let part = self.task.eval_sums(&out, &batch.y);
+                if sums.is_empty() {
+                    sums = part;
+                } else {
+                    for (s, p) in sums.iter_mut().zip(&part) {
+                        let _ = s.f_add_(p)?;
+                    }
+                }
             }
             Ok(())
         })?;
-        Ok((loss_sum.f_double_value(&[])? / n as f64, correct.f_double_value(&[])? / n as f64))
+        let host: Vec<f64> = sums.iter().map(|t| t.f_double_value(&[])).collect::<std::result::Result<_, _>>()?;
+        Ok(self.task.finish_eval(&host, n))
     }
 
     fn check_finite(&self, v: f64, epoch: usize) -> Result<()> {
@@ -244,7 +275,12 @@ impl<'a> Trainer<'a> {
                 _ => t.contiguous().to_device(Device::Cpu),
             }
         };
-        let model = self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), host(p))).collect();
+        let mut model: NamedTensors = self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), host(p))).collect();
+        for (alias, var) in self.model.tied() {
+            if let Some(i) = self.names.iter().position(|n| n == var) {
+                model.push((alias.to_string(), host(&self.params[i])));
+            }
+        }
         let mut state: Vec<(String, Tensor)> =
             self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), host(&v))).collect();
         if let Some(s) = &self.scaler {
@@ -275,12 +311,14 @@ impl<'a> Trainer<'a> {
                 }
                 p.shallow_clone().f_copy_(src).map_err(|e| e.to_string())?;
             }
-            if model.len() != self.names.len() {
-                return Err(format!(
-                    "checkpoint has {} model tensors, this model has {}",
-                    model.len(),
-                    self.names.len()
-                ));
+            for (alias, _) in self.model.tied() {
+                if !model.contains_key(*alias) {
+                    return Err(format!("model tensor `{alias}` (tied) missing"));
+                }
+            }
+            let expected = self.names.len() + self.model.tied().len();
+            if model.len() != expected {
+                return Err(format!("checkpoint has {} model tensors, this model has {expected}", model.len()));
             }
             let sub = |prefix: &str| -> HashMap<String, Tensor> {
                 state

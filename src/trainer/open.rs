@@ -73,7 +73,7 @@ fn check_resumable(p: &mut Prepared, l: &Loaded, allow: bool) -> Result<()> {
         Err(changed) => return Err(incompatible(&l.dir, &changed)),
     }
     let recorded = l.manifest.data_fingerprint.as_deref();
-    match same_data(recorded, &p.data.fingerprint, &p.data.origin, allow) {
+    match same_data(recorded, p.data.fingerprint(), p.data.origin(), allow) {
         Ok(note) => p.lines.extend(note.map(|n| format!("note: {n}"))),
         Err(why) => return Err(Error::RunDir(format!("{}: {why}", l.dir.display()))),
     }

@@ -10,7 +10,7 @@ use super::run::TrainOptions;
 use super::rundir;
 use crate::boundary::{self, Phase};
 use crate::config::{self, Config, ConfigError, LoadedConfig, ModelKind, OptimKind};
-use crate::data::Dataset;
+use crate::data::Data;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::model::{self, Model};
@@ -21,7 +21,7 @@ pub(crate) struct Prepared {
     pub run_id: String,
     pub device: Device,
     pub threads: usize,
-    pub data: Dataset,
+    pub data: Data,
     pub data_on_device: bool,
     pub vs: VarStore,
     pub net: Box<dyn Model>,
@@ -64,13 +64,14 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     rundir::check_creatable(&run_dir)?;
     let (data, data_on_device) = load_data(cfg, dev)?;
-    lines.extend(data.warnings.iter().map(|w| format!("warning: {w}")));
+    lines.extend(data.warnings().iter().map(|w| format!("warning: {w}")));
     check_model_fits(cfg, &data, dev)?;
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(dev);
-    let building = || format!("building the model ({})", model::describe(&cfg.model, &data.sample_shape, data.classes));
+    let (shape, outputs) = data.model_io();
+    let building = || format!("building the model ({})", model::describe(&cfg.model, &shape, outputs));
     let net = boundary::catch(Phase::Setup, &building, || {
-        model::build(&vs.root(), &cfg.model, &data.sample_shape, data.classes)
+        model::build(&vs.root(), &cfg.model, &shape, outputs)
             .map_err(|b| ConfigError::Key { file: loaded.origin.clone(), key: b.key, message: b.message }.into())
     })?;
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
@@ -78,10 +79,10 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
 }
 
 /// Loads and checks the data once, then places it on the device when it fits (allocation failures are errors).
-fn load_data(cfg: &Config, dev: Device) -> Result<(Dataset, bool)> {
+fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     let loading = || format!("loading the data ({source})");
-    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Dataset::load(&cfg.data, &cfg.model)?))?;
+    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load(&cfg.data, &cfg.model)?))?;
     test_startup_delay();
     let free = match dev {
         Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
@@ -111,8 +112,9 @@ pub fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
 
 /// Refuses a model whose parameters, gradients and optimizer state cannot fit in the memory `dev` has left
 /// (counted without allocating anything), with what was asked and what to change.
-fn check_model_fits(cfg: &Config, data: &Dataset, dev: Device) -> Result<()> {
-    let params = model::param_count(&cfg.model, &data.sample_shape, data.classes);
+fn check_model_fits(cfg: &Config, data: &Data, dev: Device) -> Result<()> {
+    let (shape, outputs) = data.model_io();
+    let params = model::param_count(&cfg.model, &shape, outputs);
     let copies: u128 = match (cfg.optim.kind, cfg.optim.momentum > 0.0) {
         (OptimKind::Adamw, _) => 4, // weights, gradients, two moments
         (OptimKind::Sgd, true) => 3,
@@ -127,12 +129,16 @@ fn check_model_fits(cfg: &Config, data: &Dataset, dev: Device) -> Result<()> {
     if needed <= available as u128 {
         return Ok(());
     }
-    let key = if cfg.model.kind == ModelKind::Cnn { "model.channels / model.hidden" } else { "model.hidden" };
+    let key = match cfg.model.kind {
+        ModelKind::Cnn => "model.channels / model.hidden",
+        ModelKind::Gpt => "model.n_layer / model.n_embd",
+        ModelKind::Mlp => "model.hidden",
+    };
     Err(Error::OutOfMemory {
         message: format!(
             "the model ({}) has {params} parameters: {} as fp32, {} with gradients and {} state, but {place} {} \
              free; make it smaller ({key})",
-            model::describe(&cfg.model, &data.sample_shape, data.classes),
+            model::describe(&cfg.model, &shape, outputs),
             human_bytes(params * 4),
             human_bytes(needed),
             optim_name(cfg.optim.kind),

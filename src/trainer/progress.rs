@@ -41,12 +41,12 @@ impl Progress {
         }
     }
 
-    /// After each step; `loss` only on steps where it was read back.
-    pub fn step(&self, step: u64, epoch: usize, loss: Option<f64>, samples_per_sec: f64) {
+    /// After each step; `loss` only on steps where it was read back; `rate` is (items per second, unit).
+    pub fn step(&self, step: u64, epoch: usize, loss: Option<f64>, rate: (f64, &str)) {
         if let Progress::Bar(b) = self {
             b.set_position(step);
             if let Some(l) = loss {
-                b.set_message(format!("epoch {epoch} loss {l:.4} {:.0} samples/s", samples_per_sec));
+                b.set_message(format!("epoch {epoch} loss {l:.4} {:.0} {}/s", rate.0, rate.1));
             }
         }
     }
@@ -57,15 +57,14 @@ impl Progress {
             _ => 0,
         };
         let line = format!(
-            "epoch {}{} step {} train_loss {:.4} val_loss {:.4} val_accuracy {:.4} lr {:.3e} {:.0} samples/s {:.2}s",
+            "epoch {}{} step {} train_loss {:.4} {} lr {:.3e} {} {:.2}s",
             m.epoch,
             if epochs > 0 { format!("/{epochs}") } else { String::new() },
             m.step,
             m.train_loss,
-            m.val_loss,
-            m.val_accuracy,
+            m.val_summary(),
             m.lr,
-            m.samples_per_sec,
+            m.speed(),
             m.epoch_seconds
         );
         self.println(&line);

@@ -170,7 +170,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         last_save_seconds: start.last_save_seconds,
         run_dir: p.run_dir.clone(),
     };
-    let mut saver = Saver::new(store, cfg, &p.run_id, &p.data.fingerprint, opts.owner_check.clone(), start_info);
+    let mut saver = Saver::new(store, cfg, &p.run_id, p.data.fingerprint(), opts.owner_check.clone(), start_info);
     let obs = Observer::new(progress, &p.run_dir, opts.owner_check.clone());
     let mut metrics = start.metrics;
     let loop_started = Instant::now();
@@ -183,7 +183,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     saver.flush()?;
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     obs.ensure_owner()?;
-    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs))?;
+    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.tied()))?;
     let status = match outcome {
         Outcome::EarlyStopped => RunStatus::StoppedEarly,
         Outcome::Pruned => RunStatus::Pruned,
@@ -219,7 +219,7 @@ fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Result<TrainSum
     let weights = p.run_dir.join("model.safetensors");
     if matches!(std::fs::symlink_metadata(&weights), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         std::fs::create_dir_all(&p.run_dir).map_err(|e| Error::io(&p.run_dir, e))?;
-        checkpoint::save(&weights, &named_variables(&p.vs))?;
+        checkpoint::save(&weights, &named_variables(&p.vs, p.net.tied()))?;
     }
     Ok(TrainSummary {
         run_id: p.run_id.clone(),
@@ -361,9 +361,12 @@ pub(crate) fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics
         || cfg.train.early_stopping.as_ref().is_some_and(|es| super::early::should_stop(metrics, es))
 }
 
-/// The model's variables sorted by name (PyTorch `state_dict` names).
-pub fn named_variables(vs: &VarStore) -> Vec<(String, tch::Tensor)> {
-    let mut v: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+/// The model's variables sorted by name (PyTorch `state_dict` names), plus the names of tied weights
+/// (`(alias, variable)` pairs, see [`crate::model::Model::tied`]) so the file loads with `strict=True`.
+pub fn named_variables(vs: &VarStore, tied: &[(&str, &str)]) -> Vec<(String, tch::Tensor)> {
+    let vars = vs.variables();
+    let mut v: Vec<(String, tch::Tensor)> = vars.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    v.extend(tied.iter().filter_map(|(alias, var)| vars.get(*var).map(|t| (alias.to_string(), t.shallow_clone()))));
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -384,17 +387,17 @@ fn banner(p: &Prepared, t: &Trainer) -> String {
         (_, true) => "in GPU memory",
         (_, false) => "in host RAM, batches copied per step",
     };
+    let (shape, outputs) = data.model_io();
     format!(
-        "spotrun train: run {} -> {}\n  device {device} | precision {} | model {} ({:.2}M params)\n  data {} ({} train / \
-         {} val, {:.1} MB, {placement}) | batch {} | {} epochs x {} steps",
+        "spotrun train: run {} -> {}\n  device {device} | precision {} | model {} ({:.2}M params)\n  data {} ({}, {:.1} \
+         MB, {placement}) | batch {} | {} epochs x {} steps",
         crate::config::short_id(&p.run_id),
         p.run_dir.display(),
         t.precision().name(),
-        model::describe(&cfg.model, &data.sample_shape, data.classes),
+        model::describe(&cfg.model, &shape, outputs),
         params as f64 / 1e6,
-        data.origin,
-        data.train_len(),
-        data.val_len(),
+        data.origin(),
+        data.sizes(),
         data.nbytes() as f64 / 1e6,
         cfg.train.batch_size,
         cfg.train.epochs,
