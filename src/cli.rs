@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Train one run (the built-in default when CONFIG is omitted).
     Train(TrainArgs),
+    /// Generate text from a trained GPT run (its final weights, else its newest checkpoint).
+    Sample(SampleArgs),
     /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
     Inspect {
         /// A checkpoint directory (ckpt-*), a checkpoints directory, or a run directory.
@@ -165,6 +167,28 @@ pub struct TrainArgs {
     pub start_over: bool,
 }
 
+/// `spotrun sample`.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// A run directory of a `model.kind = "gpt"` run.
+    pub run_dir: PathBuf,
+    /// Text to continue (encoded with meta.json's itos; token ids separated by spaces when there is none).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    pub tokens: usize,
+    /// Divides the logits: below 1 is more conservative, above 1 more random (must be > 0).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample only among the K most likely tokens (default: all).
+    #[arg(long, value_parser = clap::builder::RangedI64ValueParser::<i64>::new().range(1..))]
+    pub top_k: Option<i64>,
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+}
+
 /// `spotrun slurm`.
 #[derive(Debug, clap::Args)]
 pub struct SlurmArgs {
@@ -299,7 +323,22 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Slurm(a) => engines_cli::slurm(a),
         Command::K8s(a) => engines_cli::k8s(a),
         Command::Inspect { path, verify } => Ok(inspect_cmd(&path, verify)),
+        Command::Sample(a) => sample_cmd(a),
     }
+}
+
+/// `spotrun sample`: prints the prompt and its continuation.
+fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
+    let opts = crate::sample::SampleOptions {
+        run_dir: a.run_dir,
+        prompt: a.prompt,
+        tokens: a.tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    say!("{}", crate::sample::sample(&opts)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `spotrun train`: trains (or resumes) and prints the result line.

@@ -1,6 +1,6 @@
 //! spotrun: a libtorch training worker for preemptible GPUs.
 //!
-//! Data flows one way: `cli → sweep → trainer → {model, optim, amp, data, checkpoint} → config/error`. The library is
+//! Data flows one way: `cli → sweep → trainer → {task, model, optim, amp, data, checkpoint} → config/error`. The library is
 //! usable without the CLI: load a [`config::Config`], a [`data::Dataset`], build any tch model that implements
 //! [`model::Model`] on a `VarStore`, and drive it with [`trainer::Trainer`].
 #[macro_use]
@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod inspect;
 pub mod model;
+pub mod sample;
 pub mod sweep;
 pub mod task;
 pub mod trainer;

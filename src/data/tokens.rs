@@ -71,6 +71,14 @@ impl TokenData {
         (self.train.numel() + self.val.numel()) as u64 * Kind::Int.elt_size_in_bytes() as u64
     }
 
+    /// The vocabulary size and decoding table of `data`, without reading the token files.
+    pub fn vocabulary(data: &DataConfig, model: &ModelConfig) -> Result<(i64, Option<Vec<String>>), DataError> {
+        match &data.path {
+            None => Ok((data.synthetic.vocab as i64, Some(alphabet(data.synthetic.vocab)))),
+            Some(dir) => read_meta(dir, model).map(|m| (m.vocab_size, m.itos)),
+        }
+    }
+
     /// Checks both splits hold at least one window of `block_size + 1` tokens.
     pub fn check_window(&self, origin: &Path, block_size: i64) -> Result<(), DataError> {
         for (file, t) in [("train.bin", &self.train), ("val.bin", &self.val)] {
@@ -202,11 +210,13 @@ pub fn synthetic(cfg: &SyntheticConfig) -> TokenData {
     };
     let train: Vec<i32> = (0..cfg.train).map(|_| next(&mut rng)).collect();
     let val: Vec<i32> = (0..cfg.val).map(|_| next(&mut rng)).collect();
-    let alphabet = "abcdefghijklmnopqrstuvwxyz";
-    let itos = (0..v as usize)
-        .map(|i| if i == 26 { " ".to_string() } else { alphabet[i..i + 1].to_string() })
-        .collect();
-    TokenData::new(train, val, v as i64, Some(itos), "<synthetic tokens>".into())
+    TokenData::new(train, val, v as i64, Some(alphabet(v as usize)), "<synthetic tokens>".into())
+}
+
+/// The synthetic task's decoding table: `a`, `b`, ... and a space as symbol 26.
+fn alphabet(vocab: usize) -> Vec<String> {
+    let letters = "abcdefghijklmnopqrstuvwxyz";
+    (0..vocab.min(27)).map(|i| if i == 26 { " ".to_string() } else { letters[i..i + 1].to_string() }).collect()
 }
 
 #[cfg(test)]

@@ -18,3 +18,4 @@ mod no_loss;
 mod resume;
 mod sweep;
 mod train;
+mod workloads;

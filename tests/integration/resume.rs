@@ -18,7 +18,12 @@ const RESUME: [&str; 8] = [
 ];
 
 fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut kv: Vec<&str> = RESUME.to_vec();
+    args_on(&RESUME, dir, extra)
+}
+
+/// `spotrun train --run-dir DIR` with `base` then `extra` as `--set`s.
+fn args_on(base: &[&str], dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut kv: Vec<&str> = base.to_vec();
     kv.extend(extra);
     let mut a = vec!["train".to_string(), "--run-dir".into(), dir.display().to_string()];
     a.extend(sets(&kv));
@@ -63,6 +68,7 @@ fn assert_same_run(a: &Path, b: &Path) {
             .map(|mut m| {
                 let o = m.as_object_mut().unwrap();
                 o.remove("samples_per_sec");
+                o.remove("tokens_per_sec");
                 o.remove("epoch_seconds");
                 m
             })
@@ -73,16 +79,47 @@ fn assert_same_run(a: &Path, b: &Path) {
 
 #[test]
 fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
+    kill_and_term_resume_exactly(&RESUME);
+}
+
+#[test]
+fn a_gpt_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_identically() {
+    // Dropout in the attention and the residual paths: the per-step RNG must be restored as well.
+    let gpt: Vec<&str> = crate::workloads::TINY_GPT.iter().copied().chain(["model.dropout=0.1", "train.log_every=0"]).collect();
+    kill_and_term_resume_exactly(&gpt);
+}
+
+#[test]
+fn a_regression_run_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let reference = reference(tmp.path());
+    let file = tmp.path().join("reg.safetensors");
+    crate::workloads::write_regression(&file);
+    let sets = crate::workloads::regression_sets(&file);
+    let mut base: Vec<&str> = sets.iter().map(String::as_str).collect();
+    base.extend(["train.log_every=0", "train.epochs=3"]);
+    kill_and_term_resume_exactly(&base);
+}
+
+/// Runs `base` uninterrupted; then SIGKILLs it right after its first commit and SIGTERMs another mid-epoch, each
+/// resumed with the same command; all three must end with the same weights and metrics, to the bit.
+fn kill_and_term_resume_exactly(base: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let go = |d: &Path, extra: &[&str]| {
+        let out = Run::new(args_on(base, d, extra)).output();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let start = |d: &Path, extra: &[&str]| Run::new(args_on(base, d, extra)).spawn();
+    let reference = tmp.path().join("reference");
+    go(&reference, &[]);
 
     // SIGKILL right after the first checkpoint commits, then the same command.
     let killed = tmp.path().join("killed");
-    let mut child = spawn(&killed, &["checkpoint.every_steps=10"], &[]);
+    let mut child = start(&killed, &["checkpoint.every_steps=10"]);
     wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&killed).is_empty());
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().code(), None, "killed by a signal");
-    let err = run_to_end(&killed, &["checkpoint.every_steps=10"]);
+    let err = go(&killed, &["checkpoint.every_steps=10"]);
     assert!(err.contains("resuming from"), "{err}");
     assert_same_run(&reference, &killed);
 
@@ -92,7 +129,7 @@ fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
     let mut termed = None;
     for attempt in 0..4 {
         let d = tmp.path().join(format!("termed-{attempt}"));
-        let child = spawn(&d, &[], &[]);
+        let child = start(&d, &[]);
         let has_epoch = || std::fs::read_to_string(d.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty());
         wait_until("epoch 1", Duration::from_secs(60), has_epoch);
         let epoch_seconds = metrics(&d)[0]["epoch_seconds"].as_f64().unwrap();
@@ -114,7 +151,7 @@ fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
         }
     }
     let termed = termed.expect("no SIGTERM landed mid-epoch in 4 attempts");
-    run_to_end(&termed, &[]);
+    go(&termed, &[]);
     assert_same_run(&reference, &termed);
 }
 

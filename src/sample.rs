@@ -1,0 +1,179 @@
+//! `spotrun sample RUN_DIR`: text from a trained GPT run, like nanoGPT's `sample.py`.
+//!
+//! Reads the run's `config.toml`, the vocabulary (`meta.json` beside the token files, or the synthetic task's),
+//! and its final weights (`model.safetensors`, else the newest checkpoint that verifies), then samples with
+//! temperature and top-k from a seeded generator. Prompts are encoded with `itos` (longest match first) when the
+//! data has one, else read as space-separated token ids. Sits beside `trainer`: imports `config`, `data`,
+//! `model` and `checkpoint`, never `trainer` or `sweep`.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, Store};
+use crate::config::{self, ModelKind};
+use crate::data::TokenData;
+use crate::error::{Error, Result};
+use crate::model::{self, Model};
+
+/// What `spotrun sample` was asked for.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    pub run_dir: PathBuf,
+    pub prompt: Option<String>,
+    pub tokens: usize,
+    pub temperature: f64,
+    pub top_k: Option<i64>,
+    pub seed: u64,
+}
+
+/// Generates `opts.tokens` tokens after the prompt; returns the prompt and the continuation, decoded.
+pub fn sample(opts: &SampleOptions) -> Result<String> {
+    if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
+        return Err(Error::Input(format!("--temperature must be a positive number, got {}", opts.temperature)));
+    }
+    let path = opts.run_dir.join("config.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Input(format!("{}: not a run directory (no config.toml)", opts.run_dir.display())))
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let cfg = config::parse_str(&text, &path)?;
+    if cfg.model.kind != ModelKind::Gpt {
+        return Err(Error::Input(format!(
+            "{}: model.kind is not \"gpt\"; spotrun sample generates text from language models only",
+            path.display()
+        )));
+    }
+    let (vocab, itos) = TokenData::vocabulary(&cfg.data, &cfg.model)?;
+    let vs = VarStore::new(Device::Cpu);
+    let shape = model::gpt_shape(&cfg.model, vocab);
+    let net = model::Gpt::new(&vs.root(), &shape, cfg.model.dropout);
+    let from = load_weights(&vs, &net, &opts.run_dir, cfg.checkpoint.dir.as_deref())?;
+    let prompt = encode(opts.prompt.as_deref().unwrap_or(""), itos.as_deref(), vocab)?;
+    tch::manual_seed(opts.seed as i64);
+    tell!("sampling {} tokens from {}", opts.tokens, from.display());
+    let ids = tch::no_grad(|| generate(&net, &prompt, opts, shape.block_size));
+    Ok(decode(&ids, itos.as_deref()))
+}
+
+/// Copies the run's final weights (or its newest good checkpoint's) into `vs`; every variable must be there.
+fn load_weights(vs: &VarStore, net: &dyn Model, run_dir: &Path, ckpt_dir: Option<&Path>) -> Result<PathBuf> {
+    let file = run_dir.join("model.safetensors");
+    let (tensors, from) = match std::fs::symlink_metadata(&file) {
+        Ok(_) => (checkpoint::load(&file, Device::Cpu)?, file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = ckpt_dir.map_or_else(|| run_dir.join("checkpoints"), Path::to_path_buf);
+            let found = Store::new(dir.clone(), 1).latest_good(Device::Cpu, &mut |_| {}).map_err(|e| Error::io(&dir, e))?;
+            let Some(l) = found else {
+                return Err(Error::Input(format!(
+                    "{}: no model.safetensors and no usable checkpoint in {}; train the run first",
+                    run_dir.display(),
+                    dir.display()
+                )));
+            };
+            (l.model, l.dir)
+        }
+        Err(e) => return Err(Error::io(&file, e)),
+    };
+    copy_into(vs, net, &tensors).map_err(|why| Error::Input(format!("{}: {why}", from.display())))?;
+    Ok(from)
+}
+
+/// Copies `tensors` into the variables of `vs` by name, checking shapes; tied aliases may be present.
+fn copy_into(vs: &VarStore, net: &dyn Model, tensors: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let src = tensors.get(name).ok_or_else(|| format!("tensor `{name}` missing: weights of another model?"))?;
+            if src.size() != var.size() {
+                return Err(format!("tensor `{name}` has shape {:?}, the run's config makes {:?}", src.size(), var.size()));
+            }
+            var.shallow_clone().copy_(src);
+        }
+        let known = |k: &String| vars.contains_key(k) || net.tied().iter().any(|(alias, _)| alias == k);
+        match tensors.keys().find(|k| !known(k)) {
+            Some(k) => Err(format!("unexpected tensor `{k}`: weights of another model?")),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Token ids of `prompt`: longest-match over `itos`, or space-separated ids without one. An empty prompt starts
+/// from a newline (or space) token when the vocabulary has one, as nanoGPT's `sample.py` starts from "\n".
+fn encode(prompt: &str, itos: Option<&[String]>, vocab: i64) -> Result<Vec<i64>> {
+    let Some(itos) = itos else {
+        let ids: std::result::Result<Vec<i64>, _> = prompt.split_whitespace().map(str::parse::<i64>).collect();
+        let ids = ids.map_err(|_| Error::Input("--prompt: this data has no itos in meta.json; give token ids separated by spaces".into()))?;
+        if let Some(bad) = ids.iter().find(|&&i| !(0..vocab).contains(&i)) {
+            return Err(Error::Input(format!("--prompt: token id {bad} is not below vocab_size {vocab}")));
+        }
+        return Ok(if ids.is_empty() { vec![0] } else { ids });
+    };
+    if prompt.is_empty() {
+        let start = ["\n", " "].iter().find_map(|s| itos.iter().position(|t| t == s)).unwrap_or(0);
+        return Ok(vec![start as i64]);
+    }
+    let mut ids = Vec::new();
+    let mut rest = prompt;
+    while !rest.is_empty() {
+        let best = itos.iter().enumerate().filter(|(_, t)| !t.is_empty() && rest.starts_with(t.as_str())).max_by_key(|(_, t)| t.len());
+        let Some((id, t)) = best else {
+            let c = rest.chars().next().unwrap_or(' ');
+            return Err(Error::Input(format!("--prompt: {c:?} is not in this run's vocabulary (meta.json itos)")));
+        };
+        ids.push(id as i64);
+        rest = &rest[t.len()..];
+    }
+    Ok(ids)
+}
+
+/// nanoGPT's `generate`: the last `block` tokens as context, logits of the last position over the temperature,
+/// top-k filtered, one multinomial draw per token.
+fn generate(net: &dyn Model, prompt: &[i64], opts: &SampleOptions, block: i64) -> Vec<i64> {
+    let mut ids = prompt.to_vec();
+    for _ in 0..opts.tokens {
+        let start = ids.len().saturating_sub(block as usize);
+        let ctx = Tensor::from_slice(&ids[start..]).unsqueeze(0);
+        let logits = net.forward_t(&ctx, false).select(1, -1).squeeze_dim(0) / opts.temperature;
+        let logits = match opts.top_k {
+            Some(k) if k > 0 && k < logits.size()[0] => {
+                let (top, _) = logits.topk(k, -1, true, true);
+                let floor = top.get(k - 1);
+                logits.where_self(&logits.ge_tensor(&floor), &Tensor::from(f64::NEG_INFINITY))
+            }
+            _ => logits,
+        };
+        let next = logits.softmax(-1, Kind::Float).multinomial(1, false).int64_value(&[0]);
+        ids.push(next);
+    }
+    ids
+}
+
+fn decode(ids: &[i64], itos: Option<&[String]>) -> String {
+    match itos {
+        Some(itos) => ids.iter().filter_map(|&i| itos.get(i as usize)).map(String::as_str).collect(),
+        None => ids.iter().map(i64::to_string).collect::<Vec<_>>().join(" "),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_encode_by_longest_match_and_decode_back() {
+        let itos: Vec<String> = ["a", "b", "ab", " ", "\n"].map(String::from).to_vec();
+        assert_eq!(encode("abab a", Some(&itos), 5).unwrap(), [2, 2, 3, 0]);
+        assert_eq!(decode(&[2, 2, 3, 0], Some(&itos)), "abab a");
+        assert_eq!(encode("", Some(&itos), 5).unwrap(), [4], "an empty prompt starts at the newline");
+        assert!(matches!(encode("abc", Some(&itos), 5), Err(Error::Input(m)) if m.contains("'c'")));
+        assert_eq!(encode("3 1", None, 5).unwrap(), [3, 1]);
+        assert!(encode("9", None, 5).is_err());
+        assert_eq!(decode(&[3, 1], None), "3 1");
+    }
+}
