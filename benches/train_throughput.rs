@@ -152,9 +152,13 @@ fn main() {
             Err(e) => panic!("bench data: {e}"),
         };
         let file = tmp.path().join(format!("{kind}.safetensors"));
-        let named =
-            [("x_train", &samples.x_train), ("y_train", &samples.y_train), ("x_val", &samples.x_val), ("y_val", &samples.y_val)]
-                .map(|(n, t)| (n.to_string(), t.shallow_clone()));
+        let named = [
+            ("x_train", &samples.x_train),
+            ("y_train", &samples.y_train),
+            ("x_val", &samples.x_val),
+            ("y_val", &samples.y_val),
+        ]
+        .map(|(n, t)| (n.to_string(), t.shallow_clone()));
         if let Err(e) = checkpoint::save(&file, &named) {
             panic!("bench data file: {e}");
         }

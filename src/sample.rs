@@ -67,7 +67,8 @@ fn load_weights(vs: &VarStore, net: &dyn Model, run_dir: &Path, ckpt_dir: Option
         Ok(_) => (checkpoint::load(&file, Device::Cpu)?, file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = ckpt_dir.map_or_else(|| run_dir.join("checkpoints"), Path::to_path_buf);
-            let found = Store::new(dir.clone(), 1).latest_good(Device::Cpu, &mut |_| {}).map_err(|e| Error::io(&dir, e))?;
+            let found =
+                Store::new(dir.clone(), 1).latest_good(Device::Cpu, &mut |_| {}).map_err(|e| Error::io(&dir, e))?;
             let Some(l) = found else {
                 return Err(Error::Input(format!(
                     "{}: no model.safetensors and no usable checkpoint in {}; train the run first",
@@ -90,7 +91,11 @@ fn copy_into(vs: &VarStore, net: &dyn Model, tensors: &HashMap<String, Tensor>) 
         for (name, var) in &vars {
             let src = tensors.get(name).ok_or_else(|| format!("tensor `{name}` missing: weights of another model?"))?;
             if src.size() != var.size() {
-                return Err(format!("tensor `{name}` has shape {:?}, the run's config makes {:?}", src.size(), var.size()));
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, the run's config makes {:?}",
+                    src.size(),
+                    var.size()
+                ));
             }
             var.shallow_clone().copy_(src);
         }
@@ -107,7 +112,9 @@ fn copy_into(vs: &VarStore, net: &dyn Model, tensors: &HashMap<String, Tensor>) 
 fn encode(prompt: &str, itos: Option<&[String]>, vocab: i64) -> Result<Vec<i64>> {
     let Some(itos) = itos else {
         let ids: std::result::Result<Vec<i64>, _> = prompt.split_whitespace().map(str::parse::<i64>).collect();
-        let ids = ids.map_err(|_| Error::Input("--prompt: this data has no itos in meta.json; give token ids separated by spaces".into()))?;
+        let ids = ids.map_err(|_| {
+            Error::Input("--prompt: this data has no itos in meta.json; give token ids separated by spaces".into())
+        })?;
         if let Some(bad) = ids.iter().find(|&&i| !(0..vocab).contains(&i)) {
             return Err(Error::Input(format!("--prompt: token id {bad} is not below vocab_size {vocab}")));
         }
@@ -120,7 +127,11 @@ fn encode(prompt: &str, itos: Option<&[String]>, vocab: i64) -> Result<Vec<i64>>
     let mut ids = Vec::new();
     let mut rest = prompt;
     while !rest.is_empty() {
-        let best = itos.iter().enumerate().filter(|(_, t)| !t.is_empty() && rest.starts_with(t.as_str())).max_by_key(|(_, t)| t.len());
+        let best = itos
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty() && rest.starts_with(t.as_str()))
+            .max_by_key(|(_, t)| t.len());
         let Some((id, t)) = best else {
             let c = rest.chars().next().unwrap_or(' ');
             return Err(Error::Input(format!("--prompt: {c:?} is not in this run's vocabulary (meta.json itos)")));

@@ -152,7 +152,10 @@ fn gpt(c: &Config) -> Checked {
     match (m.kind == ModelKind::Gpt, c.data.source == DataSource::Tokens) {
         (true, false) => return err("model.kind", "\"gpt\" trains on token data: set data.source = \"tokens\"".into()),
         (false, true) => {
-            return err("model.kind", "data.source = \"tokens\" needs model.kind = \"gpt\" (mlp and cnn take samples)".into())
+            return err(
+                "model.kind",
+                "data.source = \"tokens\" needs model.kind = \"gpt\" (mlp and cnn take samples)".into(),
+            )
         }
         (false, false) => return Ok(()),
         (true, true) => {}

@@ -100,7 +100,9 @@ impl Source<'_> {
         })?;
         let kind = kind_for(info.dtype, role).ok_or_else(|| {
             let allowed = match role {
-                Role::Labels => "int64, int32, int16, int8, uint8 (or set data.task = \"regression\" for float targets)",
+                Role::Labels => {
+                    "int64, int32, int16, int8, uint8 (or set data.task = \"regression\" for float targets)"
+                }
                 Role::Inputs => "float32, float16, bfloat16, uint8",
                 Role::Targets => "float32, float16, bfloat16 (data.task = \"regression\")",
             };

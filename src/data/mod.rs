@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice, TaskKind};
-pub use tokens::TokenData;
 pub(crate) use order::epoch_permutation;
 pub(crate) use rng::SplitMix64;
+pub use tokens::TokenData;
 
 /// Bad data: always names the file (or `<synthetic>`) and the config key or tensor involved.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,8 @@ impl Data {
         }
     }
 
-    /// Moves the data to `device` once (see [`Dataset::place`]).
+    /// Moves the data to `device` once, if `policy` allows and (for `auto`) it takes at most half the free memory.
+    /// Returns whether the data now lives on `device`.
     pub fn place(&mut self, device: Device, policy: OnDevice, free_bytes: Option<u64>) -> bool {
         let fits = free_bytes.is_some_and(|free| self.nbytes() <= free / 2);
         let go = match (device, policy) {

@@ -103,34 +103,33 @@ impl TokenData {
 fn read_meta(dir: &Path, model: &ModelConfig) -> Result<Meta, DataError> {
     let path = dir.join("meta.json");
     let format = |message: String| DataError::Format { path: path.clone(), message };
-    let meta = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<Meta>(&bytes).map_err(|e| {
-            format(format!("{e}; expected {{\"vocab_size\": N, \"itos\": [\"a\", \"b\", ...]}} (itos optional)"))
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let pkl = dir.join("meta.pkl");
-            if std::fs::symlink_metadata(&pkl).is_ok() {
-                return Err(DataError::Format {
-                    path: pkl,
-                    message: format!(
-                        "is a Python pickle, which spotrun never loads (unpickling runs code); write meta.json \
+    let meta =
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Meta>(&bytes).map_err(|e| {
+                format(format!("{e}; expected {{\"vocab_size\": N, \"itos\": [\"a\", \"b\", ...]}} (itos optional)"))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let pkl = dir.join("meta.pkl");
+                if std::fs::symlink_metadata(&pkl).is_ok() {
+                    return Err(DataError::Format {
+                        path: pkl,
+                        message: format!(
+                            "is a Python pickle, which spotrun never loads (unpickling runs code); write meta.json \
                          beside it instead, e.g. in that directory: {CONVERT}"
-                    ),
-                });
-            }
-            match model.vocab_size {
-                Some(v) => return Ok(Meta { vocab_size: v, itos: None }),
-                None => {
-                    return Err(format(
+                        ),
+                    });
+                }
+                match model.vocab_size {
+                    Some(v) => return Ok(Meta { vocab_size: v, itos: None }),
+                    None => return Err(format(
                         "not found: token data needs meta.json with vocab_size (written by scripts/make_tokens.py), \
                          or model.vocab_size in the config"
                             .into(),
-                    ))
+                    )),
                 }
             }
-        }
-        Err(source) => return Err(DataError::Read { path, source }),
-    };
+            Err(source) => return Err(DataError::Read { path, source }),
+        };
     if !(2..=i32::MAX as i64).contains(&meta.vocab_size) {
         return Err(format(format!("vocab_size = {} must be between 2 and {}", meta.vocab_size, i32::MAX)));
     }
@@ -143,7 +142,10 @@ fn read_meta(dir: &Path, model: &ModelConfig) -> Result<Meta, DataError> {
         Some(v) if v != meta.vocab_size => Err(DataError::Shape {
             path,
             key: "model.vocab_size".into(),
-            message: format!("is {v} in the config but meta.json says {}; leave it out to use the data's", meta.vocab_size),
+            message: format!(
+                "is {v} in the config but meta.json says {}; leave it out to use the data's",
+                meta.vocab_size
+            ),
         }),
         _ => Ok(meta),
     }
@@ -152,7 +154,8 @@ fn read_meta(dir: &Path, model: &ModelConfig) -> Result<Meta, DataError> {
 /// Reads one `.bin` file into int32 ids, checking its size and every id against `vocab`.
 fn read_ids(path: &Path, dtype: TokenDtype, vocab: i64) -> Result<Vec<i32>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
-    let shape = |message: String| DataError::Shape { path: path.to_path_buf(), key: "data.token_dtype".into(), message };
+    let shape =
+        |message: String| DataError::Shape { path: path.to_path_buf(), key: "data.token_dtype".into(), message };
     if bytes.is_empty() {
         return Err(DataError::Format { path: path.to_path_buf(), message: "is empty: no tokens".into() });
     }
@@ -203,7 +206,13 @@ pub fn synthetic(cfg: &SyntheticConfig) -> TokenData {
     let (mut a, mut b) = (0u64, 1u64);
     let mut next = |rng: &mut SplitMix64| {
         let u = rng.next_f64();
-        let pick = if u < 0.6 { 0 } else if u < 0.9 { 1 } else { 2 };
+        let pick = if u < 0.6 {
+            0
+        } else if u < 0.9 {
+            1
+        } else {
+            2
+        };
         let c = successors[(a * v + b) as usize][pick];
         (a, b) = (b, c);
         c as i32

@@ -26,7 +26,8 @@ pub struct GptShape {
 impl GptShape {
     /// Parameters, counting the tied embedding once (as `model.parameters()` does).
     pub fn param_count(&self) -> u128 {
-        let (v, t, c, l) = (self.vocab_size as u128, self.block_size as u128, self.n_embd as u128, self.n_layer as u128);
+        let (v, t, c, l) =
+            (self.vocab_size as u128, self.block_size as u128, self.n_embd as u128, self.n_layer as u128);
         let b = u128::from(self.bias);
         let ln = c + b * c;
         let linear = |i: u128, o: u128| i * o + b * o;
@@ -158,7 +159,8 @@ impl Model for Gpt {
     fn forward_t(&self, idx: &Tensor, train: bool) -> Tensor {
         let t = idx.size().last().copied().unwrap_or(0);
         let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let x = Tensor::embedding(&self.wte, idx, -1, false, false) + Tensor::embedding(&self.wpe, &pos, -1, false, false);
+        let x =
+            Tensor::embedding(&self.wte, idx, -1, false, false) + Tensor::embedding(&self.wpe, &pos, -1, false, false);
         let x = self.h.iter().fold(dropout(x, self.dropout, train), |x, b| b.forward_t(x, train));
         x.apply(&self.ln_f).linear::<Tensor>(&self.wte, None)
     }

@@ -200,7 +200,15 @@ mod tests {
     #[test]
     fn gpt_names_are_nanogpts_state_dict_keys_and_the_count_matches() {
         for bias in [false, true] {
-            let cfg = ModelConfig { kind: ModelKind::Gpt, n_layer: 2, n_head: 2, n_embd: 8, block_size: 5, bias, ..Default::default() };
+            let cfg = ModelConfig {
+                kind: ModelKind::Gpt,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 8,
+                block_size: 5,
+                bias,
+                ..Default::default()
+            };
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let m = build(&vs.root(), &cfg, &[], 11).unwrap();
             let mut names: Vec<String> = vs.variables().into_keys().collect();
@@ -209,7 +217,14 @@ mod tests {
                 .map(String::from)
                 .to_vec();
             for i in 0..2 {
-                for (layer, has_bias) in [("ln_1", bias), ("attn.c_attn", bias), ("attn.c_proj", bias), ("ln_2", bias), ("mlp.c_fc", bias), ("mlp.c_proj", bias)] {
+                for (layer, has_bias) in [
+                    ("ln_1", bias),
+                    ("attn.c_attn", bias),
+                    ("attn.c_proj", bias),
+                    ("ln_2", bias),
+                    ("mlp.c_fc", bias),
+                    ("mlp.c_proj", bias),
+                ] {
                     want.push(format!("transformer.h.{i}.{layer}.weight"));
                     if has_bias {
                         want.push(format!("transformer.h.{i}.{layer}.bias"));

@@ -24,7 +24,8 @@ pub fn write(plan: &Plan, views: &[RunView], out: &Path) -> Result<usize, SweepE
     std::fs::create_dir_all(out).map_err(|e| SweepError::io(out, e))?;
     let mut charts: Vec<(String, String)> = Vec::new();
     // The curves of every metric some run has (a task's metrics; accuracy means nothing for a language model).
-    let metrics = [MetricName::TrainLoss, MetricName::ValLoss, MetricName::ValAccuracy, MetricName::ValPpl, MetricName::ValMae];
+    let metrics =
+        [MetricName::TrainLoss, MetricName::ValLoss, MetricName::ValAccuracy, MetricName::ValPpl, MetricName::ValMae];
     let has = |metric: MetricName| views.iter().flat_map(|v| &v.metrics).any(|m| metric_value(m, metric).is_finite());
     for metric in metrics.into_iter().filter(|&m| has(m)) {
         let series: Vec<(String, Vec<(f64, f64)>)> = views

@@ -85,7 +85,8 @@ fn sigkill_after_a_commit_and_sigterm_mid_epoch_resume_bit_identically() {
 #[test]
 fn a_gpt_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_identically() {
     // Dropout in the attention and the residual paths: the per-step RNG must be restored as well.
-    let gpt: Vec<&str> = crate::workloads::TINY_GPT.iter().copied().chain(["model.dropout=0.1", "train.log_every=0"]).collect();
+    let gpt: Vec<&str> =
+        crate::workloads::TINY_GPT.iter().copied().chain(["model.dropout=0.1", "train.log_every=0"]).collect();
     kill_and_term_resume_exactly(&gpt);
 }
 

@@ -167,7 +167,10 @@ fn bad_token_data_is_one_error_line_naming_the_file_and_key() {
     assert!(err.contains("model.n_embd") && err.contains("multiple of model.n_head"), "{err}");
     let err = Run::train(&tmp.path().join("x")).set("model.kind=gpt").bad();
     assert!(err.contains("data.source = \"tokens\""), "{err}");
-    let err = Run::train(&tmp.path().join("x")).sets(&TINY_GPT).set("train.early_stopping={metric=\"val_accuracy\", patience=2}").bad();
+    let err = Run::train(&tmp.path().join("x"))
+        .sets(&TINY_GPT)
+        .set("train.early_stopping={metric=\"val_accuracy\", patience=2}")
+        .bad();
     assert!(err.contains("train.early_stopping.metric") && err.contains("val_ppl"), "{err}");
 }
 
@@ -180,7 +183,11 @@ fn make_tokens_train_on_english_text_and_sample_it() {
     for f in ["README.md", "BENCHMARKS.md", "docs"] {
         let p = repo().join(f);
         let files: Vec<PathBuf> = if p.is_dir() {
-            std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect()
+            std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "md"))
+                .collect()
         } else {
             vec![p]
         };
@@ -191,7 +198,12 @@ fn make_tokens_train_on_english_text_and_sample_it() {
     let input = tmp.path().join("input.txt");
     std::fs::write(&input, &corpus).unwrap();
     let data = tmp.path().join("chars");
-    let out = std::process::Command::new(python()).arg(repo().join("scripts/make_tokens.py")).arg(&input).arg(&data).output().unwrap();
+    let out = std::process::Command::new(python())
+        .arg(repo().join("scripts/make_tokens.py"))
+        .arg(&input)
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "make_tokens.py: {}", text(&out.stderr));
     let d = tmp.path().join("run");
     let path = format!("data.path=\"{}\"", data.display());
@@ -216,7 +228,15 @@ fn make_tokens_train_on_english_text_and_sample_it() {
     let val = metrics(&d).last().unwrap()["val_loss"].as_f64().unwrap();
     assert!(val < entropy - 0.5, "val_loss {val} should be clearly below the unigram entropy {entropy}");
 
-    let out = Run::new(["sample".as_ref(), d.as_os_str(), "--prompt".as_ref(), "The ".as_ref(), "--tokens".as_ref(), "300".as_ref()]).ok();
+    let out = Run::new([
+        "sample".as_ref(),
+        d.as_os_str(),
+        "--prompt".as_ref(),
+        "The ".as_ref(),
+        "--tokens".as_ref(),
+        "300".as_ref(),
+    ])
+    .ok();
     let sample = text(&out.stdout);
     assert!(sample.starts_with("The "), "{sample}");
     // Reads like the corpus: nearly every character pair of the sample occurs in the corpus (uniformly random
@@ -227,9 +247,27 @@ fn make_tokens_train_on_english_text_and_sample_it() {
     let share = got.iter().filter(|p| known.contains(p)).count() as f64 / got.len() as f64;
     assert!(share > 0.9, "{share:.2} of the sample's character pairs occur in the corpus:\n{sample}");
     // The same seed gives the same text; another seed another one.
-    let again = Run::new(["sample".as_ref(), d.as_os_str(), "--prompt".as_ref(), "The ".as_ref(), "--tokens".as_ref(), "300".as_ref()]).ok();
+    let again = Run::new([
+        "sample".as_ref(),
+        d.as_os_str(),
+        "--prompt".as_ref(),
+        "The ".as_ref(),
+        "--tokens".as_ref(),
+        "300".as_ref(),
+    ])
+    .ok();
     assert_eq!(text(&again.stdout), sample);
-    let other = Run::new(["sample".as_ref(), d.as_os_str(), "--prompt".as_ref(), "The ".as_ref(), "--tokens".as_ref(), "300".as_ref(), "--seed".as_ref(), "2".as_ref()]).ok();
+    let other = Run::new([
+        "sample".as_ref(),
+        d.as_os_str(),
+        "--prompt".as_ref(),
+        "The ".as_ref(),
+        "--tokens".as_ref(),
+        "300".as_ref(),
+        "--seed".as_ref(),
+        "2".as_ref(),
+    ])
+    .ok();
     assert_ne!(text(&other.stdout), sample);
 }
 
@@ -250,7 +288,15 @@ fn sample_refuses_what_it_cannot_sample_from() {
     assert!(err.contains("--temperature"), "{err}");
     // Without final weights it samples from the newest checkpoint.
     std::fs::remove_file(gpt.join("model.safetensors")).unwrap();
-    let out = Run::new(["sample".as_ref(), gpt.as_os_str(), "--prompt".as_ref(), "ab".as_ref(), "--tokens".as_ref(), "20".as_ref()]).ok();
+    let out = Run::new([
+        "sample".as_ref(),
+        gpt.as_os_str(),
+        "--prompt".as_ref(),
+        "ab".as_ref(),
+        "--tokens".as_ref(),
+        "20".as_ref(),
+    ])
+    .ok();
     assert!(text(&out.stdout).starts_with("ab") && text(&out.stdout).trim_end().chars().count() == 22);
     assert!(text(&out.stderr).contains("checkpoints"), "{}", text(&out.stderr));
 }
@@ -300,7 +346,10 @@ fn regression_learns_float_targets_with_mse_and_mae() {
     let w = spotrun::checkpoint::load(&d.join("model.safetensors"), Device::Cpu).unwrap();
     assert_eq!(w["head.weight"].size(), [2, 64], "two targets, two outputs");
     // Integer targets for regression, or float labels for classification, are refused with the way out.
-    let err = Run::train(&tmp.path().join("x")).sets(&sets.iter().map(String::as_str).collect::<Vec<_>>()).set("data.task=classification").bad();
+    let err = Run::train(&tmp.path().join("x"))
+        .sets(&sets.iter().map(String::as_str).collect::<Vec<_>>())
+        .set("data.task=classification")
+        .bad();
     assert!(err.contains("y_train") && err.contains("data.task = \"regression\""), "{err}");
 }
 
@@ -318,7 +367,16 @@ fn a_gpt_sweep_over_lr_and_width_runs_reports_and_ranks_by_val_loss() {
     )
     .unwrap();
     let vol = tmp.path().join("vol");
-    let out = Run::new(["sweep".as_ref(), sweep.as_os_str(), "--volume".as_ref(), vol.as_os_str(), "--workers".as_ref(), "2".as_ref(), "--quiet".as_ref()]).ok();
+    let out = Run::new([
+        "sweep".as_ref(),
+        sweep.as_os_str(),
+        "--volume".as_ref(),
+        vol.as_os_str(),
+        "--workers".as_ref(),
+        "2".as_ref(),
+        "--quiet".as_ref(),
+    ])
+    .ok();
     let all = text(&out.stdout) + &text(&out.stderr);
     assert!(all.contains("val_loss"), "ranked by val_loss: {all}");
     let csv = std::fs::read_to_string(vol.join("gpt/results.csv")).unwrap();
