@@ -2,7 +2,7 @@
 
 Usage: bench_gpt_eager.py DATA_DIR [--n-layer 6] [--n-head 6] [--n-embd 384] [--block 256] [--batch 64]
        [--steps 20] [--warmup 3] [--threads 2] [--dropout 0.0] [--device cpu|cuda] [--precision fp32|bf16]
-       [--lr 1e-3] [--weight-decay 0.1]
+       [--lr 1e-3] [--weight-decay 0.1] [--malloc-tuned]
 DATA_DIR holds nanoGPT-format tokens (scripts/make_tokens.py): train.bin (raw little-endian uint16) and
 meta.json ({"vocab_size": V, ...}). The model is SpotrunGPT (scripts/spotrun_models.py, nanoGPT's GPT); the
 optimizer nanoGPT's AdamW (decay only on tensors with dim >= 2, betas (0.9, 0.99), eps 1e-8, fused on CUDA).
@@ -28,9 +28,15 @@ p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--weight-decay", type=float, default=0.1)
+p.add_argument("--malloc-tuned", action="store_true", help="apply spotrun's glibc malloc settings first")
 a = p.parse_args()
 if a.steps < 1 or a.warmup < 0:
     sys.exit("error: --steps must be >= 1 and --warmup >= 0")
+if a.malloc_tuned:  # spotrun::tune_allocator's settings, before torch allocates anything
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-4, 0)          # M_MMAP_MAX = 0
+    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
 
 import torch
 import torch.nn.functional as F

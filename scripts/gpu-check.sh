@@ -15,7 +15,11 @@
 #     eager uses torch's default AdamW, spotrun the fused kernel; for the CNN also eager with channels-last);
 #   - an fp16 + dynamic grad scaler run;
 #   - bit-identical resume under train.deterministic = true: stopped at an epoch end, and by SIGTERM mid-run;
-#   - what checkpointing every epoch costs (time the saves paused the training loop, and the loop's length).
+#   - what checkpointing every epoch costs (time the saves paused the training loop, and the loop's length);
+#   - the GPT of configs/gpt_shakespeare_char.toml (6x384, block 256, batch 64) on the built-in token stream, bf16:
+#     tokens/s, MFU ((6*N + 12*L*C*T) FLOPs per token over the card's dense bf16 peak, nanoGPT's estimate), GPU
+#     busy %, peak memory, the PyTorch-eager ratio (benches/gpt_throughput.rs: a third binary to carry,
+#     target/release/deps/gpt_throughput-<hash>), and bit-identical resume after SIGTERM, deterministic.
 # Each measured run is sized by a short calibration run to last about GPU_CHECK_TARGET_S seconds, so a fast
 # card is not measured on start-up noise. Every step has its own time limit and the whole script a deadline;
 # a failed step becomes a FAILED row instead of ending the script, and rows are written to gpu-check.md as they
@@ -41,6 +45,8 @@ export SPOTRUN_PYTHON="$PY"
 export SPOTRUN_BENCH_EAGER="${ROOT}/scripts/bench_eager.py"  # the bench binary may not sit in its build tree
 BIN="${SPOTRUN_BIN:-${ROOT}/target/release/spotrun}"
 BENCH="${SPOTRUN_BENCH_BIN:-$(ls -t "${ROOT}"/target/release/deps/train_throughput-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)}"
+GPT_BENCH="${SPOTRUN_GPT_BENCH_BIN:-$(ls -t "${ROOT}"/target/release/deps/gpt_throughput-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)}"
+export SPOTRUN_BENCH_GPT_EAGER="${ROOT}/scripts/bench_gpt_eager.py"
 [ -x "$BIN" ] || { echo "gpu-check: no spotrun binary at $BIN (build it first)" >&2; exit 1; }
 [ -x "$BENCH" ] || { echo "gpu-check: no target/release/deps/train_throughput-* (cargo bench --no-run first)" >&2; exit 1; }
 if ldd "$BIN" "$BENCH" | grep 'not found'; then
@@ -259,6 +265,95 @@ if time_left; then
     fi
 else
     row "checkpoint cost" "SKIPPED (deadline)"
+fi
+
+# The GPT: configs/gpt_shakespeare_char.toml without its data.path, i.e. on the built-in token stream.
+grep -v '^path = ' "$ROOT/configs/gpt_shakespeare_char.toml" > "$WORK/gpt.toml"
+if [ "$DRY" = 1 ]; then
+    GPT=(--set model.n_layer=1 --set model.n_embd=32 --set model.n_head=2 --set model.block_size=32
+         --set train.batch_size=8 --set data.synthetic.train=20000 --set data.synthetic.val=2000)
+    GPT_STEPS=3; GPT_BENCH_SETS="model.n_layer=1;model.n_embd=32;model.n_head=2;model.block_size=32;train.batch_size=8"
+    GPT_BENCH_STEPS=2; GPT_DESC="GPT 1x32 block 32 batch 8"
+else
+    GPT=(--set data.synthetic.train=2000000 --set data.synthetic.val=100000)
+    GPT_STEPS=50; GPT_BENCH_SETS=""; GPT_BENCH_STEPS=20; GPT_DESC="GPT 6x384 block 256 batch 64 (shakespeare_char)"
+fi
+GPT=("$WORK/gpt.toml" "${BASE[@]}" --set train.batch_size=64 --set train.eval_batches=2 "${GPT[@]}")
+# tok DIR: median tokens/s over the epochs after the first.
+tok() { "$PY" - "$1" <<'PYEOF'
+import json, statistics, sys
+m = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+r = [x["tokens_per_sec"] for x in m[1:]] or [m[-1]["tokens_per_sec"]]
+print(f"{statistics.median(r):.0f}")
+PYEOF
+}
+if time_left; then
+    if logged "gpt calibration" "$LIMIT" "$BIN" train --run-dir "$WORK/gpt-cal" "${GPT[@]}" --set train.epochs=2 \
+        --set train.steps_per_epoch="$GPT_STEPS" --set checkpoint.every_epochs=0; then
+        T0="$(tok "$WORK/gpt-cal")"
+        EP="$("$PY" -c "import math; print(max(2, min(40, math.ceil($TARGET * $T0 / ($GPT_STEPS * 64 * 256)) + 1)))")"
+        if res="$(sampled gpt "$WORK/gpt" "${GPT[@]}" --set train.epochs="$EP" --set train.steps_per_epoch="$GPT_STEPS" \
+            --set checkpoint.every_epochs=0)"; then
+            T="$(tok "$WORK/gpt")"
+            GPU_NAME="$(echo "$DEVICES" | head -n 1)"
+            mfu="$("$PY" - "$WORK/gpt/config.toml" "$T" "$GPU_NAME" <<'PYEOF'
+import sys, tomllib
+m = tomllib.load(open(sys.argv[1], "rb"))["model"]
+L, C, T, V = m["n_layer"], m["n_embd"], m["block_size"], m.get("vocab_size", 27)
+n = L * (12 * C * C + 2 * C) + C + V * C          # parameters without the position embedding (nanoGPT's N)
+flops_per_token = 6 * n + 12 * L * C * T
+name = sys.argv[3]
+peak = next((p for k, p in [("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12)] if k in name), None)
+rate = float(sys.argv[2]) * flops_per_token
+print(f"MFU {100 * rate / peak:.1f}% ({rate / 1e12:.1f} TFLOP/s)" if peak else f"{rate / 1e12:.2f} TFLOP/s, MFU n/a (unknown peak)")
+PYEOF
+)"
+            row "$GPT_DESC ${PREC}, $EP epochs x $GPT_STEPS steps" "${res/samples\/s/windows\/s}, $T tokens/s, $mfu"
+        else
+            row "$GPT_DESC" "$(failed "spotrun train")"
+        fi
+    else
+        row "$GPT_DESC" "$(failed "calibration run")"
+    fi
+else
+    row "$GPT_DESC" "SKIPPED (deadline)"
+fi
+if time_left && [ -x "$GPT_BENCH" ]; then
+    if SPOTRUN_BENCH_ROUNDS="$ROUNDS" SPOTRUN_BENCH_STEPS="$GPT_BENCH_STEPS" SPOTRUN_BENCH_WARMUP=2 \
+        SPOTRUN_BENCH_DEVICE="$DEV" SPOTRUN_BENCH_PRECISION="$PREC" SPOTRUN_BENCH_SETS="$GPT_BENCH_SETS" \
+        logged "gpt vs eager" "$BENCH_LIMIT" "$GPT_BENCH"; then
+        line="$(grep -E '^\| gpt ' "$LOG" | tail -n 1)"
+        f() { echo "$line" | cut -d'|' -f"$1" | xargs; }
+        row "vs PyTorch eager: $(f 2)" "spotrun $(f 3), eager $(f 4) tokens/s: $(f 5)"
+    else
+        row "vs PyTorch eager: GPT" "$(failed "benches/gpt_throughput.rs")"
+    fi
+else
+    row "vs PyTorch eager: GPT" "SKIPPED ($([ -x "$GPT_BENCH" ] && echo deadline || echo "no gpt_throughput binary"))"
+fi
+if time_left; then
+    GD=("${GPT[@]}" --set train.deterministic=true --set train.steps_per_epoch="$GPT_STEPS" --set train.epochs=3
+        --set checkpoint.every_steps=2)
+    if logged "gpt det straight" "$LIMIT" "$BIN" train --run-dir "$WORK/gpt-a" "${GD[@]}"; then
+        echo "== gpt det signal" >> "$LOG"
+        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/gpt-c" "${GD[@]}" >> "$LOG" 2>&1 &
+        pid=$!
+        for _ in $(seq 1 1200); do compgen -G "$WORK/gpt-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid"
+        code=$?
+        if logged "gpt det resume" "$LIMIT" "$BIN" train --run-dir "$WORK/gpt-c" "${GD[@]}"; then
+            s="$(cmp -s "$WORK/gpt-a/model.safetensors" "$WORK/gpt-c/model.safetensors" && echo bit-identical || echo DIFFERENT)"
+            [ "$code" = 143 ] || s="NOT TESTED: the run ended before the signal (exit $code)"
+            row "GPT SIGTERM (exit $code) + resume vs straight, deterministic" "$s"
+        else
+            row "GPT SIGTERM + resume, deterministic" "$(failed "spotrun train")"
+        fi
+    else
+        row "GPT deterministic run" "$(failed "spotrun train")"
+    fi
+else
+    row "GPT deterministic resume" "SKIPPED (deadline)"
 fi
 
 echo "($((SECONDS - START)) s in all)" >> "$TABLE"

@@ -166,13 +166,24 @@ fn read_ids(path: &Path, dtype: TokenDtype, vocab: i64) -> Result<Vec<i32>, Data
             bytes.len()
         )));
     }
-    let ids: Vec<i64> = match dtype {
-        TokenDtype::Uint16 => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-        TokenDtype::Uint32 => {
-            bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
+    // Straight to int32 (vocab_size < 2^31 was checked), the raw bytes read once: RAM holds 2 + 4 bytes a token
+    // while loading, 4 after.
+    let id_at = |c: &[u8]| -> i64 {
+        match dtype {
+            TokenDtype::Uint16 => u16::from_le_bytes([c[0], c[1]]) as i64,
+            TokenDtype::Uint32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
         }
     };
-    if let Some((index, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= vocab) {
+    let mut ids = Vec::with_capacity(bytes.len() / size);
+    let mut bad = None;
+    for (index, c) in bytes.chunks_exact(size).enumerate() {
+        let id = id_at(c);
+        if id >= vocab && bad.is_none() {
+            bad = Some((index, id));
+        }
+        ids.push(id as i32);
+    }
+    if let Some((index, id)) = bad {
         return Err(DataError::Shape {
             path: path.to_path_buf(),
             key: "vocab_size".into(),
@@ -182,7 +193,7 @@ fn read_ids(path: &Path, dtype: TokenDtype, vocab: i64) -> Result<Vec<i32>, Data
             ),
         });
     }
-    Ok(ids.into_iter().map(|id| id as i32).collect())
+    Ok(ids)
 }
 
 /// Entropy (nats) of the token frequencies in `ids`.

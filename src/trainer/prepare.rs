@@ -9,7 +9,7 @@ use tch::Device;
 use super::run::TrainOptions;
 use super::rundir;
 use crate::boundary::{self, Phase};
-use crate::config::{self, Config, ConfigError, LoadedConfig, ModelKind, OptimKind};
+use crate::config::{self, Config, ConfigError, DataSource, LoadedConfig, ModelKind, OptimKind};
 use crate::data::Data;
 use crate::device;
 use crate::error::{Error, Result};
@@ -81,6 +81,7 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
 /// Loads and checks the data once, then places it on the device when it fits (allocation failures are errors).
 fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
+    check_tokens_fit(cfg)?;
     let loading = || format!("loading the data ({source})");
     let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load(&cfg.data, &cfg.model)?))?;
     test_startup_delay();
@@ -92,6 +93,31 @@ fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let placing = || format!("moving the data ({mb:.1} MB) to {dev:?}");
     let on_device = boundary::catch(Phase::Setup, &placing, || Ok(data.place(dev, cfg.data.on_device, free)))?;
     Ok((data, on_device))
+}
+
+/// Token files are read whole and held as int32: refuses, before reading, a corpus whose load (the raw bytes
+/// plus two int32 copies at the peak) does not fit in the host memory available.
+fn check_tokens_fit(cfg: &Config) -> Result<()> {
+    let (DataSource::Tokens, Some(dir)) = (cfg.data.source, &cfg.data.path) else { return Ok(()) };
+    let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0) as u128;
+    let raw = size("train.bin") + size("val.bin");
+    let per_token = cfg.data.token_dtype.size() as u128;
+    let needed = raw + 2 * 4 * (raw / per_token);
+    let Some(available) = device::host_available_bytes() else { return Ok(()) };
+    if needed <= available as u128 {
+        return Ok(());
+    }
+    Err(Error::OutOfMemory {
+        message: format!(
+            "{}: loading {} of token ids takes {} at its peak, but this machine has {} free (data.path); use a \
+             machine with more memory or a smaller corpus",
+            dir.display(),
+            human_bytes(raw),
+            human_bytes(needed),
+            human_bytes(available as u128)
+        ),
+        before_training: true,
+    })
 }
 
 /// Test-only: `SPOTRUN_TEST_STARTUP_DELAY_MS=N` says so on stderr and sleeps N ms after loading the data, so a test

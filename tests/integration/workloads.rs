@@ -158,6 +158,10 @@ fn bad_token_data_is_one_error_line_naming_the_file_and_key() {
     assert!(err.contains("meta.json") && err.contains("model.vocab_size") && err.contains("10"), "{err}");
     let no_meta = case("no-meta", &|d| std::fs::remove_file(d.join("meta.json")).unwrap());
     assert!(train(&no_meta, &[]).contains("meta.json"));
+    // A corpus that cannot fit in RAM is refused before a byte is read (a sparse 1 TB train.bin).
+    let huge = case("huge", &|d| std::fs::File::create(d.join("train.bin")).unwrap().set_len(1 << 40).unwrap());
+    let err = train(&huge, &[]);
+    assert!(err.starts_with("error: out of memory:") && err.contains("huge") && err.contains("data.path"), "{err}");
     // Without meta.json, model.vocab_size is enough (BPE corpora such as OpenWebText ship none).
     let run = tmp.path().join("vocab-from-config");
     let path = format!("data.path=\"{}\"", no_meta.display());

@@ -1,0 +1,217 @@
+//! GPT training throughput, spotrun against PyTorch eager, back to back in one invocation.
+//!
+//! The model is `configs/gpt_shakespeare_char.toml` (nanoGPT's shakespeare_char: 6 layers, 6 heads, 384 wide,
+//! block 256, batch 64, dropout 0.2, AdamW with nanoGPT's decay groups, grad clip 1.0) on the built-in synthetic
+//! token stream, which is also written as nanoGPT token files for `scripts/bench_gpt_eager.py` (the same model in
+//! PyTorch eager: `SpotrunGPT`, nanoGPT's training step). Each round times `STEPS` steps of each side after
+//! `WARMUP` untimed ones; prints the medians and the ratio, and (on the CPU) eager again with spotrun's glibc
+//! malloc settings, to show what part of the difference is the allocator. Reproduces the GPT row of BENCHMARKS.md.
+//!
+//! Env: SPOTRUN_BENCH_ROUNDS (2), SPOTRUN_BENCH_STEPS (4), SPOTRUN_BENCH_WARMUP (1), SPOTRUN_BENCH_THREADS (2),
+//! SPOTRUN_BENCH_DEVICE (cpu), SPOTRUN_BENCH_PRECISION (fp32), SPOTRUN_PYTHON, SPOTRUN_BENCH_GPT_EAGER (the eager
+//! script, when the bench binary runs outside its source tree), SPOTRUN_BENCH_SETS (`KEY=VALUE;...` overrides,
+//! e.g. a smaller model for a dry run).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use spotrun::config::{self, Config};
+use spotrun::data::{Data, TokenData};
+use spotrun::trainer::{Flow, Progress, Trainer};
+use spotrun::{device, model};
+
+fn env(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        home.join(".cache/spotrun/torch-2.11.0/bin/python")
+    })
+}
+
+/// Writes the synthetic stream as nanoGPT token files (uint16 `train.bin` / `val.bin`, `meta.json`).
+fn write_tokens(t: &TokenData, dir: &Path) {
+    let bytes = |x: &tch::Tensor| -> Vec<u8> {
+        Vec::<i32>::try_from(x).unwrap_or_default().iter().flat_map(|&i| (i as u16).to_le_bytes()).collect()
+    };
+    let meta = format!("{{\"vocab_size\": {}}}", t.vocab_size);
+    for (name, b) in [("train.bin", bytes(&t.train)), ("val.bin", bytes(&t.val)), ("meta.json", meta.into_bytes())] {
+        if let Err(e) = std::fs::write(dir.join(name), b) {
+            panic!("bench token file {name}: {e}");
+        }
+    }
+}
+
+/// Tokens/s of spotrun's epoch loop over `steps` steps after `warmup` (CUDA synchronised at both ends).
+fn spotrun_rate(cfg: &Config, data: &Data, dev: tch::Device, warmup: usize, steps: usize) -> f64 {
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(dev);
+    let (shape, outputs) = data.model_io();
+    let net = match model::build(&vs.root(), &cfg.model, &shape, outputs) {
+        Ok(m) => m,
+        Err(e) => panic!("bench model: {e}"),
+    };
+    let mut t = Trainer::new(cfg, &vs, net.as_ref(), data, dev);
+    let sync = || {
+        if let tch::Device::Cuda(i) = dev {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut marks: Vec<Instant> = Vec::new();
+    let r = t.run_epoch(0, 0, &Progress::Quiet, &mut |_, done| {
+        if done == warmup || done == warmup + steps {
+            sync();
+            marks.push(Instant::now());
+        }
+        Ok(if done >= warmup + steps { Flow::Stop } else { Flow::Continue })
+    });
+    if let Err(e) = r {
+        panic!("bench training: {e}");
+    }
+    let seconds = match marks.as_slice() {
+        [a, b] => (*b - *a).as_secs_f64(),
+        _ => return f64::NAN,
+    };
+    (steps * cfg.train.batch_size * cfg.model.block_size as usize) as f64 / seconds
+}
+
+/// One call site per column; the arguments are the table's columns.
+#[allow(clippy::too_many_arguments)]
+fn eager_rate(
+    dir: &Path,
+    cfg: &Config,
+    threads: &str,
+    dev: &str,
+    precision: &str,
+    warmup: usize,
+    steps: usize,
+    tuned: bool,
+) -> f64 {
+    let script = std::env::var_os("SPOTRUN_BENCH_GPT_EAGER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_gpt_eager.py"));
+    let m = &cfg.model;
+    let num = |v: i64| v.to_string();
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(dir);
+    cmd.args(["--n-layer", &num(m.n_layer), "--n-head", &num(m.n_head), "--n-embd", &num(m.n_embd)]);
+    cmd.args(["--block", &num(m.block_size), "--batch", &cfg.train.batch_size.to_string()]);
+    cmd.args(["--steps", &steps.to_string(), "--warmup", &warmup.to_string(), "--threads", threads]);
+    cmd.args(["--dropout", &m.dropout.to_string(), "--lr", &cfg.optim.lr.to_string()]);
+    cmd.args(["--weight-decay", &cfg.optim.weight_decay.to_string()]);
+    cmd.args(["--device", if dev == "cpu" { "cpu" } else { "cuda" }]);
+    cmd.args(["--precision", if precision == "auto" { "bf16" } else { precision }]);
+    if tuned {
+        cmd.arg("--malloc-tuned");
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("bench_gpt_eager.py: {e}"),
+    };
+    if !out.status.success() {
+        panic!("bench_gpt_eager.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["tokens_per_sec"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    spotrun::tune_allocator();
+    let rounds: usize = env("SPOTRUN_BENCH_ROUNDS", "2").parse().unwrap_or(2);
+    let steps: usize = env("SPOTRUN_BENCH_STEPS", "4").parse().unwrap_or(4);
+    let warmup: usize = env("SPOTRUN_BENCH_WARMUP", "1").parse().unwrap_or(1);
+    let threads = env("SPOTRUN_BENCH_THREADS", "2");
+    let dev_s = env("SPOTRUN_BENCH_DEVICE", "cpu");
+    let precision = env("SPOTRUN_BENCH_PRECISION", "fp32");
+    let mut sets: Vec<String> = vec![
+        format!("train.threads={threads}"),
+        format!("train.device=\"{dev_s}\""),
+        format!("train.precision=\"{precision}\""),
+        "train.log_every=0".into(),
+        "data.synthetic.train=400000".into(),
+        "data.synthetic.val=20000".into(),
+        format!("train.steps_per_epoch={}", warmup + steps),
+    ];
+    sets.extend(env("SPOTRUN_BENCH_SETS", "").split(';').filter(|s| !s.trim().is_empty()).map(String::from));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/gpt_shakespeare_char.toml");
+    // The config without data.path: the built-in synthetic stream instead of data/shakespeare_char.
+    let source = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut table: toml::Table = match toml::from_str(&source) {
+        Ok(t) => t,
+        Err(e) => panic!("bench config {}: {e}", file.display()),
+    };
+    if let Some(d) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
+        d.remove("path");
+    }
+    let text = toml::to_string(&table).unwrap_or_default();
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let base = tmp.path().join("gpt.toml");
+    if let Err(e) = std::fs::write(&base, text) {
+        panic!("bench config: {e}");
+    }
+    let cfg = match config::load(Some(&base), &sets) {
+        Ok(c) => c.config,
+        Err(e) => panic!("bench config: {e}"),
+    };
+    tch::set_num_threads(threads.parse().unwrap_or(2));
+    let dev = match device::select(device::parse_device(&dev_s).unwrap_or(device::DeviceRequest::Cpu)) {
+        Ok(d) => d,
+        Err(e) => panic!("bench device {dev_s}: {e}"),
+    };
+    let tokens = match TokenData::load(&cfg.data, &cfg.model) {
+        Ok(t) => t,
+        Err(e) => panic!("bench data: {e}"),
+    };
+    write_tokens(&tokens, tmp.path());
+    let mut data = Data::Tokens(tokens);
+    let free = match dev {
+        tch::Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
+        _ => None,
+    };
+    data.place(dev, cfg.data.on_device, free);
+    let (mut ours, mut eager, mut tuned) = (vec![], vec![], vec![]);
+    for r in 0..rounds {
+        ours.push(spotrun_rate(&cfg, &data, dev, warmup, steps));
+        eager.push(eager_rate(tmp.path(), &cfg, &threads, &dev_s, &precision, warmup, steps, false));
+        if dev_s == "cpu" {
+            tuned.push(eager_rate(tmp.path(), &cfg, &threads, &dev_s, &precision, warmup, steps, true));
+        }
+        let t = tuned.last().map_or("n/a".to_string(), |t| format!("{t:.0}"));
+        eprintln!(
+            "gpt round {}/{rounds}: spotrun {:.0}, eager {:.0}, tuned eager {t} tokens/s",
+            r + 1,
+            ours[r],
+            eager[r]
+        );
+    }
+    let (o, e) = (median(ours), median(eager));
+    let (t, tr) = match tuned.is_empty() {
+        true => ("n/a".to_string(), "n/a".to_string()),
+        false => {
+            let t = median(tuned);
+            (format!("{t:.0}"), format!("{:.2}x", o / t))
+        }
+    };
+    let m = &cfg.model;
+    println!("| model | spotrun tokens/s | eager tokens/s | spotrun / eager | eager + malloc settings | ratio |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| gpt {}x{} {} heads block {} batch {} {precision} {dev_s} {threads}t | {o:.0} | {e:.0} | {:.2}x | {t} | {tr} |",
+        m.n_layer,
+        m.n_embd,
+        m.n_head,
+        m.block_size,
+        cfg.train.batch_size,
+        o / e
+    );
+}
