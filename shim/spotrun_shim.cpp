@@ -5,8 +5,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <torch/script.h>
 #include <cstring>
 #include <exception>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -111,6 +113,64 @@ char* spotrun_channels_last(at::Tensor* t) {
     nhwc.copy_(*t);
     t->set_data(nhwc);
   })
+}
+
+// A TorchScript module loaded by the shim (tch's CModule hides its module and exposes no buffers).
+struct spotrun_module {
+  torch::jit::Module m;
+};
+
+// torch::jit::load(path) onto `cuda_index` (-1 = CPU). *out is freed with spotrun_module_free.
+char* spotrun_module_load(const char* path, int cuda_index, spotrun_module** out) {
+  SHIM_PROTECT({
+    c10::Device dev = cuda_index < 0 ? c10::Device(c10::kCPU) : c10::Device(c10::kCUDA, cuda_index);
+    *out = new spotrun_module{torch::jit::load(path, dev)};
+  })
+}
+
+void spotrun_module_free(spotrun_module* m) { delete m; }
+
+// Calls `each(ctx, name, tensor, alias_of)` for every parameter (buffers = 0) or buffer (buffers = 1), recursively,
+// with `state_dict` names. `tensor` is a new handle the callee owns. A tensor already listed under another name
+// (tied weights) is reported with `alias_of` = that first name, else NULL.
+char* spotrun_module_named(spotrun_module* m, int buffers, void* ctx,
+                           void (*each)(void*, const char*, at::Tensor*, const char*)) {
+  SHIM_PROTECT({
+    std::unordered_map<c10::TensorImpl*, std::string> seen;
+    auto visit = [&](const std::string& name, const at::Tensor& t) {
+      auto found = seen.find(t.unsafeGetTensorImpl());
+      if (found != seen.end()) {
+        each(ctx, name.c_str(), new at::Tensor(t), found->second.c_str());
+        return;
+      }
+      seen.emplace(t.unsafeGetTensorImpl(), name);
+      each(ctx, name.c_str(), new at::Tensor(t), nullptr);
+    };
+    if (buffers) {
+      for (const auto& b : m->m.named_buffers(true)) visit(b.name, b.value);
+    } else {
+      for (const auto& p : m->m.named_parameters(true)) visit(p.name, p.value);
+    }
+  })
+}
+
+// module.train(on) / module.eval(), recursively.
+char* spotrun_module_train(spotrun_module* m, int on) {
+  SHIM_PROTECT({ m->m.train(on != 0); })
+}
+
+// module.forward(x); the result must be one tensor. *out is a new handle.
+char* spotrun_module_forward(spotrun_module* m, at::Tensor* x, at::Tensor** out) {
+  SHIM_PROTECT({
+    c10::IValue r = m->m.forward({*x});
+    if (!r.isTensor()) throw std::runtime_error("forward returned " + r.tagKind() + ", not one tensor");
+    *out = new at::Tensor(r.toTensor());
+  })
+}
+
+// module.save(path) (the trained module, loadable with torch.jit.load).
+char* spotrun_module_save(spotrun_module* m, const char* path) {
+  SHIM_PROTECT({ m->m.save(path); })
 }
 
 }  // extern "C"
