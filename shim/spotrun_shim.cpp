@@ -24,9 +24,9 @@ std::vector<at::Tensor> gather(at::Tensor** ts, size_t n) {
 at::DeviceType device_type(int cuda) { return cuda ? at::kCUDA : at::kCPU; }
 }  // namespace
 
-#define SHIM_PROTECT(body)                     \
+#define SHIM_PROTECT(...)                      \
   try {                                        \
-    body return nullptr;                       \
+    __VA_ARGS__ return nullptr;                \
   } catch (const std::exception& e) {          \
     return dup_error(e.what());                \
   } catch (...) {                              \
