@@ -275,3 +275,98 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit(2) never returns and touches no Rust state.
     unsafe { _exit(code) }
 }
+
+/// The shim's loaded TorchScript module (opaque).
+#[repr(C)]
+pub struct ShimModule {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    fn spotrun_module_load(path: *const c_char, cuda_index: c_int, out: *mut *mut ShimModule) -> *mut c_char;
+    fn spotrun_module_free(m: *mut ShimModule);
+    fn spotrun_module_named(
+        m: *mut ShimModule,
+        buffers: c_int,
+        ctx: *mut std::ffi::c_void,
+        each: extern "C" fn(*mut std::ffi::c_void, *const c_char, *mut C_tensor, *const c_char),
+    ) -> *mut c_char;
+    fn spotrun_module_train(m: *mut ShimModule, on: c_int) -> *mut c_char;
+    fn spotrun_module_forward(m: *mut ShimModule, x: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    fn spotrun_module_save(m: *mut ShimModule, path: *const c_char) -> *mut c_char;
+}
+
+/// A TorchScript module loaded with `torch::jit::load`, owned here (freed on drop).
+pub struct JitModule(std::ptr::NonNull<ShimModule>);
+
+/// One named tensor of a module: `(state_dict name, live tensor, first name of the same tensor if tied)`.
+pub type NamedEntry = (String, Tensor, Option<String>);
+
+fn c_path(path: &std::path::Path) -> Result<std::ffi::CString, ShimError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| ShimError("path contains a NUL byte".into()))
+}
+
+extern "C" fn push_entry(ctx: *mut std::ffi::c_void, name: *const c_char, t: *mut C_tensor, alias: *const c_char) {
+    // SAFETY: `ctx` is the `&mut Vec<NamedEntry>` passed by `JitModule::named` for the duration of the call; the
+    // strings are NUL-terminated and live for this callback; `t` is a new tensor handle we take ownership of.
+    unsafe {
+        let out = &mut *(ctx as *mut Vec<NamedEntry>);
+        let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+        let alias = (!alias.is_null()).then(|| CStr::from_ptr(alias).to_string_lossy().into_owned());
+        out.push((name, Tensor::from_ptr(t), alias));
+    }
+}
+
+impl JitModule {
+    /// Loads `path` onto `device` (CPU or CUDA).
+    pub fn load(path: &std::path::Path, device: tch::Device) -> Result<JitModule, ShimError> {
+        let p = c_path(path)?;
+        let index = match device {
+            tch::Device::Cuda(i) => i as c_int,
+            _ => -1,
+        };
+        let mut out = std::ptr::null_mut();
+        // SAFETY: a valid C string and an out-pointer; the shim catches every exception.
+        check(unsafe { spotrun_module_load(p.as_ptr(), index, &mut out) })?;
+        std::ptr::NonNull::new(out).map(JitModule).ok_or_else(|| ShimError("torch::jit::load returned nothing".into()))
+    }
+
+    /// Parameters (`buffers = false`) or buffers, recursively, with `state_dict` names, in the module's order.
+    pub fn named(&self, buffers: bool) -> Result<Vec<NamedEntry>, ShimError> {
+        let mut out: Vec<NamedEntry> = Vec::new();
+        let ctx = &mut out as *mut Vec<NamedEntry> as *mut std::ffi::c_void;
+        // SAFETY: the module is alive; `push_entry` only touches `out` through `ctx` during the call.
+        check(unsafe { spotrun_module_named(self.0.as_ptr(), c_int::from(buffers), ctx, push_entry) })?;
+        Ok(out)
+    }
+
+    /// `module.train(on)`.
+    pub fn set_train(&self, on: bool) -> Result<(), ShimError> {
+        // SAFETY: the module is alive.
+        check(unsafe { spotrun_module_train(self.0.as_ptr(), c_int::from(on)) })
+    }
+
+    /// `module.forward(x)`, which must return one tensor.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ShimError> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: the module and `x` are alive; on success `out` is a new handle we own.
+        check(unsafe { spotrun_module_forward(self.0.as_ptr(), x.as_ptr() as *mut C_tensor, &mut out) })?;
+        // SAFETY: non-null on success (checked above), owned by us.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    /// `module.save(path)`.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), ShimError> {
+        let p = c_path(path)?;
+        // SAFETY: the module is alive; a valid C string.
+        check(unsafe { spotrun_module_save(self.0.as_ptr(), p.as_ptr()) })
+    }
+}
+
+impl Drop for JitModule {
+    fn drop(&mut self) {
+        // SAFETY: allocated by spotrun_module_load, freed once.
+        unsafe { spotrun_module_free(self.0.as_ptr()) }
+    }
+}

@@ -70,11 +70,29 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     deserialize(table, origin)
 }
 
-/// Deserializes and validates a config table; errors name `origin` and the key path.
+/// Deserializes and validates a config table, then records the hash of a TorchScript model file
+/// (`model.file_hash`); errors name `origin` and the key path.
 pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
-    let config = deserialize(table, origin)?;
+    let mut config = deserialize(table, origin)?;
     validate(&config).map_err(|b| ConfigError::Key { file: origin.to_path_buf(), key: b.key, message: b.message })?;
+    if let Some(path) = config.model.path.clone() {
+        let hash = file_hash(&path).map_err(|e| ConfigError::Key {
+            file: origin.to_path_buf(),
+            key: "model.path".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        config.model.file_hash = Some(hash);
+    }
     Ok(config)
+}
+
+/// `sha256:<hex>` of a file's bytes.
+fn file_hash(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(format!("sha256:{}", h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// The typed config, or a key error with a did-you-mean hint where one helps.

@@ -139,6 +139,8 @@ pub enum ModelKind {
     Cnn,
     /// nanoGPT's `GPT`, for `data.source = "tokens"`.
     Gpt,
+    /// The user's own module, saved with `torch.jit.script(m).save(path)`: `model.path`.
+    Torchscript,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +177,13 @@ pub struct ModelConfig {
     /// `gpt`: inferred from the token data's `meta.json`; an error when present and different.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<i64>,
+    /// `torchscript`: the saved module (relative paths are relative to the working directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `torchscript`: `sha256:<hex>` of the module file, filled in by spotrun when it reads a config (any value
+    /// given is replaced), so the run id covers the file's content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_hash: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -193,6 +202,8 @@ impl Default for ModelConfig {
             block_size: 256,
             bias: false,
             vocab_size: None,
+            path: None,
+            file_hash: None,
         }
     }
 }

@@ -149,12 +149,21 @@ fn model(c: &Config) -> Checked {
 fn gpt(c: &Config) -> Checked {
     let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     let m = &c.model;
+    match (m.kind == ModelKind::Torchscript, &m.path) {
+        (true, None) => {
+            return err("model.path", "model.kind = \"torchscript\" needs model.path (the saved module)".into())
+        }
+        (false, Some(_)) => return err("model.path", "is only used with model.kind = \"torchscript\"".into()),
+        _ => {}
+    }
     match (m.kind == ModelKind::Gpt, c.data.source == DataSource::Tokens) {
         (true, false) => return err("model.kind", "\"gpt\" trains on token data: set data.source = \"tokens\"".into()),
+        (false, true) if m.kind == ModelKind::Torchscript => return Ok(()),
         (false, true) => {
             return err(
                 "model.kind",
-                "data.source = \"tokens\" needs model.kind = \"gpt\" (mlp and cnn take samples)".into(),
+                "data.source = \"tokens\" needs model.kind = \"gpt\" or \"torchscript\" (mlp and cnn take samples)"
+                    .into(),
             )
         }
         (false, false) => return Ok(()),

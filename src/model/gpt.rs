@@ -165,7 +165,7 @@ impl Model for Gpt {
         x.apply(&self.ln_f).linear::<Tensor>(&self.wte, None)
     }
 
-    fn tied(&self) -> &'static [(&'static str, &'static str)] {
-        &[TIED]
+    fn tied(&self) -> Vec<(String, String)> {
+        vec![(TIED.0.to_string(), TIED.1.to_string())]
     }
 }

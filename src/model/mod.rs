@@ -6,6 +6,9 @@
 mod cnn;
 mod gpt;
 mod mlp;
+mod torchscript;
+
+use std::path::Path;
 
 use tch::nn;
 use tch::Tensor;
@@ -14,6 +17,7 @@ use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
 pub use gpt::{Gpt, GptShape};
 pub use mlp::Mlp;
+pub use torchscript::{TorchScript, HOW_TO_EXPORT};
 
 /// What the trainer needs of a model: outputs from a batch of inputs (logits `[batch, classes]` from float
 /// inputs `[batch, features]`, or `[batch, T, vocab]` from token ids `[batch, T]`).
@@ -23,10 +27,33 @@ pub use mlp::Mlp;
 pub trait Model {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
 
-    /// Tied weights as `(alias, variable)`: the alias names the same tensor in the PyTorch `state_dict`, so
-    /// saved weights list it too (and loading accepts it).
-    fn tied(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
+    /// [`Model::forward_t`] for a model whose forward can fail on bad input (a user's TorchScript module):
+    /// the error instead of a panic. Used to check the output shape on one batch before training.
+    fn try_forward(&self, xs: &Tensor, train: bool) -> Result<Tensor, String> {
+        Ok(self.forward_t(xs, train))
+    }
+
+    /// Tied weights as `(alias, name)`: the alias names the same tensor in the PyTorch `state_dict`, so saved
+    /// weights list it too (and loading accepts it).
+    fn tied(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// The trainable parameters with their `state_dict` names, for a model that keeps them outside the
+    /// `VarStore` it was built on (a TorchScript module); `None`: the `VarStore`'s variables.
+    fn parameters(&self) -> Option<Vec<(String, Tensor)>> {
+        None
+    }
+
+    /// Tensors saved and restored with the weights but never optimized (buffers such as BatchNorm statistics).
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Writes the model itself (a TorchScript module: the trained `model.pt`); `None` for models that are
+    /// their weights alone.
+    fn save_module(&self, _path: &std::path::Path) -> Option<Result<(), String>> {
+        None
     }
 }
 
@@ -72,6 +99,14 @@ pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64
             Ok(Box::new(cnn))
         }
         ModelKind::Gpt => Ok(Box::new(Gpt::new(p, &gpt_shape(cfg, classes), cfg.dropout))),
+        ModelKind::Torchscript => {
+            let path = cfg.path.clone().unwrap_or_default();
+            let ts = TorchScript::load(&path, p.device()).map_err(|message| BadValue {
+                key: "model.path".into(),
+                message: format!("{}: {message}", path.display()),
+            })?;
+            Ok(Box::new(ts))
+        }
     }
 }
 
@@ -87,14 +122,6 @@ pub fn gpt_shape(cfg: &ModelConfig, vocab_size: i64) -> GptShape {
     }
 }
 
-/// The names saved weights have besides the variables: `(alias, variable)` pairs of [`Model::tied`].
-pub fn tied(cfg: &ModelConfig) -> &'static [(&'static str, &'static str)] {
-    match cfg.kind {
-        ModelKind::Gpt => &[gpt::TIED],
-        _ => &[],
-    }
-}
-
 /// How many parameters [`build`] would create, computed without allocating (u128: absurd configs such as
 /// `model.hidden = [4000000000]` must be measured, not overflow), so a model that cannot fit is refused up front.
 pub(crate) fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> u128 {
@@ -107,6 +134,10 @@ pub(crate) fn param_count(cfg: &ModelConfig, sample_shape: &[i64], classes: i64)
     match cfg.kind {
         ModelKind::Mlp => dense(sample_shape.iter().map(|&d| d.max(0) as u128).product()),
         ModelKind::Gpt => gpt_shape(cfg, classes).param_count(),
+        // The file's size is the parameters' (and buffers') fp32 bytes, near enough for a memory check.
+        ModelKind::Torchscript => {
+            cfg.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len() as u128 / 4)
+        }
         ModelKind::Cnn => {
             let Ok([c, h, w]) = <[i64; 3]>::try_from(sample_shape) else { return 0 };
             let (mut c, mut h, mut w) = (c.max(0) as u128, h.max(0) as u128, w.max(0) as u128);
@@ -139,6 +170,7 @@ pub fn describe(cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> String
             "gpt {} layers x {} wide, {} heads, block {}, vocab {classes}",
             cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.block_size
         ),
+        ModelKind::Torchscript => format!("torchscript {}", cfg.path.as_deref().unwrap_or(Path::new("")).display()),
     }
 }
 
@@ -240,7 +272,7 @@ mod tests {
             assert_eq!(param_count(&cfg, &[], 11), built as u128);
             let idx = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).reshape([2, 3]);
             assert_eq!(m.forward_t(&idx, false).size(), [2, 3, 11]);
-            assert_eq!(m.tied(), tied(&cfg));
+            assert_eq!(m.tied(), [("lm_head.weight".to_string(), "transformer.wte.weight".to_string())]);
         }
     }
 

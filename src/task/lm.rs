@@ -78,6 +78,12 @@ impl Task for LanguageModel<'_> {
         Eval { val_loss, val_ppl: Some(val_loss.exp()), ..Eval::default() }
     }
 
+    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
+        let mut shape = batch.y.size();
+        shape.push(self.data.vocab_size);
+        shape
+    }
+
     fn tokens_per_item(&self) -> Option<usize> {
         Some(self.block as usize)
     }

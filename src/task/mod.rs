@@ -50,6 +50,8 @@ pub trait Task {
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor>;
     /// Metrics from the summed [`Task::eval_sums`] over `items` validation items.
     fn finish_eval(&self, sums: &[f64], items: usize) -> Eval;
+    /// The output shape the model must give for `batch` (checked on one batch before a user's module trains).
+    fn expected_output(&self, batch: &Batch) -> Vec<i64>;
     /// Tokens per training item, for `tokens_per_sec` (`None` for sample tasks).
     fn tokens_per_item(&self) -> Option<usize> {
         None

@@ -67,6 +67,10 @@ impl Task for Classification<'_> {
         vec![loss, hits]
     }
 
+    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
+        vec![batch.y.size()[0], self.0 .0.classes]
+    }
+
     fn finish_eval(&self, sums: &[f64], items: usize) -> Eval {
         let n = items.max(1) as f64;
         Eval { val_loss: sums[0] / n, val_accuracy: Some(sums[1] / n), ..Eval::default() }
@@ -99,6 +103,10 @@ impl Task for Regression<'_> {
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor> {
         let diff = out.to_kind(Kind::Float) - y;
         vec![diff.square().sum(Kind::Float), diff.abs().sum(Kind::Float)]
+    }
+
+    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
+        batch.y.size()
     }
 
     fn finish_eval(&self, sums: &[f64], items: usize) -> Eval {

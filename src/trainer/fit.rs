@@ -56,9 +56,11 @@ pub struct FitOutcome {
 }
 
 impl<'a> Trainer<'a> {
-    /// `vs` holds the model's variables; their names (sorted) name the optimizer state.
+    /// `vs` holds the model's variables (unless the model owns them: [`Model::parameters`]); their names (sorted)
+    /// name the optimizer state.
     pub fn new(cfg: &'a Config, vs: &VarStore, model: &'a dyn Model, data: &'a Data, device: Device) -> Trainer<'a> {
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let mut named: Vec<(String, Tensor)> =
+            model.parameters().unwrap_or_else(|| vs.variables().into_iter().collect());
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let decays: Vec<bool> = params.iter().map(|p| cfg.decay() == Decay::All || p.dim() >= 2).collect();
@@ -261,6 +263,13 @@ impl<'a> Trainer<'a> {
         Err(Error::Diverged { value: v, epoch: epoch + 1, step: self.step })
     }
 
+    /// The model's whole `state_dict`, live: parameters, tied aliases, buffers (see [`model_weights`]).
+    pub fn weights(&self) -> NamedTensors {
+        let params: NamedTensors =
+            self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), p.shallow_clone())).collect();
+        model_weights(params, self.model)
+    }
+
     /// Host copies of everything a checkpoint needs: `(model weights, state)`. State holds the optimizer
     /// (`optim.*`), the grad scaler (`scaler.*`) and the epoch accumulators (`epoch.loss_sum`, `epoch.skipped`).
     /// Copies, not aliases: training may go on while they are written.
@@ -275,12 +284,7 @@ impl<'a> Trainer<'a> {
                 _ => t.contiguous().to_device(Device::Cpu),
             }
         };
-        let mut model: NamedTensors = self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), host(p))).collect();
-        for (alias, var) in self.model.tied() {
-            if let Some(i) = self.names.iter().position(|n| n == var) {
-                model.push((alias.to_string(), host(&self.params[i])));
-            }
-        }
+        let model = self.weights().iter().map(|(n, t)| (n.clone(), host(t))).collect();
         let mut state: Vec<(String, Tensor)> =
             self.optimizer.state().into_iter().map(|(k, v)| (format!("optim.{k}"), host(&v))).collect();
         if let Some(s) = &self.scaler {
@@ -312,11 +316,15 @@ impl<'a> Trainer<'a> {
                 p.shallow_clone().f_copy_(src).map_err(|e| e.to_string())?;
             }
             for (alias, _) in self.model.tied() {
-                if !model.contains_key(*alias) {
+                if !model.contains_key(&alias) {
                     return Err(format!("model tensor `{alias}` (tied) missing"));
                 }
             }
-            let expected = self.names.len() + self.model.tied().len();
+            for (name, dst) in self.model.state() {
+                let src = model.get(&name).ok_or_else(|| format!("model buffer `{name}` missing"))?;
+                dst.shallow_clone().f_copy_(src).map_err(|e| format!("model buffer `{name}`: {e}"))?;
+            }
+            let expected = self.names.len() + self.model.tied().len() + self.model.state().len();
             if model.len() != expected {
                 return Err(format!("checkpoint has {} model tensors, this model has {expected}", model.len()));
             }
@@ -339,4 +347,19 @@ impl<'a> Trainer<'a> {
         self.step = step;
         Ok(())
     }
+}
+
+/// A model's whole `state_dict` from its trainable `params`: plus the tied aliases (the same tensor under the other
+/// names PyTorch lists) and the buffers, sorted by name, so the file loads with `strict=True`.
+pub fn model_weights(params: NamedTensors, model: &dyn Model) -> NamedTensors {
+    let mut all = params;
+    for (alias, name) in model.tied() {
+        let same = all.iter().find(|(n, _)| *n == name).map(|(_, t)| t.shallow_clone());
+        if let Some(t) = same {
+            all.push((alias, t));
+        }
+    }
+    all.extend(model.state());
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }

@@ -74,6 +74,9 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
         model::build(&vs.root(), &cfg.model, &shape, outputs)
             .map_err(|b| ConfigError::Key { file: loaded.origin.clone(), key: b.key, message: b.message }.into())
     })?;
+    if cfg.model.kind == ModelKind::Torchscript {
+        check_module(cfg, &data, net.as_ref(), dev, &mut lines)?;
+    }
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| run_dir.join("checkpoints"));
     Ok(Prepared { run_id, device: dev, threads, data, data_on_device, vs, net, run_dir, ckpt_dir, lines, loaded })
 }
@@ -120,6 +123,58 @@ fn check_tokens_fit(cfg: &Config) -> Result<()> {
     })
 }
 
+/// A user's TorchScript module, on two validation items before anything is written: its output must have the
+/// task's shape; eval mode must not update buffers (a module traced in train mode keeps updating BatchNorm
+/// statistics: refused) and should be deterministic (dropout frozen on by tracing: a warning). Also turns the
+/// graph executor's optimisation off on this (the training) thread, so results do not depend on its warm-up
+/// history and a resume stays exact under autocast.
+fn check_module(cfg: &Config, data: &Data, net: &dyn Model, dev: Device, lines: &mut Vec<String>) -> Result<()> {
+    tch::jit::set_graph_executor_optimize(false);
+    let path = cfg.model.path.clone().unwrap_or_default();
+    let bad = |message: String| Error::from(ConfigError::Key { file: path.clone(), key: "model.path".into(), message });
+    let task = crate::task::build(cfg, data);
+    let idx = task.val_order(Some(2));
+    let batch = task.gather(&idx, crate::task::Split::Val, dev);
+    let state: Vec<tch::Tensor> = net.state().iter().map(|(_, t)| t.copy()).collect();
+    let (a, b) = tch::no_grad(|| -> std::result::Result<_, String> {
+        tch::manual_seed(1);
+        let a = net.try_forward(&batch.x, false)?;
+        tch::manual_seed(2);
+        Ok((a, net.try_forward(&batch.x, false)?))
+    })
+    .map_err(|e| bad(format!("forward failed on a batch of inputs shaped {:?}: {e}", batch.x.size())))?;
+    let want = task.expected_output(&batch);
+    if a.size() != want {
+        return Err(bad(format!(
+            "forward returns {:?} for inputs {:?}; {} needs {want:?} (set model.classes if the labels do not show \
+             every class)",
+            a.size(),
+            batch.x.size(),
+            cfg.task().name()
+        )));
+    }
+    let moved =
+        net.state().iter().zip(&state).find(|((_, now), before)| !now.equal(before)).map(|((n, _), _)| n.clone());
+    for ((_, now), before) in net.state().iter().zip(&state) {
+        tch::no_grad(|| now.shallow_clone().copy_(before));
+    }
+    if let Some(name) = moved {
+        return Err(bad(format!(
+            "buffer `{name}` changes in eval mode: the module was traced in train mode (torch.jit.trace freezes the \
+             mode), so BatchNorm statistics would keep updating during validation; {}",
+            crate::model::HOW_TO_EXPORT
+        )));
+    }
+    if !a.equal(&b) {
+        lines.push(format!(
+            "warning: {}: two eval passes give different outputs: dropout stays on in eval mode (a module traced in \
+             train mode?); torch.jit.script keeps train/eval switchable",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Test-only: `SPOTRUN_TEST_STARTUP_DELAY_MS=N` says so on stderr and sleeps N ms after loading the data, so a test
 /// can deliver a signal during start-up without racing the process.
 fn test_startup_delay() {
@@ -158,6 +213,7 @@ fn check_model_fits(cfg: &Config, data: &Data, dev: Device) -> Result<()> {
     let key = match cfg.model.kind {
         ModelKind::Cnn => "model.channels / model.hidden",
         ModelKind::Gpt => "model.n_layer / model.n_embd",
+        ModelKind::Torchscript => "model.path",
         ModelKind::Mlp => "model.hidden",
     };
     Err(Error::OutOfMemory {

@@ -183,7 +183,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     saver.flush()?;
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     obs.ensure_owner()?;
-    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.tied()))?;
+    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.as_ref()))?;
+    save_module(&p)?;
     let status = match outcome {
         Outcome::EarlyStopped => RunStatus::StoppedEarly,
         Outcome::Pruned => RunStatus::Pruned,
@@ -219,7 +220,8 @@ fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Result<TrainSum
     let weights = p.run_dir.join("model.safetensors");
     if matches!(std::fs::symlink_metadata(&weights), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         std::fs::create_dir_all(&p.run_dir).map_err(|e| Error::io(&p.run_dir, e))?;
-        checkpoint::save(&weights, &named_variables(&p.vs, p.net.tied()))?;
+        checkpoint::save(&weights, &named_variables(&p.vs, p.net.as_ref()))?;
+        save_module(p)?;
     }
     Ok(TrainSummary {
         run_id: p.run_id.clone(),
@@ -228,6 +230,22 @@ fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Result<TrainSum
         metrics,
         checkpoints: CheckpointCost::default(),
     })
+}
+
+/// A TorchScript run also leaves the trained module, `RUN_DIR/model.pt` (written to a scratch name, fsynced,
+/// renamed into place).
+fn save_module(p: &Prepared) -> Result<()> {
+    let path = p.run_dir.join("model.pt");
+    let scratch = p.run_dir.join(format!(".model.pt.{}", checkpoint::unique_suffix()));
+    let Some(saved) = p.net.save_module(&scratch) else { return Ok(()) };
+    let fail = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&scratch);
+        Error::io(&path, e)
+    };
+    saved.map_err(|why| fail(std::io::Error::other(why)))?;
+    std::fs::File::open(&scratch).and_then(|f| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&scratch, &path).map_err(fail)?;
+    std::fs::File::open(&p.run_dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&p.run_dir, e))
 }
 
 /// A signal during start-up (data loading, model build, finding the checkpoint) stops before the first step:
@@ -361,14 +379,11 @@ pub(crate) fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics
         || cfg.train.early_stopping.as_ref().is_some_and(|es| super::early::should_stop(metrics, es))
 }
 
-/// The model's variables sorted by name (PyTorch `state_dict` names), plus the names of tied weights
-/// (`(alias, variable)` pairs, see [`crate::model::Model::tied`]) so the file loads with `strict=True`.
-pub fn named_variables(vs: &VarStore, tied: &[(&str, &str)]) -> Vec<(String, tch::Tensor)> {
-    let vars = vs.variables();
-    let mut v: Vec<(String, tch::Tensor)> = vars.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    v.extend(tied.iter().filter_map(|(alias, var)| vars.get(*var).map(|t| (alias.to_string(), t.shallow_clone()))));
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+/// The model's whole `state_dict` (PyTorch names, sorted): its variables in `vs` (or its own parameters), tied
+/// aliases and buffers, so the file loads with `strict=True`.
+pub fn named_variables(vs: &VarStore, net: &dyn model::Model) -> Vec<(String, tch::Tensor)> {
+    let params = net.parameters().unwrap_or_else(|| vs.variables().into_iter().collect());
+    super::fit::model_weights(params, net)
 }
 
 /// The three lines printed when training starts.

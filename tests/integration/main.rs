@@ -17,5 +17,6 @@ mod interop;
 mod no_loss;
 mod resume;
 mod sweep;
+mod torchscript;
 mod train;
 mod workloads;

@@ -103,7 +103,7 @@ fn a_regression_run_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_ident
 
 /// Runs `base` uninterrupted; then SIGKILLs it right after its first commit and SIGTERMs another mid-epoch, each
 /// resumed with the same command; all three must end with the same weights and metrics, to the bit.
-fn kill_and_term_resume_exactly(base: &[&str]) {
+pub fn kill_and_term_resume_exactly(base: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let go = |d: &Path, extra: &[&str]| {
         let out = Run::new(args_on(base, d, extra)).output();

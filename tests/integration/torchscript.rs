@@ -1,0 +1,247 @@
+//! The user's own PyTorch module (`model.kind = "torchscript"`): exported with the project's torch venv by
+//! `tests/torchscript_models.py`, trained through the real binary, compared with PyTorch eager, resumed after
+//! SIGKILL and SIGTERM, loaded back into the Python class, and refused when it is not a TorchScript module.
+use std::path::{Path, PathBuf};
+
+use crate::common::{metrics, python, repo, text, write_dataset, Run};
+
+/// Exports `kind` (`mlp`, `cnn`, `lm`, `frozen`) to `DIR/NAME.pt` with `tests/torchscript_models.py`.
+fn export(dir: &Path, kind: &str, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{name}.pt"));
+    let o = std::process::Command::new(python())
+        .arg(repo().join("tests/torchscript_models.py"))
+        .args(["export", kind])
+        .arg(&out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "export {kind}: {}", text(&o.stderr));
+    out
+}
+
+fn path_set(p: &Path) -> String {
+    format!("model.path=\"{}\"", p.display())
+}
+
+/// Sample tasks for the MLP (32 features) and the CNN (64 = 8×8); 4 classes; one thread for exact comparisons.
+fn samples(features: usize) -> Vec<String> {
+    [
+        "model.kind=torchscript".to_string(),
+        "data.synthetic.train=1000".into(),
+        "data.synthetic.val=200".into(),
+        format!("data.synthetic.features={features}"),
+        "data.synthetic.classes=4".into(),
+        "train.batch_size=100".into(),
+        "train.epochs=3".into(),
+        "train.threads=1".into(),
+        "train.log_every=0".into(),
+    ]
+    .to_vec()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A small token task for the transformer LM (block 16, vocab 27).
+const TOKENS: [&str; 9] = [
+    "model.kind=torchscript",
+    "data.source=tokens",
+    "data.synthetic.train=8000",
+    "data.synthetic.val=1000",
+    "model.block_size=16",
+    "train.batch_size=16",
+    "train.eval_batch_size=64",
+    "train.epochs=3",
+    "train.log_every=0",
+];
+
+#[test]
+fn a_scripted_module_trains_as_pytorch_eager_does_on_the_same_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = export(tmp.path(), "mlp", "mlp", &["--seed", "3"]);
+    let data = tmp.path().join("data.safetensors");
+    tch::manual_seed(5);
+    write_dataset(&data, 512, 32, 4, tch::Kind::Float, tch::Kind::Int64);
+    let d = tmp.path().join("run");
+    let sets = [
+        "model.kind=torchscript",
+        &path_set(&model),
+        "data.source=safetensors",
+        &format!("data.path=\"{}\"", data.display()),
+        "train.batch_size=64",
+        "train.epochs=2",
+        "train.threads=1",
+        "train.seed=7",
+    ];
+    Run::train(&d).sets(&sets).ok();
+    let eager = tmp.path().join("eager.safetensors");
+    let o = std::process::Command::new(python())
+        .arg(repo().join("tests/torchscript_models.py"))
+        .arg("eager")
+        .args([&model, &data, &eager])
+        .args(["--steps", "16", "--batch", "64", "--lr", "0.001", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "eager: {}", text(&o.stderr));
+    let ours = spotrun::checkpoint::load(&d.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    let theirs = spotrun::checkpoint::load(&eager, tch::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = ours.keys().collect();
+    names.sort();
+    assert_eq!(names, {
+        let mut t: Vec<&String> = theirs.keys().collect();
+        t.sort();
+        t
+    });
+    for name in names {
+        let diff = (&ours[name] - &theirs[name]).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{name}: max |spotrun - eager| = {diff} after 16 steps with dropout");
+    }
+    // Training moved the weights (a run that did nothing would also match an eager run that did nothing).
+    let m = metrics(&d);
+    assert!(m[1]["train_loss"].as_f64().unwrap() < m[0]["train_loss"].as_f64().unwrap(), "{m:?}");
+}
+
+/// `model.safetensors` is the full `state_dict` (buffers, both names of a tied tensor): the Python class loads it
+/// with `strict=True`; `model.pt` is the trained module and gives the same outputs.
+#[test]
+fn outputs_load_into_the_python_class_strictly_and_model_pt_is_the_trained_module() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, class, sets, input) in [
+        ("cnn", "Cnn", samples(64), "torch.randn(3, 64)"),
+        ("lm", "TinyLm", TOKENS.iter().map(|s| s.to_string()).collect(), "torch.randint(0, 27, (3, 16))"),
+    ] {
+        let model = export(tmp.path(), kind, kind, &[]);
+        let d = tmp.path().join(kind);
+        Run::train(&d).sets(&strs(&sets)).set(&path_set(&model)).set("train.epochs=1").ok();
+        let script = format!(
+            r#"
+import sys, torch
+sys.path.insert(0, {tests:?})
+from safetensors.torch import load_file
+import torchscript_models as tm
+sd = load_file({weights:?})
+m = tm.{class}()
+m.load_state_dict(sd, strict=True)
+m.eval()
+trained = torch.jit.load({pt:?})
+trained.eval()
+x = {input}
+with torch.no_grad():
+    print((m(x) - trained(x)).abs().max().item())
+"#,
+            tests = repo().join("tests").display().to_string(),
+            weights = d.join("model.safetensors").display().to_string(),
+            pt = d.join("model.pt").display().to_string(),
+        );
+        let o = std::process::Command::new(python()).arg("-c").arg(script).output().unwrap();
+        assert!(o.status.success(), "{kind}: {}", text(&o.stderr));
+        let diff: f64 = text(&o.stdout).trim().parse().unwrap();
+        assert!(diff < 1e-6, "{kind}: class with model.safetensors vs model.pt: {diff}");
+    }
+    let w = spotrun::checkpoint::load(&tmp.path().join("cnn/model.safetensors"), tch::Device::Cpu).unwrap();
+    assert!(w.contains_key("bn.running_mean") && w.contains_key("bn.num_batches_tracked"));
+    assert_eq!(w["bn.num_batches_tracked"].int64_value(&[]), 10, "10 training steps, eval does not count");
+    let lm = spotrun::checkpoint::load(&tmp.path().join("lm/model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(lm["lm_head.weight"], lm["wte.weight"], "the tied tensor, under both names");
+}
+
+#[test]
+fn a_module_with_batchnorm_killed_and_termed_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = export(tmp.path(), "cnn", "cnn", &[]);
+    let mut sets = samples(64);
+    sets.push(path_set(&model));
+    crate::resume::kill_and_term_resume_exactly(&strs(&sets));
+}
+
+#[test]
+fn a_tied_transformer_lm_killed_and_termed_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = export(tmp.path(), "lm", "lm", &[]);
+    let mut sets: Vec<String> = TOKENS.iter().map(|s| s.to_string()).collect();
+    sets.push(path_set(&model));
+    crate::resume::kill_and_term_resume_exactly(&strs(&sets));
+}
+
+#[test]
+fn files_that_are_not_trainable_torchscript_modules_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let py = |code: &str| {
+        let o = std::process::Command::new(python()).current_dir(tmp.path()).arg("-c").arg(code).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    py("import torch; m = torch.nn.Linear(32, 4); torch.save(m, 'whole.pt'); torch.save(m.state_dict(), 'sd.pt')");
+    std::fs::write(tmp.path().join("junk.pt"), b"not a model at all").unwrap();
+    let traced = export(tmp.path(), "cnn", "traced", &["--trace"]);
+    let frozen = export(tmp.path(), "frozen", "frozen", &[]);
+    let mlp = export(tmp.path(), "mlp", "mlp", &[]);
+    let bad = |model: &Path, features: usize, extra: &[&str]| -> String {
+        let run = tmp.path().join(format!("run-{}", model.file_stem().unwrap().to_string_lossy()));
+        let err = Run::train(&run).sets(&strs(&samples(features))).set(&path_set(model)).sets(extra).bad();
+        assert!(!run.exists(), "bad input must write nothing");
+        assert!(err.contains(&model.display().to_string()) && err.contains("model.path"), "{err}");
+        err
+    };
+    for f in ["whole.pt", "sd.pt"] {
+        let err = bad(&tmp.path().join(f), 32, &[]);
+        assert!(err.contains("pickle") && err.contains("torch.jit.script"), "{err}");
+    }
+    assert!(bad(&tmp.path().join("junk.pt"), 32, &[]).contains("not a TorchScript archive"));
+    let err = bad(&traced, 64, &[]);
+    assert!(err.contains("bn.running_mean") && err.contains("traced in train mode"), "{err}");
+    assert!(bad(&frozen, 32, &[]).contains("no trainable parameters"));
+    let err = bad(&mlp, 32, &["data.synthetic.classes=3"]);
+    assert!(err.contains("forward returns [2, 4]") && err.contains("[2, 3]"), "{err}");
+    let err = bad(&mlp, 16, &[]);
+    assert!(err.contains("forward failed"), "{err}");
+    let missing = tmp.path().join("nowhere.pt");
+    let err = Run::train(&tmp.path().join("m")).sets(&strs(&samples(32))).set(&path_set(&missing)).bad();
+    assert!(err.contains("model.path") && err.contains("nowhere.pt"), "{err}");
+}
+
+/// The run id covers the module file's content: a changed file is another run, and a resume on it is refused.
+#[test]
+fn the_run_id_covers_the_file_content_and_a_changed_file_is_not_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = export(tmp.path(), "mlp", "model", &["--seed", "1"]);
+    let d = tmp.path().join("run");
+    let sets = samples(32);
+    let first = Run::train(&d).sets(&strs(&sets)).set(&path_set(&a)).set("train.epochs=1").ok();
+    export(tmp.path(), "mlp", "model", &["--seed", "2"]);
+    let err = Run::train(&d).sets(&strs(&sets)).set(&path_set(&a)).set("train.epochs=2").bad();
+    assert!(err.contains("model.file_hash"), "{err}");
+    let second = Run::train(&tmp.path().join("other")).sets(&strs(&sets)).set(&path_set(&a)).set("train.epochs=1").ok();
+    let id = |o: &std::process::Output| {
+        text(&o.stderr).split(": run ").nth(1).unwrap().split(' ').next().unwrap().to_string()
+    };
+    assert_ne!(id(&first), id(&second));
+}
+
+/// A sweep over `optim.lr` and over two exported files (an architecture sweep) of a TorchScript model.
+#[test]
+fn a_sweep_over_lr_and_model_files_trains_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = export(tmp.path(), "mlp", "a", &["--seed", "1"]);
+    let b = export(tmp.path(), "mlp", "b", &["--seed", "2"]);
+    let sweep = tmp.path().join("ts.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "name = \"ts\"\n[base]\nmodel = {{ kind = \"torchscript\", path = \"{}\" }}\n\
+             data.synthetic = {{ train = 1000, val = 200, features = 32, classes = 4 }}\n\
+             train = {{ batch_size = 100, epochs = 2, threads = 1, device = \"cpu\" }}\n\
+             [parameters]\n\"optim.lr\" = [0.001, 0.01]\n\"model.path\" = [\"{}\", \"{}\"]\n",
+            a.display(),
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let vol = tmp.path().join("vol");
+    Run::new(["sweep".as_ref(), sweep.as_os_str(), "--volume".as_ref(), vol.as_os_str(), "--quiet".as_ref()]).ok();
+    let csv = std::fs::read_to_string(vol.join("ts/results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows.iter().all(|r| r.split(',').nth(2) == Some("done")), "{csv}");
+}
