@@ -5,7 +5,9 @@
 //! token stream, which is also written as nanoGPT token files for `scripts/bench_gpt_eager.py` (the same model in
 //! PyTorch eager: `SpotrunGPT`, nanoGPT's training step). Each round times `STEPS` steps of each side after
 //! `WARMUP` untimed ones; prints the medians and the ratio, and (on the CPU) eager again with spotrun's glibc
-//! malloc settings, to show what part of the difference is the allocator. Reproduces the GPT row of BENCHMARKS.md.
+//! malloc settings, to show what part of the difference is the allocator. A fourth column trains the same
+//! `SpotrunGPT` exported with `torch.jit.script` through spotrun's loop (`model.kind = "torchscript"`): the user's
+//! own module against the built-in one. Reproduces the GPT rows of BENCHMARKS.md.
 //!
 //! Env: SPOTRUN_BENCH_ROUNDS (2), SPOTRUN_BENCH_STEPS (4), SPOTRUN_BENCH_WARMUP (1), SPOTRUN_BENCH_THREADS (2),
 //! SPOTRUN_BENCH_DEVICE (cpu), SPOTRUN_BENCH_PRECISION (fp32), SPOTRUN_PYTHON, SPOTRUN_BENCH_GPT_EAGER (the eager
@@ -122,6 +124,34 @@ fn eager_rate(
     v["tokens_per_sec"].as_f64().unwrap_or(f64::NAN)
 }
 
+/// Exports `SpotrunGPT` at the config's shape with `torch.jit.script` to `path` (the user's side of
+/// `model.kind = "torchscript"`).
+fn export_torchscript(cfg: &Config, vocab: i64, path: &Path) {
+    let scripts = std::env::var_os("SPOTRUN_BENCH_GPT_EAGER")
+        .and_then(|p| PathBuf::from(p).parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts"));
+    let m = &cfg.model;
+    let code = format!(
+        "import sys, torch\nsys.path.insert(0, {:?})\nfrom spotrun_models import SpotrunGPT\ntorch.manual_seed(0)\n\
+         torch.jit.script(SpotrunGPT({vocab}, {}, {}, {}, {}, dropout={}, bias={})).save({:?})\n",
+        scripts.display().to_string(),
+        m.block_size,
+        m.n_layer,
+        m.n_head,
+        m.n_embd,
+        m.dropout,
+        if m.bias { "True" } else { "False" },
+        path.display().to_string()
+    );
+    let out = match Command::new(python()).arg("-c").arg(code).output() {
+        Ok(o) => o,
+        Err(e) => panic!("exporting the TorchScript GPT: {e}"),
+    };
+    if !out.status.success() {
+        panic!("exporting the TorchScript GPT failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 fn main() {
     spotrun::tune_allocator();
     let rounds: usize = env("SPOTRUN_BENCH_ROUNDS", "2").parse().unwrap_or(2);
@@ -179,22 +209,30 @@ fn main() {
         _ => None,
     };
     data.place(dev, cfg.data.on_device, free);
-    let (mut ours, mut eager, mut tuned) = (vec![], vec![], vec![]);
+    let mut ts_cfg = cfg.clone();
+    ts_cfg.model.kind = config::ModelKind::Torchscript;
+    ts_cfg.model.path = Some(tmp.path().join("gpt.pt"));
+    export_torchscript(&cfg, data.model_io().1, &tmp.path().join("gpt.pt"));
+    // As `spotrun train` does for a TorchScript model (on this, the training thread).
+    tch::jit::set_graph_executor_optimize(false);
+    let (mut ours, mut eager, mut tuned, mut script) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
         ours.push(spotrun_rate(&cfg, &data, dev, warmup, steps));
+        script.push(spotrun_rate(&ts_cfg, &data, dev, warmup, steps));
         eager.push(eager_rate(tmp.path(), &cfg, &threads, &dev_s, &precision, warmup, steps, false));
         if dev_s == "cpu" {
             tuned.push(eager_rate(tmp.path(), &cfg, &threads, &dev_s, &precision, warmup, steps, true));
         }
         let t = tuned.last().map_or("n/a".to_string(), |t| format!("{t:.0}"));
         eprintln!(
-            "gpt round {}/{rounds}: spotrun {:.0}, eager {:.0}, tuned eager {t} tokens/s",
+            "gpt round {}/{rounds}: spotrun {:.0}, torchscript in spotrun {:.0}, eager {:.0}, tuned eager {t} tokens/s",
             r + 1,
             ours[r],
+            script[r],
             eager[r]
         );
     }
-    let (o, e) = (median(ours), median(eager));
+    let (o, e, sc) = (median(ours), median(eager), median(script));
     let (t, tr) = match tuned.is_empty() {
         true => ("n/a".to_string(), "n/a".to_string()),
         false => {
@@ -203,15 +241,20 @@ fn main() {
         }
     };
     let m = &cfg.model;
-    println!("| model | spotrun tokens/s | eager tokens/s | spotrun / eager | eager + malloc settings | ratio |");
-    println!("|---|---|---|---|---|---|");
     println!(
-        "| gpt {}x{} {} heads block {} batch {} {precision} {dev_s} {threads}t | {o:.0} | {e:.0} | {:.2}x | {t} | {tr} |",
+        "| model | spotrun tokens/s | eager tokens/s | spotrun / eager | eager + malloc settings | ratio | \
+         torchscript in spotrun | torchscript / native |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| gpt {}x{} {} heads block {} batch {} {precision} {dev_s} {threads}t | {o:.0} | {e:.0} | {:.2}x | {t} | {tr} \
+         | {sc:.0} | {:.2}x |",
         m.n_layer,
         m.n_embd,
         m.n_head,
         m.block_size,
         cfg.train.batch_size,
-        o / e
+        o / e,
+        sc / o
     );
 }

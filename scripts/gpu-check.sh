@@ -19,7 +19,9 @@
 #   - the GPT of configs/gpt_shakespeare_char.toml (6x384, block 256, batch 64) on the built-in token stream, bf16:
 #     tokens/s, MFU ((6*N + 12*L*C*T) FLOPs per token over the card's dense bf16 peak, nanoGPT's estimate), GPU
 #     busy %, peak memory, the PyTorch-eager ratio (benches/gpt_throughput.rs: a third binary to carry,
-#     target/release/deps/gpt_throughput-<hash>), and bit-identical resume after SIGTERM, deterministic.
+#     target/release/deps/gpt_throughput-<hash>), and bit-identical resume after SIGTERM, deterministic;
+#   - the same GPT exported with torch.jit.script and trained as model.kind = "torchscript", bf16: tokens/s,
+#     whether autocast reached inside the module (weights differ from an fp32 run), exact resume after SIGTERM.
 # Each measured run is sized by a short calibration run to last about GPU_CHECK_TARGET_S seconds, so a fast
 # card is not measured on start-up noise. Every step has its own time limit and the whole script a deadline;
 # a failed step becomes a FAILED row instead of ending the script, and rows are written to gpu-check.md as they
@@ -354,6 +356,44 @@ if time_left; then
     fi
 else
     row "GPT deterministic resume" "SKIPPED (deadline)"
+fi
+
+# The user's own module: SpotrunGPT scripted at the GPT rows' shape, trained through model.kind = "torchscript".
+if time_left; then
+    "$PY" - "$WORK/gpt.toml" "$WORK/gpt.pt" "$ROOT/scripts" "$DRY" >> "$LOG" 2>&1 <<'PYEOF'
+import sys, tomllib, torch
+sys.path.insert(0, sys.argv[3])
+from spotrun_models import SpotrunGPT
+m = tomllib.load(open(sys.argv[1], "rb"))["model"]
+if sys.argv[4] == "1":
+    m.update(n_layer=1, n_embd=32, n_head=2, block_size=32)
+torch.manual_seed(0)
+torch.jit.script(SpotrunGPT(27, m["block_size"], m["n_layer"], m["n_head"], m["n_embd"], m["dropout"], m.get("bias", False))).save(sys.argv[2])
+PYEOF
+    TS=("${GPT[@]}" --set model.kind=torchscript --set model.path="\"$WORK/gpt.pt\"" --set train.precision=bf16 --set train.deterministic=true
+        --set train.steps_per_epoch="$GPT_STEPS" --set train.epochs=3 --set checkpoint.every_steps=2)
+    if logged "ts straight" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-a" "${TS[@]}" &&
+        logged "ts fp32" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-f" "${TS[@]}" --set train.precision=fp32; then
+        active="$(cmp -s "$WORK/ts-a/model.safetensors" "$WORK/ts-f/model.safetensors" && echo "NOT ACTIVE (same as fp32)" || echo "active (differs from fp32)")"
+        echo "== ts signal" >> "$LOG"
+        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/ts-c" "${TS[@]}" >> "$LOG" 2>&1 &
+        pid=$!
+        for _ in $(seq 1 1200); do compgen -G "$WORK/ts-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid"
+        code=$?
+        if logged "ts resume" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-c" "${TS[@]}"; then
+            s="$(cmp -s "$WORK/ts-a/model.safetensors" "$WORK/ts-c/model.safetensors" && echo bit-identical || echo DIFFERENT)"
+            [ "$code" = 143 ] || s="NOT TESTED: the run ended before the signal (exit $code)"
+            row "TorchScript GPT bf16, deterministic" "$(tok "$WORK/ts-a") tokens/s; autocast ${active}; SIGTERM + resume: $s"
+        else
+            row "TorchScript GPT bf16" "$(failed "spotrun train (resume)")"
+        fi
+    else
+        row "TorchScript GPT bf16" "$(failed "spotrun train")"
+    fi
+else
+    row "TorchScript GPT" "SKIPPED (deadline)"
 fi
 
 echo "($((SECONDS - START)) s in all)" >> "$TABLE"

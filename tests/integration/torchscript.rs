@@ -245,3 +245,26 @@ fn a_sweep_over_lr_and_model_files_trains_every_run() {
     assert_eq!(rows.len(), 4, "{csv}");
     assert!(rows.iter().all(|r| r.split(',').nth(2) == Some("done")), "{csv}");
 }
+
+/// bf16 autocast reaches inside the module (its results differ from fp32), and a run killed and termed under
+/// autocast still resumes to the same bits (the graph executor's optimisation is off, so results do not depend on
+/// its warm-up history).
+#[test]
+fn autocast_applies_inside_the_module_and_resume_stays_exact_under_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = export(tmp.path(), "lm", "lm", &[]);
+    let mut sets: Vec<String> = TOKENS.iter().map(|s| s.to_string()).collect();
+    sets.push(path_set(&model));
+    sets.push("train.epochs=2".into());
+    let fp32 = tmp.path().join("fp32");
+    Run::train(&fp32).sets(&strs(&sets)).ok();
+    let bf16 = tmp.path().join("bf16");
+    Run::train(&bf16).sets(&strs(&sets)).set("train.precision=bf16").ok();
+    let w = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_ne!(w(&fp32), w(&bf16), "bf16 autocast changed nothing: it did not reach the module's matmuls");
+    let (a, b) = (metrics(&fp32), metrics(&bf16));
+    let (la, lb) = (a[1]["val_loss"].as_f64().unwrap(), b[1]["val_loss"].as_f64().unwrap());
+    assert!((la - lb).abs() < 0.1 * la, "bf16 should train about as well: {la} vs {lb}");
+    sets.push("train.precision=bf16".into());
+    crate::resume::kill_and_term_resume_exactly(&strs(&sets));
+}
