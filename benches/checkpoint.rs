@@ -37,6 +37,7 @@ fn manifest(step: u64) -> Manifest {
         metrics: vec![],
         rng: String::new(),
         data_fingerprint: None,
+        best_step: None,
         files: vec![],
         reason: spotrun::checkpoint::SaveReason::Other,
         save_seconds: 0.0,

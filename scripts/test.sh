@@ -12,7 +12,7 @@ for s in scripts/*.sh .ci/run; do bash -n "$s"; done
 # Lints and docs are part of the build: warnings fail it (same release profile, so nothing is compiled twice).
 cargo clippy --release --locked --all-targets --features test-hooks -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps --features test-hooks
-"${SPOTRUN_PYTHON}" -m py_compile scripts/*.py
+"${SPOTRUN_PYTHON}" -m py_compile scripts/*.py tests/*.py
 # Engines: a real single-node Slurm (Debian packages, installed once; the tests start and stop their own cluster)
 # and the `modal` package in its own pinned venv (the Modal app is imported, never deployed).
 if [ "${SPOTRUN_SKIP_SLURM:-0}" != 1 ]; then
@@ -25,6 +25,13 @@ if ! "${MODAL_VENV}/bin/python" -c "import modal" 2>/dev/null; then
     "${MODAL_VENV}/bin/pip" install --quiet --disable-pip-version-check "modal==1.6.4"
 fi
 export SPOTRUN_MODAL_PYTHON="${MODAL_VENV}/bin/python" SPOTRUN_REQUIRE_MODAL=1
+# tensorboard's own reader, to read back the event files spotrun writes (pinned, in its own venv, installed once).
+TB_VENV="${SPOTRUN_TB_VENV:-${HOME}/.cache/spotrun/tensorboard-2.21.0}"
+if ! "${TB_VENV}/bin/python" -c "import tensorboard.backend.event_processing.event_accumulator" 2>/dev/null; then
+    python3 -m venv "${TB_VENV}"
+    "${TB_VENV}/bin/pip" install --quiet --disable-pip-version-check "tensorboard==2.21.0"
+fi
+export SPOTRUN_TB_PYTHON="${TB_VENV}/bin/python"
 cargo test --release --locked --features test-hooks
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
     echo "scripts/test.sh: a Slurm daemon is still running after the tests" >&2

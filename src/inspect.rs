@@ -67,6 +67,7 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     if let Some(last) = m.metrics.last() {
         out += &format!("  last epoch metrics: {last}\n");
     }
+    out += &extras(&m, dir);
     let mut good = true;
     for f in &m.files {
         let path = dir.join(&f.name);
@@ -95,4 +96,34 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
         );
     }
     (out, good)
+}
+
+/// The EMA (`train.ema`: its settings and how many averages the state file holds) and the best checkpoint
+/// (`checkpoint.keep_best`: which epoch, its value, and whether its checkpoint is still on disk).
+fn extras(m: &Manifest, dir: &Path) -> String {
+    let mut out = String::new();
+    if let Some(ema) = m.config.get("train").and_then(|t| t.get("ema")).filter(|e| !e.is_null()) {
+        let state = std::fs::read(dir.join(checkpoint::STATE_FILE)).ok();
+        let n = state
+            .as_deref()
+            .and_then(|b| safetensors::SafeTensors::read_metadata(b).ok())
+            .map(|(_, meta)| meta.tensors().keys().filter(|k| k.starts_with("ema.")).count());
+        let eval = m.config.get("train").and_then(|t| t.get("ema_eval")).and_then(|v| v.as_bool()) == Some(true);
+        out += &format!(
+            "  ema: {ema} ({} averaged tensors in {}){}\n",
+            n.map_or("?".into(), |n| n.to_string()),
+            checkpoint::STATE_FILE,
+            if eval { ", used for evaluation" } else { "" }
+        );
+    }
+    let metric = m.config.get("checkpoint").and_then(|c| c.get("keep_best")).and_then(|v| v.as_str());
+    if let (Some(metric), Some(step)) = (metric, m.best_step) {
+        let epoch = m.metrics.iter().find(|e| e.get("step").and_then(|s| s.as_u64()) == Some(step));
+        let value = epoch.and_then(|e| e.get(metric)).map_or("?".into(), |v| v.to_string());
+        let n = epoch.and_then(|e| e.get("epoch")).map_or("?".into(), |v| v.to_string());
+        let ckpt = dir.parent().map(|p| p.join(format!("ckpt-{step:010}")));
+        let kept = if ckpt.as_ref().is_some_and(|c| c.join(MANIFEST).exists()) { "kept" } else { "not on disk" };
+        out += &format!("  best: epoch {n} by {metric} = {value} (ckpt-{step:010}, {kept})\n");
+    }
+    out
 }

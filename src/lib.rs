@@ -20,6 +20,7 @@ pub mod model;
 pub mod sample;
 pub mod sweep;
 pub mod task;
+pub mod tensorboard;
 pub mod trainer;
 
 pub(crate) mod amp;

@@ -41,6 +41,9 @@ pub struct Manifest {
     /// is refused. Absent in checkpoints written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprint: Option<String>,
+    /// `checkpoint.keep_best`: the step of the best epoch's checkpoint, which retention keeps beyond `keep_last`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
     pub files: Vec<FileEntry>,
     /// Why it was written.
     pub reason: SaveReason,

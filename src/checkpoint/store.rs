@@ -215,8 +215,11 @@ impl Store {
             Err(e) => return tell!("warning: retention skipped: cannot list {}: {e}", self.dir.display()),
         };
         let entries: Vec<Entry> = listed.iter().map(|(e, _)| e.clone()).collect();
+        // The newest committed manifest names the best epoch's checkpoint (`checkpoint.keep_best`): kept.
+        let newest = listed.iter().rev().find(|(e, _)| e.committed());
+        let protect = newest.and_then(|(_, dir)| Manifest::read(dir).ok()).and_then(|m| m.best_step);
         let mut renamed = false;
-        for name in retention::to_delete(&entries, self.keep_last) {
+        for name in retention::to_delete(&entries, self.keep_last, protect) {
             let from = self.dir.join(&name);
             let to = self.dir.join(format!("{TRASH_PREFIX}{name}-{}", super::atomic::unique_suffix()));
             match std::fs::rename(&from, &to) {

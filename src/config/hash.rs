@@ -1,7 +1,8 @@
 //! The run id: a canonical hash of the resolved config.
 //!
 //! Canonical = the config as JSON with sorted keys, minus the keys that say *where* a run executes rather than
-//! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `data.on_device`, and
+//! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `train.tensorboard`,
+//! `data.on_device`, and
 //! the whole `[checkpoint]` section). Moving a run to another GPU, thread count or volume therefore keeps its id,
 //! so it can resume there. Keys added in later versions ([`LATER_KEYS`]) count only when they differ from their
 //! default, so an existing run keeps its id (and its default run directory) after an upgrade.
@@ -11,11 +12,17 @@ use super::load::ConfigError;
 use super::schema::Config;
 
 /// Keys left out of the hash, as `(section, key)`.
-pub const PLACEMENT_KEYS: [(&str, &str); 5] =
-    [("train", "name"), ("train", "device"), ("train", "threads"), ("train", "log_every"), ("data", "on_device")];
+pub const PLACEMENT_KEYS: [(&str, &str); 6] = [
+    ("train", "name"),
+    ("train", "device"),
+    ("train", "threads"),
+    ("train", "log_every"),
+    ("train", "tensorboard"),
+    ("data", "on_device"),
+];
 
 /// Keys added after the first release, as paths: hashed only when set to something other than their default.
-pub const LATER_KEYS: [&[&str]; 10] = [
+pub const LATER_KEYS: [&[&str]; 12] = [
     &["data", "task"],
     &["data", "token_dtype"],
     &["data", "synthetic", "vocab"],
@@ -26,6 +33,8 @@ pub const LATER_KEYS: [&[&str]; 10] = [
     &["model", "bias"],
     &["train", "steps_per_epoch"],
     &["train", "eval_batches"],
+    &["train", "accumulate"],
+    &["train", "ema_eval"],
 ];
 
 /// The config with `train.epochs` set to 0: equal for two configs that differ only in their length.

@@ -14,8 +14,8 @@ pub(crate) use hash::{hash_ignoring_epochs, short_id_n};
 pub(crate) use load::{from_table, read_table, set_value};
 pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
-    Activation, CheckpointConfig, Config, DataConfig, DataSource, Decay, EarlyStopping, MetricName, ModelConfig,
-    ModelKind, OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, Task,
-    TaskKind, TokenDtype, TrainConfig,
+    Activation, CheckpointConfig, Config, DataConfig, DataSource, Decay, EarlyStopping, EmaConfig, MetricName,
+    ModelConfig, ModelKind, OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig,
+    Task, TaskKind, TokenDtype, TrainConfig,
 };
 pub(crate) use wording::{describe as describe_serde_error, spelling_hint, with_hint};

@@ -322,6 +322,16 @@ pub struct TrainConfig {
     pub steps_per_epoch: u64,
     /// Cap on validation batches per evaluation (0 = the whole validation split).
     pub eval_batches: u64,
+    /// Write TensorBoard event files under `RUN_DIR/tb/` (default on in sweeps; not part of the run id).
+    pub tensorboard: bool,
+    /// Gradient accumulation: each optimizer step sums the gradients of this many micro-batches of
+    /// `batch_size / accumulate` samples, the loss normalised by the step's whole batch.
+    pub accumulate: usize,
+    /// An exponential moving average of the weights, e.g. `{ decay = 0.999, every = 1 }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaConfig>,
+    /// Evaluate with the EMA weights (needs `train.ema`).
+    pub ema_eval: bool,
     /// Stop before `epochs` when a metric stops improving, e.g. `{ metric = "val_loss", patience = 3 }`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
@@ -407,6 +417,20 @@ impl Config {
     }
 }
 
+/// `train.ema`: `ema = decay_t · ema + (1 − decay_t) · weights` every `every` optimizer steps, with the warm-up
+/// `decay_t = min(decay, (1 + t) / (10 + t))` at update `t` (so early averages are not dominated by the init).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaConfig {
+    pub decay: f64,
+    #[serde(default = "one_step")]
+    pub every: u64,
+}
+
+fn one_step() -> u64 {
+    1
+}
+
 /// `train.early_stopping`: stop once `metric` has not improved by more than `min_delta` for `patience` epochs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -432,6 +456,10 @@ impl Default for TrainConfig {
             deterministic: false,
             steps_per_epoch: 0,
             eval_batches: 0,
+            tensorboard: false,
+            accumulate: 1,
+            ema: None,
+            ema_eval: false,
             early_stopping: None,
         }
     }
@@ -458,6 +486,10 @@ pub struct CheckpointConfig {
     pub background: bool,
     /// On a preemption signal, skip the final save if the last save took longer than this (seconds).
     pub grace_seconds: f64,
+    /// Keep the checkpoint of the best epoch by this metric outside `keep_last`'s rotation, and write
+    /// `RUN_DIR/best.safetensors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_best: Option<MetricName>,
 }
 
 impl Default for CheckpointConfig {
@@ -470,6 +502,7 @@ impl Default for CheckpointConfig {
             keep_last: 2,
             background: false,
             grace_seconds: 25.0,
+            keep_best: None,
         }
     }
 }

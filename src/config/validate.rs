@@ -60,6 +60,27 @@ fn train(c: &Config) -> Checked {
             );
         }
     }
+    if c.train.accumulate == 0 || c.train.batch_size % c.train.accumulate != 0 {
+        return err(
+            "train.accumulate",
+            format!(
+                "must be at least 1 and divide train.batch_size = {} (each micro-batch has batch_size / accumulate \
+                 samples), got {}",
+                c.train.batch_size, c.train.accumulate
+            ),
+        );
+    }
+    if let Some(ema) = &c.train.ema {
+        if !(ema.decay > 0.0 && ema.decay < 1.0) {
+            return err("train.ema.decay", format!("must be in (0, 1), got {}", ema.decay));
+        }
+        if ema.every == 0 {
+            return err("train.ema.every", "must be at least 1".into());
+        }
+    }
+    if c.train.ema_eval && c.train.ema.is_none() {
+        return err("train.ema_eval", "needs train.ema, e.g. train.ema = { decay = 0.999 }".into());
+    }
     if c.train.threads > MAX_THREADS {
         return err("train.threads", format!("must be at most {MAX_THREADS} (0 = all cores), got {}", c.train.threads));
     }
@@ -190,12 +211,15 @@ fn task(c: &Config) -> Checked {
         return err("data.task", "\"regression\" reads float targets from data.source = \"safetensors\"".into());
     }
     let task = c.task();
+    let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
+    let not_offered = |key: &str, m: crate::config::MetricName| {
+        err(key, format!("{} is not a {} metric; use one of {}", m.as_str(), task.name(), offered.join(", ")))
+    };
     if let Some(es) = c.train.early_stopping.as_ref().filter(|es| !task.metrics().contains(&es.metric)) {
-        let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
-        return err(
-            "train.early_stopping.metric",
-            format!("{} is not a {} metric; use one of {}", es.metric.as_str(), task.name(), offered.join(", ")),
-        );
+        return not_offered("train.early_stopping.metric", es.metric);
+    }
+    if let Some(m) = c.checkpoint.keep_best.filter(|m| !task.metrics().contains(m)) {
+        return not_offered("checkpoint.keep_best", m);
     }
     Ok(())
 }

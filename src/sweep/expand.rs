@@ -63,9 +63,14 @@ pub fn expand(s: &Sweep) -> Result<Expansion, SweepError> {
         for (k, v) in &overrides {
             config::set_value(&mut t, k, v.clone(), &s.file)?;
         }
+        // TensorBoard is on in sweeps unless the sweep says otherwise (a placement key: the run id is the same).
+        let tb_set = t.get("train").and_then(|t| t.get("tensorboard")).is_some();
         let mut cfg = config::from_table(t, &s.file)?;
         if cfg.train.name.is_none() {
             cfg.train.name = Some(s.name.clone());
+        }
+        if !tb_set {
+            cfg.train.tensorboard = true;
         }
         let id = config::config_hash(&cfg)?;
         if !seen.insert(id.clone()) {

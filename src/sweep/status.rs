@@ -180,6 +180,7 @@ pub fn csv(plan: &Plan, views: &[RunView]) -> String {
             "val_accuracy",
             "val_ppl",
             "val_mae",
+            "best_epoch",
             "wall_seconds",
             "device_seconds",
             "attempts",
@@ -202,7 +203,7 @@ pub fn csv(plan: &Plan, views: &[RunView]) -> String {
         let num =
             |k: &str| last.and_then(|m| m.get(k)).and_then(Value::as_f64).map_or(String::new(), |x| format!("{x}"));
         f.push(row["epochs"].to_string());
-        f.extend(["train_loss", "val_loss", "val_accuracy", "val_ppl", "val_mae"].map(num));
+        f.extend(["train_loss", "val_loss", "val_accuracy", "val_ppl", "val_mae", "best_epoch"].map(num));
         f.push(format!("{:.3}", row["wall_seconds"].as_f64().unwrap_or(0.0)));
         f.push(format!("{:.3}", row["device_seconds"].as_f64().unwrap_or(0.0)));
         f.push(row["attempts"].to_string());

@@ -182,6 +182,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         quiet: o.quiet,
         loaded: Some(LoadedConfig { config: cfg.clone(), origin: ctx.sweep.file.clone() }),
         epoch_hook: pruning_hook(ctx, run),
+        hparams: Some(hparams(ctx, run)),
         ..TrainOptions::default()
     };
     let started = Instant::now();
@@ -365,4 +366,20 @@ fn pruning_hook(ctx: &Ctx, run: &PlannedRun) -> Option<EpochHook> {
         let histories: Vec<_> = others.iter().map(|d| record::epoch_metrics(d)).collect();
         should_prune(own, &histories, metric, &p)
     })))
+}
+
+/// The run's swept values and the sweep's metric, for TensorBoard's HParams tab.
+fn hparams(ctx: &Ctx, run: &PlannedRun) -> trainer::Hparams {
+    use crate::tensorboard::HValue;
+    let value = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => HValue::Number(*i as f64),
+        toml::Value::Float(f) => HValue::Number(*f),
+        toml::Value::Boolean(b) => HValue::Bool(*b),
+        toml::Value::String(s) => HValue::Text(s.clone()),
+        other => HValue::Text(other.to_string()),
+    };
+    trainer::Hparams {
+        values: run.overrides.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
+        metrics: vec![format!("epoch/{}", ctx.sweep.metric.as_str())],
+    }
 }

@@ -15,6 +15,21 @@ pub fn metric_value(m: &EpochMetrics, metric: MetricName) -> f64 {
     }
 }
 
+/// The best epoch of `history` by `metric` (lower losses, higher accuracy; the earliest on a tie; NaN never).
+pub fn best(history: &[EpochMetrics], metric: MetricName) -> Option<&EpochMetrics> {
+    let sign = if metric.higher_is_better() { 1.0 } else { -1.0 };
+    let mut best: Option<(&EpochMetrics, f64)> = None;
+    for m in history {
+        let v = sign * metric_value(m, metric);
+        match best {
+            _ if v.is_nan() => {}
+            Some((_, b)) if v <= b => {}
+            _ => best = Some((m, v)),
+        }
+    }
+    best.map(|(m, _)| m)
+}
+
 /// True when the last `patience` epochs did not improve on the best earlier value by more than `min_delta`
 /// (an improvement is lower for losses, higher for accuracy). NaN never counts as an improvement.
 pub fn should_stop(history: &[EpochMetrics], es: &EarlyStopping) -> bool {

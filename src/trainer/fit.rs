@@ -11,6 +11,7 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use super::ema::Ema;
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use crate::amp::{self, Autocast, GradScaler, Resolved, ScalerConfig};
@@ -40,6 +41,10 @@ pub struct Trainer<'a> {
     /// Sum of (batch loss × batch size) over the epoch in progress, and fp16 steps skipped in it (on the device).
     loss_sum: Tensor,
     skipped: Tensor,
+    ema: Option<Ema>,
+    /// The loss of the last step, when it was read back (every `train.log_every` steps), and that step's LR.
+    pub last_loss: Option<f64>,
+    pub last_lr: f64,
 }
 
 /// What a step callback tells the loop.
@@ -70,7 +75,31 @@ impl<'a> Trainer<'a> {
         let loss_sum = Tensor::zeros([], (Kind::Float, device));
         let skipped = Tensor::zeros([], (Kind::Float, device));
         let task = task::build(cfg, data);
-        Trainer { cfg, model, task, device, precision, names, params, optimizer, scaler, step: 0, loss_sum, skipped }
+        let ema = cfg.train.ema.as_ref().map(|e| Ema::new(e, &params));
+        Trainer {
+            cfg,
+            model,
+            task,
+            device,
+            precision,
+            names,
+            params,
+            optimizer,
+            scaler,
+            step: 0,
+            loss_sum,
+            skipped,
+            ema,
+            last_loss: None,
+            last_lr: cfg.optim.lr,
+        }
+    }
+
+    /// The EMA weights as a whole `state_dict` (tied aliases and the live buffers included), when `train.ema` is on.
+    pub fn ema_weights(&self) -> Option<NamedTensors> {
+        let ema = self.ema.as_ref()?;
+        let params = self.names.iter().zip(ema.tensors()).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        Some(model_weights(params, self.model))
     }
 
     pub fn precision(&self) -> Resolved {
@@ -153,6 +182,9 @@ impl<'a> Trainer<'a> {
                 let _ = self.skipped.f_add_(s.found_inf())?;
             }
             self.step += 1;
+            if let Some(ema) = &mut self.ema {
+                ema.after_step(&self.params, self.step);
+            }
             trained += len;
             let every = self.cfg.train.log_every;
             let shown = if every > 0 && self.step.is_multiple_of(every) {
@@ -162,6 +194,7 @@ impl<'a> Trainer<'a> {
             } else {
                 None
             };
+            (self.last_loss, self.last_lr) = (shown, lr);
             progress.step(self.step, epoch + 1, shown, self.rate(trained, t0.elapsed().as_secs_f64()));
             if on_step(self, b + 1)? == Flow::Stop && start + len < n {
                 return Ok(None);
@@ -183,6 +216,7 @@ impl<'a> Trainer<'a> {
             lr,
             samples_per_sec,
             tokens_per_sec: self.task.tokens_per_item().map(|t| samples_per_sec * t as f64),
+            best_epoch: None,
             epoch_seconds: t0.elapsed().as_secs_f64(),
             skipped_steps: match &self.scaler {
                 Some(_) => Some(self.skipped.f_double_value(&[])? as u64),
@@ -203,15 +237,7 @@ impl<'a> Trainer<'a> {
     /// Forward, backward, (unscale), (clip), optimizer step. Returns the batch loss (on the device).
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<Tensor> {
         crate::ffi::grads_to_none(&self.params).map_err(|e| Error::Runtime(e.to_string()))?;
-        let loss = {
-            let _ac =
-                Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| Error::Runtime(e.to_string()))?;
-            self.task.loss(&self.model.forward_t(&batch.x, true), &batch.y)
-        };
-        match &mut self.scaler {
-            Some(s) => s.scale(&loss).f_backward()?,
-            None => loss.f_backward()?,
-        }
+        let loss = self.forward_backward(batch)?;
         let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
         if let Some(s) = &mut self.scaler {
             s.unscale(&grads).map_err(|e| Error::Runtime(e.to_string()))?;
@@ -227,8 +253,50 @@ impl<'a> Trainer<'a> {
         Ok(loss)
     }
 
+    /// The gradients of the whole batch, summed over `train.accumulate` micro-batches of `batch_size /
+    /// accumulate` items, each micro-batch's mean loss weighted by its share of the batch: the gradient of the
+    /// batch's mean loss, as without accumulation (not a mean of per-micro-batch means). Returns the batch loss.
+    fn forward_backward(&mut self, batch: &Batch) -> Result<Tensor> {
+        let n = batch.x.size()[0];
+        let parts = self.cfg.train.accumulate.max(1) as i64;
+        let chunk = ((n + parts - 1) / parts).max(1);
+        let mut total: Option<Tensor> = None;
+        for start in (0..n).step_by(chunk as usize) {
+            let len = chunk.min(n - start);
+            let (x, y) = (batch.x.narrow(0, start, len), batch.y.narrow(0, start, len));
+            let loss = {
+                let _ac = Autocast::enter(self.precision, self.device.is_cuda())
+                    .map_err(|e| Error::Runtime(e.to_string()))?;
+                let l = self.task.loss(&self.model.forward_t(&x, true), &y);
+                if len == n {
+                    l
+                } else {
+                    l * (len as f64 / n as f64)
+                }
+            };
+            match &mut self.scaler {
+                Some(s) => s.scale(&loss).f_backward()?,
+                None => loss.f_backward()?,
+            }
+            let loss = loss.detach();
+            total = Some(match total {
+                Some(t) => t + loss,
+                None => loss,
+            });
+        }
+        total.ok_or_else(|| Error::Runtime("an empty batch".into()))
+    }
+
     /// The task's metrics on the validation items (`train.eval_batches` caps them), with one host sync.
     pub fn evaluate(&self) -> Result<Eval> {
+        match (&self.ema, self.cfg.train.ema_eval) {
+            (Some(ema), true) => ema.with_averages(&self.params, || self.evaluate_current()),
+            _ => self.evaluate_current(),
+        }
+    }
+
+    /// [`Trainer::evaluate`] with the weights as they are.
+    fn evaluate_current(&self) -> Result<Eval> {
         let bs = self.cfg.train.eval_batch_size;
         let cap = (self.cfg.train.eval_batches > 0).then(|| (self.cfg.train.eval_batches as usize).saturating_mul(bs));
         let order = self.task.val_order(cap);
@@ -292,6 +360,9 @@ impl<'a> Trainer<'a> {
         }
         state.push(("epoch.loss_sum".into(), host(&self.loss_sum)));
         state.push(("epoch.skipped".into(), host(&self.skipped)));
+        if let Some(ema) = &self.ema {
+            state.extend(self.names.iter().zip(ema.tensors()).map(|(n, t)| (format!("ema.{n}"), host(t))));
+        }
         (model, state)
     }
 
@@ -341,6 +412,9 @@ impl<'a> Trainer<'a> {
             for (name, dst) in [("epoch.loss_sum", &mut self.loss_sum), ("epoch.skipped", &mut self.skipped)] {
                 let src = state.get(name).ok_or_else(|| format!("state tensor `{name}` missing"))?;
                 dst.f_copy_(src).map_err(|e| format!("state tensor `{name}`: {e}"))?;
+            }
+            if let Some(ema) = &mut self.ema {
+                ema.load(state, &self.names)?;
             }
             Ok(())
         })?;

@@ -29,6 +29,9 @@ pub struct EpochMetrics {
     pub tokens_per_sec: Option<f64>,
     /// Wall time of the whole epoch, evaluation included.
     pub epoch_seconds: f64,
+    /// `checkpoint.keep_best`: the best epoch so far by that metric (its weights are `RUN_DIR/best.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
     /// fp16 only: steps skipped because the scaled gradients overflowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_steps: Option<u64>,
@@ -74,6 +77,7 @@ pub(crate) fn history(losses: &[f64]) -> Vec<EpochMetrics> {
             val_ppl: None,
             val_mae: None,
             tokens_per_sec: None,
+            best_epoch: None,
             lr: 0.1,
             samples_per_sec: 1.0,
             epoch_seconds: 1.0,

@@ -3,6 +3,7 @@
 //!
 //! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
 mod early;
+mod ema;
 mod fit;
 mod lock;
 pub(crate) mod metrics;
@@ -24,7 +25,7 @@ pub use fit::{FitOutcome, Flow, Trainer};
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
 pub use run::{
-    default_run_dir, named_variables, train, CheckpointCost, EpochHook, Outcome, OwnerCheck, RunStatus, TrainOptions,
-    TrainSummary,
+    default_run_dir, named_variables, train, CheckpointCost, EpochHook, Hparams, Outcome, OwnerCheck, RunStatus,
+    TrainOptions, TrainSummary,
 };
 pub(crate) use signals::name as signal_name;

@@ -87,6 +87,15 @@ pub struct TrainOptions {
     pub epoch_hook: Option<EpochHook>,
     /// Checked before every write (sweep workers pass their lease).
     pub owner_check: Option<OwnerCheck>,
+    /// A sweep run's hyperparameters and the sweep's metric, for TensorBoard's HParams tab.
+    pub hparams: Option<Hparams>,
+}
+
+/// What TensorBoard's HParams tab compares runs by: the swept keys' values and the metric tags.
+#[derive(Debug, Clone, Default)]
+pub struct Hparams {
+    pub values: Vec<(String, crate::tensorboard::HValue)>,
+    pub metrics: Vec<String>,
 }
 
 /// How a `train` command ended (preemption is an [`Error::Preempted`], with its own exit code).
@@ -171,10 +180,13 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         run_dir: p.run_dir.clone(),
     };
     let mut saver = Saver::new(store, cfg, &p.run_id, p.data.fingerprint(), opts.owner_check.clone(), start_info);
-    let obs = Observer::new(progress, &p.run_dir, opts.owner_check.clone());
+    let tb = open_tensorboard(&p, start.resumed_step, opts, &progress);
+    let obs = Observer::new(progress, &p.run_dir, opts.owner_check.clone()).with_tensorboard(tb);
     let mut metrics = start.metrics;
     let loop_started = Instant::now();
-    let mut l = Loop { cfg, trainer: &mut trainer, saver: &mut saver, obs: &obs, signals, opts, device: p.device };
+    let run_dir = p.run_dir.clone();
+    let mut l =
+        Loop { cfg, trainer: &mut trainer, saver: &mut saver, obs: &obs, signals, opts, device: p.device, run_dir };
     let outcome = l.run_epochs(start.cursor, &mut metrics)?;
     if let Outcome::Preempted { signal, cursor } = outcome {
         return Err(saver.preempt(&trainer, signal, cursor, &metrics, &obs.progress));
@@ -183,8 +195,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     saver.flush()?;
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     obs.ensure_owner()?;
-    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.as_ref()))?;
-    save_module(&p)?;
+    write_outputs(&p, &trainer)?;
     let status = match outcome {
         Outcome::EarlyStopped => RunStatus::StoppedEarly,
         Outcome::Pruned => RunStatus::Pruned,
@@ -232,6 +243,46 @@ fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Result<TrainSum
     })
 }
 
+/// The final weights (`model.safetensors`), the EMA's (`ema.safetensors`, with `train.ema`) and, for a
+/// TorchScript run, the trained module (`model.pt`).
+fn write_outputs(p: &Prepared, trainer: &Trainer) -> Result<()> {
+    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.as_ref()))?;
+    if let Some(ema) = trainer.ema_weights() {
+        checkpoint::save(&p.run_dir.join("ema.safetensors"), &ema)?;
+    }
+    save_module(p)
+}
+
+/// The TensorBoard event file of this process (`train.tensorboard`), in `RUN_DIR/tb/`. A resumed run starts it
+/// with `SessionLog START` one step after the checkpoint, so TensorBoard drops what the previous process logged
+/// after the checkpoint and keeps what it logged up to it. A failure to open it is a warning: logging never stops
+/// a run.
+fn open_tensorboard(
+    p: &Prepared,
+    resumed: Option<u64>,
+    opts: &TrainOptions,
+    progress: &Progress,
+) -> Option<crate::tensorboard::EventWriter> {
+    if !p.cfg().train.tensorboard {
+        return None;
+    }
+    let dir = p.run_dir.join("tb");
+    let opened = crate::tensorboard::EventWriter::create(&dir, resumed.map(|s| s + 1)).and_then(|mut w| {
+        if let Some(h) = &opts.hparams {
+            let metrics: Vec<&str> = h.metrics.iter().map(String::as_str).collect();
+            w.hparams(&h.values, &metrics)?;
+        }
+        w.flush().map(|()| w)
+    });
+    match opened {
+        Ok(w) => Some(w),
+        Err(e) => {
+            progress.println(&format!("warning: no TensorBoard logging: {}: {e}", dir.display()));
+            None
+        }
+    }
+}
+
 /// A TorchScript run also leaves the trained module, `RUN_DIR/model.pt` (written to a scratch name, fsynced,
 /// renamed into place).
 fn save_module(p: &Prepared) -> Result<()> {
@@ -273,6 +324,7 @@ struct Loop<'a, 'b> {
     signals: &'static Signals,
     opts: &'b TrainOptions,
     device: Device,
+    run_dir: PathBuf,
 }
 
 /// How one epoch ended.
@@ -293,13 +345,17 @@ impl Loop<'_, '_> {
                     return Ok(Outcome::Preempted { signal, cursor: (epoch, batches_done) })
                 }
             };
+            let m = self.mark_best(m, metrics)?;
             self.obs.epoch(&m)?;
             metrics.push(m);
             let stop = self.stop_after(epoch, metrics);
             let last = epoch + 1 == self.cfg.train.epochs || stop.is_some();
             let policy = SavePolicy::new(&self.cfg.checkpoint);
             if let Some(reason) = policy.decide(Event::EpochEnd { epochs_done: epoch + 1, last }) {
+                self.obs.before_save();
+                let started = Instant::now();
                 self.saver.save(self.trainer, (epoch + 1, 0), metrics, reason)?;
+                self.obs.saved(self.trainer.step, started.elapsed().as_secs_f64());
             }
             if let Some(outcome) = stop {
                 return Ok(outcome);
@@ -323,7 +379,7 @@ impl Loop<'_, '_> {
         let out = boundary::catch(Phase::Training, &at, || {
             trainer.run_epoch(epoch, start, &obs.progress, &mut |t, done| {
                 *stepped = true;
-                obs.step();
+                obs.step(t.step, t.last_loss, t.last_lr);
                 if let Some(sig) = signals.received() {
                     signal = Some((sig, done));
                     return Ok(Flow::Stop);
@@ -331,7 +387,10 @@ impl Loop<'_, '_> {
                 let seconds_since_save = saver.seconds_since_save();
                 let event = Event::Step { step: t.step, batches_done: done, steps_per_epoch, seconds_since_save };
                 if let Some(reason) = policy.decide(event) {
+                    obs.before_save();
+                    let started = Instant::now();
                     saver.save(t, (epoch, done), metrics, reason)?;
+                    obs.saved(t.step, started.elapsed().as_secs_f64());
                 }
                 Ok(Flow::Continue)
             })
@@ -342,6 +401,27 @@ impl Loop<'_, '_> {
             (None, Some((signal, batches_done))) => EpochEnd::Signal { signal, batches_done },
             (None, None) => EpochEnd::Signal { signal: signal_hook::consts::SIGTERM, batches_done: 0 },
         })
+    }
+
+    /// `checkpoint.keep_best`: records the best epoch so far in `m`, and when `m` is it, writes the weights it was
+    /// evaluated with (the EMA's with `train.ema_eval`) to `RUN_DIR/best.safetensors`, before the epoch's
+    /// checkpoint (a resume re-runs the epoch and writes it again).
+    fn mark_best(&self, mut m: EpochMetrics, history: &[EpochMetrics]) -> Result<EpochMetrics> {
+        let Some(metric) = self.cfg.checkpoint.keep_best else { return Ok(m) };
+        let all: Vec<EpochMetrics> = history.iter().cloned().chain([m.clone()]).collect();
+        let best = super::early::best(&all, metric).map(|b| b.epoch);
+        m.best_epoch = best;
+        if best == Some(m.epoch) {
+            self.obs.ensure_owner()?;
+            let evaluated = match (self.cfg.train.ema_eval, self.trainer.ema_weights()) {
+                (true, Some(ema)) => ema,
+                _ => self.trainer.weights(),
+            };
+            let host: Vec<(String, tch::Tensor)> =
+                evaluated.into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous())).collect();
+            checkpoint::save(&self.run_dir.join("best.safetensors"), &host)?;
+        }
+        Ok(m)
     }
 
     /// Whether the run ends after `epoch`: early stopping, else the pruning hook (never after the last epoch).

@@ -115,6 +115,7 @@ impl<'a> Saver<'a> {
             metrics: metrics.iter().filter_map(|m| serde_json::to_value(m).ok()).collect(),
             rng: "reseeded from (train.seed, epoch, batch) before every step".into(),
             data_fingerprint: Some(self.data_fingerprint.clone()),
+            best_step: self.cfg.checkpoint.keep_best.and_then(|m| super::early::best(metrics, m)).map(|b| b.step),
             files: Vec::new(),
             reason,
             save_seconds: 0.0,

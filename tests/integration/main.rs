@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod configs;
 mod engines;
+mod extras;
 mod fuzz;
 mod interop;
 mod no_loss;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::common::{committed, metrics, run_bad, sets, spotrun, text, wait_until, Run};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
-const RESUME: [&str; 8] = [
+pub const RESUME: [&str; 8] = [
     "data.synthetic.train=8000",
     "data.synthetic.val=1000",
     "data.synthetic.features=64",
