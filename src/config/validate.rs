@@ -60,7 +60,7 @@ fn train(c: &Config) -> Checked {
             );
         }
     }
-    if c.train.accumulate == 0 || c.train.batch_size % c.train.accumulate != 0 {
+    if c.train.accumulate == 0 || !c.train.batch_size.is_multiple_of(c.train.accumulate) {
         return err(
             "train.accumulate",
             format!(

@@ -64,13 +64,13 @@ impl Ema {
         let saved: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
         tch::no_grad(|| {
             params.iter().zip(&self.shadow).for_each(|(p, e)| {
-                let _ = p.shallow_clone().copy_(e);
+                p.shallow_clone().copy_(e);
             })
         });
         let out = f();
         tch::no_grad(|| {
             params.iter().zip(&saved).for_each(|(p, s)| {
-                let _ = p.shallow_clone().copy_(s);
+                p.shallow_clone().copy_(s);
             })
         });
         out
