@@ -331,7 +331,7 @@ impl<'a> Trainer<'a> {
         Err(Error::Diverged { value: v, epoch: epoch + 1, step: self.step })
     }
 
-    /// The model's whole `state_dict`, live: parameters, tied aliases, buffers (see [`model_weights`]).
+    /// The model's whole `state_dict`, live: parameters, tied aliases and buffers, sorted by name.
     pub fn weights(&self) -> NamedTensors {
         let params: NamedTensors =
             self.names.iter().zip(&self.params).map(|(n, p)| (n.clone(), p.shallow_clone())).collect();

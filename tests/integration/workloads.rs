@@ -179,7 +179,7 @@ fn bad_token_data_is_one_error_line_naming_the_file_and_key() {
 }
 
 /// `scripts/make_tokens.py` on English text (this repository's docs), a 2-layer GPT for a few hundred steps, and
-/// `spotrun sample`: the loss ends well below the character unigram entropy and the sample reads like the corpus.
+/// `spotrun sample`: ~500 steps (35 an epoch on ~80 kB of text) end well below the character unigram entropy and the sample reads like the corpus.
 #[test]
 fn make_tokens_train_on_english_text_and_sample_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -222,15 +222,15 @@ fn make_tokens_train_on_english_text_and_sample_it() {
         "train.batch_size=32",
         "train.eval_batch_size=64",
         "train.eval_batches=8",
-        "train.steps_per_epoch=100",
-        "train.epochs=3",
+        "train.epochs=15",
         "optim.lr=0.003",
     ];
     let out = Run::train(&d).sets(&cfg).ok();
     let err = text(&out.stderr);
     let entropy: f64 = err.split("unigram entropy ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     let val = metrics(&d).last().unwrap()["val_loss"].as_f64().unwrap();
-    assert!(val < entropy - 0.5, "val_loss {val} should be clearly below the unigram entropy {entropy}");
+    // The corpus is this repository's docs, so it changes with them: a margin of 20% of the entropy, not a value.
+    assert!(val < 0.8 * entropy, "val_loss {val} should be clearly below the unigram entropy {entropy}");
 
     let out = Run::new([
         "sample".as_ref(),
