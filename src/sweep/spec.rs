@@ -154,15 +154,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         })
     };
     let base_cfg = resolve(base.clone(), "")?;
-    let task = base_cfg.task();
-    let metric = raw.metric.unwrap_or(task.default_metric());
-    if !task.metrics().contains(&metric) {
-        let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
-        return Err(key_err(
-            "metric",
-            format!("{} is not a {} metric; use one of {}", metric.as_str(), task.name(), offered.join(", ")),
-        ));
-    }
+    let metric = resolve_metric(raw.metric, &base_cfg).map_err(|m| key_err("metric", m))?;
     if base_cfg.checkpoint.dir.is_some() {
         return Err(key_err(
             "base: checkpoint.dir",
@@ -214,6 +206,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         lease_seconds: raw.lease_seconds,
         pruning: raw.pruning,
     })
+}
+
+/// `metric`, or the task's default (`val_accuracy` for classification, `val_loss` otherwise); `Err` when the task
+/// has no such metric.
+fn resolve_metric(metric: Option<MetricName>, base: &config::Config) -> Result<MetricName, String> {
+    let task = base.task();
+    let metric = metric.unwrap_or(task.default_metric());
+    if task.metrics().contains(&metric) {
+        return Ok(metric);
+    }
+    let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
+    Err(format!("{} is not a {} metric; use one of {}", metric.as_str(), task.name(), offered.join(", ")))
 }
 
 /// The base config table, where it came from, and whether it is inline (`[base]`) rather than a file.
