@@ -200,6 +200,32 @@ fn files_that_are_not_trainable_torchscript_modules_are_refused_naming_the_file(
     assert!(err.contains("model.path") && err.contains("nowhere.pt"), "{err}");
 }
 
+/// A module with two outputs on regression targets: the TorchScript path serves every task.
+#[test]
+fn a_scripted_module_fits_regression_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(format!(
+            "import torch\nm = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))\n\
+             torch.jit.script(m).save({:?})\n",
+            tmp.path().join("reg.pt").display().to_string()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let file = tmp.path().join("reg.safetensors");
+    crate::workloads::write_regression(&file);
+    let d = tmp.path().join("run");
+    let sets = crate::workloads::regression_sets(&file);
+    let model = path_set(&tmp.path().join("reg.pt"));
+    Run::train(&d).sets(&strs(&sets)).sets(&["model.kind=torchscript", &model]).ok();
+    let last = metrics(&d).pop().unwrap();
+    assert!(last["val_loss"].as_f64().unwrap() < 1.0 && last["val_mae"].is_number(), "{last}");
+    let w = spotrun::checkpoint::load(&d.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(w["2.weight"].size(), [2, 64], "Sequential's state_dict names");
+}
+
 /// The run id covers the module file's content: a changed file is another run, and a resume on it is refused.
 #[test]
 fn the_run_id_covers_the_file_content_and_a_changed_file_is_not_resumed() {

@@ -166,6 +166,18 @@ fn bad_token_data_is_one_error_line_naming_the_file_and_key() {
     let run = tmp.path().join("vocab-from-config");
     let path = format!("data.path=\"{}\"", no_meta.display());
     Run::train(&run).sets(&TINY_GPT).sets(&[&path, "model.vocab_size=10", "train.epochs=1"]).ok();
+    // uint32 ids (data.token_dtype) train like uint16 ones.
+    let wide = tmp.path().join("uint32");
+    std::fs::create_dir_all(&wide).unwrap();
+    let ids: Vec<u8> = (0..400u32).flat_map(|i| (i % 10).to_le_bytes()).collect();
+    for f in ["train.bin", "val.bin"] {
+        std::fs::write(wide.join(f), &ids).unwrap();
+    }
+    std::fs::write(wide.join("meta.json"), meta).unwrap();
+    let path = format!("data.path=\"{}\"", wide.display());
+    let run = tmp.path().join("run-uint32");
+    Run::train(&run).sets(&TINY_GPT).sets(&[&path, "data.token_dtype=uint32", "train.epochs=1"]).ok();
+    assert_eq!(metrics(&run)[0]["step"].as_u64(), Some(399u64 / 32).map(|w| w.div_ceil(16)));
     // Config-level mistakes name the key.
     let err = Run::train(&tmp.path().join("x")).sets(&TINY_GPT).set("model.n_embd=30").set("model.n_head=4").bad();
     assert!(err.contains("model.n_embd") && err.contains("multiple of model.n_head"), "{err}");
