@@ -2,8 +2,9 @@
 # Every GPU check in one call, for a GPU machine that has PyTorch 2.11 but no Rust toolchain.
 #
 # Build here first (scripts/test.sh, or `cargo build --release && cargo bench --no-run`, which names the bench
-# binary), carry exactly two files to the GPU machine, target/release/spotrun and that
-# target/release/deps/train_throughput-<hash> (~9 MB together; all of target/release is GBs), then run
+# binaries), carry three files to the GPU machine, target/release/spotrun and the
+# target/release/deps/train_throughput-<hash> and gpt_throughput-<hash> it names (~14 MB together; all of
+# target/release is GBs), then run
 #   OUT=<dir> scripts/gpu-check.sh        (the device tool: timeout_s ~560; the script stops itself at ~6 min)
 #
 # It prints a table (and writes it to $OUT/gpu-check.md, with every command's output in $OUT/gpu-check.log):
