@@ -19,6 +19,7 @@ mod rundir;
 mod saver;
 mod signals;
 pub(crate) mod startup;
+mod state;
 
 pub(crate) use early::metric_value;
 pub use fit::{FitOutcome, Flow, Trainer};

@@ -463,7 +463,7 @@ pub(crate) fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics
 /// aliases and buffers, so the file loads with `strict=True`.
 pub fn named_variables(vs: &VarStore, net: &dyn model::Model) -> Vec<(String, tch::Tensor)> {
     let params = net.parameters().unwrap_or_else(|| vs.variables().into_iter().collect());
-    super::fit::model_weights(params, net)
+    super::state::model_weights(params, net)
 }
 
 /// The three lines printed when training starts.
