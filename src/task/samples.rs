@@ -1,6 +1,6 @@
 //! Sample tasks over `(x, y)` tensors: classification (cross-entropy, accuracy) and regression (mean squared
-//! error, mean absolute error). They share batching: a permutation of the samples per epoch, the first samples
-//! of the validation split for evaluation.
+//! error, mean absolute error). They share batching ([`Samples`]: a permutation of the samples per epoch, the
+//! first samples of the validation split for evaluation) and differ only in their [`Objective`].
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::{Batch, Eval, Split, Task};
@@ -9,54 +9,71 @@ use crate::data::{epoch_permutation, Dataset};
 
 pub fn build<'a>(cfg: &Config, d: &'a Dataset) -> Box<dyn Task + 'a> {
     match cfg.data.task {
-        TaskKind::Classification => Box::new(Classification(Samples(d))),
-        TaskKind::Regression => Box::new(Regression(Samples(d))),
+        TaskKind::Classification => Box::new(Samples { data: d, objective: Classification }),
+        TaskKind::Regression => Box::new(Samples { data: d, objective: Regression }),
     }
 }
 
-/// Batching over a [`Dataset`].
-struct Samples<'a>(&'a Dataset);
+/// What a sample task optimizes and reports: the part of [`Task`] that is not batching.
+trait Objective {
+    fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor;
+    fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor>;
+    /// Metrics from the summed [`Objective::eval_sums`] over `items` samples of `outputs` values each.
+    fn finish_eval(&self, sums: &[f64], items: usize, outputs: i64) -> Eval;
+    fn expected_output(&self, batch: &Batch, outputs: i64) -> Vec<i64>;
+}
 
-impl Samples<'_> {
-    fn order(&self, seed: u64, epoch: u64) -> Tensor {
-        let n = self.0.train_len();
-        Tensor::from_slice(&epoch_permutation(seed, epoch, n)).to_device(self.0.x_train.device())
+/// Batching over a [`Dataset`], with the objective's loss and metrics.
+struct Samples<'a, O> {
+    data: &'a Dataset,
+    objective: O,
+}
+
+impl<O: Objective> Task for Samples<'_, O> {
+    fn train_len(&self) -> usize {
+        self.data.train_len()
     }
 
-    fn val(&self, cap: Option<usize>) -> Tensor {
-        let n = cap.map_or(self.0.val_len(), |c| c.min(self.0.val_len()));
-        Tensor::arange(n as i64, (Kind::Int64, self.0.x_val.device()))
+    fn epoch_order(&self, seed: u64, epoch: u64) -> Tensor {
+        let n = self.data.train_len();
+        Tensor::from_slice(&epoch_permutation(seed, epoch, n)).to_device(self.data.x_train.device())
+    }
+
+    fn val_order(&self, cap: Option<usize>) -> Tensor {
+        let n = cap.map_or(self.data.val_len(), |c| c.min(self.data.val_len()));
+        Tensor::arange(n as i64, (Kind::Int64, self.data.x_val.device()))
     }
 
     fn gather(&self, idx: &Tensor, split: Split, device: Device) -> Batch {
-        let d = self.0;
+        let d = self.data;
         let (x, y) = match split {
             Split::Train => Dataset::batch(&d.x_train, &d.y_train, idx, device),
             Split::Val => Dataset::batch(&d.x_val, &d.y_val, idx, device),
         };
         Batch { x, y }
     }
+
+    fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
+        self.objective.loss(out, y)
+    }
+
+    fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor> {
+        self.objective.eval_sums(out, y)
+    }
+
+    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
+        self.objective.expected_output(batch, self.data.classes)
+    }
+
+    fn finish_eval(&self, sums: &[f64], items: usize) -> Eval {
+        self.objective.finish_eval(sums, items, self.data.classes)
+    }
 }
 
-struct Classification<'a>(Samples<'a>);
+/// Cross-entropy over class logits; accuracy.
+struct Classification;
 
-impl Task for Classification<'_> {
-    fn train_len(&self) -> usize {
-        self.0 .0.train_len()
-    }
-
-    fn epoch_order(&self, seed: u64, epoch: u64) -> Tensor {
-        self.0.order(seed, epoch)
-    }
-
-    fn val_order(&self, cap: Option<usize>) -> Tensor {
-        self.0.val(cap)
-    }
-
-    fn gather(&self, idx: &Tensor, split: Split, device: Device) -> Batch {
-        self.0.gather(idx, split, device)
-    }
-
+impl Objective for Classification {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
         out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)
     }
@@ -67,35 +84,20 @@ impl Task for Classification<'_> {
         vec![loss, hits]
     }
 
-    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
-        vec![batch.y.size()[0], self.0 .0.classes]
-    }
-
-    fn finish_eval(&self, sums: &[f64], items: usize) -> Eval {
+    fn finish_eval(&self, sums: &[f64], items: usize, _outputs: i64) -> Eval {
         let n = items.max(1) as f64;
         Eval { val_loss: sums[0] / n, val_accuracy: Some(sums[1] / n), ..Eval::default() }
     }
+
+    fn expected_output(&self, batch: &Batch, classes: i64) -> Vec<i64> {
+        vec![batch.y.size()[0], classes]
+    }
 }
 
-struct Regression<'a>(Samples<'a>);
+/// Mean squared error over float targets `[N, D]`; mean absolute error.
+struct Regression;
 
-impl Task for Regression<'_> {
-    fn train_len(&self) -> usize {
-        self.0 .0.train_len()
-    }
-
-    fn epoch_order(&self, seed: u64, epoch: u64) -> Tensor {
-        self.0.order(seed, epoch)
-    }
-
-    fn val_order(&self, cap: Option<usize>) -> Tensor {
-        self.0.val(cap)
-    }
-
-    fn gather(&self, idx: &Tensor, split: Split, device: Device) -> Batch {
-        self.0.gather(idx, split, device)
-    }
-
+impl Objective for Regression {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
         out.to_kind(Kind::Float).mse_loss(y, Reduction::Mean)
     }
@@ -105,12 +107,12 @@ impl Task for Regression<'_> {
         vec![diff.square().sum(Kind::Float), diff.abs().sum(Kind::Float)]
     }
 
-    fn expected_output(&self, batch: &Batch) -> Vec<i64> {
-        batch.y.size()
+    fn finish_eval(&self, sums: &[f64], items: usize, targets: i64) -> Eval {
+        let n = (items.max(1) as i64 * targets.max(1)) as f64;
+        Eval { val_loss: sums[0] / n, val_mae: Some(sums[1] / n), ..Eval::default() }
     }
 
-    fn finish_eval(&self, sums: &[f64], items: usize) -> Eval {
-        let n = (items.max(1) as i64 * self.0 .0.classes.max(1)) as f64;
-        Eval { val_loss: sums[0] / n, val_mae: Some(sums[1] / n), ..Eval::default() }
+    fn expected_output(&self, batch: &Batch, _targets: i64) -> Vec<i64> {
+        batch.y.size()
     }
 }
