@@ -35,33 +35,28 @@ fn points(tb: &serde_json::Value, tag: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// ~63 steps per epoch, 3 epochs, a loss read back every 5 steps, checkpoints every 10 steps.
-const TB: [&str; 11] = [
-    "data.synthetic.train=8000",
-    "data.synthetic.val=1000",
-    "data.synthetic.features=64",
-    "model.hidden=[128]",
-    "model.dropout=0.1",
-    "train.batch_size=128",
-    "train.epochs=3",
-    "train.log_every=5",
-    "train.tensorboard=true",
-    "checkpoint.every_steps=10",
-    "checkpoint.keep_last=1",
-];
+/// The resume tests' run (~63 steps per epoch, 3 epochs, dropout), with a loss read back every 5 steps, TensorBoard,
+/// and checkpoints every 10 steps.
+fn tb_sets() -> Vec<&'static str> {
+    let resume = crate::resume::RESUME.iter().copied().filter(|kv| !kv.starts_with("train.log_every="));
+    resume
+        .chain(["train.log_every=5", "train.tensorboard=true", "checkpoint.every_steps=10", "checkpoint.keep_last=1"])
+        .collect()
+}
 
 #[test]
 fn tensorboard_shows_one_clean_curve_after_a_sigkill_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
+    let tb = tb_sets();
     let straight = tmp.path().join("straight");
-    Run::train(&straight).sets(&TB).ok();
+    Run::train(&straight).sets(&tb).ok();
     let killed = tmp.path().join("killed");
-    let mut child = Run::train(&killed).sets(&TB).spawn();
+    let mut child = Run::train(&killed).sets(&tb).spawn();
     // Kill after the second commit: the killed process has logged losses past its last checkpoint.
     wait_until("two commits", Duration::from_secs(60), || crate::common::newest_step(&killed) >= 20);
     child.kill().unwrap();
     let _ = child.wait();
-    Run::train(&killed).sets(&TB).ok();
+    Run::train(&killed).sets(&tb).ok();
     assert!(std::fs::read_dir(killed.join("tb")).unwrap().count() >= 2, "one event file per process");
     let (a, b) = (tensorboard(&straight), tensorboard(&killed));
     let loss = points(&b, "train/loss");
