@@ -117,6 +117,19 @@ PYEOF
 # epochs RATE SECONDS: epochs of N samples that train for about SECONDS at RATE, plus the untimed first one.
 epochs() { "$PY" -c "import math; print(max(2, min($MAX_EPOCHS, math.ceil($2 * $1 / $N) + 1)))"; }
 last_cost() { grep '^checkpoints: ' "$LOG" | tail -n 1 | sed 's/^checkpoints: //'; }
+# term_at_commit NAME DIR ARGS...: `spotrun train --run-dir DIR ARGS...`, SIGTERMed as soon as its first checkpoint
+# commits (the run is then mid-way); prints the exit code (143 when the signal stopped it).
+term_at_commit() {
+    local name="$1" dir="$2" pid
+    shift 2
+    echo "== ${name}" >> "$LOG"
+    timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$dir" "$@" >> "$LOG" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 1200); do compgen -G "$dir/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
+    echo $?
+}
 
 # sampled NAME DIR ARGS...: a `spotrun train` with nvidia-smi sampling; prints "R samples/s, util U, peak M".
 sampled() {
@@ -211,15 +224,8 @@ if time_left; then
         else
             row "resume at an epoch end vs straight, deterministic" "$(failed "spotrun train")"
         fi
-        echo "== det signal" >> "$LOG"
-        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/det-c" "${DET[@]}" \
-            --set train.epochs=$DET_EPOCHS >> "$LOG" 2>&1 &
-        pid=$!
-        # Signal as soon as the first checkpoint commits (step 3 of epoch 1): the run is then mid-way.
-        for _ in $(seq 1 1200); do compgen -G "$WORK/det-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid"
-        code=$?
+        # Signalled as soon as the first checkpoint commits (step 3 of epoch 1).
+        code="$(term_at_commit "det signal" "$WORK/det-c" "${DET[@]}" --set train.epochs=$DET_EPOCHS)"
         at="$(ls -d "$WORK"/det-c/checkpoints/*/ 2>/dev/null | sort | tail -n 1)"
         where="$("$PY" -c "import json,sys; m=json.load(open(sys.argv[1]+'/manifest.json')); print(f\"epoch {m['epoch']+1} batch {m['batch']}, {m['reason']}\")" "$at" 2>/dev/null)"
         if logged "det resume" "$LIMIT" "$BIN" train --run-dir "$WORK/det-c" "${DET[@]}" --set train.epochs=$DET_EPOCHS; then
@@ -338,13 +344,7 @@ if time_left; then
     GD=("${GPT[@]}" --set train.deterministic=true --set train.steps_per_epoch="$GPT_STEPS" --set train.epochs=3
         --set checkpoint.every_steps=2)
     if logged "gpt det straight" "$LIMIT" "$BIN" train --run-dir "$WORK/gpt-a" "${GD[@]}"; then
-        echo "== gpt det signal" >> "$LOG"
-        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/gpt-c" "${GD[@]}" >> "$LOG" 2>&1 &
-        pid=$!
-        for _ in $(seq 1 1200); do compgen -G "$WORK/gpt-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid"
-        code=$?
+        code="$(term_at_commit "gpt det signal" "$WORK/gpt-c" "${GD[@]}")"
         if logged "gpt det resume" "$LIMIT" "$BIN" train --run-dir "$WORK/gpt-c" "${GD[@]}"; then
             s="$(cmp -s "$WORK/gpt-a/model.safetensors" "$WORK/gpt-c/model.safetensors" && echo bit-identical || echo DIFFERENT)"
             [ "$code" = 143 ] || s="NOT TESTED: the run ended before the signal (exit $code)"
@@ -376,13 +376,7 @@ PYEOF
     if logged "ts straight" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-a" "${TS[@]}" &&
         logged "ts fp32" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-f" "${TS[@]}" --set train.precision=fp32; then
         active="$(cmp -s "$WORK/ts-a/model.safetensors" "$WORK/ts-f/model.safetensors" && echo "NOT ACTIVE (same as fp32)" || echo "active (differs from fp32)")"
-        echo "== ts signal" >> "$LOG"
-        timeout --kill-after=20 "$(lim "$LIMIT")" "$BIN" train --run-dir "$WORK/ts-c" "${TS[@]}" >> "$LOG" 2>&1 &
-        pid=$!
-        for _ in $(seq 1 1200); do compgen -G "$WORK/ts-c/checkpoints/*/manifest.json" >/dev/null && break; sleep 0.05; done
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid"
-        code=$?
+        code="$(term_at_commit "ts signal" "$WORK/ts-c" "${TS[@]}")"
         if logged "ts resume" "$LIMIT" "$BIN" train --run-dir "$WORK/ts-c" "${TS[@]}"; then
             s="$(cmp -s "$WORK/ts-a/model.safetensors" "$WORK/ts-c/model.safetensors" && echo bit-identical || echo DIFFERENT)"
             [ "$code" = 143 ] || s="NOT TESTED: the run ended before the signal (exit $code)"
