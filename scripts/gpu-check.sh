@@ -281,7 +281,7 @@ grep -v '^path = ' "$ROOT/configs/gpt_shakespeare_char.toml" > "$WORK/gpt.toml"
 if [ "$DRY" = 1 ]; then
     GPT=(--set model.n_layer=1 --set model.n_embd=32 --set model.n_head=2 --set model.block_size=32
          --set train.batch_size=8 --set data.synthetic.train=20000 --set data.synthetic.val=2000)
-    GPT_STEPS=3; GPT_BENCH_SETS="model.n_layer=1;model.n_embd=32;model.n_head=2;model.block_size=32;train.batch_size=8"
+    GPT_STEPS=12; GPT_BENCH_SETS="model.n_layer=1;model.n_embd=32;model.n_head=2;model.block_size=32;train.batch_size=8"
     GPT_BENCH_STEPS=2; GPT_DESC="GPT 1x32 block 32 batch 8"
 else
     GPT=(--set data.synthetic.train=2000000 --set data.synthetic.val=100000)
