@@ -68,18 +68,27 @@ pub enum Command {
         /// Only the final table.
         #[arg(long, short)]
         quiet: bool,
+        /// One worker process per run, no fused groups (overrides the sweep file's `fuse`).
+        #[arg(long)]
+        no_fuse: bool,
     },
     /// Train one run of a sweep (--index I) or claim free runs until none is left (--next): what engines call.
-    #[command(group = clap::ArgGroup::new("which").required(true).args(["index", "next"]))]
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["index", "group", "next"]))]
     Worker {
         /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
         /// The run to train (0-based, in `spotrun sweep --dry-run` order).
         #[arg(long, group = "which")]
         index: Option<usize>,
-        /// Claim the next free run, train it, repeat until none is left.
+        /// The fused group to train (0-based, as `spotrun sweep --dry-run` lists them): its free runs as one model.
+        #[arg(long, group = "which")]
+        group: Option<usize>,
+        /// Claim the next free run (or fused group), train it, repeat until none is left.
         #[arg(long, group = "which")]
         next: bool,
+        /// With --next: one run at a time, no fused groups (overrides the sweep file's `fuse`).
+        #[arg(long)]
+        no_fuse: bool,
         /// The shared volume (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
@@ -304,16 +313,18 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { sweep, dry_run: true, json: true, volume, .. } => engines_cli::plan_json(&sweep, volume),
-        Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet, .. } => {
-            let o = LaunchOptions { volume, workers, gpus, per_gpu, retries, backoff_seconds: backoff, dry_run, quiet };
+        Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet, no_fuse, .. } => {
+            let backoff_seconds = backoff;
+            let o = LaunchOptions { volume, workers, gpus, per_gpu, retries, backoff_seconds, dry_run, quiet, no_fuse };
             sweep::launch(&sweep, &o)
         }
-        Command::Worker { sweep, index, next, volume, threads, retries, quiet, share } => {
-            let mode = match (index, next) {
-                (Some(i), false) => WorkerMode::Index(i),
+        Command::Worker { sweep, index, group, next, volume, threads, retries, quiet, share, no_fuse } => {
+            let mode = match (index, group, next) {
+                (Some(i), _, false) => WorkerMode::Index(i),
+                (None, Some(g), false) => WorkerMode::Group(g),
                 _ => WorkerMode::Next,
             };
-            sweep::worker_cmd(&sweep, mode, &WorkerOptions { volume, threads, retries, quiet, share })
+            sweep::worker_cmd(&sweep, mode, &WorkerOptions { volume, threads, retries, quiet, share, no_fuse })
         }
         Command::Status { dir, volume, json } => sweep::status_cmd(&dir, volume.as_deref(), json),
         Command::Estimate { sweep, gpu, epoch_seconds, workers, volume, rates } => {

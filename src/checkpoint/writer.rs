@@ -24,6 +24,12 @@ impl Writer {
         Writer { store: Arc::new(store), background, inflight: None, retention: None, last: None }
     }
 
+    /// The same writer, saving in the background from now on.
+    pub fn in_background(mut self) -> Writer {
+        self.background = true;
+        self
+    }
+
     /// Waits for the write in flight (if any), then saves `snap` (in the background when async).
     pub fn save(&mut self, snap: Snapshot) -> Result<(), CheckpointError> {
         self.flush()?;

@@ -56,6 +56,33 @@ impl Data {
         })
     }
 
+    /// Another handle on the same tensors (no copy): what a long-lived worker hands each run of the data it
+    /// loaded once.
+    pub fn shallow_clone(&self) -> Data {
+        match self {
+            Data::Samples(d) => Data::Samples(Dataset {
+                x_train: d.x_train.shallow_clone(),
+                y_train: d.y_train.shallow_clone(),
+                x_val: d.x_val.shallow_clone(),
+                y_val: d.y_val.shallow_clone(),
+                sample_shape: d.sample_shape.clone(),
+                classes: d.classes,
+                origin: d.origin.clone(),
+                fingerprint: d.fingerprint.clone(),
+                warnings: d.warnings.clone(),
+            }),
+            Data::Tokens(t) => Data::Tokens(TokenData {
+                train: t.train.shallow_clone(),
+                val: t.val.shallow_clone(),
+                vocab_size: t.vocab_size,
+                itos: t.itos.clone(),
+                unigram_entropy: t.unigram_entropy,
+                origin: t.origin.clone(),
+                fingerprint: t.fingerprint.clone(),
+            }),
+        }
+    }
+
     pub fn origin(&self) -> &str {
         match self {
             Data::Samples(d) => &d.origin,

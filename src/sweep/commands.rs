@@ -11,10 +11,11 @@ use super::worker::{self, Ctx, Outcome, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::trainer::RunStatus;
 
-/// `--index I` or `--next`.
+/// `--index I`, `--group G` or `--next`.
 #[derive(Debug, Clone, Copy)]
 pub enum WorkerMode {
     Index(usize),
+    Group(usize),
     Next,
 }
 
@@ -30,9 +31,15 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             });
         }
     }
-    let ctx = Ctx::load(sweep, o.volume.as_deref(), true)?;
-    if let WorkerMode::Index(i) = mode {
-        ctx.run(i)?; // checked before anything is written
+    let mut ctx = Ctx::load(sweep, o.volume.as_deref(), true)?;
+    if o.no_fuse {
+        ctx = ctx.with_fuse(super::spec::Fuse::Off);
+    }
+    // Checked before anything is written.
+    match mode {
+        WorkerMode::Index(i) => ctx.run(i).map(|_| ())?,
+        WorkerMode::Group(g) => ctx.group(g).map(|_| ())?,
+        WorkerMode::Next => {}
     }
     ctx.plan.write(&ctx.layout)?;
     match mode {
@@ -41,16 +48,12 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             match worker::run_index(&ctx, i, o)? {
                 Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
                 Outcome::Trained { status, epochs } => {
-                    let what = match status {
-                        RunStatus::StoppedEarly => "stopped early",
-                        RunStatus::Pruned => "pruned",
-                        _ => "completed",
-                    };
-                    say!("run #{i} {id}: {what} after {epochs} epoch{}", if epochs == 1 { "" } else { "s" });
+                    say!("run #{i} {id}: {} after {epochs} epoch{}", what(status), if epochs == 1 { "" } else { "s" });
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
+        WorkerMode::Group(g) => group_cmd(&ctx, g, o),
         WorkerMode::Next => {
             let (trained, failed) = worker::run_next(&ctx, o)?;
             let views = status::write_results(&ctx.layout, &ctx.plan)?;
@@ -59,6 +62,46 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             say!("worker: trained {trained} run(s), {failed} failed; {left} not finished (held by other workers or pending)");
             Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
+    }
+}
+
+/// `spotrun worker --group G`: one line per run; exits like its runs (a preemption first, then a failure's code,
+/// then 75 when every run left was held elsewhere).
+fn group_cmd(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<ExitCode> {
+    let mut preempted = None;
+    let mut codes = Vec::new();
+    for (i, result) in worker::run_group(ctx, g, o)? {
+        let id = crate::config::short_id(&ctx.runs[i].id).to_string();
+        match result {
+            Ok(Outcome::AlreadyDone) => say!("run #{i} {id} is already done"),
+            Ok(Outcome::Trained { status, epochs }) => say!("run #{i} {id}: {} after {epochs} epochs", what(status)),
+            Err(e @ Error::Preempted { .. }) => {
+                tell!("run #{i} {id}: {e}");
+                preempted = preempted.or(Some(e));
+            }
+            Err(e) => {
+                tell!("error: run #{i} {id}: {e}");
+                codes.push(e.code());
+            }
+        }
+    }
+    if let Some(e) = preempted {
+        return Err(e);
+    }
+    let failed = codes.iter().copied().filter(|&c| c != crate::error::EXIT_BUSY).collect::<Vec<_>>();
+    Ok(match (failed.first(), codes.first()) {
+        (Some(&c), _) if failed.iter().all(|&x| x == c) => ExitCode::from(c),
+        (Some(_), _) => ExitCode::from(1),
+        (None, Some(&busy)) => ExitCode::from(busy),
+        (None, None) => ExitCode::SUCCESS,
+    })
+}
+
+fn what(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::StoppedEarly => "stopped early",
+        RunStatus::Pruned => "pruned",
+        _ => "completed",
     }
 }
 

@@ -36,6 +36,8 @@ pub struct LaunchOptions {
     pub backoff_seconds: f64,
     pub dry_run: bool,
     pub quiet: bool,
+    /// `--no-fuse`: one worker process per run.
+    pub no_fuse: bool,
 }
 
 /// Where a child runs.
@@ -73,10 +75,13 @@ enum RunState {
     Finished,
 }
 
+/// A worker process: one run (`--index`) or a fused group (`--group`).
 struct Active {
     child: Child,
-    index: usize,
+    runs: Vec<usize>,
     started: Instant,
+    /// Its stdout and stderr.
+    log: PathBuf,
 }
 
 /// Runs the sweep to completion. Exit 0 when every run is done, 1 when some failed, 128 + signal when stopped.
@@ -86,7 +91,10 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         return Err(SweepError::Usage(msg).into());
     }
     // Everything is checked before the volume is touched.
-    let ctx = Ctx::load(sweep_path, o.volume.as_deref(), true)?;
+    let mut ctx = Ctx::load(sweep_path, o.volume.as_deref(), true)?;
+    if o.no_fuse {
+        ctx = ctx.with_fuse(super::spec::Fuse::Off);
+    }
     let gpus = crate::device::list_gpus().map(|g| g.len()).unwrap_or(0);
     if let Some(bad) = o.gpus.iter().flatten().find(|&&g| g >= gpus) {
         let msg = format!("--gpus: cuda:{bad} does not exist ({gpus} CUDA device(s) visible)");
@@ -144,6 +152,7 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
         let id = crate::config::short_id(&r.id);
         let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
     }
+    let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
 }
 
 /// Signals sent to the launcher: every one counts (the first is passed on, a repeat passed on again, a third
@@ -244,17 +253,22 @@ impl<'a> Launcher<'a> {
         for slot in exited {
             let Some(mut a) = self.active.remove(&slot) else { continue };
             let status = a.child.wait().map_err(|e| SweepError::io("worker", e))?;
-            let dir = self.ctx.layout.run_dir(&self.ctx.runs[a.index].id);
-            let done = status.code() == Some(0) && record::maybe_present(&dir.join(record::DONE));
-            let end = classify(status.code(), status.signal(), done, self.preemptions[a.index]);
-            self.on_end(&a, end, status, stopping.is_some());
+            for i in a.runs.clone() {
+                let dir = self.ctx.layout.run_dir(&self.ctx.runs[i].id);
+                // A group's worker exits non-zero when one member failed; the others are done all the same.
+                let done =
+                    (status.code() == Some(0) || a.runs.len() > 1) && record::maybe_present(&dir.join(record::DONE));
+                let code = if done { Some(0) } else { status.code() };
+                let end = classify(code, status.signal(), done, self.preemptions[i]);
+                self.on_end(&a, i, end, status, stopping.is_some());
+            }
             let _ = status::write_results(&self.ctx.layout, &self.ctx.plan);
         }
         Ok(())
     }
 
-    fn on_end(&mut self, a: &Active, end: ChildEnd, status: std::process::ExitStatus, stopping: bool) {
-        let (i, secs) = (a.index, a.started.elapsed().as_secs_f64());
+    fn on_end(&mut self, a: &Active, i: usize, end: ChildEnd, status: std::process::ExitStatus, stopping: bool) {
+        let secs = a.started.elapsed().as_secs_f64();
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
         let short = crate::config::short_id(&run.id);
@@ -290,17 +304,17 @@ impl<'a> Launcher<'a> {
                         secs,
                     );
                 }
-                self.on_failure(i, end, status);
+                self.on_failure(i, end, status, &a.log);
             }
         }
     }
 
     /// A failed attempt: retry with backoff, record the run as failed for good, or leave it to its new holder.
-    fn on_failure(&mut self, i: usize, end: ChildEnd, status: std::process::ExitStatus) {
+    fn on_failure(&mut self, i: usize, end: ChildEnd, status: std::process::ExitStatus, log: &Path) {
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
         self.seen_failures[i] += 1;
-        let tail = record::tail(&dir.join("worker.log"), 2000);
+        let tail = record::tail(log, 2000);
         let failures = record::failures(&record::attempts(&dir)).max(self.seen_failures[i]);
         let path = dir.join(record::FAILED);
         let marker: Option<Failed> = record::read_json(&path);
@@ -356,19 +370,25 @@ impl<'a> Launcher<'a> {
             if self.active.contains_key(&si) {
                 continue;
             }
-            let Some(i) = next_run(self.ctx, &mut self.states) else { break };
-            let dir = self.ctx.layout.run_dir(&self.ctx.runs[i].id);
-            let child = spawn(&self.exe, self.sweep_path, self.ctx, i, slot, self.o, &dir)?;
-            self.display.started(i, &slot.name);
-            self.states[i] = RunState::Active;
-            self.active.insert(si, Active { child, index: i, started: Instant::now() });
+            let Some(g) = next_group(self.ctx, &mut self.states) else { break };
+            let runs = self.ctx.groups[g].runs.clone();
+            let (job, log) = match runs.as_slice() {
+                [i] => (Job::Index(*i), self.ctx.layout.run_dir(&self.ctx.runs[*i].id).join("worker.log")),
+                _ => (Job::Group(g), self.ctx.layout.root.join("groups").join(format!("group-{g}.log"))),
+            };
+            let child = spawn(&self.exe, self.sweep_path, self.ctx, job, slot, self.o, &log)?;
+            for &i in &runs {
+                self.display.started(i, &slot.name);
+                self.states[i] = RunState::Active;
+            }
+            self.active.insert(si, Active { child, runs, started: Instant::now(), log });
         }
         Ok(self.active.is_empty() && self.states.iter().all(|s| matches!(s, RunState::Finished)))
     }
 
     fn refresh(&mut self) {
         if self.last_refresh.elapsed() >= Duration::from_millis(500) {
-            let running: Vec<usize> = self.active.values().map(|a| a.index).collect();
+            let running: Vec<usize> = self.active.values().flat_map(|a| a.runs.iter().copied()).collect();
             let finished = self.states.iter().filter(|s| matches!(s, RunState::Finished)).count();
             self.display.refresh(&running, finished);
             self.last_refresh = Instant::now();
@@ -417,9 +437,11 @@ fn snapshot(ctx: &Ctx, sweep: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The next run to start, in index order; marks runs found finished on the volume.
-fn next_run(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
+/// The next group with a run to start, in order (a group of one is a run); marks runs found finished on the
+/// volume. A group starts when none of its runs is being trained and one of them is ready.
+fn next_group(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
     let now = Instant::now();
+    let mut ready = vec![false; states.len()];
     for (i, st) in states.iter_mut().enumerate() {
         let RunState::Waiting { not_before } = *st else { continue };
         let dir = ctx.layout.run_dir(&ctx.runs[i].id);
@@ -434,23 +456,45 @@ fn next_run(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
             *st = RunState::Waiting { not_before: now + Duration::from_secs(2) };
             continue;
         }
-        return Some(i);
+        ready[i] = true;
     }
-    None
+    ctx.groups.iter().position(|g| {
+        g.runs.iter().any(|&i| ready[i]) && !g.runs.iter().any(|&i| matches!(states[i], RunState::Active))
+    })
 }
 
-fn spawn(exe: &Path, sweep: &Path, ctx: &Ctx, i: usize, slot: &Slot, o: &LaunchOptions, dir: &Path) -> Result<Child> {
+/// What a worker process is started for.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Index(usize),
+    Group(usize),
+}
+
+fn spawn(
+    exe: &Path,
+    sweep: &Path,
+    ctx: &Ctx,
+    job: Job,
+    slot: &Slot,
+    o: &LaunchOptions,
+    log_path: &Path,
+) -> Result<Child> {
+    let dir = log_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| SweepError::io(dir, e))?;
-    let log_path = dir.join("worker.log");
     let mut log =
-        OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| SweepError::io(&log_path, e))?;
+        OpenOptions::new().create(true).append(true).open(log_path).map_err(|e| SweepError::io(log_path, e))?;
     let _ =
         writeln!(log, "--- spotrun sweep: attempt started at unix_ms {} on slot {} ---", lease::now_ms(), slot.name);
-    let err = log.try_clone().map_err(|e| SweepError::io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| SweepError::io(log_path, e))?;
+    let which = match job {
+        Job::Index(i) => ["--index".to_string(), i.to_string()],
+        Job::Group(g) => ["--group".to_string(), g.to_string()],
+    };
     let mut cmd = Command::new(exe);
     cmd.arg("worker")
         .arg(sweep)
-        .args(["--index", &i.to_string(), "--share", &o.per_gpu.max(1).to_string()])
+        .args(which)
+        .args(["--share", &o.per_gpu.max(1).to_string()])
         .arg("--volume")
         .arg(ctx.layout.root.parent().unwrap_or(Path::new(".")))
         .env("SPOTRUN_PARENT_PID", std::process::id().to_string())

@@ -59,6 +59,19 @@ pub struct Sweep {
     pub lease_seconds: f64,
     /// Sweep-level pruning: stop a run whose metric is worse than the median of other runs at the same epoch.
     pub pruning: Option<Pruning>,
+    /// `fuse`: train runs that differ only in per-run keys as one fused model (see [`super::groups`]).
+    pub fuse: Fuse,
+}
+
+/// `fuse = "auto" | "off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fuse {
+    /// Fuse whatever is fusable, in groups sized to memory.
+    #[default]
+    Auto,
+    /// One process per run, as before fusion existed.
+    Off,
 }
 
 /// `[pruning]`: median pruning (as in Optuna's MedianPruner).
@@ -109,6 +122,8 @@ struct Raw {
     #[serde(default = "sixty")]
     lease_seconds: f64,
     pruning: Option<Pruning>,
+    #[serde(default)]
+    fuse: Fuse,
 }
 
 fn grid() -> Method {
@@ -205,6 +220,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         retries: raw.retries,
         lease_seconds: raw.lease_seconds,
         pruning: raw.pruning,
+        fuse: raw.fuse,
     })
 }
 

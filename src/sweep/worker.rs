@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::error::SweepError;
 use super::expand::{expand, PlannedRun};
+use super::groups::{self, Group};
 use super::layout::{Layout, Plan};
 use super::lease::{self, ClaimError, Lease};
 use super::prune::should_prune;
 use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Done, DoneOutcome, Failed};
-use super::spec::{self, Sweep};
+use super::spec::{self, Fuse, Sweep};
 use super::status;
 use crate::checkpoint::Store;
 use crate::config::LoadedConfig;
@@ -32,6 +33,8 @@ pub struct WorkerOptions {
     pub quiet: bool,
     /// How many runs share this worker's device slot (for `device_seconds`).
     pub share: usize,
+    /// `--no-fuse`: one run at a time.
+    pub no_fuse: bool,
 }
 
 /// A loaded, expanded sweep with its place on the volume.
@@ -41,6 +44,8 @@ pub struct Ctx {
     pub duplicates: usize,
     pub layout: Layout,
     pub plan: Plan,
+    /// The runs as worker processes train them: fused groups, or one run each (see [`super::groups`]).
+    pub groups: Vec<Group>,
 }
 
 impl Ctx {
@@ -54,11 +59,32 @@ impl Ctx {
         if !dry {
             plan.write(&layout)?;
         }
-        Ok(Ctx { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan })
+        let groups = groups::plan(&e.runs, sweep.fuse);
+        Ok(Ctx { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan, groups })
+    }
+
+    /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.
+    pub fn with_fuse(mut self, fuse: Fuse) -> Ctx {
+        self.sweep.fuse = fuse;
+        self.groups = groups::plan(&self.runs, fuse);
+        self
     }
 }
 
 impl Ctx {
+    /// Group `g`, or the error `--group` gets when it is out of range.
+    pub fn group(&self, g: usize) -> Result<&Group, SweepError> {
+        self.groups.get(g).ok_or_else(|| {
+            SweepError::Usage(format!(
+                "{}: --group {g} is out of range: the sweep has {} groups (0..={}; `spotrun sweep --dry-run` lists \
+                 them)",
+                self.sweep.file.display(),
+                self.groups.len(),
+                self.groups.len().saturating_sub(1)
+            ))
+        })
+    }
+
     /// Run `index`, or the error `--index` gets when it is out of range.
     pub fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
         self.runs.get(index).ok_or_else(|| {
@@ -84,7 +110,8 @@ pub fn run_index(ctx: &Ctx, index: usize, o: &WorkerOptions) -> Result<Outcome> 
     run_one(ctx, ctx.run(index)?, o)
 }
 
-/// `spotrun worker --next`: trains free runs until none is left. Returns (trained, failed) counts.
+/// `spotrun worker --next`: trains free runs until none is left, a fused group at a time where the sweep fuses.
+/// The data and libtorch stay loaded from one run to the next. Returns (trained, failed) counts.
 pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
     let (mut trained, mut failed) = (0, 0);
     let mut backoff = Duration::from_secs(2);
@@ -92,32 +119,38 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
     // Errors per run in this process, so a run that fails before recording an attempt (a full or read-only
     // volume) is not retried forever.
     let mut errors = vec![0usize; ctx.runs.len()];
+    let free = |errors: &[usize], i: usize| {
+        let dir = ctx.layout.run_dir(&ctx.runs[i].id);
+        !(errors[i] > retries
+            || record::maybe_present(&dir.join(record::DONE))
+            || record::maybe_present(&dir.join(record::FAILED))
+            || lease::holder(&dir, ctx.sweep.lease_seconds).is_some())
+    };
     loop {
         let mut claimed = false;
-        for run in &ctx.runs {
-            let dir = ctx.layout.run_dir(&run.id);
-            if errors[run.index] > retries
-                || record::maybe_present(&dir.join(record::DONE))
-                || record::maybe_present(&dir.join(record::FAILED))
-                || lease::holder(&dir, ctx.sweep.lease_seconds).is_some()
-            {
+        for (g, group) in ctx.groups.iter().enumerate() {
+            if !group.runs.iter().any(|&i| free(&errors, i)) {
                 continue;
             }
-            match run_one(ctx, run, o) {
-                Ok(Outcome::Trained { .. }) => {
-                    claimed = true;
-                    trained += 1;
-                }
-                Ok(Outcome::AlreadyDone) => {}
-                Err(Error::Busy(_)) => {}
-                Err(e @ Error::Preempted { .. }) => return Err(e),
-                Err(e @ Error::NotOwner(_)) => return Err(e),
-                Err(e) => {
-                    claimed = true;
-                    errors[run.index] += 1;
-                    tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
-                    if record::maybe_present(&dir.join(record::FAILED)) || errors[run.index] > retries {
-                        failed += 1;
+            for (i, result) in run_group(ctx, g, o)? {
+                let run = &ctx.runs[i];
+                match result {
+                    Ok(Outcome::Trained { .. }) => {
+                        claimed = true;
+                        trained += 1;
+                    }
+                    Ok(Outcome::AlreadyDone) => {}
+                    Err(Error::Busy(_)) => {}
+                    Err(e @ Error::Preempted { .. }) => return Err(e),
+                    Err(e @ Error::NotOwner(_)) => return Err(e),
+                    Err(e) => {
+                        claimed = true;
+                        errors[i] += 1;
+                        tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
+                        let dir = ctx.layout.run_dir(&run.id);
+                        if record::maybe_present(&dir.join(record::FAILED)) || errors[i] > retries {
+                            failed += 1;
+                        }
                     }
                 }
             }
@@ -140,9 +173,67 @@ pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
 }
 
 fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
+    let held = match take(ctx, run, o)? {
+        Taken::Done(outcome) => return Ok(outcome),
+        Taken::Held(h) => h,
+    };
+    let started = Instant::now();
+    let result = trainer::train(&held.opts);
+    held.end(ctx, run, o, result, started)
+}
+
+/// `spotrun worker --group G`: the free runs of group `g` trained together as one fused model (a group of one
+/// is [`run_index`]). Runs done or held elsewhere are skipped; each trained run gets its own outcome.
+pub fn run_group(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<Vec<(usize, Result<Outcome>)>> {
+    let group = ctx.group(g)?;
+    if let [only] = group.runs.as_slice() {
+        return Ok(vec![(*only, run_index(ctx, *only, o))]);
+    }
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for &i in &group.runs {
+        match take(ctx, &ctx.runs[i], o) {
+            Ok(Taken::Held(h)) => held.push((i, h)),
+            Ok(Taken::Done(outcome)) => out.push((i, Ok(outcome))),
+            Err(e) => out.push((i, Err(e))),
+        }
+    }
+    let opts: Vec<TrainOptions> = held.iter().map(|(_, h)| h.opts.clone()).collect();
+    let started = Instant::now();
+    let say = |line: &str| {
+        if !o.quiet {
+            tell!("{line}");
+        }
+    };
+    let results = if opts.is_empty() { Vec::new() } else { trainer::train_group(&opts, &say) };
+    for ((i, h), result) in held.into_iter().zip(results) {
+        out.push((i, h.end(ctx, &ctx.runs[i], o, result, started)));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
+/// A run this worker took: its lease, its attempt record, and the options it trains with.
+struct Held {
+    dir: PathBuf,
+    lease: Lease,
+    attempt: AttemptRecorder,
+    owner: OwnerCheck,
+    device: String,
+    opts: TrainOptions,
+}
+
+/// What [`take`] found.
+enum Taken {
+    Held(Box<Held>),
+    Done(Outcome),
+}
+
+/// Claims `run`: its lease, then (under it) a second look for `done.json`, then its attempt's start record.
+fn take(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Taken> {
     let dir = ctx.layout.run_dir(&run.id);
     if let Some(outcome) = finished_already(run, &dir, true)? {
-        return Ok(outcome);
+        return Ok(Taken::Done(outcome));
     }
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
     let lease = claim(ctx, run, &dir)?;
@@ -151,7 +242,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
         Ok(None) => {}
         other => {
             lease.release();
-            return other.map(|o| o.unwrap_or(Outcome::AlreadyDone));
+            return other.map(|o| Taken::Done(o.unwrap_or(Outcome::AlreadyDone)));
         }
     }
     let attempt = AttemptRecorder { host: lease::hostname(), gen: lease.info().gen };
@@ -176,32 +267,47 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
                 .to_string())
         }))
     };
+    let device = cfg.train.device.clone();
     let opts = TrainOptions {
         owner_check: Some(owner.clone()),
         run_dir: Some(dir.clone()),
         quiet: o.quiet,
-        loaded: Some(LoadedConfig { config: cfg.clone(), origin: ctx.sweep.file.clone() }),
+        loaded: Some(LoadedConfig { config: cfg, origin: ctx.sweep.file.clone() }),
         epoch_hook: pruning_hook(ctx, run),
         hparams: Some(hparams(ctx, run)),
         ..TrainOptions::default()
     };
-    let started = Instant::now();
-    let result = trainer::train(&opts);
-    let mut end = attempt.record(AttemptEvent::End, 0);
-    end.seconds = started.elapsed().as_secs_f64();
-    match result {
-        Err(e @ Error::NotOwner(_)) => {
-            // Another worker owns the run now: write nothing more (its lease file is newer than ours).
-            lease.abandon();
-            Err(e)
+    Ok(Taken::Held(Box::new(Held { dir, lease, attempt, owner, device, opts })))
+}
+
+impl Held {
+    /// Records how the training attempt that began at `started` ended: `done.json`, a failure, or nothing at all
+    /// when another worker owns the run now.
+    fn end(
+        self: Box<Self>,
+        ctx: &Ctx,
+        run: &PlannedRun,
+        o: &WorkerOptions,
+        result: Result<trainer::TrainSummary>,
+        started: Instant,
+    ) -> Result<Outcome> {
+        let Held { dir, lease, attempt, owner, device, .. } = *self;
+        let mut end = attempt.record(AttemptEvent::End, 0);
+        end.seconds = started.elapsed().as_secs_f64();
+        match result {
+            Err(e @ Error::NotOwner(_)) => {
+                // Another worker owns the run now: write nothing more (its lease file is newer than ours).
+                lease.abandon();
+                Err(e)
+            }
+            Ok(_) if (owner.0)().is_err() => {
+                lease.abandon();
+                let short = crate::config::short_id(&run.id);
+                Err(Error::NotOwner(format!("run #{} {short}: taken over before it was marked done", run.index)))
+            }
+            Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease }.done(end, &summary, &device),
+            Err(e) => Claimed { ctx, run, o, dir: &dir, lease }.failed(end, e),
         }
-        Ok(_) if (owner.0)().is_err() => {
-            lease.abandon();
-            let short = crate::config::short_id(&run.id);
-            Err(Error::NotOwner(format!("run #{} {short}: taken over before it was marked done", run.index)))
-        }
-        Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease }.done(end, &summary, &cfg.train.device),
-        Err(e) => Claimed { ctx, run, o, dir: &dir, lease }.failed(end, e),
     }
 }
 

@@ -192,12 +192,19 @@ impl<'a> Trainer<'a> {
                 return Ok(None);
             }
         }
+        self.end_epoch(epoch, lr, trained, t0).map(Some)
+    }
+
+    /// The metrics of epoch `epoch` (0-based) once its steps are done: the mean training loss, an evaluation, and
+    /// the speed of the `trained` items since `t0`. `lr` is the LR of its last step.
+    pub(super) fn end_epoch(&mut self, epoch: usize, lr: f64, trained: usize, t0: Instant) -> Result<EpochMetrics> {
+        let n = self.epoch_len();
         let train_loss = self.loss_sum.f_double_value(&[])? / n as f64;
         let train_seconds = t0.elapsed().as_secs_f64();
         self.check_finite(train_loss, epoch)?;
         let eval = self.evaluate()?;
         let samples_per_sec = trained as f64 / train_seconds.max(1e-9);
-        Ok(Some(EpochMetrics {
+        Ok(EpochMetrics {
             epoch: epoch + 1,
             step: self.step,
             train_loss,
@@ -214,7 +221,7 @@ impl<'a> Trainer<'a> {
                 Some(_) => Some(self.skipped.f_double_value(&[])? as u64),
                 None => None,
             },
-        }))
+        })
     }
 
     /// Items (tokens for a language model) per second, and their unit, for the progress bar.

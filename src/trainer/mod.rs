@@ -5,6 +5,8 @@
 mod early;
 mod ema;
 mod fit;
+mod fused;
+mod group;
 mod lock;
 pub(crate) mod metrics;
 mod observer;
@@ -23,6 +25,8 @@ mod state;
 
 pub(crate) use early::metric_value;
 pub use fit::{FitOutcome, Flow, Trainer};
+pub use fused::fusion_key;
+pub use group::train_group;
 pub use metrics::EpochMetrics;
 pub use progress::Progress;
 pub use run::{

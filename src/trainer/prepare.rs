@@ -81,8 +81,51 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     Ok(Prepared { run_id, device: dev, threads, data, data_on_device, vs, net, run_dir, ckpt_dir, lines, loaded })
 }
 
-/// Loads and checks the data once, then places it on the device when it fits (allocation failures are errors).
+/// Loads and checks the data once per process: a worker that trains run after run on the same data (same
+/// `[data]`, model shape keys, device and files on disk) reuses the tensors it loaded for the first, on the device
+/// they were placed on. One entry: a sweep over two datasets holds one at a time.
 fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
+    thread_local! {
+        static LOADED: std::cell::RefCell<Option<(String, Data, bool)>> = const { std::cell::RefCell::new(None) };
+    }
+    let key = data_key(cfg, dev);
+    let hit = LOADED.with_borrow(|c| match (c, &key) {
+        (Some((k, d, on)), Some(key)) if k == key => Some((d.shallow_clone(), *on)),
+        _ => None,
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    LOADED.with_borrow_mut(|c| *c = None);
+    let (data, on_device) = load_data_uncached(cfg, dev)?;
+    if let Some(key) = key {
+        LOADED.with_borrow_mut(|c| *c = Some((key, data.shallow_clone(), on_device)));
+    }
+    Ok((data, on_device))
+}
+
+/// What identifies loaded data: the config that shapes it, the device, and the size and modification time of
+/// every file read (`None` when a file cannot be looked at: then nothing is reused).
+fn data_key(cfg: &Config, dev: Device) -> Option<String> {
+    let shape = (&cfg.model.kind, cfg.model.inputs, cfg.model.classes, cfg.model.block_size, cfg.model.vocab_size);
+    let mut key = format!("{}|{shape:?}|{dev:?}", serde_json::to_string(&cfg.data).ok()?);
+    if let Some(path) = &cfg.data.path {
+        let meta = std::fs::metadata(path).ok()?;
+        let files = if meta.is_dir() {
+            ["train.bin", "val.bin", "meta.json"].iter().map(|f| path.join(f)).collect()
+        } else {
+            vec![path.clone()]
+        };
+        for f in files {
+            let m = std::fs::metadata(&f).ok()?;
+            key.push_str(&format!("|{}:{}:{:?}", f.display(), m.len(), m.modified().ok()?));
+        }
+    }
+    Some(key)
+}
+
+/// Loads and checks the data, then places it on the device when it fits (allocation failures are errors).
+fn load_data_uncached(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     check_tokens_fit(cfg)?;
     let loading = || format!("loading the data ({source})");

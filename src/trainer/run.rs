@@ -24,7 +24,7 @@ use super::progress::Progress;
 use super::saver::{Saver, SaverStart};
 use super::signals::{self, Signals};
 use crate::boundary::{self, Phase};
-use crate::checkpoint::{self, Loaded};
+use crate::checkpoint::{self, Loaded, SaveReason};
 use crate::config::{Config, LoadedConfig};
 use crate::device;
 use crate::error::{Error, Result};
@@ -146,9 +146,9 @@ pub enum Outcome {
 }
 
 /// Where the loop starts: from scratch, or from a checkpoint.
-struct Start {
-    cursor: (usize, usize),
-    metrics: Vec<EpochMetrics>,
+pub(super) struct Start {
+    pub cursor: (usize, usize),
+    pub metrics: Vec<EpochMetrics>,
     resumed_step: Option<u64>,
     last_save_seconds: Option<f64>,
 }
@@ -160,34 +160,83 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let _deterministic = Deterministic::set(loaded.config.train.deterministic)?;
     let mut p = prepare::prepare(loaded, opts)?;
     let (mut o, store) = open::open(&mut p, opts)?;
+    let mut a = match attach(&p, &mut o, store, opts, signals, false)? {
+        Attach::Train(a) => *a,
+        Attach::Finished(summary) => return Ok(summary),
+    };
+    let mut metrics = std::mem::take(&mut a.start.metrics);
+    let loop_started = Instant::now();
+    let cfg = p.cfg();
+    let (device, run_dir) = (p.device, p.run_dir.clone());
+    let mut l = Loop { cfg, trainer: &mut a.trainer, saver: &mut a.saver, obs: &a.obs, signals, opts, device, run_dir };
+    let outcome = l.run_epochs(a.start.cursor, &mut metrics)?;
+    conclude(&p, a, outcome, metrics, loop_started)
+}
+
+/// A run ready for its epoch loop: its trainer restored, its run files written, its saver and observer open.
+pub(super) struct Attached<'a> {
+    pub trainer: Trainer<'a>,
+    pub saver: Saver<'a>,
+    pub obs: Observer,
+    pub start: Start,
+}
+
+/// What [`attach`] found: a run to train, or one whose checkpoint already covers every epoch.
+pub(super) enum Attach<'a> {
+    Train(Box<Attached<'a>>),
+    Finished(TrainSummary),
+}
+
+/// Stage 3's set-up for one prepared and opened run: the trainer (from the checkpoint found, if any), the banner,
+/// the run files, the checkpoint writer and the observer. A `member` of a fused group shows no progress of its
+/// own (the group does) and writes its checkpoints in the background (as `checkpoint.background = true`), so the
+/// members' saves at one step overlap instead of queueing.
+pub(super) fn attach<'a>(
+    p: &'a Prepared,
+    o: &mut open::Opened,
+    store: checkpoint::Store,
+    opts: &TrainOptions,
+    signals: &'static Signals,
+    member: bool,
+) -> Result<Attach<'a>> {
+    let quiet = opts.quiet || member;
     let cfg = p.cfg();
     let optimizer = || format!("creating the {} state for the model", prepare::optim_name(cfg.optim.kind));
     let mut trainer =
         boundary::catch(Phase::Setup, &optimizer, || Ok(Trainer::new(cfg, &p.vs, p.net.as_ref(), &p.data, p.device)))?;
-    let progress = Progress::new(opts.quiet, trainer.total_steps(), cfg.train.epochs);
-    progress.println(&banner(&p, &trainer));
+    let progress = Progress::new(quiet, trainer.total_steps(), cfg.train.epochs);
+    progress.println(&banner(p, &trainer));
     p.lines.iter().for_each(|l| progress.println(l));
     let start = restore(&mut trainer, o.found.take(), cfg, &progress)?;
     if finished(cfg, start.cursor.0, &start.metrics) {
         progress.finish();
-        return already_finished(&p, start.metrics);
+        return already_finished(p, start.metrics).map(Attach::Finished);
     }
     startup_signal(signals, start.resumed_step.is_some(), &progress)?;
-    open::begin(&p, &mut o, &start.metrics, &|l| progress.println(l))?;
+    open::begin(p, o, &start.metrics, &|l| progress.println(l))?;
     let start_info = SaverStart {
         resumed_step: start.resumed_step,
         last_save_seconds: start.last_save_seconds,
         run_dir: p.run_dir.clone(),
     };
     let mut saver = Saver::new(store, cfg, &p.run_id, p.data.fingerprint(), opts.owner_check.clone(), start_info);
-    let tb = open_tensorboard(&p, start.resumed_step, opts, &progress);
+    if member {
+        saver = saver.in_background();
+    }
+    let tb = open_tensorboard(p, start.resumed_step, opts, &progress);
     let obs = Observer::new(progress, &p.run_dir, opts.owner_check.clone()).with_tensorboard(tb);
-    let mut metrics = start.metrics;
-    let loop_started = Instant::now();
-    let run_dir = p.run_dir.clone();
-    let mut l =
-        Loop { cfg, trainer: &mut trainer, saver: &mut saver, obs: &obs, signals, opts, device: p.device, run_dir };
-    let outcome = l.run_epochs(start.cursor, &mut metrics)?;
+    Ok(Attach::Train(Box::new(Attached { trainer, saver, obs, start })))
+}
+
+/// After the epoch loop: the preemption save, or the final flush, weights and summary.
+pub(super) fn conclude(
+    p: &Prepared,
+    a: Attached,
+    outcome: Outcome,
+    metrics: Vec<EpochMetrics>,
+    loop_started: Instant,
+) -> Result<TrainSummary> {
+    let Attached { trainer, mut saver, obs, .. } = a;
     if let Outcome::Preempted { signal, cursor } = outcome {
         return Err(saver.preempt(&trainer, signal, cursor, &metrics, &obs.progress));
     }
@@ -195,7 +244,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     saver.flush()?;
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     obs.ensure_owner()?;
-    write_outputs(&p, &trainer)?;
+    write_outputs(p, &trainer)?;
     let status = match outcome {
         Outcome::EarlyStopped => RunStatus::StoppedEarly,
         Outcome::Pruned => RunStatus::Pruned,
@@ -316,15 +365,15 @@ fn startup_signal(signals: &Signals, resumed: bool, progress: &Progress) -> Resu
 }
 
 /// The epoch loop and what it reports to.
-struct Loop<'a, 'b> {
-    cfg: &'a Config,
-    trainer: &'b mut Trainer<'a>,
-    saver: &'b mut Saver<'a>,
-    obs: &'b Observer,
-    signals: &'static Signals,
-    opts: &'b TrainOptions,
-    device: Device,
-    run_dir: PathBuf,
+pub(super) struct Loop<'a, 'b> {
+    pub cfg: &'a Config,
+    pub trainer: &'b mut Trainer<'a>,
+    pub saver: &'b mut Saver<'a>,
+    pub obs: &'b Observer,
+    pub signals: &'static Signals,
+    pub opts: &'b TrainOptions,
+    pub device: Device,
+    pub run_dir: PathBuf,
 }
 
 /// How one epoch ended.
@@ -345,26 +394,46 @@ impl Loop<'_, '_> {
                     return Ok(Outcome::Preempted { signal, cursor: (epoch, batches_done) })
                 }
             };
-            let m = self.mark_best(m, metrics)?;
-            self.obs.epoch(&m)?;
-            metrics.push(m);
-            let stop = self.stop_after(epoch, metrics);
-            let last = epoch + 1 == self.cfg.train.epochs || stop.is_some();
-            let policy = SavePolicy::new(&self.cfg.checkpoint);
-            if let Some(reason) = policy.decide(Event::EpochEnd { epochs_done: epoch + 1, last }) {
-                self.obs.before_save();
-                let started = Instant::now();
-                self.saver.save(self.trainer, (epoch + 1, 0), metrics, reason)?;
-                self.obs.saved(self.trainer.step, started.elapsed().as_secs_f64());
-            }
-            if let Some(outcome) = stop {
+            if let Some(outcome) = self.after_epoch(epoch, m, metrics)? {
                 return Ok(outcome);
-            }
-            if let (Some(signal), false) = (self.signals.received(), last) {
-                return Ok(Outcome::Preempted { signal, cursor: (epoch + 1, 0) });
             }
         }
         Ok(Outcome::Completed)
+    }
+
+    /// After epoch `epoch` produced `m`: the best epoch, the record, early stopping or pruning, the epoch's save,
+    /// and a signal that arrived. `Some` ends the run.
+    pub(super) fn after_epoch(
+        &mut self,
+        epoch: usize,
+        m: EpochMetrics,
+        metrics: &mut Vec<EpochMetrics>,
+    ) -> Result<Option<Outcome>> {
+        let m = self.mark_best(m, metrics)?;
+        self.obs.epoch(&m)?;
+        metrics.push(m);
+        let stop = self.stop_after(epoch, metrics);
+        let last = epoch + 1 == self.cfg.train.epochs || stop.is_some();
+        let policy = SavePolicy::new(&self.cfg.checkpoint);
+        if let Some(reason) = policy.decide(Event::EpochEnd { epochs_done: epoch + 1, last }) {
+            self.save((epoch + 1, 0), metrics, reason)?;
+        }
+        if stop.is_some() {
+            return Ok(stop);
+        }
+        if last {
+            return Ok(Some(Outcome::Completed));
+        }
+        Ok(self.signals.received().map(|signal| Outcome::Preempted { signal, cursor: (epoch + 1, 0) }))
+    }
+
+    /// Saves the trainer at `cursor`, logging the pause.
+    pub(super) fn save(&mut self, cursor: (usize, usize), metrics: &[EpochMetrics], reason: SaveReason) -> Result<()> {
+        self.obs.before_save();
+        let started = Instant::now();
+        self.saver.save(self.trainer, cursor, metrics, reason)?;
+        self.obs.saved(self.trainer.step, started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Trains one epoch from `start_batch`, saving mid-epoch when the policy says so.

@@ -63,6 +63,12 @@ impl<'a> Saver<'a> {
         }
     }
 
+    /// Writes on a background thread whatever `checkpoint.background` says (a fused group's members).
+    pub fn in_background(mut self) -> Saver<'a> {
+        self.writer = self.writer.in_background();
+        self
+    }
+
     /// Seconds since the last save (or since the loop started).
     pub fn seconds_since_save(&self) -> f64 {
         self.last_time.elapsed().as_secs_f64()

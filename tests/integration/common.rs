@@ -208,3 +208,17 @@ pub fn attempts(run_dir: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("attempts line is JSON"))
         .collect()
 }
+
+/// PIDs of the live child processes of `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(parent)
+        })
+        .collect()
+}

@@ -123,6 +123,7 @@ fn slurm_array_sweep_with_a_preempted_task_requeues_it_resumes_and_matches_a_loc
         "worker".into(),
         sweep.display().to_string(),
         "--next".into(),
+        "--no-fuse".into(),
         "--quiet".into(),
         "--threads".into(),
         "1".into(),

@@ -1,0 +1,181 @@
+//! Fused sweeps through the real binary: runs that differ only in per-run keys trained as one model, each still
+//! its own run (metrics, checkpoints, done.json), against the same runs trained one process each.
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{attempts, committed, kill, run_ok, spotrun, text, wait_until};
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, format!("name = \"{name}\"\n{body}")).unwrap();
+    p
+}
+
+fn sweep_args(sweep: &Path, vol: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec!["sweep".into(), sweep.display().to_string(), "--volume".into(), vol.display().to_string()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Run directories by sweep index (from `sweep.json`).
+fn runs(vol: &Path, name: &str) -> Vec<PathBuf> {
+    let plan: Value = serde_json::from_slice(&std::fs::read(vol.join(name).join("sweep.json")).unwrap()).unwrap();
+    let ids = plan["runs"].as_array().unwrap();
+    ids.iter().map(|r| vol.join(name).join("runs").join(r["id"].as_str().unwrap())).collect()
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    crate::common::metrics(run)
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let named = tch::Tensor::read_safetensors(path).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> =
+        named.into_iter().map(|(n, t)| (n, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The largest |a - b| / max(|b|, 1e-3) over two `state_dict`s with the same names and shapes.
+fn max_rel_diff(a: &Path, b: &Path) -> f64 {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.iter().map(|w| &w.0).collect::<Vec<_>>(), wb.iter().map(|w| &w.0).collect::<Vec<_>>());
+    let mut worst = 0f64;
+    for ((_, x), (_, y)) in wa.iter().zip(&wb) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((*p as f64 - *q as f64).abs() / (*q as f64).abs().max(1e-3));
+        }
+    }
+    worst
+}
+
+const ADAMW: &str = "seeds = [1, 2]\n[base]\ndata.synthetic = { train = 1200, val = 300, features = 24 }\n\
+    model.hidden = [48, 32]\ntrain = { batch_size = 100, epochs = 3 }\n\
+    schedule = { kind = \"cosine\", warmup_steps = 5, min_lr = 1e-5 }\n\
+    [parameters]\n\"optim.lr\" = [0.001, 0.01]\n\"optim.weight_decay\" = [0.0, 0.1]\n\"optim.grad_clip\" = [0.05, 100.0]\n";
+
+const SGD: &str = "[base]\ndata.synthetic = { train = 1000, val = 250, features = 20 }\nmodel.hidden = [40]\n\
+    optim = { kind = \"sgd\", lr = 0.05, momentum = 0.9 }\ntrain = { batch_size = 128 }\n\
+    [parameters]\n\"optim.momentum\" = [0.5, 0.9]\n\"optim.dampening\" = [0.0, 0.3]\n\"train.epochs\" = [2, 4]\n";
+
+#[test]
+fn fused_runs_follow_their_unfused_trajectories_and_leave_ordinary_run_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, body, n) in [("adamw", ADAMW, 16), ("sgd", SGD, 8)] {
+        let sweep = write(tmp.path(), name, body);
+        let plan = text(&run_ok(&sweep_args(&sweep, &tmp.path().join("dry"), &["--dry-run"])).stdout);
+        assert!(plan.contains(&format!("(fused, {n} runs)")), "{plan}");
+        let (fused, alone) = (tmp.path().join(format!("{name}-fused")), tmp.path().join(format!("{name}-alone")));
+        run_ok(&sweep_args(&sweep, &fused, &["--workers", "1"]));
+        run_ok(&sweep_args(&sweep, &alone, &["--workers", "2", "--no-fuse"]));
+        let log = std::fs::read_to_string(fused.join(name).join("groups/group-0.log")).unwrap();
+        assert!(log.contains(&format!("training {n} runs as one fused model")), "{log}");
+        let mut worst = (0f64, 0f64);
+        for (a, b) in runs(&fused, name).iter().zip(runs(&alone, name)) {
+            let (ma, mb) = (metrics(a), metrics(&b));
+            assert_eq!(ma.len(), mb.len(), "{}: epochs", a.display());
+            for (x, y) in ma.iter().zip(&mb) {
+                for key in ["train_loss", "val_loss"] {
+                    let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+                    worst.0 = worst.0.max((p - q).abs() / q.abs().max(1e-6));
+                }
+                assert_eq!(x["step"], y["step"]);
+            }
+            worst.1 = worst.1.max(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")));
+            // Each fused run's files are an ordinary run's: done.json, attempts, and checkpoints that verify.
+            let done: Value = serde_json::from_slice(&std::fs::read(a.join("done.json")).unwrap()).unwrap();
+            assert_eq!(done["outcome"], "completed");
+            assert!(!committed(a).is_empty());
+            run_ok(&["inspect".into(), a.display().to_string(), "--verify".into()]);
+        }
+        eprintln!("{name}: fused vs unfused: max relative metric difference {:.2e}, weights {:.2e}", worst.0, worst.1);
+        assert!(worst.0 <= 1e-4 && worst.1 <= 1e-3, "{name}: fused drifted from unfused: {worst:?}");
+    }
+}
+
+#[test]
+fn a_fused_group_killed_mid_epoch_resumes_byte_identical_each_run_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = "[base]\ndata.synthetic = { train = 6000, val = 500, features = 64 }\nmodel.hidden = [256, 256]\n\
+        train = { batch_size = 128, epochs = 3 }\ncheckpoint = { every_steps = 7 }\n\
+        [parameters]\n\"optim.lr\" = [0.0003, 0.001, 0.003, 0.01]\n\"optim.weight_decay\" = [0.0, 0.001, 0.01, 0.1]\n";
+    let sweep = write(tmp.path(), "kill16", body);
+    let (straight, killed) = (tmp.path().join("straight"), tmp.path().join("killed"));
+    run_ok(&sweep_args(&sweep, &straight, &["--workers", "1"]));
+
+    let mut launcher = spotrun()
+        .args(sweep_args(&sweep, &killed, &["--workers", "1"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A mid-epoch checkpoint committed (batch > 0 in its manifest), the sweep not finished: kill everything.
+    let mid_epoch = |r: &Path| {
+        committed(r).iter().any(|c| {
+            let m: Value = serde_json::from_slice(&std::fs::read(c.join("manifest.json")).unwrap_or_default())
+                .unwrap_or(Value::Null);
+            m["batch"].as_u64().unwrap_or(0) > 0 && m["epoch"].as_u64().unwrap_or(0) >= 1
+        })
+    };
+    wait_until("a mid-epoch checkpoint of epoch 2", Duration::from_secs(300), || {
+        killed.join("kill16/sweep.json").exists() && runs(&killed, "kill16").iter().any(|r| mid_epoch(r))
+    });
+    assert!(kill(launcher.id(), "STOP"));
+    let workers = crate::common::children_of(launcher.id());
+    assert_eq!(workers.len(), 1, "one worker process trains the fused group");
+    kill(workers[0], "KILL");
+    assert!(kill(launcher.id(), "KILL"));
+    let _ = launcher.wait();
+    let unfinished = runs(&killed, "kill16").iter().filter(|r| !r.join("done.json").exists()).count();
+    assert!(unfinished > 0, "the sweep finished before the kill");
+
+    run_ok(&sweep_args(&sweep, &killed, &["--workers", "1"]));
+    for (a, b) in runs(&straight, "kill16").iter().zip(runs(&killed, "kill16")) {
+        let epochs: Vec<u64> = metrics(&b).iter().map(|m| m["epoch"].as_u64().unwrap()).collect();
+        assert_eq!(epochs, [1, 2, 3], "{}: every epoch exactly once", b.display());
+        let done = attempts(&b).into_iter().filter(|a| a["outcome"] == "done").count();
+        assert_eq!(done, 1, "{}: finished once", b.display());
+        let (wa, wb) =
+            (std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
+        assert!(wa == wb, "{}: weights differ from the uninterrupted fused sweep", b.display());
+        let strip = |ms: Vec<Value>| -> Vec<(Value, Value)> {
+            ms.into_iter().map(|m| (m["val_loss"].clone(), m["train_loss"].clone())).collect()
+        };
+        assert_eq!(strip(metrics(a)), strip(metrics(&b)), "{}: metrics", b.display());
+    }
+}
+
+#[test]
+fn a_pruned_run_leaves_its_fused_group_and_the_others_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = write(
+        tmp.path(),
+        "prune",
+        "method = \"list\"\n[base]\ndata.synthetic = { train = 2000, val = 500, features = 32 }\nmodel.hidden = [64]\n\
+         train = { batch_size = 256, epochs = 3 }\n[pruning]\nmethod = \"median\"\nwarmup_epochs = 1\nmin_runs = 3\n\
+         [[runs]]\noptim.lr = 0.003\ntrain.seed = 1\n[[runs]]\noptim.lr = 0.003\ntrain.seed = 2\n\
+         [[runs]]\noptim.lr = 0.003\ntrain.seed = 3\n[[runs]]\noptim.lr = 1e-7\n",
+    );
+    let vol = tmp.path().join("vol");
+    let out = run_ok(&[
+        "worker".into(),
+        sweep.display().to_string(),
+        "--group".into(),
+        "0".into(),
+        "--volume".into(),
+        vol.display().to_string(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("run #3") && stdout.contains("pruned after 1 epochs"), "{stdout}");
+    assert!(text(&out.stderr).contains("training 4 runs as one fused model"), "{}", text(&out.stderr));
+    for (i, r) in runs(&vol, "prune").iter().enumerate() {
+        let done: Value = serde_json::from_slice(&std::fs::read(r.join("done.json")).unwrap()).unwrap();
+        let want = if i == 3 { ("pruned", 1) } else { ("completed", 3) };
+        assert_eq!((done["outcome"].as_str().unwrap(), done["epochs"].as_u64().unwrap()), want, "run {i}");
+        assert_eq!(metrics(r).len() as u64, want.1);
+    }
+}
