@@ -9,7 +9,7 @@
 //!    (`spotrun sweep --workers 1`). Per-run overhead = (wall − Σ epoch_seconds) / runs: everything but the
 //!    epochs themselves (process start, data, model, run files, checkpoints, records).
 //!
-//! Env: SPOTRUN_BENCH_ROUNDS (2), SPOTRUN_PYTHON, SPOTRUN_BENCH_FUSED_EAGER (the eager script, when the bench runs
+//! Env: SPOTRUN_BENCH_ROUNDS (2), SPOTRUN_BENCH_BIN (the spotrun binary; default cargo's), SPOTRUN_PYTHON, SPOTRUN_BENCH_FUSED_EAGER (the eager script, when the bench runs
 //! outside its source tree), SPOTRUN_BENCH_EPOCHS (30). Reproduces the "Fused sweeps" rows of BENCHMARKS.md.
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +34,8 @@ fn python() -> PathBuf {
 /// Runs `spotrun ARGS` and returns its wall time; panics (the bench is void) if it fails.
 fn timed(args: &[&str]) -> f64 {
     let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_spotrun")).args(args).output();
+    let bin = std::env::var_os("SPOTRUN_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spotrun").into());
+    let out = Command::new(bin).args(args).output();
     let secs = t0.elapsed().as_secs_f64();
     match out {
         Ok(o) if o.status.success() => secs,

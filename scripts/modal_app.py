@@ -1,13 +1,13 @@
-"""spotrun on Modal: one GPU function call per sweep run, `.map`ped over the run indices, with a Modal Volume as
-the sweep volume.
+"""spotrun on Modal: one GPU function call per worker task of a sweep (a fused group of runs, or one run),
+`.starmap`ped over the groups `spotrun sweep --dry-run --json` lists, with a Modal Volume as the sweep volume.
 
     scripts/quickstart.sh                                   # builds target/release/spotrun (shipped in the image)
     modal run scripts/modal_app.py --sweep configs/sweeps/lr_width.toml
     SPOTRUN_MODAL_GPU=A100-80GB modal run scripts/modal_app.py --sweep my_sweep.toml
     modal volume get spotrun-sweeps lr-width/results.csv .
 
-Each call runs `spotrun worker SWEEP --index i --volume /vol`, which resumes run i from its newest checkpoint and
-skips it when it is done. Modal sends SIGINT on preemption and restarts the call on the same input; the worker
+Each call runs `spotrun worker SWEEP --group g --volume /vol`, which resumes each run of the group from its newest
+checkpoint and skips it when it is done. Modal sends SIGINT on preemption and restarts the call on the same input; the worker
 checkpoints and exits 130, and the restarted call resumes. Failures are retried by `modal.Retries`.
 
 The volume is committed whenever a new checkpoint becomes visible (its manifest.json, written last, is renamed
@@ -15,7 +15,8 @@ into place: the checkpoint's commit point), and once more when the call ends; ne
 
 Limits (see README "Scaling out"): Modal Volumes have no hard links and no cross-container atomic create, so the
 one-worker-per-run guarantee comes from Modal itself (one container per input at a time), not from spotrun's
-lease files; run one `modal run` per sweep at a time.
+lease files; run one `modal run` per sweep at a time. With `fuse = "off"` in the sweep file every group is one
+run.
 """
 
 from __future__ import annotations
@@ -84,16 +85,19 @@ def commit_on_checkpoints(run_dir: pathlib.Path, stop: threading.Event, every: f
     timeout=TIMEOUT_SECONDS,
     retries=modal.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0),
 )
-def train_run(sweep_toml: str, index: int, run_rel: str) -> dict:
-    """Trains run `index` of the sweep (resuming it, or skipping it when done)."""
+def train_group(sweep_toml: str, group: int, run_rels: list) -> list:
+    """Trains group `group` of the sweep (a fused group of runs, or one run), resuming or skipping each run."""
     volume.reload()
     sweep = pathlib.Path("/tmp/sweep.toml")
     sweep.write_text(sweep_toml)
     env = dict(os.environ, LD_LIBRARY_PATH=torch_lib_dir())
-    cmd = ["spotrun", "worker", str(sweep), "--index", str(index), "--volume", VOLUME_PATH]
+    cmd = ["spotrun", "worker", str(sweep), "--group", str(group), "--volume", VOLUME_PATH]
     stop = threading.Event()
-    watcher = threading.Thread(target=commit_on_checkpoints, args=(pathlib.Path(VOLUME_PATH) / run_rel, stop))
-    watcher.start()
+    watchers = [
+        threading.Thread(target=commit_on_checkpoints, args=(pathlib.Path(VOLUME_PATH) / rel, stop)) for rel in run_rels
+    ]
+    for w in watchers:
+        w.start()
     interrupted = threading.Event()
     proc = None
 
@@ -126,14 +130,18 @@ def train_run(sweep_toml: str, index: int, run_rel: str) -> dict:
             break
     finally:
         stop.set()
-        watcher.join()
+        for w in watchers:
+            w.join()
         volume.commit()
     if rc in RETRY_EXIT_CODES:
-        raise RuntimeError(f"run {index}: preempted (worker exit {rc}); Modal restarts this input and it resumes")
+        raise RuntimeError(f"group {group}: preempted (worker exit {rc}); Modal restarts this input and it resumes")
     if rc != 0:
-        raise RuntimeError(f"run {index}: worker failed with exit code {rc}; see {run_rel}/worker.log on the volume")
-    done = pathlib.Path(VOLUME_PATH) / run_rel / "done.json"
-    return json.loads(done.read_text()) if done.exists() else {"index": index}
+        raise RuntimeError(f"group {group}: worker failed with exit code {rc}; see the Modal logs")
+    out = []
+    for rel in run_rels:
+        done = pathlib.Path(VOLUME_PATH) / rel / "done.json"
+        out.append(json.loads(done.read_text()) if done.exists() else {"run": rel})
+    return out
 
 
 @app.function(volumes={VOLUME_PATH: volume}, timeout=600)
@@ -153,16 +161,20 @@ def main(sweep: str) -> None:
     plan = json.loads(
         subprocess.run([str(BINARY), "sweep", sweep, "--dry-run", "--json"], check=True, capture_output=True, text=True).stdout
     )
-    runs = plan["runs"]
-    print(f"spotrun sweep {plan['name']}: {len(runs)} runs on Modal ({GPU}), volume {VOLUME_NAME}")
-    args = [(plan["sweep_toml"], r["index"], f"{plan['name']}/runs/{r['id']}") for r in runs]
+    runs, groups = plan["runs"], plan["groups"]
+    print(f"spotrun sweep {plan['name']}: {len(runs)} runs in {len(groups)} worker tasks on Modal ({GPU}), volume {VOLUME_NAME}")
+    rel = lambda i: f"{plan['name']}/runs/{runs[i]['id']}"
+    args = [(plan["sweep_toml"], g, [rel(i) for i in group["runs"]]) for g, group in enumerate(groups)]
     t0 = time.time()
     failed = 0
-    for r, result in zip(runs, train_run.starmap(args, return_exceptions=True)):
-        if isinstance(result, BaseException):
-            failed += 1
-            print(f"#{r['index']} {r['id'][:8]} FAILED: {result}")
-        else:
+    for group, results in zip(groups, train_group.starmap(args, return_exceptions=True)):
+        for k, i in enumerate(group["runs"]):
+            r = runs[i]
+            if isinstance(results, BaseException):
+                failed += 1
+                print(f"#{r['index']} {r['id'][:8]} FAILED: {results}")
+                continue
+            result = results[k]
             last = result.get("final") or {}
             print(f"#{r['index']} {r['id'][:8]} {result.get('outcome', 'done')} val_accuracy {last.get('val_accuracy')}")
     print(f"{len(runs) - failed}/{len(runs)} runs done in {time.time() - t0:.0f}s")

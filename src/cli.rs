@@ -230,6 +230,9 @@ pub struct SlurmArgs {
     /// An extra #SBATCH line, e.g. --sbatch=--account=myproj. Repeatable.
     #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
     pub extra: Vec<String>,
+    /// One array task per run, no fused groups (overrides the sweep file's `fuse`).
+    #[arg(long)]
+    pub no_fuse: bool,
     /// Where to write the script (default VOLUME/<name>/slurm/<name>.sbatch).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -270,6 +273,9 @@ pub struct K8sArgs {
     /// The namespace for the Job and ConfigMap (default: kubectl's current one).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// One pod index per run, no fused groups (overrides the sweep file's `fuse`).
+    #[arg(long)]
+    pub no_fuse: bool,
     /// Write here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -440,6 +446,7 @@ mod engines_cli {
             "volume_dir": ctx.layout.root,
             "sweep_toml": text,
             "runs": ctx.plan.runs,
+            "groups": ctx.groups.iter().map(|g| serde_json::json!({"runs": g.runs, "alone": g.alone})).collect::<Vec<_>>(),
         });
         say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         Ok(ExitCode::SUCCESS)
@@ -458,7 +465,10 @@ mod engines_cli {
         slurm::check(&o).map_err(SweepError::Usage)?;
         let volume = absolute(&a.volume.unwrap_or_else(sweep::default_volume))?;
         let sweep_abs = absolute(&a.sweep)?;
-        let ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
+        let mut ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
+        if a.no_fuse {
+            ctx = ctx.with_fuse(sweep::Fuse::Off);
+        }
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         // The tasks read a snapshot (base inlined): editing the sweep file later cannot change what task I trains.
         let snapshot = ctx.layout.root.join("slurm").join(format!("{}.toml", ctx.sweep.name));
@@ -468,7 +478,7 @@ mod engines_cli {
         let script = absolute(&slurm::script_path(&ctx, a.output))?;
         let text = slurm::render(&ctx, &o, &exe, &snapshot, &volume, &script);
         let path = slurm::write(&ctx, &text, script)?;
-        let n = ctx.runs.len();
+        let n = ctx.groups.len();
         if a.submit {
             let id = slurm::submit(&path)?;
             say!("submitted job array {id} ({n} tasks): {}", path.display());
@@ -495,7 +505,10 @@ mod engines_cli {
         k8s::check(&o).map_err(SweepError::Usage)?;
         let (sweep_path, out) = (a.sweep.as_path(), a.output);
         // Rendering needs the runs, not a volume: the pods mount theirs (dry: nothing is read or written).
-        let ctx = Ctx::load(sweep_path, None, true)?;
+        let mut ctx = Ctx::load(sweep_path, None, true)?;
+        if a.no_fuse {
+            ctx = ctx.with_fuse(sweep::Fuse::Off);
+        }
         if let Some(r) = ctx.runs.iter().find(|r| r.config.data.path.as_ref().is_some_and(|p| p.is_relative())) {
             let p = r.config.data.path.as_deref().unwrap_or(Path::new("")).display().to_string();
             tell!(

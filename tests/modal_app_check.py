@@ -14,8 +14,8 @@ app = mod.app
 assert isinstance(app, modal.App), type(app)
 assert app.name == "spotrun", app.name
 functions = app.registered_functions
-assert {"train_run", "summarize"} <= set(functions), sorted(functions)
-assert isinstance(mod.train_run, modal.Function), type(mod.train_run)
+assert {"train_group", "summarize"} <= set(functions), sorted(functions)
+assert isinstance(mod.train_group, modal.Function), type(mod.train_group)
 assert "main" in app.registered_entrypoints, sorted(app.registered_entrypoints)
 assert isinstance(mod.volume, modal.Volume), type(mod.volume)
 assert mod.VOLUME_PATH == "/vol"

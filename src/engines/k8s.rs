@@ -1,5 +1,6 @@
 //! `spotrun k8s`: a ConfigMap holding the sweep (its base config inlined) and an Indexed Job running one pod per
-//! run: `completionMode: Indexed`, `JOB_COMPLETION_INDEX` → `spotrun worker --index`, the volume from a PVC,
+//! worker process (a fused group of runs, or one run): `completionMode: Indexed`, `JOB_COMPLETION_INDEX` →
+//! `spotrun worker --group`, the volume from a PVC,
 //! `backoffLimitPerIndex` for failures, and a `podFailurePolicy` under which preemption (exit 128 + SIGTERM etc.,
 //! a `DisruptionTarget` condition) and "held by another worker" (75) are retried without counting.
 use std::fmt::Write as _;
@@ -157,7 +158,7 @@ pub fn dns_name(s: &str) -> String {
 
 /// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
 pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
-    let n = ctx.runs.len();
+    let n = ctx.groups.len();
     let name = dns_name(&format!("spotrun-{}", ctx.sweep.name));
     let meta = |suffix: &str| {
         let mut m = vec![("name", s(format!("{name}{suffix}")))];
@@ -172,7 +173,8 @@ pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
     };
     let volume = format!("{}/sweeps", o.mount.trim_end_matches('/'));
     let command = format!(
-        "exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\" --volume {} --threads {}",
+        "exec spotrun worker /etc/spotrun/sweep.toml --group \"$JOB_COMPLETION_INDEX\"{} --volume {} --threads {}",
+        if ctx.sweep.fuse == crate::sweep::Fuse::Off { " --no-fuse" } else { "" },
         super::shell_quote(&volume),
         o.cpus
     );

@@ -1,6 +1,7 @@
-//! `spotrun slurm`: an sbatch script for a job array with one task per run.
+//! `spotrun slurm`: an sbatch script for a job array with one task per worker process: a fused group of runs, or
+//! one run (every run alone with `fuse = "off"` or `--no-fuse`).
 //!
-//! Each task runs `spotrun worker SWEEP --index $SLURM_ARRAY_TASK_ID` in the background of the batch shell.
+//! Each task runs `spotrun worker SWEEP --group $SLURM_ARRAY_TASK_ID` in the background of the batch shell.
 //! `#SBATCH --signal=B:USR1@GRACE` makes Slurm signal that shell GRACE seconds before the time limit (and
 //! `scancel --batch --signal=USR1`, or partition preemption with `preempt_send_user_signal`, do the same); the
 //! shell passes the signal to the worker, which checkpoints and exits 128 + signal, and the shell then requeues
@@ -107,14 +108,15 @@ pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume:
 
 /// The comment block and the `#SBATCH` lines.
 fn header(ctx: &Ctx, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
-    let n = ctx.runs.len();
+    let (n, runs) = (ctx.groups.len(), ctx.runs.len());
     let name = &ctx.sweep.name;
     let logs = ctx.layout.root.join("slurm");
     let mut s = format!(
         "#!/bin/bash\n\
-         # spotrun sweep '{name}': {n} runs, one array task per run. Written by `spotrun slurm`; submit with\n\
+         # spotrun sweep '{name}': {runs} runs in {n} array tasks (fused groups or single runs). Written by\n\
+         # `spotrun slurm`; submit with\n\
          #   sbatch {script}\n\
-         # Task I trains run I of `spotrun sweep {sweep_q} --dry-run`. On USR1 (time limit - {grace} s, or\n\
+         # Task I trains group I of `spotrun sweep {sweep_q} --dry-run`. On USR1 (time limit - {grace} s, or\n\
          # `scancel --batch --signal=USR1 JOB_I`) the worker checkpoints and this task requeues itself only.\n\
          #SBATCH --job-name=spotrun-{name}\n\
          #SBATCH --array=0-{last}{max}\n\
@@ -148,7 +150,12 @@ fn header(ctx: &Ctx, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
 
 /// The shell that runs one array task: the worker, signal forwarding, and the requeue decision.
 fn script_body(s: &mut String, ctx: &Ctx, spotrun: &Path, sweep: &Path, volume: &Path) {
-    let ids: Vec<&str> = ctx.runs.iter().map(|r| r.id.as_str()).collect();
+    let groups: Vec<String> = ctx
+        .groups
+        .iter()
+        .map(|g| format!("\"{}\"", g.runs.iter().map(|&i| ctx.runs[i].id.as_str()).collect::<Vec<_>>().join(" ")))
+        .collect();
+    let no_fuse = if ctx.sweep.fuse == crate::sweep::Fuse::Off { " --no-fuse" } else { "" };
     let _ = write!(
         *s,
         r#"
@@ -157,17 +164,17 @@ spotrun={spotrun}
 sweep={sweep}
 volume={volume}
 runs={runs}
-ids=({ids})
+groups=({groups})
 task="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
-run_dir="$runs/${{ids[$SLURM_ARRAY_TASK_ID]}}"
-echo "spotrun: task $task, run ${{ids[$SLURM_ARRAY_TASK_ID]:0:8}}, restart ${{SLURM_RESTART_COUNT:-0}}, on $(hostname)"
+read -r -a members <<< "${{groups[$SLURM_ARRAY_TASK_ID]}}"
+echo "spotrun: task $task, ${{#members[@]}} run(s) from ${{members[0]:0:8}}, restart ${{SLURM_RESTART_COUNT:-0}}, on $(hostname)"
 
 # Slurm signals this shell (B:); pass the signal on and keep waiting for the worker's own exit code.
 worker=
 trapped=0
 trap 'trapped=1; [ -z "$worker" ] || kill -USR1 "$worker" 2>/dev/null' USR1
 trap 'trapped=1; [ -z "$worker" ] || kill -TERM "$worker" 2>/dev/null' TERM
-"$spotrun" worker "$sweep" --index "$SLURM_ARRAY_TASK_ID" --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
+"$spotrun" worker "$sweep" --group "$SLURM_ARRAY_TASK_ID"{no_fuse} --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
 worker=$!
 [ "$trapped" = 0 ] || kill -USR1 "$worker" 2>/dev/null  # a signal that came before the worker existed
 rc=0; wait "$worker" || rc=$?
@@ -191,8 +198,12 @@ case "$rc" in
   {retry}) requeue "worker exited $rc (preempted or held elsewhere)" ;;
   2|126|127) echo "spotrun: worker exited $rc: bad input or no spotrun binary; not retrying"; exit "$rc" ;;
   *)
-    if [ -f "$run_dir/failed.json" ]; then
-      echo "spotrun: run failed for good (see $run_dir/failed.json)"
+    left=0
+    for id in "${{members[@]}}"; do
+      [ -f "$runs/$id/failed.json" ] || [ -f "$runs/$id/done.json" ] || left=1
+    done
+    if [ "$left" = 0 ]; then
+      echo "spotrun: every run of this task is done or failed for good (see failed.json in $runs/<run id>)"
       exit "$rc"
     fi
     requeue "worker failed ($rc); retrying" ;;
@@ -202,7 +213,7 @@ esac
         sweep = shell_quote(&sweep.display().to_string()),
         volume = shell_quote(&volume.display().to_string()),
         runs = shell_quote(&ctx.layout.root.join("runs").display().to_string()),
-        ids = ids.join(" "),
+        groups = groups.join(" "),
         retry = RETRY_EXIT_CODES.map(|c| c.to_string()).join("|"),
         max_restarts = MAX_RESTARTS,
     );

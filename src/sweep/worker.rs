@@ -179,7 +179,7 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
     };
     let started = Instant::now();
     let result = trainer::train(&held.opts);
-    held.end(ctx, run, o, result, started)
+    held.end(ctx, run, o, result, started, true)
 }
 
 /// `spotrun worker --group G`: the free runs of group `g` trained together as one fused model (a group of one
@@ -207,8 +207,9 @@ pub fn run_group(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<Vec<(usize, R
     };
     let results = if opts.is_empty() { Vec::new() } else { trainer::train_group(&opts, &say) };
     for ((i, h), result) in held.into_iter().zip(results) {
-        out.push((i, h.end(ctx, &ctx.runs[i], o, result, started)));
+        out.push((i, h.end(ctx, &ctx.runs[i], o, result, started, false)));
     }
+    let _ = status::write_results(&ctx.layout, &ctx.plan);
     out.sort_by_key(|(i, _)| *i);
     Ok(out)
 }
@@ -290,6 +291,7 @@ impl Held {
         o: &WorkerOptions,
         result: Result<trainer::TrainSummary>,
         started: Instant,
+        results: bool,
     ) -> Result<Outcome> {
         let Held { dir, lease, attempt, owner, device, .. } = *self;
         let mut end = attempt.record(AttemptEvent::End, 0);
@@ -305,8 +307,8 @@ impl Held {
                 let short = crate::config::short_id(&run.id);
                 Err(Error::NotOwner(format!("run #{} {short}: taken over before it was marked done", run.index)))
             }
-            Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease }.done(end, &summary, &device),
-            Err(e) => Claimed { ctx, run, o, dir: &dir, lease }.failed(end, e),
+            Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease, results }.done(end, &summary, &device),
+            Err(e) => Claimed { ctx, run, o, dir: &dir, lease, results }.failed(end, e),
         }
     }
 }
@@ -384,12 +386,14 @@ struct Claimed<'a> {
     o: &'a WorkerOptions,
     dir: &'a Path,
     lease: Lease,
+    /// Rewrite the sweep's results files afterwards (a group rewrites them once, after its last run).
+    results: bool,
 }
 
 impl Claimed<'_> {
     /// The run trained to its end: the attempt's end, `done.json`, the lease released, the results refreshed.
     fn done(self, mut end: Attempt, summary: &trainer::TrainSummary, device: &str) -> Result<Outcome> {
-        let Claimed { ctx, run, o, dir, lease } = self;
+        let Claimed { ctx, run, o, dir, lease, results } = self;
         end.step = summary.metrics.last().map_or(0, |m| m.step);
         end.outcome = Some(AttemptOutcome::Done);
         record::append_attempt(dir, &end)?;
@@ -413,14 +417,16 @@ impl Claimed<'_> {
         };
         record::write_json(&dir.join(record::DONE), &done)?;
         lease.release();
-        let _ = status::write_results(&ctx.layout, &ctx.plan);
+        if results {
+            let _ = status::write_results(&ctx.layout, &ctx.plan);
+        }
         Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
     }
 
     /// The attempt failed (or was preempted): its end recorded, and `failed.json` when it will not be retried (bad
     /// input and out-of-memory never are, anything else after `retries` failures).
     fn failed(self, mut end: Attempt, e: Error) -> Result<Outcome> {
-        let Claimed { ctx, run, o, dir, lease } = self;
+        let Claimed { ctx, run, o, dir, lease, results } = self;
         let code = exit_code_of(&e);
         let preempted = matches!(e, Error::Preempted { .. });
         end.outcome = Some(if preempted { AttemptOutcome::Preempted } else { AttemptOutcome::Failed });
@@ -444,7 +450,9 @@ impl Claimed<'_> {
             }
         }
         lease.release();
-        let _ = status::write_results(&ctx.layout, &ctx.plan);
+        if results {
+            let _ = status::write_results(&ctx.layout, &ctx.plan);
+        }
         Err(e)
     }
 }

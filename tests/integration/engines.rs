@@ -73,63 +73,83 @@ fn done_count(vol: &Path) -> usize {
 
 #[test]
 fn slurm_array_sweep_with_a_preempted_task_requeues_it_resumes_and_matches_a_local_run() {
+    // One task per run (`--no-fuse`): task 1 is run 1.
+    slurm_preempt_task_1(SWEEP, &["--no-fuse"], 4, &[1]);
+}
+
+#[test]
+fn slurm_array_of_fused_groups_requeues_a_preempted_group_and_matches_a_local_fused_run() {
+    // Two widths x two learning rates x two seeds: two fused groups of four runs (one per width), one task each.
+    let sweep = SWEEP.replace("[parameters]\n", "[parameters]\n\"model.hidden\" = [[512], [384]]\n");
+    slurm_preempt_task_1(&sweep, &[], 2, &[4, 5, 6, 7]);
+}
+
+/// Submits the sweep `body` as an array of `tasks` tasks (`extra`: `spotrun slurm` options), preempts task 1
+/// (training the runs `task1_runs`) with USR1 once one of them has a checkpoint, and checks that only task 1 was
+/// requeued, that its runs resumed, and that every run matches the same sweep run locally, byte for byte.
+fn slurm_preempt_task_1(body: &str, extra: &[&str], tasks: usize, task1_runs: &[usize]) {
     let tmp = tempfile::tempdir().unwrap();
     let Some(cluster) = Cluster::start(&tmp.path().join("slurm")) else { return };
-    let sweep = sweep_file(tmp.path());
+    let sweep = tmp.path().join("eng.toml");
+    std::fs::write(&sweep, body).unwrap();
     let vol = tmp.path().join("vol");
     let out = cluster
         .cmd(env!("CARGO_BIN_EXE_spotrun"))
         .args(["slurm", &sweep.display().to_string(), "--volume", &vol.display().to_string(), "--submit"])
         .args(["--cpus-per-task", "1", "--grace", "30"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("({tasks} tasks)")), "{}", text(&out.stdout));
     let job = text(&out.stdout).split_whitespace().nth(3).unwrap().to_string();
     assert!(job.parse::<u64>().is_ok(), "job id from: {}", text(&out.stdout));
     let plan: Value = serde_json::from_slice(&std::fs::read(vol.join("eng/sweep.json")).unwrap()).unwrap();
-    let id1 = plan["runs"][1]["id"].as_str().unwrap().to_string();
-    let run1 = vol.join("eng/runs").join(&id1);
+    let runs = plan["runs"].as_array().unwrap().len();
+    let dir = |i: usize| vol.join("eng/runs").join(plan["runs"][i]["id"].as_str().unwrap());
 
     // Preempt task 1 once it has a checkpoint: USR1 to the batch shell only, as --signal=B:USR1@grace would.
-    wait_until("task 1 to checkpoint", Duration::from_secs(120), || !committed(&run1).is_empty());
-    assert!(!run1.join("done.json").exists(), "task 1 finished before it could be preempted");
+    wait_until("task 1 to checkpoint", Duration::from_secs(180), || {
+        task1_runs.iter().any(|&i| !committed(&dir(i)).is_empty())
+    });
+    assert!(task1_runs.iter().all(|&i| !dir(i).join("done.json").exists()), "task 1 finished before the signal");
     let st = cluster.cmd("scancel").args(["--batch", "--signal=USR1", &format!("{job}_1")]).status().unwrap();
     assert!(st.success());
-    wait_until("all 4 runs done", Duration::from_secs(240), || done_count(&vol) == 4);
+    wait_until("every run done", Duration::from_secs(300), || done_count(&vol) == runs);
     wait_until("the array to leave the queue", Duration::from_secs(60), || {
         let q = cluster.cmd("squeue").args(["-h", "-j", &job]).output().unwrap();
         text(&q.stdout).trim().is_empty()
     });
 
-    // Task 1 was requeued (only it), and its second attempt resumed from the checkpoint written on USR1.
+    // Task 1 was requeued (only it), and its runs' second attempts resumed from the checkpoints written on USR1.
     let show = text(&cluster.cmd("scontrol").args(["show", "job", &format!("{job}_1")]).output().unwrap().stdout);
     assert!(show.contains("Restarts=1"), "{show}");
-    for i in [0, 2, 3] {
+    for i in (0..tasks).filter(|&t| t != 1) {
         let show = text(&cluster.cmd("scontrol").args(["show", "job", &format!("{job}_{i}")]).output().unwrap().stdout);
         assert!(show.contains("Restarts=0") && show.contains("JobState=COMPLETED"), "task {i}: {show}");
     }
-    let at = attempts(&run1);
-    let outcomes: Vec<&str> = at.iter().filter_map(|a| a["outcome"].as_str()).collect();
-    assert_eq!(outcomes, ["preempted", "done"], "{at:?}");
-    assert_eq!(at[1]["exit_code"], 138, "128 + SIGUSR1");
-    let second = at.iter().filter(|a| a["event"] == "start").nth(1).unwrap();
-    assert!(second["step"].as_u64().unwrap() > 0, "resumed, not restarted: {second}");
+    let mut resumed = 0;
+    for &i in task1_runs {
+        let at = attempts(&dir(i));
+        let outcomes: Vec<&str> = at.iter().filter_map(|a| a["outcome"].as_str()).collect();
+        assert_eq!(outcomes, ["preempted", "done"], "run {i}: {at:?}");
+        assert_eq!(at[1]["exit_code"], 138, "128 + SIGUSR1");
+        let second = at.iter().filter(|a| a["event"] == "start").nth(1).unwrap();
+        resumed += usize::from(second["step"].as_u64().unwrap() > 0);
+    }
+    assert!(resumed > 0, "task 1 resumed from its checkpoints, not from scratch");
     let log = std::fs::read_to_string(vol.join(format!("eng/slurm/{job}_1.out"))).unwrap();
     assert!(log.contains("requeueing task") && log.contains("restart 1"), "{log}");
 
-    // The same sweep run locally gives byte-identical weights and the same metrics for every run.
+    // The same sweep run locally (fused as on Slurm, or not) gives byte-identical weights and the same metrics.
     let local = tmp.path().join("local");
-    run_ok(&[
-        "worker".into(),
-        sweep.display().to_string(),
-        "--next".into(),
-        "--no-fuse".into(),
-        "--quiet".into(),
-        "--threads".into(),
-        "1".into(),
-        "--volume".into(),
-        local.display().to_string(),
-    ]);
+    let mut args: Vec<String> = ["worker", &sweep.display().to_string(), "--next", "--quiet", "--threads", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--volume".to_string(), local.display().to_string()]);
+    run_ok(&args);
     for r in plan["runs"].as_array().unwrap() {
         let id = r["id"].as_str().unwrap();
         let (a, b) = (vol.join("eng/runs").join(id), local.join("eng/runs").join(id));
@@ -178,6 +198,7 @@ fn slurm_script_is_a_plain_job_array_a_user_could_submit() {
         "--max-parallel".into(),
         "2".into(),
         "--sbatch=--account=ml".into(),
+        "--no-fuse".into(),
     ]);
     assert!(text(&out.stdout).contains("Submit with: sbatch"), "{}", text(&out.stdout));
     let s = std::fs::read_to_string(&script).unwrap();
@@ -190,7 +211,7 @@ fn slurm_script_is_a_plain_job_array_a_user_could_submit() {
         "#SBATCH --gpus-per-task=1",
         "#SBATCH --time=4:00:00",
         "#SBATCH --account=ml",
-        "--index \"$SLURM_ARRAY_TASK_ID\"",
+        "--group \"$SLURM_ARRAY_TASK_ID\" --no-fuse",
         "scontrol requeue \"$task\"",
         "task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"",
     ] {
@@ -245,7 +266,7 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
     assert!(name.starts_with("spotrun-k8s-test-") && name.len() == "spotrun-k8s-test-".len() + 6, "{name}");
     let spec = &job["spec"];
     assert_eq!(spec["completionMode"], "Indexed");
-    assert_eq!(spec["completions"], 3);
+    assert_eq!(spec["completions"], 1, "the three runs fuse into one group: one pod index");
     assert_eq!(spec["backoffLimitPerIndex"], 3, "the sweep's retries");
     let rules = spec["podFailurePolicy"]["rules"].as_sequence().unwrap();
     let ignore_codes: Vec<i64> = rules
@@ -261,7 +282,7 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "reg/spotrun:1");
     let cmd = c["command"][2].as_str().unwrap();
-    assert!(cmd.starts_with("exec spotrun worker /etc/spotrun/sweep.toml --index \"$JOB_COMPLETION_INDEX\""), "{cmd}");
+    assert!(cmd.starts_with("exec spotrun worker /etc/spotrun/sweep.toml --group \"$JOB_COMPLETION_INDEX\""), "{cmd}");
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
     assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "vol");
     // the embedded sweep expands to the same runs as the original
