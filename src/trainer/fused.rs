@@ -22,10 +22,10 @@ use crate::task::Split;
 /// The key is the config with every per-run key (learning rate and the rest of the optimizer's numbers, the
 /// schedule, gradient clipping, seed, epochs, early stopping, checkpointing, logging) set to one value.
 pub fn fusion_key(cfg: &Config) -> Result<String, String> {
-    if cfg.model.kind != ModelKind::Mlp {
+    if !matches!(cfg.model.kind, ModelKind::Mlp | ModelKind::Cnn) {
         let kind = serde_json::to_value(cfg.model.kind).ok().and_then(|v| v.as_str().map(str::to_string));
         return Err(format!(
-            "model.kind = \"{}\" has no fused implementation yet (only \"mlp\" fuses)",
+            "model.kind = \"{}\" has no fused implementation yet (\"mlp\" and \"cnn\" fuse)",
             kind.unwrap_or_default()
         ));
     }
@@ -86,7 +86,11 @@ pub(crate) struct Fused {
     optim: Vec<crate::config::OptimConfig>,
     /// Per-run epoch accumulators (`[R]`): the loss sum of the epoch in progress.
     pub loss_sum: Tensor,
+    /// (weight, bias) parameter indices of the linear layers, then of the convolutions (a CNN), in order.
     layers: Vec<(usize, usize)>,
+    convs: Vec<(usize, usize)>,
+    /// A CNN's `[C, H, W]`.
+    image: Option<[i64; 3]>,
     activation: Activation,
     precision: Resolved,
     device: Device,
@@ -139,13 +143,21 @@ impl Fused {
             },
         };
         let decays = first.params.iter().map(|p| first.cfg.decay() == Decay::All || p.dim() >= 2).collect();
-        let hidden = first.cfg.model.hidden.len();
+        let model = &first.cfg.model;
         let index = |n: &str| names.iter().position(|x| x == n).ok_or_else(|| format!("no parameter `{n}`"));
-        let mut layers = Vec::with_capacity(hidden + 1);
-        for i in 0..hidden {
-            layers.push((index(&format!("layers.{i}.weight"))?, index(&format!("layers.{i}.bias"))?));
-        }
-        layers.push((index("head.weight")?, index("head.bias")?));
+        let pair = |prefix: &str| -> Result<(usize, usize), String> {
+            Ok((index(&format!("{prefix}.weight"))?, index(&format!("{prefix}.bias"))?))
+        };
+        let (mlp, convs, image) = match model.kind {
+            ModelKind::Cnn => {
+                let shape = first.cfg.data.shape.as_deref().and_then(|s| <[i64; 3]>::try_from(s).ok());
+                let convs = (0..model.channels.len()).map(|i| pair(&format!("convs.{i}"))).collect::<Result<_, _>>()?;
+                ("mlp.", convs, Some(shape.ok_or("a cnn needs data.shape = [C, H, W]")?))
+            }
+            _ => ("", Vec::new(), None),
+        };
+        let mut layers = (0..model.hidden.len()).map(|i| pair(&format!("{mlp}layers.{i}"))).collect::<Result<Vec<_>, _>>()?;
+        layers.push(pair(&format!("{mlp}head"))?);
         Ok(Fused {
             names,
             params,
@@ -155,6 +167,8 @@ impl Fused {
             optim: members.iter().map(|t| t.cfg.optim.clone()).collect(),
             loss_sum: stack(&|t| t.loss_sum.shallow_clone())?,
             layers,
+            convs,
+            image,
             activation: first.cfg.model.activation,
             precision: first.precision,
             device: first.device,
@@ -222,7 +236,10 @@ impl Fused {
         let r = x.size()[0];
         let b = x.size()[1];
         let last = self.layers.len() - 1;
-        let mut h = x.reshape([r, b, -1]);
+        let mut h = match self.image {
+            Some(image) => self.features(x, image),
+            None => x.reshape([r, b, -1]),
+        };
         for (l, &(w, bias)) in self.layers.iter().enumerate() {
             let (w, bias) = (&self.params[w], &self.params[bias]);
             h = h.bmm(w) + bias.unsqueeze(1);
@@ -231,6 +248,22 @@ impl Fused {
             }
         }
         h
+    }
+
+    /// A CNN's convolutions for inputs `[R, B, ...]`, as grouped convolutions over `[B, R·C, H, W]` (group r: run
+    /// r's channels and filters), flattened per run to `[R, B, features]` in PyTorch's `flatten(1)` order.
+    fn features(&self, x: &Tensor, [c, h, w]: [i64; 3]) -> Tensor {
+        let (r, b) = (x.size()[0], x.size()[1]);
+        let mut y = x.reshape([r, b, c, h, w]).transpose(0, 1).reshape([b, r * c, h, w]);
+        for &(wi, bi) in &self.convs {
+            let (weight, bias) = (&self.params[wi], &self.params[bi]);
+            let s = weight.size();
+            let weight = weight.reshape([s[0] * s[1], s[2], s[3], s[4]]);
+            let z = y.conv2d(&weight, Some(bias.reshape([-1])), [1, 1], [1, 1], [1, 1], r);
+            y = crate::model::activate(&z, self.activation).max_pool2d_default(2);
+        }
+        let per_run = y.size()[1] / r * y.size()[2] * y.size()[3];
+        y.reshape([b, r, per_run]).transpose(0, 1).contiguous()
     }
 
     /// One optimizer step of every run on its own batch: `idx[r]` are run r's sample indices, `lrs[r]` its

@@ -62,10 +62,15 @@ const SGD: &str = "[base]\ndata.synthetic = { train = 1000, val = 250, features 
     optim = { kind = \"sgd\", lr = 0.05, momentum = 0.9 }\ntrain = { batch_size = 128 }\n\
     [parameters]\n\"optim.momentum\" = [0.5, 0.9]\n\"optim.dampening\" = [0.0, 0.3]\n\"train.epochs\" = [2, 4]\n";
 
+/// A CNN: each convolution a grouped convolution over the runs' channels.
+const CNN: &str = "seeds = [1, 2]\n[base]\ndata.synthetic = { train = 768, val = 256, features = 256 }\n\
+    data.shape = [1, 16, 16]\nmodel = { kind = \"cnn\", channels = [6, 8], hidden = [24] }\n\
+    train = { batch_size = 96, epochs = 3 }\n[parameters]\n\"optim.lr\" = [0.002, 0.02]\n";
+
 #[test]
 fn fused_runs_follow_their_unfused_trajectories_and_leave_ordinary_run_files() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, body, n) in [("adamw", ADAMW, 16), ("sgd", SGD, 8)] {
+    for (name, body, n) in [("adamw", ADAMW, 16), ("sgd", SGD, 8), ("cnn", CNN, 4)] {
         let sweep = write(tmp.path(), name, body);
         let plan = text(&run_ok(&sweep_args(&sweep, &tmp.path().join("dry"), &["--dry-run"])).stdout);
         assert!(plan.contains(&format!("(fused, {n} runs)")), "{plan}");
