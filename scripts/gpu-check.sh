@@ -22,7 +22,8 @@
 #     busy %, peak memory, the PyTorch-eager ratio (benches/gpt_throughput.rs: a third binary to carry,
 #     target/release/deps/gpt_throughput-<hash>), and bit-identical resume after SIGTERM, deterministic;
 #   - the same GPT exported with torch.jit.script and trained as model.kind = "torchscript", bf16: tokens/s,
-#     whether autocast reached inside the module (weights differ from an fp32 run), exact resume after SIGTERM.
+#     whether autocast reached inside the module (weights differ from an fp32 run), exact resume after SIGTERM;
+#   - a 16-run fused sweep (MLP 64-256-256-10) against --no-fuse: wall time and GPU busy % of each.
 # Each measured run is sized by a short calibration run to last about GPU_CHECK_TARGET_S seconds, so a fast
 # card is not measured on start-up noise. Every step has its own time limit and the whole script a deadline;
 # a failed step becomes a FAILED row instead of ending the script, and rows are written to gpu-check.md as they
@@ -389,6 +390,48 @@ PYEOF
     fi
 else
     row "TorchScript GPT" "SKIPPED (deadline)"
+fi
+
+# Fused sweeps: the 16-run grid of BENCHMARKS.md "Fused sweeps" (MLP 64-256-256-10, 4 lr x 4 weight decay) on
+# the device, one fused worker against --no-fuse (one process per run, one at a time on the card); wall time and
+# mean GPU busy % over each sweep.
+# swept NAME VOL ARGS...: a `spotrun sweep` with nvidia-smi sampling; prints "S s, util U".
+swept() {
+    local name="$1" vol="$2" smi="$REPORT/smi-$1.csv" pid="" rc util="n/a" t0
+    shift 2
+    if [ "$DRY" = 0 ] && command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 > "$smi" 2>/dev/null &
+        pid=$!
+    fi
+    t0=$SECONDS
+    logged "$name" "$BENCH_LIMIT" "$BIN" sweep "$WORK/fuse16.toml" --volume "$vol" -q "$@"
+    rc=$?
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+    [ "$rc" = 0 ] || return 1
+    [ -s "$smi" ] && util="$(awk '{s+=$1; n++} END {printf "%.0f%%", n ? s/n : 0}' "$smi")"
+    echo "$((SECONDS - t0)) s, util ${util}"
+}
+if time_left; then
+    FUSE_EPOCHS=$([ "$DRY" = 1 ] && echo 2 || echo 30)
+    cat > "$WORK/fuse16.toml" <<EOF
+name = "fuse16"
+[base]
+data.synthetic = { train = 1437, val = 360, features = 64, classes = 10 }
+model.hidden = [256, 256]
+train = { epochs = ${FUSE_EPOCHS}, batch_size = 128, device = "${DEV}", precision = "${PREC}" }
+[parameters]
+"optim.lr" = [0.0003, 0.001, 0.003, 0.01]
+"optim.weight_decay" = [0.0, 0.001, 0.01, 0.1]
+EOF
+    SLOT=(--workers 1); [ "$DRY" = 1 ] || SLOT=(--gpus 0)
+    if f="$(swept "fused sweep" "$WORK/fv" "${SLOT[@]}")" && u="$(swept "unfused sweep" "$WORK/uv" "${SLOT[@]}" --no-fuse)"; then
+        ratio="$("$PY" -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{b / max(a, 1):.2f}x')" "${f%% s,*}" "${u%% s,*}")"
+        row "fused sweep: 16 MLP runs, ${FUSE_EPOCHS} epochs" "fused ${f}; --no-fuse ${u}; ${ratio} (goal >= 5x)"
+    else
+        row "fused sweep: 16 MLP runs" "$(failed "spotrun sweep")"
+    fi
+else
+    row "fused sweep" "SKIPPED (deadline)"
 fi
 
 echo "($((SECONDS - START)) s in all)" >> "$TABLE"
