@@ -16,14 +16,8 @@ use std::time::Instant;
 use spotrun::checkpoint::{Manifest, Snapshot, Store, FORMAT_VERSION};
 use tch::{Device, Kind, Tensor};
 
-fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
+mod common;
+use common::{env, median};
 
 fn manifest(step: u64) -> Manifest {
     Manifest {

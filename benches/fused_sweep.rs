@@ -15,21 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/spotrun/torch-2.11.0/bin/python")
-    })
-}
+mod common;
+use common::{env, median, python};
 
 /// Runs `spotrun ARGS` and returns its wall time; panics (the bench is void) if it fails.
 fn timed(args: &[&str]) -> f64 {

@@ -22,21 +22,8 @@ use spotrun::data::{Data, TokenData};
 use spotrun::trainer::{Flow, Progress, Trainer};
 use spotrun::{device, model};
 
-fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/spotrun/torch-2.11.0/bin/python")
-    })
-}
+mod common;
+use common::{env, median, python};
 
 /// Writes the synthetic stream as nanoGPT token files (uint16 `train.bin` / `val.bin`, `meta.json`).
 fn write_tokens(t: &TokenData, dir: &Path) {

@@ -16,24 +16,8 @@ use spotrun::data::{Data, Dataset};
 use spotrun::trainer::{Progress, Trainer};
 use spotrun::{checkpoint, device, model};
 
-fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/spotrun/torch-2.11.0/bin/python")
-    })
-}
+mod common;
+use common::{env, median, python};
 
 fn model_sets(kind: &str, threads: &str, dev: &str, precision: &str) -> Vec<String> {
     let mut sets: Vec<String> = vec![

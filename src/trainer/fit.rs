@@ -192,17 +192,28 @@ impl<'a> Trainer<'a> {
                 return Ok(None);
             }
         }
-        self.end_epoch(epoch, lr, trained, t0).map(Some)
+        self.end_epoch(epoch, lr, trained, t0, None).map(Some)
     }
 
-    /// The metrics of epoch `epoch` (0-based) once its steps are done: the mean training loss, an evaluation, and
-    /// the speed of the `trained` items since `t0`. `lr` is the LR of its last step.
-    pub(super) fn end_epoch(&mut self, epoch: usize, lr: f64, trained: usize, t0: Instant) -> Result<EpochMetrics> {
+    /// The metrics of epoch `epoch` (0-based) once its steps are done: the mean training loss, an evaluation (this
+    /// trainer's, unless `eval` brings one made elsewhere: a fused group's), and the speed of the `trained` items
+    /// since `t0`. `lr` is the LR of its last step.
+    pub(super) fn end_epoch(
+        &mut self,
+        epoch: usize,
+        lr: f64,
+        trained: usize,
+        t0: Instant,
+        eval: Option<Eval>,
+    ) -> Result<EpochMetrics> {
         let n = self.epoch_len();
         let train_loss = self.loss_sum.f_double_value(&[])? / n as f64;
         let train_seconds = t0.elapsed().as_secs_f64();
         self.check_finite(train_loss, epoch)?;
-        let eval = self.evaluate()?;
+        let eval = match eval {
+            Some(e) => e,
+            None => self.evaluate()?,
+        };
         let samples_per_sec = trained as f64 / train_seconds.max(1e-9);
         Ok(EpochMetrics {
             epoch: epoch + 1,

@@ -16,7 +16,7 @@ use super::fit::Trainer;
 use crate::amp::{Autocast, Resolved};
 use crate::config::{Activation, Config, Decay, ModelKind, OptimKind, Precision};
 use crate::optim;
-use crate::task::Split;
+use crate::task::{Eval, Split};
 
 /// Runs whose configs give the same key can be trained as one fused model; `Err` says why this one cannot.
 /// The key is the config with every per-run key (learning rate and the rest of the optimizer's numbers, the
@@ -55,7 +55,7 @@ pub fn fusion_key(cfg: &Config) -> Result<String, String> {
     c.schedule = Default::default();
     c.checkpoint = Default::default();
     (c.train.seed, c.train.epochs, c.train.early_stopping, c.train.log_every) = (0, 0, None, 0);
-    (c.train.tensorboard, c.train.eval_batches, c.train.name) = (false, 0, None);
+    (c.train.tensorboard, c.train.name) = (false, None);
     serde_json::to_string(&c).map_err(|e| format!("cannot compare configs: {e}"))
 }
 
@@ -156,7 +156,8 @@ impl Fused {
             }
             _ => ("", Vec::new(), None),
         };
-        let mut layers = (0..model.hidden.len()).map(|i| pair(&format!("{mlp}layers.{i}"))).collect::<Result<Vec<_>, _>>()?;
+        let mut layers =
+            (0..model.hidden.len()).map(|i| pair(&format!("{mlp}layers.{i}"))).collect::<Result<Vec<_>, _>>()?;
         layers.push(pair(&format!("{mlp}head"))?);
         Ok(Fused {
             names,
@@ -383,6 +384,44 @@ impl Fused {
             }
         }
         Ok(())
+    }
+
+    /// Every run's metrics on the validation items, as [`Trainer::evaluate`] computes them (the same batches of
+    /// `train.eval_batch_size`, capped by `train.eval_batches`), with the whole group in each forward pass and one
+    /// host sync. `first` is any member (they share the data and those keys).
+    pub fn evaluate(&self, first: &Trainer) -> Result<Vec<Eval>, String> {
+        let err = |e: tch::TchError| e.to_string();
+        let (runs, bs) = (self.runs(), first.cfg.train.eval_batch_size);
+        let cap =
+            (first.cfg.train.eval_batches > 0).then(|| (first.cfg.train.eval_batches as usize).saturating_mul(bs));
+        let order = first.task.val_order(cap);
+        let n = order.size()[0] as usize;
+        let mut sums: Vec<Vec<Tensor>> = (0..runs).map(|_| Vec::new()).collect();
+        tch::no_grad(|| -> Result<(), String> {
+            let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| e.to_string())?;
+            for start in (0..n).step_by(bs) {
+                let idx = order.narrow(0, start as i64, bs.min(n - start) as i64);
+                let batch = first.task.gather(&idx, Split::Val, self.device);
+                let mut shape = batch.x.size();
+                shape.insert(0, runs as i64);
+                let out = self.forward(&batch.x.unsqueeze(0).expand(shape.as_slice(), false));
+                for (r, acc) in sums.iter_mut().enumerate() {
+                    let part = first.task.eval_sums(&out.get(r as i64), &batch.y);
+                    if acc.is_empty() {
+                        *acc = part;
+                    } else {
+                        for (s, p) in acc.iter_mut().zip(&part) {
+                            let _ = s.f_add_(p).map_err(err)?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let flat: Vec<Tensor> = sums.iter().flatten().map(|t| t.to_kind(Kind::Double).reshape([1])).collect();
+        let host = Vec::<f64>::try_from(Tensor::f_cat(&flat, 0).map_err(err)?.to_device(Device::Cpu)).map_err(err)?;
+        let per = host.len() / runs.max(1);
+        Ok(host.chunks(per.max(1)).map(|s| first.task.finish_eval(s, n)).collect())
     }
 
     /// A per-run value as a tensor that broadcasts against parameter `like` (`[R, 1, ...]`).

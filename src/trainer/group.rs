@@ -42,6 +42,8 @@ struct Chunk {
     saves: Vec<(usize, SaveReason)>,
     diverged: Vec<(usize, f64)>,
     last_lr: Vec<f64>,
+    /// Every member's evaluation, by the fused model, when the chunk ended the epoch.
+    evals: Option<Vec<crate::task::Eval>>,
 }
 
 /// Trains `members` (configs with one [`super::fused::fusion_key`]) as one fused model. One result per member, in
@@ -194,7 +196,8 @@ fn settle(loops: &mut [Loop], members: &mut [Member], group: &[usize], epoch: us
         }
         let m = &mut members[i];
         let l = &mut loops[i];
-        let out = l.trainer.end_epoch(epoch, c.last_lr[k], m.trained, m.epoch_started).and_then(|metrics| {
+        let eval = c.evals.as_ref().map(|e| e[k]);
+        let out = l.trainer.end_epoch(epoch, c.last_lr[k], m.trained, m.epoch_started, eval).and_then(|metrics| {
             ended.push((i, metrics.clone()));
             l.after_epoch(epoch, metrics, &mut m.metrics)
         });
@@ -218,7 +221,8 @@ fn chunk(loops: &mut [Loop], group: &[usize], epoch: usize, start: usize, stop_a
     let orders: Vec<tch::Tensor> =
         trainers.iter().map(|t| t.task.epoch_order(t.cfg.train.seed, epoch as u64).narrow(0, 0, n as i64)).collect();
     let mut step = first.step;
-    let mut c = Chunk { done: start, signal: None, saves: Vec::new(), diverged: Vec::new(), last_lr: Vec::new() };
+    let mut c =
+        Chunk { done: start, signal: None, saves: Vec::new(), diverged: Vec::new(), last_lr: Vec::new(), evals: None };
     let policies: Vec<SavePolicy> = group.iter().map(|&i| SavePolicy::new(&loops[i].cfg.checkpoint)).collect();
     for b in start..stop_at {
         let (s, len) = (b * bs, bs.min(n - b * bs));
@@ -244,6 +248,9 @@ fn chunk(loops: &mut [Loop], group: &[usize], epoch: usize, start: usize, stop_a
         if c.signal.is_some() || !c.saves.is_empty() || !c.diverged.is_empty() {
             break;
         }
+    }
+    if c.done == steps_per_epoch && c.signal.is_none() && c.diverged.is_empty() {
+        c.evals = Some(fused.evaluate(first).map_err(runtime)?);
     }
     let mut members: Vec<&mut Trainer> = Vec::with_capacity(group.len());
     for (i, l) in loops.iter_mut().enumerate() {
