@@ -121,12 +121,15 @@ fn deterministic(members: &[TrainOptions]) -> Result<Deterministic> {
     Deterministic::set(on)
 }
 
-/// The group loop: chunks of fused steps from the common cursor of the members furthest behind.
+/// The group loop: chunks of fused steps from the common cursor of the members furthest behind. When the fused
+/// model does not fit (out of memory), the group goes on in halves, down to one run at a time, instead of failing
+/// every member: the chunk that failed wrote nothing, so it is simply trained again.
 fn run_group(loops: &mut [Loop], members: &mut [Member], say: &dyn Fn(&str)) {
+    let mut width = usize::MAX;
     loop {
         let active: Vec<usize> = (0..members.len()).filter(|&i| members[i].end.is_none()).collect();
         let Some(lead) = active.iter().map(|&i| members[i].cursor).min() else { return };
-        let group: Vec<usize> = active.iter().copied().filter(|&i| members[i].cursor == lead).collect();
+        let group: Vec<usize> = active.iter().copied().filter(|&i| members[i].cursor == lead).take(width).collect();
         let (epoch, start) = lead;
         let batches = loops[group[0]].trainer.steps_per_epoch() as usize;
         let stop_at = active
@@ -149,6 +152,14 @@ fn run_group(loops: &mut [Loop], members: &mut [Member], say: &dyn Fn(&str)) {
         let chunk = boundary::catch(Phase::Training, &what, || chunk(loops, &group, epoch, start, stop_at));
         let chunk = match chunk {
             Ok(c) => c,
+            Err(e) if group.len() > 1 && out_of_memory(&e) => {
+                width = group.len() / 2;
+                say(&format!(
+                    "warning: {} runs fused do not fit ({e}); going on with at most {width} at a time",
+                    group.len()
+                ));
+                continue;
+            }
             Err(e) => {
                 for &i in &group {
                     members[i].end = Some(Err(copy_error(&e)));
@@ -214,6 +225,7 @@ fn settle(loops: &mut [Loop], members: &mut [Member], group: &[usize], epoch: us
 /// Fused steps for the members `group` (all at `(epoch, start)`) up to batch `stop_at` or the first stop.
 fn chunk(loops: &mut [Loop], group: &[usize], epoch: usize, start: usize, stop_at: usize) -> Result<Chunk> {
     let runtime = |e: String| Error::Runtime(format!("fused training: {e}"));
+    test_oom(group.len())?;
     let trainers: Vec<&Trainer> = group.iter().map(|&i| &*loops[i].trainer).collect();
     let mut fused = Fused::gather(&trainers).map_err(runtime)?;
     let first = trainers[0];
@@ -299,6 +311,25 @@ fn epoch_line(loops: &[Loop], epoch: usize, ended: &[(usize, EpochMetrics)]) -> 
     });
     let secs = ended.first().map_or(0.0, |(_, m)| m.epoch_seconds);
     format!("epoch {}: {} runs in {secs:.2}s{best}", epoch + 1, ended.len())
+}
+
+/// Whether `e` is an allocation failure (typed, or a libtorch error saying so).
+fn out_of_memory(e: &Error) -> bool {
+    matches!(e, Error::OutOfMemory { .. }) || boundary::is_out_of_memory(&e.to_string())
+}
+
+/// Test-only: `SPOTRUN_TEST_FUSED_OOM_ABOVE=N` makes every fused chunk of more than N runs fail as out of memory
+/// (compiled in only with the `test-hooks` feature).
+fn test_oom(runs: usize) -> Result<()> {
+    #[cfg(feature = "test-hooks")]
+    if let Some(n) = std::env::var("SPOTRUN_TEST_FUSED_OOM_ABOVE").ok().and_then(|v| v.parse::<usize>().ok()) {
+        if runs > n {
+            let message = format!("test hook: {runs} fused runs do not fit (SPOTRUN_TEST_FUSED_OOM_ABOVE={n})");
+            return Err(Error::OutOfMemory { message, before_training: false });
+        }
+    }
+    let _ = runs;
+    Ok(())
 }
 
 /// The same error for every member of a group that one failure stopped (errors are not `Clone`).

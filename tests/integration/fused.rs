@@ -184,3 +184,34 @@ fn a_pruned_run_leaves_its_fused_group_and_the_others_finish() {
         assert_eq!(metrics(r).len() as u64, want.1);
     }
 }
+
+#[test]
+fn a_group_that_runs_out_of_memory_goes_on_in_halves_instead_of_failing_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = write(
+        tmp.path(),
+        "oom",
+        "[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [32]\n\
+         train = { batch_size = 100, epochs = 2 }\n[parameters]\n\"optim.lr\" = [0.001, 0.003, 0.01, 0.03]\n",
+    );
+    let (vol, alone) = (tmp.path().join("vol"), tmp.path().join("alone"));
+    let out = crate::common::Run::new([
+        "worker".to_string(),
+        sweep.display().to_string(),
+        "--group".into(),
+        "0".into(),
+        "--volume".into(),
+        vol.display().to_string(),
+    ])
+    .env("SPOTRUN_TEST_FUSED_OOM_ABOVE", "1")
+    .ok();
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("4 runs fused do not fit") && stderr.contains("at most 2 at a time"), "{stderr}");
+    assert!(stderr.contains("2 runs fused do not fit") && stderr.contains("at most 1 at a time"), "{stderr}");
+    run_ok(&sweep_args(&sweep, &alone, &["--no-fuse"]));
+    for (a, b) in runs(&vol, "oom").iter().zip(runs(&alone, "oom")) {
+        assert!(a.join("done.json").exists() && !a.join("failed.json").exists(), "{}", a.display());
+        assert_eq!(metrics(a).len(), 2);
+        assert!(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")) <= 1e-3);
+    }
+}
