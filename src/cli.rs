@@ -73,7 +73,7 @@ pub enum Command {
         no_fuse: bool,
     },
     /// Train one run of a sweep (--index I) or claim free runs until none is left (--next): what engines call.
-    #[command(group = clap::ArgGroup::new("which").required(true).args(["index", "group", "next"]))]
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["index", "group", "next", "serve"]))]
     Worker {
         /// A sweep file (TOML); see configs/sweeps/ for examples.
         sweep: PathBuf,
@@ -89,6 +89,10 @@ pub enum Command {
         /// With --next: one run at a time, no fused groups (overrides the sweep file's `fuse`).
         #[arg(long)]
         no_fuse: bool,
+        /// Jobs (`index I LOG` / `group G LOG` lines) from stdin, one after another: `spotrun sweep`'s long-lived
+        /// workers.
+        #[arg(long, group = "which", hide = true)]
+        serve: bool,
         /// The shared volume (default $SPOTRUN_VOLUME or ./sweeps).
         #[arg(long)]
         volume: Option<PathBuf>,
@@ -324,10 +328,11 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             let o = LaunchOptions { volume, workers, gpus, per_gpu, retries, backoff_seconds, dry_run, quiet, no_fuse };
             sweep::launch(&sweep, &o)
         }
-        Command::Worker { sweep, index, group, next, volume, threads, retries, quiet, share, no_fuse } => {
-            let mode = match (index, group, next) {
-                (Some(i), _, false) => WorkerMode::Index(i),
-                (None, Some(g), false) => WorkerMode::Group(g),
+        Command::Worker { sweep, index, group, volume, threads, retries, quiet, share, no_fuse, serve, .. } => {
+            let mode = match (index, group, serve) {
+                (Some(i), _, _) => WorkerMode::Index(i),
+                (None, Some(g), _) => WorkerMode::Group(g),
+                (None, None, true) => WorkerMode::Serve,
                 _ => WorkerMode::Next,
             };
             sweep::worker_cmd(&sweep, mode, &WorkerOptions { volume, threads, retries, quiet, share, no_fuse })

@@ -1,5 +1,5 @@
 //! The sweep subcommands' glue: run a library function, print its result, pick the exit code.
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,15 +11,16 @@ use super::worker::{self, Ctx, Outcome, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::trainer::RunStatus;
 
-/// `--index I`, `--group G` or `--next`.
+/// `--index I`, `--group G`, `--next`, or `--serve` (jobs from the launcher, one after another).
 #[derive(Debug, Clone, Copy)]
 pub enum WorkerMode {
     Index(usize),
     Group(usize),
     Next,
+    Serve,
 }
 
-/// `spotrun worker SWEEP --index I | --next`.
+/// `spotrun worker SWEEP --index I | --group G | --next | --serve`.
 pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<ExitCode> {
     // Started by `spotrun sweep`: stop (with a checkpoint) if that launcher dies, rather than train unsupervised.
     if let Some(parent) = std::env::var("SPOTRUN_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
@@ -39,35 +40,102 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
     match mode {
         WorkerMode::Index(i) => ctx.run(i).map(|_| ())?,
         WorkerMode::Group(g) => ctx.group(g).map(|_| ())?,
-        WorkerMode::Next => {}
+        WorkerMode::Next | WorkerMode::Serve => {}
     }
     ctx.plan.write(&ctx.layout)?;
     match mode {
+        WorkerMode::Serve => serve(&ctx, o),
+        _ => job(&ctx, mode, o).map(ExitCode::from),
+    }
+}
+
+/// One `--index`, `--group` or `--next`, to its exit code.
+fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
+    match mode {
         WorkerMode::Index(i) => {
-            let id = ctx.runs.get(i).map(|r| crate::config::short_id(&r.id).to_string()).unwrap_or_default();
-            match worker::run_index(&ctx, i, o)? {
+            ctx.run(i)?;
+            let id = crate::config::short_id(&ctx.runs[i].id).to_string();
+            match worker::run_index(ctx, i, o)? {
                 Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
                 Outcome::Trained { status, epochs } => {
                     say!("run #{i} {id}: {} after {epochs} epoch{}", what(status), if epochs == 1 { "" } else { "s" });
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
-        WorkerMode::Group(g) => group_cmd(&ctx, g, o),
-        WorkerMode::Next => {
-            let (trained, failed) = worker::run_next(&ctx, o)?;
+        WorkerMode::Group(g) => {
+            ctx.group(g)?;
+            group_code(ctx, g, o)
+        }
+        WorkerMode::Next | WorkerMode::Serve => {
+            let (trained, failed) = worker::run_next(ctx, o)?;
             let views = status::write_results(&ctx.layout, &ctx.plan)?;
             let left =
                 views.iter().filter(|v| v.state != status::State::Done && v.state != status::State::Failed).count();
             say!("worker: trained {trained} run(s), {failed} failed; {left} not finished (held by other workers or pending)");
-            Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(u8::from(failed > 0))
         }
     }
 }
 
-/// `spotrun worker --group G`: one line per run; exits like its runs (a preemption first, then a failure's code,
-/// then 75 when every run left was held elsewhere).
-fn group_cmd(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<ExitCode> {
+/// `spotrun worker --serve`, the launcher's long-lived worker: reads jobs (`index I LOG` or `group G LOG`) from
+/// stdin, one per line, and trains each with its stdout and stderr appended to LOG, as a worker process of its own
+/// would; after each, writes `end CODE` (that process's exit code) to the original stdout. The data and libtorch
+/// stay loaded between jobs. Exits at the end of stdin, or after a job a signal stopped (with its code).
+fn serve(ctx: &Ctx, o: &WorkerOptions) -> Result<ExitCode> {
+    use std::io::BufRead as _;
+    let results = rustix::io::dup(std::io::stdout()).map_err(|e| Error::io("stdout", e.into()))?;
+    let mut results = std::fs::File::from(results);
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| Error::io("stdin", e))?;
+        let Some((mode, log)) = parse_job(&line) else {
+            return Err(SweepError::Usage(format!("worker --serve: not a job: {line:?}")).into());
+        };
+        redirect(&log)?;
+        let code = match job(ctx, mode, o) {
+            Ok(c) => c,
+            Err(e @ Error::Preempted { .. }) => {
+                tell!("spotrun: {e}");
+                e.code()
+            }
+            Err(e) => {
+                tell!("error: {e}");
+                e.code()
+            }
+        };
+        let _ = std::io::stdout().flush();
+        writeln!(results, "end {code}").map_err(|e| Error::io("stdout", e))?;
+        if crate::trainer::process::signals()?.received().is_some() {
+            return Ok(ExitCode::from(code));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `index I LOG` or `group G LOG`.
+fn parse_job(line: &str) -> Option<(WorkerMode, PathBuf)> {
+    let mut parts = line.splitn(3, ' ');
+    let (kind, n, log) = (parts.next()?, parts.next()?.parse::<usize>().ok()?, parts.next()?);
+    let mode = match kind {
+        "index" => WorkerMode::Index(n),
+        "group" => WorkerMode::Group(n),
+        _ => return None,
+    };
+    Some((mode, PathBuf::from(log)))
+}
+
+/// Points this process's stdout and stderr at the end of `log`.
+fn redirect(log: &Path) -> Result<()> {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| Error::io(log, e))?;
+    rustix::stdio::dup2_stdout(&f).map_err(|e| Error::io(log, e.into()))?;
+    rustix::stdio::dup2_stderr(&f).map_err(|e| Error::io(log, e.into()))
+}
+
+/// `spotrun worker --group G`: one line per run; its code is the group's (a preemption first, then a failure's
+/// code, then 75 when every run left was held elsewhere).
+fn group_code(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<u8> {
     let mut preempted = None;
     let mut codes = Vec::new();
     for (i, result) in worker::run_group(ctx, g, o)? {
@@ -90,10 +158,10 @@ fn group_cmd(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<ExitCode> {
     }
     let failed = codes.iter().copied().filter(|&c| c != crate::error::EXIT_BUSY).collect::<Vec<_>>();
     Ok(match (failed.first(), codes.first()) {
-        (Some(&c), _) if failed.iter().all(|&x| x == c) => ExitCode::from(c),
-        (Some(_), _) => ExitCode::from(1),
-        (None, Some(&busy)) => ExitCode::from(busy),
-        (None, None) => ExitCode::SUCCESS,
+        (Some(&c), _) if failed.iter().all(|&x| x == c) => c,
+        (Some(_), _) => 1,
+        (None, Some(&busy)) => busy,
+        (None, None) => 0,
     })
 }
 

@@ -1,5 +1,6 @@
-//! `spotrun sweep`: maps `spotrun worker --index I` child processes over device slots until every run is done
-//! or failed for good.
+//! `spotrun sweep`: maps runs (and fused groups of runs) over device slots until every run is done or failed for
+//! good. Each slot has one long-lived `spotrun worker --serve` child ([`super::serving`]) that trains job after job
+//! without reloading the data or libtorch, and is restarted when it dies.
 //!
 //! Slots are GPUs (`--gpus 0,1 --per-gpu K`: K children per GPU, each with `CUDA_VISIBLE_DEVICES` set) or CPU
 //! slots (`--workers N`: each gets `cores / N` threads, split between its K children). The launcher owns no
@@ -9,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use super::error::SweepError;
 use super::exits::{after_failure, classify, AfterFailure, ChildEnd};
 use super::lease;
 use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Failed};
+use super::serving::{End, Job, Serving};
 use super::status::{self, State};
 use super::worker::Ctx;
 use crate::error::Result;
@@ -75,15 +77,6 @@ enum RunState {
     Finished,
 }
 
-/// A worker process: one run (`--index`) or a fused group (`--group`).
-struct Active {
-    child: Child,
-    runs: Vec<usize>,
-    started: Instant,
-    /// Its stdout and stderr.
-    log: PathBuf,
-}
-
 /// Runs the sweep to completion. Exit 0 when every run is done, 1 when some failed, 128 + signal when stopped.
 pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     if !(o.backoff_seconds.is_finite() && o.backoff_seconds >= 0.0) {
@@ -124,7 +117,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         l.forward(&signals);
         l.reap(signals.last())?;
         match signals.last() {
-            Some(sig) if l.active.is_empty() => return Ok(l.stopped(sig)),
+            Some(sig) if l.idle() => return Ok(l.stopped(sig)),
             Some(_) => {}
             None if l.fill()? => break,
             None => {}
@@ -196,8 +189,8 @@ struct Launcher<'a> {
     retries: usize,
     display: Display,
     states: Vec<RunState>,
-    /// slot -> child
-    active: BTreeMap<usize, Active>,
+    /// slot -> its long-lived worker process
+    workers: BTreeMap<usize, Serving>,
     preemptions: Vec<usize>,
     /// Failures seen by this launcher, for workers that die before recording one.
     seen_failures: Vec<usize>,
@@ -217,7 +210,7 @@ impl<'a> Launcher<'a> {
             retries: o.retries.unwrap_or(ctx.sweep.retries) as usize,
             display: Display::new(o.quiet, ctx),
             states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
-            active: BTreeMap::new(),
+            workers: BTreeMap::new(),
             preemptions: vec![0; ctx.runs.len()],
             seen_failures: vec![0; ctx.runs.len()],
             forwarded: 0,
@@ -238,36 +231,47 @@ impl<'a> Launcher<'a> {
             "spotrun sweep: got {}; passing {} to {} worker(s)",
             crate::trainer::signal_name(got),
             crate::trainer::signal_name(pass),
-            self.active.len()
+            self.workers.values().filter(|w| w.job.is_some()).count()
         ));
-        for a in self.active.values() {
-            crate::ffi::send_signal(a.child.id(), pass);
+        for w in self.workers.values() {
+            crate::ffi::send_signal(w.pid(), pass);
         }
         self.forwarded = n;
     }
 
-    /// Handles every worker that exited since the last poll.
+    /// Handles every job that ended since the last poll (reported by its worker, or with the worker's death).
     fn reap(&mut self, stopping: Option<i32>) -> Result<()> {
-        let exited: Vec<usize> =
-            self.active.iter_mut().filter_map(|(s, a)| a.child.try_wait().ok().flatten().map(|_| *s)).collect();
-        for slot in exited {
-            let Some(mut a) = self.active.remove(&slot) else { continue };
-            let status = a.child.wait().map_err(|e| SweepError::io("worker", e))?;
-            for i in a.runs.clone() {
+        let slots: Vec<usize> = self.workers.keys().copied().collect();
+        for slot in slots {
+            let Some(w) = self.workers.get_mut(&slot) else { continue };
+            let pid = w.pid();
+            let (ended, gone) = w.poll();
+            if gone {
+                if let Some(w) = self.workers.remove(&slot) {
+                    w.close();
+                }
+            }
+            let Some((job, end)) = ended else { continue };
+            for &i in &job.runs {
                 let dir = self.ctx.layout.run_dir(&self.ctx.runs[i].id);
-                // A group's worker exits non-zero when one member failed; the others are done all the same.
+                // A group's worker reports non-zero when one member failed; the others are done all the same.
                 let done =
-                    (status.code() == Some(0) || a.runs.len() > 1) && record::maybe_present(&dir.join(record::DONE));
-                let code = if done { Some(0) } else { status.code() };
-                let end = classify(code, status.signal(), done, self.preemptions[i]);
-                self.on_end(&a, i, end, status, stopping.is_some());
+                    (end.code == Some(0) || job.runs.len() > 1) && record::maybe_present(&dir.join(record::DONE));
+                let code = if done { Some(0) } else { end.code };
+                let class = classify(code, end.signal, done, self.preemptions[i]);
+                self.on_end(&job, pid, i, class, end, stopping.is_some());
             }
             let _ = status::write_results(&self.ctx.layout, &self.ctx.plan);
         }
         Ok(())
     }
 
-    fn on_end(&mut self, a: &Active, i: usize, end: ChildEnd, status: std::process::ExitStatus, stopping: bool) {
+    /// Whether no job is in flight.
+    fn idle(&self) -> bool {
+        self.workers.values().all(|w| w.job.is_none())
+    }
+
+    fn on_end(&mut self, a: &Job, pid: u32, i: usize, end: ChildEnd, status: End, stopping: bool) {
         let secs = a.started.elapsed().as_secs_f64();
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
@@ -288,7 +292,7 @@ impl<'a> Launcher<'a> {
             ChildEnd::Preempted { signal, killed } => {
                 self.preemptions[i] += 1;
                 if killed {
-                    record_end(&dir, a.child.id(), AttemptOutcome::Preempted, Some(128 + signal), secs);
+                    record_end(&dir, pid, AttemptOutcome::Preempted, Some(128 + signal), secs);
                 }
                 let next = if stopping { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" };
                 let name = crate::trainer::signal_name(signal);
@@ -298,9 +302,9 @@ impl<'a> Launcher<'a> {
                 if crashed {
                     record_end(
                         &dir,
-                        a.child.id(),
+                        pid,
                         AttemptOutcome::Crashed,
-                        status.code().or(status.signal().map(|s| 128 + s)),
+                        status.code.or(status.signal.map(|s| 128 + s)),
                         secs,
                     );
                 }
@@ -310,7 +314,7 @@ impl<'a> Launcher<'a> {
     }
 
     /// A failed attempt: retry with backoff, record the run as failed for good, or leave it to its new holder.
-    fn on_failure(&mut self, i: usize, end: ChildEnd, status: std::process::ExitStatus, log: &Path) {
+    fn on_failure(&mut self, i: usize, end: ChildEnd, status: End, log: &Path) {
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
         self.seen_failures[i] += 1;
@@ -337,7 +341,7 @@ impl<'a> Launcher<'a> {
                     run_id: run.id.clone(),
                     index: run.index,
                     failures,
-                    exit_code: status.code(),
+                    exit_code: status.code,
                     error: last_error_line(&tail).unwrap_or_else(|| format!("worker exited with {status}")),
                     stderr_tail: String::new(),
                     unix_ms: lease::now_ms(),
@@ -363,40 +367,58 @@ impl<'a> Launcher<'a> {
         }
     }
 
-    /// Fills free slots with runs that are neither finished on the volume nor held elsewhere. True when nothing is
-    /// running and every run is finished.
+    /// Fills idle slots with runs (or fused groups) that are neither finished on the volume nor held elsewhere,
+    /// starting a slot's worker process when it has none. True when nothing is running and every run is finished.
     fn fill(&mut self) -> Result<bool> {
         for (si, slot) in self.slots.iter().enumerate() {
-            if self.active.contains_key(&si) {
+            if self.workers.get(&si).is_some_and(|w| w.job.is_some()) {
                 continue;
             }
             let Some(g) = next_group(self.ctx, &mut self.states) else { break };
             let runs = self.ctx.groups[g].runs.clone();
-            let (job, log) = match runs.as_slice() {
-                [i] => (Job::Index(*i), self.ctx.layout.run_dir(&self.ctx.runs[*i].id).join("worker.log")),
-                _ => (Job::Group(g), self.ctx.layout.root.join("groups").join(format!("group-{g}.log"))),
+            let (kind, n, log) = match runs.as_slice() {
+                [i] => ("index", *i, self.ctx.layout.run_dir(&self.ctx.runs[*i].id).join("worker.log")),
+                _ => ("group", g, self.ctx.layout.root.join("groups").join(format!("group-{g}.log"))),
             };
-            let child = spawn(&self.exe, self.sweep_path, self.ctx, job, slot, self.o, &log)?;
+            begin_log(&log, &slot.name)?;
+            if !self.workers.contains_key(&si) {
+                let w = spawn(&self.exe, self.sweep_path, self.ctx, slot, self.o)?;
+                self.workers.insert(si, w);
+            }
+            let job = Job { runs: runs.clone(), started: Instant::now(), log };
+            let started = self.workers.get_mut(&si).map(|w| w.start(kind, n, job));
+            if !matches!(started, Some(Ok(()))) {
+                // The worker died idle: the next poll reaps it and the next fill starts another.
+                continue;
+            }
             for &i in &runs {
                 self.display.started(i, &slot.name);
                 self.states[i] = RunState::Active;
             }
-            self.active.insert(si, Active { child, runs, started: Instant::now(), log });
         }
-        Ok(self.active.is_empty() && self.states.iter().all(|s| matches!(s, RunState::Finished)))
+        Ok(self.idle() && self.states.iter().all(|s| matches!(s, RunState::Finished)))
     }
 
     fn refresh(&mut self) {
         if self.last_refresh.elapsed() >= Duration::from_millis(500) {
-            let running: Vec<usize> = self.active.values().flat_map(|a| a.runs.iter().copied()).collect();
+            let running: Vec<usize> =
+                self.workers.values().filter_map(|w| w.job.as_ref()).flat_map(|j| j.runs.iter().copied()).collect();
             let finished = self.states.iter().filter(|s| matches!(s, RunState::Finished)).count();
             self.display.refresh(&running, finished);
             self.last_refresh = Instant::now();
         }
     }
 
-    /// Stopped by a signal once every worker exited: what is done, and how to finish.
+    /// Closes every worker's stdin and waits for them (idle ones exit at once).
+    fn close_workers(&mut self) {
+        for (_, w) in std::mem::take(&mut self.workers) {
+            w.close();
+        }
+    }
+
+    /// Stopped by a signal once every job ended: what is done, and how to finish.
     fn stopped(&mut self, sig: i32) -> ExitCode {
+        self.close_workers();
         self.display.clear();
         let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
         tell!(
@@ -410,6 +432,7 @@ impl<'a> Launcher<'a> {
 
     /// Every run finished: the results table; exit 0 when all are done, 1 when some failed.
     fn finish(&mut self) -> ExitCode {
+        self.close_workers();
         self.display.clear();
         let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
         let _ = write!(std::io::stdout().lock(), "{}", status::table(&self.ctx.plan, &views));
@@ -463,43 +486,31 @@ fn next_group(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
     })
 }
 
-/// What a worker process is started for.
-#[derive(Debug, Clone, Copy)]
-enum Job {
-    Index(usize),
-    Group(usize),
-}
-
-fn spawn(
-    exe: &Path,
-    sweep: &Path,
-    ctx: &Ctx,
-    job: Job,
-    slot: &Slot,
-    o: &LaunchOptions,
-    log_path: &Path,
-) -> Result<Child> {
+/// Appends the line that starts an attempt to a job's log (creating its directory).
+fn begin_log(log_path: &Path, slot: &str) -> Result<()> {
     let dir = log_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| SweepError::io(dir, e))?;
     let mut log =
         OpenOptions::new().create(true).append(true).open(log_path).map_err(|e| SweepError::io(log_path, e))?;
-    let _ =
-        writeln!(log, "--- spotrun sweep: attempt started at unix_ms {} on slot {} ---", lease::now_ms(), slot.name);
-    let err = log.try_clone().map_err(|e| SweepError::io(log_path, e))?;
-    let which = match job {
-        Job::Index(i) => ["--index".to_string(), i.to_string()],
-        Job::Group(g) => ["--group".to_string(), g.to_string()],
-    };
+    let _ = writeln!(log, "--- spotrun sweep: attempt started at unix_ms {} on slot {slot} ---", lease::now_ms());
+    Ok(())
+}
+
+/// Starts a slot's long-lived worker (`spotrun worker --serve`), its stderr in `VOLUME/<name>/workers/` until its
+/// first job.
+fn spawn(exe: &Path, sweep: &Path, ctx: &Ctx, slot: &Slot, o: &LaunchOptions) -> Result<Serving> {
+    let dir = ctx.layout.root.join("workers");
+    std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
+    let path = dir.join(format!("{}.log", slot.name.replace('/', "-").replace(':', "")));
+    let err = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SweepError::io(&path, e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("worker")
         .arg(sweep)
-        .args(which)
+        .arg("--serve")
         .args(["--share", &o.per_gpu.max(1).to_string()])
         .arg("--volume")
         .arg(ctx.layout.root.parent().unwrap_or(Path::new(".")))
         .env("SPOTRUN_PARENT_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(log)
         .stderr(err)
         // Its own process group: a Ctrl-C at the terminal reaches the launcher only, which passes it on once.
         .process_group(0);
@@ -509,11 +520,14 @@ fn spawn(
     if let Some(t) = slot.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
+    if o.no_fuse {
+        cmd.arg("--no-fuse");
+    }
     match slot.cuda {
         Some(g) => cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()),
         None => cmd.env("CUDA_VISIBLE_DEVICES", ""),
     };
-    cmd.spawn().map_err(|e| SweepError::io(exe, e).into())
+    Serving::spawn(cmd).map_err(|e| SweepError::io(exe, e).into())
 }
 
 fn record_end(dir: &Path, pid: u32, outcome: AttemptOutcome, code: Option<i32>, seconds: f64) {

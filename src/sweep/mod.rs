@@ -17,6 +17,7 @@ pub(crate) mod lease;
 mod prune;
 mod record;
 pub(crate) mod report;
+mod serving;
 mod spec;
 mod status;
 mod worker;

@@ -557,3 +557,44 @@ fn sighup_checkpoints_and_exits_129() {
     assert!(text(&out.stderr).contains("SIGHUP"), "{}", text(&out.stderr));
     assert!(newest_step(&dir) > 0, "a checkpoint was written on SIGHUP");
 }
+
+#[test]
+fn one_long_lived_worker_per_slot_trains_run_after_run_each_with_its_own_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sweep, vol) = (six_runs(tmp.path(), BASE), tmp.path().join("vol"));
+    let out = run_ok(&args(&sweep, &vol, &["--workers", "1", "--no-fuse"]));
+    assert!(text(&out.stdout).contains("6 runs: 6 done"), "{}", text(&out.stdout));
+    let mut pids = std::collections::BTreeSet::new();
+    for r in run_dirs(&vol, "six") {
+        pids.extend(attempts(&r).iter().map(|a| a["pid"].as_u64().unwrap()));
+        // Each run's worker.log holds its own attempt only: the worker points its output at each job's log.
+        let log = std::fs::read_to_string(r.join("worker.log")).unwrap();
+        let id = r.file_name().unwrap().to_string_lossy()[..8].to_string();
+        assert_eq!(log.matches("spotrun train: run ").count(), 1, "{log}");
+        assert!(log.contains(&format!("spotrun train: run {id}")), "{log}");
+    }
+    assert_eq!(pids.len(), 1, "one worker process trained the six runs, one after another");
+}
+
+#[test]
+fn a_long_lived_worker_killed_mid_run_is_replaced_and_the_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sweep, vol) = (six_runs(tmp.path(), SLOW), tmp.path().join("vol"));
+    let launcher = launch(&sweep, &vol, &["--workers", "1", "--no-fuse"]);
+    wait_until("a run with a checkpoint", Duration::from_secs(120), || {
+        run_dirs(&vol, "six").iter().any(|r| !r.join("done.json").exists() && !committed(r).is_empty())
+    });
+    let victim = run_dirs(&vol, "six").into_iter().find(|r| lease_held(r)).unwrap();
+    let worker = children_of(launcher.id());
+    assert_eq!(worker.len(), 1);
+    assert!(kill(worker[0], "KILL"));
+    let out = launcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_each_run_done_once_with_every_epoch(&vol, "six", 6, 4);
+    let at = attempts(&victim);
+    let outcomes: Vec<&str> = at.iter().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["preempted", "done"], "{at:?}");
+    let second = at.iter().filter(|a| a["event"] == "start").nth(1).unwrap();
+    assert!(second["step"].as_u64().unwrap() > 0, "resumed from its checkpoint: {second}");
+    assert_ne!(at[0]["pid"], second["pid"], "a new worker process");
+}
