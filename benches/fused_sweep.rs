@@ -2,12 +2,15 @@
 //!
 //! 1. The 16-run grid of issue 16 on built-in data (a 64-256-256-10 MLP, 1437 training samples, batch 128,
 //!    30 epochs, 4 learning rates x 4 weight decays, a checkpoint every epoch, TensorBoard on): `spotrun sweep
-//!    --workers 1` (one fused group, both cores) against `--no-fuse --workers 2` (one process per run, two at a
-//!    time) and `--no-fuse --workers 1`; and `scripts/bench_fused_eager.py`, the same 16 models fused by hand in
-//!    PyTorch eager (no checkpoints or files), as the floor.
-//! 2. Load once, train many: 32 tiny runs (`--no-fuse`), one `worker --next` process against one process per run
-//!    (`spotrun sweep --workers 1`). Per-run overhead = (wall − Σ epoch_seconds) / runs: everything but the
-//!    epochs themselves (process start, data, model, run files, checkpoints, records).
+//!    --workers 2` (the fused group in two parts of 8, one per slot and thread), `--workers 1` (one group of 16
+//!    on both threads), against `--no-fuse --workers 2` (two long-lived workers, one
+//!    thread each, run after run) and against one `spotrun worker --index I` process per run, two at a time (what
+//!    `spotrun sweep` did before this change, and what a job array does); and `scripts/bench_fused_eager.py`,
+//!    the same 16 models fused by hand in PyTorch eager (no checkpoints or files), as the floor.
+//! 2. Load once, train many: 32 tiny runs (`fuse = "off"`), one `worker --next` process and one `spotrun sweep
+//!    --workers 1` (its long-lived worker) against one `worker --index I` process per run. Per-run overhead =
+//!    (wall − Σ epoch_seconds) / runs: everything but the epochs themselves (process start, data, model, run
+//!    files, checkpoints, records).
 //!
 //! Env: SPOTRUN_BENCH_ROUNDS (2), SPOTRUN_BENCH_BIN (the spotrun binary; default cargo's), SPOTRUN_PYTHON, SPOTRUN_BENCH_FUSED_EAGER (the eager script, when the bench runs
 //! outside its source tree), SPOTRUN_BENCH_EPOCHS (30). Reproduces the "Fused sweeps" rows of BENCHMARKS.md.
@@ -18,17 +21,49 @@ use std::time::Instant;
 mod common;
 use common::{env, median, python};
 
+fn spotrun() -> Command {
+    Command::new(std::env::var_os("SPOTRUN_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spotrun").into()))
+}
+
 /// Runs `spotrun ARGS` and returns its wall time; panics (the bench is void) if it fails.
 fn timed(args: &[&str]) -> f64 {
     let t0 = Instant::now();
-    let bin = std::env::var_os("SPOTRUN_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spotrun").into());
-    let out = Command::new(bin).args(args).output();
+    let out = spotrun().args(args).output();
     let secs = t0.elapsed().as_secs_f64();
     match out {
         Ok(o) if o.status.success() => secs,
         Ok(o) => panic!("spotrun {args:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => panic!("spotrun {args:?}: {e}"),
     }
+}
+
+/// `spotrun worker SWEEP --index I --threads T` for every run, `parallel` processes at a time: one process per run.
+/// Returns the wall time.
+fn per_process(sweep: &str, vol: &str, runs: usize, parallel: usize, threads: &str) -> f64 {
+    let t0 = Instant::now();
+    let mut next = 0;
+    let mut live: Vec<std::process::Child> = Vec::new();
+    while next < runs || !live.is_empty() {
+        while live.len() < parallel && next < runs {
+            let i = next.to_string();
+            let args = ["worker", sweep, "--index", &i, "--volume", vol, "--threads", threads, "-q"];
+            let child = spotrun().args(args).stdout(std::process::Stdio::null()).spawn();
+            live.push(child.unwrap_or_else(|e| panic!("spotrun worker: {e}")));
+            next += 1;
+        }
+        let mut still = Vec::new();
+        for mut c in live {
+            match c.try_wait() {
+                Ok(Some(s)) if s.success() => {}
+                Ok(Some(s)) => panic!("spotrun worker --index failed: {s}"),
+                Ok(None) => still.push(c),
+                Err(e) => panic!("spotrun worker: {e}"),
+            }
+        }
+        live = still;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    t0.elapsed().as_secs_f64()
 }
 
 /// Σ epoch_seconds over every run of a sweep on `vol`.
@@ -89,40 +124,54 @@ fn main() {
     let (sweep, tiny) = (grid(tmp.path(), &epochs), tiny32(tmp.path()));
     let s = sweep.to_string_lossy().into_owned();
     let t = tiny.to_string_lossy().into_owned();
-    let (mut fused, mut unfused2, mut unfused1, mut py) = (vec![], vec![], vec![], vec![]);
-    let (mut next, mut per_process) = (vec![], vec![]);
+    let (mut fused, mut fused1, mut unfused2, mut procs2, mut py) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut next, mut launched, mut procs) = (vec![], vec![], vec![]);
     for round in 0..rounds {
         let vol = |name: &str| tmp.path().join(format!("{name}-{round}")).to_string_lossy().into_owned();
         let v = vol("fused");
-        fused.push(timed(&["sweep", &s, "--volume", &v, "--workers", "1", "-q"]));
+        fused.push(timed(&["sweep", &s, "--volume", &v, "--workers", "2", "-q"]));
+        let v = vol("fused1");
+        fused1.push(timed(&["sweep", &s, "--volume", &v, "--workers", "1", "-q"]));
         let v = vol("unfused2");
         unfused2.push(timed(&["sweep", &s, "--volume", &v, "--workers", "2", "--no-fuse", "-q"]));
-        let v = vol("unfused1");
-        unfused1.push(timed(&["sweep", &s, "--volume", &v, "--workers", "1", "--no-fuse", "-q"]));
+        let v = vol("procs2");
+        procs2.push(per_process(&s, &v, 16, 2, "1"));
         py.push(eager(&epochs));
+        let overhead = |wall: f64, v: &str| (wall - epoch_seconds(Path::new(v))) / 32.0;
         let v = vol("next");
-        let wall = timed(&["worker", &t, "--next", "--volume", &v, "--threads", "2", "-q"]);
-        next.push((wall - epoch_seconds(Path::new(&v))) / 32.0);
+        next.push(overhead(timed(&["worker", &t, "--next", "--volume", &v, "--threads", "2", "-q"]), &v));
+        let v = vol("launched");
+        launched.push(overhead(timed(&["sweep", &t, "--volume", &v, "--workers", "1", "-q"]), &v));
         let v = vol("procs");
-        let wall = timed(&["sweep", &t, "--volume", &v, "--workers", "1", "-q"]);
-        per_process.push((wall - epoch_seconds(Path::new(&v))) / 32.0);
+        procs.push(overhead(per_process(&t, &v, 32, 1, "2"), &v));
         println!(
-            "round {round}: grid16 fused {:.2}s | no-fuse x2 {:.2}s | no-fuse x1 {:.2}s | PyTorch fused {:.2}s || 32 tiny \
-             runs, overhead per run: worker --next {:.3}s, process per run {:.3}s",
-            fused[round], unfused2[round], unfused1[round], py[round], next[round], per_process[round]
+            "round {round}: grid16 fused x2 {:.2}s | fused x1 {:.2}s | no-fuse, 2 long-lived workers {:.2}s | a process \
+             per run, 2 at a time {:.2}s | PyTorch fused {:.2}s || 32 tiny runs, overhead per run: worker --next {:.3}s, \
+             sweep {:.3}s, a process per run {:.3}s",
+            fused[round],
+            fused1[round],
+            unfused2[round],
+            procs2[round],
+            py[round],
+            next[round],
+            launched[round],
+            procs[round]
         );
     }
-    let (f, u2, u1, p) = (median(fused), median(unfused2), median(unfused1), median(py));
+    let (f, f1, u2, p2, p) = (median(fused), median(fused1), median(unfused2), median(procs2), median(py));
     println!(
-        "median of {rounds}: grid16 ({epochs} epochs) fused {f:.2}s, --no-fuse --workers 2 {u2:.2}s ({:.2}x), \
-         --no-fuse --workers 1 {u1:.2}s ({:.2}x); PyTorch fused by hand {p:.2}s (spotrun/PyTorch {:.2}x)",
+        "median of {rounds}: grid16 ({epochs} epochs) fused --workers 2 {f:.2}s (--workers 1: {f1:.2}s); --no-fuse \
+         --workers 2 {u2:.2}s ({:.2}x); a process per run, 2 at a time {p2:.2}s ({:.2}x); PyTorch fused by hand {p:.2}s \
+         (spotrun/PyTorch {:.2}x)",
         u2 / f,
-        u1 / f,
+        p2 / f,
         f / p
     );
     println!(
-        "median of {rounds}: per-run overhead, 32 tiny runs: worker --next (load once) {:.3}s, one process per run {:.3}s",
+        "median of {rounds}: per-run overhead, 32 tiny runs: worker --next {:.3}s, spotrun sweep {:.3}s, a process per \
+         run {:.3}s",
         median(next),
-        median(per_process)
+        median(launched),
+        median(procs)
     );
 }

@@ -16,6 +16,12 @@ use crate::trainer::RunStatus;
 pub enum WorkerMode {
     Index(usize),
     Group(usize),
+    /// Part `part` of `parts` of group `group` ([`super::groups::part`]), from the launcher.
+    Part {
+        group: usize,
+        part: usize,
+        parts: usize,
+    },
     Next,
     Serve,
 }
@@ -40,7 +46,7 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
     match mode {
         WorkerMode::Index(i) => ctx.run(i).map(|_| ())?,
         WorkerMode::Group(g) => ctx.group(g).map(|_| ())?,
-        WorkerMode::Next | WorkerMode::Serve => {}
+        WorkerMode::Part { .. } | WorkerMode::Next | WorkerMode::Serve => {}
     }
     ctx.plan.write(&ctx.layout)?;
     match mode {
@@ -63,9 +69,9 @@ fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
             }
             Ok(0)
         }
-        WorkerMode::Group(g) => {
-            ctx.group(g)?;
-            group_code(ctx, g, o)
+        WorkerMode::Group(g) => group_code(ctx, &ctx.group(g)?.runs, o),
+        WorkerMode::Part { group, part, parts } => {
+            group_code(ctx, super::groups::part(&ctx.group(group)?.runs, part, parts), o)
         }
         WorkerMode::Next | WorkerMode::Serve => {
             let (trained, failed) = worker::run_next(ctx, o)?;
@@ -78,7 +84,8 @@ fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
     }
 }
 
-/// `spotrun worker --serve`, the launcher's long-lived worker: reads jobs (`index I LOG` or `group G LOG`) from
+/// `spotrun worker --serve`, the launcher's long-lived worker: reads jobs (`index I LOG`, `group G LOG`, or
+/// `part G K N LOG`) from
 /// stdin, one per line, and trains each with its stdout and stderr appended to LOG, as a worker process of its own
 /// would; after each, writes `end CODE` (that process's exit code) to the original stdout. The data and libtorch
 /// stay loaded between jobs. Exits at the end of stdin, or after a job a signal stopped (with its code).
@@ -112,16 +119,22 @@ fn serve(ctx: &Ctx, o: &WorkerOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `index I LOG` or `group G LOG`.
+/// `index I LOG`, `group G LOG` or `part G K N LOG`.
 fn parse_job(line: &str) -> Option<(WorkerMode, PathBuf)> {
-    let mut parts = line.splitn(3, ' ');
-    let (kind, n, log) = (parts.next()?, parts.next()?.parse::<usize>().ok()?, parts.next()?);
-    let mode = match kind {
-        "index" => WorkerMode::Index(n),
-        "group" => WorkerMode::Group(n),
+    let (kind, rest) = line.split_once(' ')?;
+    let numbers = if kind == "part" { 3 } else { 1 };
+    let mut fields = rest.splitn(numbers + 1, ' ');
+    let mut n = Vec::with_capacity(numbers);
+    for _ in 0..numbers {
+        n.push(fields.next()?.parse::<usize>().ok()?);
+    }
+    let mode = match (kind, n.as_slice()) {
+        ("index", [i]) => WorkerMode::Index(*i),
+        ("group", [g]) => WorkerMode::Group(*g),
+        ("part", [g, k, parts]) => WorkerMode::Part { group: *g, part: *k, parts: *parts },
         _ => return None,
     };
-    Some((mode, PathBuf::from(log)))
+    Some((mode, PathBuf::from(fields.next()?)))
 }
 
 /// Points this process's stdout and stderr at the end of `log`.
@@ -133,12 +146,12 @@ fn redirect(log: &Path) -> Result<()> {
     rustix::stdio::dup2_stderr(&f).map_err(|e| Error::io(log, e.into()))
 }
 
-/// `spotrun worker --group G`: one line per run; its code is the group's (a preemption first, then a failure's
+/// `spotrun worker --group G` (or a part of it): one line per run; its code is the group's (a preemption first, then a failure's
 /// code, then 75 when every run left was held elsewhere).
-fn group_code(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<u8> {
+fn group_code(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<u8> {
     let mut preempted = None;
     let mut codes = Vec::new();
-    for (i, result) in worker::run_group(ctx, g, o)? {
+    for (i, result) in worker::run_runs(ctx, runs, o)? {
         let id = crate::config::short_id(&ctx.runs[i].id).to_string();
         match result {
             Ok(Outcome::AlreadyDone) => say!("run #{i} {id} is already done"),

@@ -53,14 +53,24 @@ pub fn plan(runs: &[PlannedRun], fuse: Fuse) -> Vec<Group> {
     out
 }
 
+/// Part `k` of `n` (0-based) of a group's `runs`: contiguous, sizes differing by at most one, none empty while
+/// `n <= runs.len()`. The launcher splits a fused group this way when it has more slots than groups, and the
+/// worker it hands `part G K N` to finds the same runs.
+pub fn part(runs: &[usize], k: usize, n: usize) -> &[usize] {
+    let n = n.clamp(1, runs.len().max(1));
+    let (base, extra) = (runs.len() / n, runs.len() % n);
+    let start = (k * base + k.min(extra)).min(runs.len());
+    let len = base + usize::from(k < extra);
+    &runs[start..(start + len).min(runs.len())]
+}
+
 /// The groups as `--dry-run` prints them: one line per worker process, saying why a lone run is not fused.
 pub fn describe(groups: &[Group], fuse: Fuse) -> String {
     let fused = groups.iter().filter(|g| g.fused()).count();
     let mut out = match fuse {
-        Fuse::Off => format!("fuse = \"off\": {} worker processes, one run each\n", groups.len()),
+        Fuse::Off => format!("fuse = \"off\": {} jobs, one run each\n", groups.len()),
         Fuse::Auto => format!(
-            "fuse = \"auto\": {} worker processes ({fused} fused groups, {} runs alone); `--no-fuse` runs one \
-             process per run\n",
+            "fuse = \"auto\": {} jobs ({fused} fused groups, {} runs alone); `--no-fuse` trains every run alone\n",
             groups.len(),
             groups.len() - fused
         ),
@@ -127,6 +137,17 @@ mod tests {
         let off = plan(&runs, Fuse::Off);
         assert_eq!(off.len(), 5);
         assert!(off.iter().all(|g| g.alone.is_none() && !g.fused()));
+    }
+
+    #[test]
+    fn parts_of_a_group_cover_it_once_in_order() {
+        let runs: Vec<usize> = (10..17).collect();
+        for n in 1..=7 {
+            let parts: Vec<&[usize]> = (0..n).map(|k| part(&runs, k, n)).collect();
+            assert_eq!(parts.concat(), runs, "{n} parts");
+            assert!(parts.iter().all(|p| !p.is_empty() && p.len().abs_diff(runs.len() / n) <= 1), "{parts:?}");
+        }
+        assert_eq!(part(&runs, 9, 3), &[] as &[usize], "past the last part: nothing");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +124,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
             None => {}
         }
         l.refresh();
-        std::thread::sleep(Duration::from_millis(100));
+        l.wait(Duration::from_millis(100));
     }
     Ok(l.finish())
 }
@@ -146,6 +147,16 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
         let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
     }
     let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
+    let jobs = jobs(ctx, slots.len());
+    if jobs.len() != ctx.groups.len() {
+        let parts: Vec<String> = jobs.iter().map(|(what, runs)| format!("{what} ({} runs)", runs.len())).collect();
+        let _ = writeln!(
+            out,
+            "with {} slots, fused groups train in parts, one per slot: {}",
+            slots.len(),
+            parts.join(", ")
+        );
+    }
 }
 
 /// Signals sent to the launcher: every one counts (the first is passed on, a repeat passed on again, a third
@@ -191,6 +202,10 @@ struct Launcher<'a> {
     states: Vec<RunState>,
     /// slot -> its long-lived worker process
     workers: BTreeMap<usize, Serving>,
+    /// What the workers are handed: runs, fused groups, or parts of them (see [`jobs`]).
+    jobs: Vec<(String, Vec<usize>)>,
+    /// Woken when a worker reports a job's end, so the next job starts at once.
+    wake: (mpsc::Sender<()>, mpsc::Receiver<()>),
     preemptions: Vec<usize>,
     /// Failures seen by this launcher, for workers that die before recording one.
     seen_failures: Vec<usize>,
@@ -211,6 +226,8 @@ impl<'a> Launcher<'a> {
             display: Display::new(o.quiet, ctx),
             states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
             workers: BTreeMap::new(),
+            jobs: jobs(ctx, slots.len()),
+            wake: mpsc::channel(),
             preemptions: vec![0; ctx.runs.len()],
             seen_failures: vec![0; ctx.runs.len()],
             forwarded: 0,
@@ -264,6 +281,13 @@ impl<'a> Launcher<'a> {
             let _ = status::write_results(&self.ctx.layout, &self.ctx.plan);
         }
         Ok(())
+    }
+
+    /// Sleeps until a worker reports a job's end, at most `d`.
+    fn wait(&self, d: Duration) {
+        if self.wake.1.recv_timeout(d).is_ok() {
+            while self.wake.1.try_recv().is_ok() {}
+        }
     }
 
     /// Whether no job is in flight.
@@ -374,19 +398,19 @@ impl<'a> Launcher<'a> {
             if self.workers.get(&si).is_some_and(|w| w.job.is_some()) {
                 continue;
             }
-            let Some(g) = next_group(self.ctx, &mut self.states) else { break };
-            let runs = self.ctx.groups[g].runs.clone();
-            let (kind, n, log) = match runs.as_slice() {
-                [i] => ("index", *i, self.ctx.layout.run_dir(&self.ctx.runs[*i].id).join("worker.log")),
-                _ => ("group", g, self.ctx.layout.root.join("groups").join(format!("group-{g}.log"))),
+            let Some(j) = next_job(self.ctx, &self.jobs, &mut self.states) else { break };
+            let (what, runs) = self.jobs[j].clone();
+            let log = match runs.as_slice() {
+                [i] => self.ctx.layout.run_dir(&self.ctx.runs[*i].id).join("worker.log"),
+                _ => self.ctx.layout.root.join("groups").join(format!("{}.log", what.replace(' ', "-"))),
             };
             begin_log(&log, &slot.name)?;
             if !self.workers.contains_key(&si) {
-                let w = spawn(&self.exe, self.sweep_path, self.ctx, slot, self.o)?;
+                let w = spawn(&self.exe, self.sweep_path, self.ctx, slot, self.o, self.wake.0.clone())?;
                 self.workers.insert(si, w);
             }
             let job = Job { runs: runs.clone(), started: Instant::now(), log };
-            let started = self.workers.get_mut(&si).map(|w| w.start(kind, n, job));
+            let started = self.workers.get_mut(&si).map(|w| w.start(&what, job));
             if !matches!(started, Some(Ok(()))) {
                 // The worker died idle: the next poll reaps it and the next fill starts another.
                 continue;
@@ -460,9 +484,30 @@ fn snapshot(ctx: &Ctx, sweep: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The next group with a run to start, in order (a group of one is a run); marks runs found finished on the
-/// volume. A group starts when none of its runs is being trained and one of them is ready.
-fn next_group(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
+/// The jobs for `slots` slots: each run alone, each fused group whole, or, when there are fewer groups than slots,
+/// each fused group in as many parts as it takes to fill the slots (each part still fused; a slot's threads are
+/// better spent on its own part than shared by one big group). As (what the worker is told, its runs).
+fn jobs(ctx: &Ctx, slots: usize) -> Vec<(String, Vec<usize>)> {
+    let split = if ctx.groups.len() < slots { slots.div_ceil(ctx.groups.len().max(1)) } else { 1 };
+    let mut out = Vec::new();
+    for (g, group) in ctx.groups.iter().enumerate() {
+        match group.runs.as_slice() {
+            [i] => out.push((format!("index {i}"), vec![*i])),
+            runs if split > 1 => {
+                let n = split.min(runs.len());
+                for k in 0..n {
+                    out.push((format!("part {g} {k} {n}"), super::groups::part(runs, k, n).to_vec()));
+                }
+            }
+            runs => out.push((format!("group {g}"), runs.to_vec())),
+        }
+    }
+    out
+}
+
+/// The next job with a run to start, in order; marks runs found finished on the volume. A job starts when none
+/// of its runs is being trained and one of them is ready.
+fn next_job(ctx: &Ctx, jobs: &[(String, Vec<usize>)], states: &mut [RunState]) -> Option<usize> {
     let now = Instant::now();
     let mut ready = vec![false; states.len()];
     for (i, st) in states.iter_mut().enumerate() {
@@ -481,8 +526,8 @@ fn next_group(ctx: &Ctx, states: &mut [RunState]) -> Option<usize> {
         }
         ready[i] = true;
     }
-    ctx.groups.iter().position(|g| {
-        g.runs.iter().any(|&i| ready[i]) && !g.runs.iter().any(|&i| matches!(states[i], RunState::Active))
+    jobs.iter().position(|(_, runs)| {
+        runs.iter().any(|&i| ready[i]) && !runs.iter().any(|&i| matches!(states[i], RunState::Active))
     })
 }
 
@@ -498,7 +543,14 @@ fn begin_log(log_path: &Path, slot: &str) -> Result<()> {
 
 /// Starts a slot's long-lived worker (`spotrun worker --serve`), its stderr in `VOLUME/<name>/workers/` until its
 /// first job.
-fn spawn(exe: &Path, sweep: &Path, ctx: &Ctx, slot: &Slot, o: &LaunchOptions) -> Result<Serving> {
+fn spawn(
+    exe: &Path,
+    sweep: &Path,
+    ctx: &Ctx,
+    slot: &Slot,
+    o: &LaunchOptions,
+    wake: mpsc::Sender<()>,
+) -> Result<Serving> {
     let dir = ctx.layout.root.join("workers");
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
     let path = dir.join(format!("{}.log", slot.name.replace('/', "-").replace(':', "")));
@@ -527,7 +579,7 @@ fn spawn(exe: &Path, sweep: &Path, ctx: &Ctx, slot: &Slot, o: &LaunchOptions) ->
         Some(g) => cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()),
         None => cmd.env("CUDA_VISIBLE_DEVICES", ""),
     };
-    Serving::spawn(cmd).map_err(|e| SweepError::io(exe, e).into())
+    Serving::spawn(cmd, wake).map_err(|e| SweepError::io(exe, e).into())
 }
 
 fn record_end(dir: &Path, pid: u32, outcome: AttemptOutcome, code: Option<i32>, seconds: f64) {

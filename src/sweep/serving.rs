@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -47,8 +47,9 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Starts `cmd` (a `spotrun worker --serve` command with its environment set) with piped stdin and stdout.
-    pub fn spawn(mut cmd: Command) -> std::io::Result<Serving> {
+    /// Starts `cmd` (a `spotrun worker --serve` command with its environment set) with piped stdin and stdout;
+    /// `wake` gets a message whenever a job of it ends.
+    pub fn spawn(mut cmd: Command, wake: Sender<()>) -> std::io::Result<Serving> {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let (tx, ends) = mpsc::channel();
@@ -57,6 +58,7 @@ impl Serving {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if let Some(code) = line.strip_prefix("end ").and_then(|c| c.trim().parse::<i32>().ok()) {
                         let _ = tx.send(code);
+                        let _ = wake.send(());
                     }
                 }
             })
@@ -68,10 +70,10 @@ impl Serving {
         self.child.id()
     }
 
-    /// Hands `job` over (`kind` is `index` or `group`, `n` its number).
-    pub fn start(&mut self, kind: &str, n: usize, job: Job) -> std::io::Result<()> {
+    /// Hands `job` over: `what` is `index I`, `group G` or `part G K N`.
+    pub fn start(&mut self, what: &str, job: Job) -> std::io::Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| std::io::Error::other("the worker's stdin is closed"))?;
-        writeln!(stdin, "{kind} {n} {}", job.log.display())?;
+        writeln!(stdin, "{what} {}", job.log.display())?;
         stdin.flush()?;
         self.job = Some(job);
         Ok(())

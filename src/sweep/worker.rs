@@ -185,13 +185,17 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
 /// `spotrun worker --group G`: the free runs of group `g` trained together as one fused model (a group of one
 /// is [`run_index`]). Runs done or held elsewhere are skipped; each trained run gets its own outcome.
 pub fn run_group(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<Vec<(usize, Result<Outcome>)>> {
-    let group = ctx.group(g)?;
-    if let [only] = group.runs.as_slice() {
+    run_runs(ctx, &ctx.group(g)?.runs, o)
+}
+
+/// [`run_group`] for any runs of one group (`runs`: indices into the sweep's runs).
+pub fn run_runs(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<Vec<(usize, Result<Outcome>)>> {
+    if let [only] = runs {
         return Ok(vec![(*only, run_index(ctx, *only, o))]);
     }
     let mut held = Vec::new();
     let mut out = Vec::new();
-    for &i in &group.runs {
+    for &i in runs {
         match take(ctx, &ctx.runs[i], o) {
             Ok(Taken::Held(h)) => held.push((i, h)),
             Ok(Taken::Done(outcome)) => out.push((i, Ok(outcome))),

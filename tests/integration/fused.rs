@@ -100,6 +100,19 @@ fn fused_runs_follow_their_unfused_trajectories_and_leave_ordinary_run_files() {
         eprintln!("{name}: fused vs unfused: max relative metric difference {:.2e}, weights {:.2e}", worst.0, worst.1);
         assert!(worst.0 <= 1e-4 && worst.1 <= 1e-3, "{name}: fused drifted from unfused: {worst:?}");
     }
+    // With two slots and one group, the launcher trains the group in two fused halves, one per slot.
+    let sweep = tmp.path().join("sgd.toml");
+    let halves = tmp.path().join("sgd-halves");
+    let plan = text(&run_ok(&sweep_args(&sweep, &halves, &["--workers", "2", "--dry-run"])).stdout);
+    assert!(plan.contains("part 0 0 2 (4 runs), part 0 1 2 (4 runs)"), "{plan}");
+    run_ok(&sweep_args(&sweep, &halves, &["--workers", "2"]));
+    for k in 0..2 {
+        let log = std::fs::read_to_string(halves.join(format!("sgd/groups/part-0-{k}-2.log"))).unwrap();
+        assert!(log.contains("training 4 runs as one fused model"), "{log}");
+    }
+    for (a, b) in runs(&halves, "sgd").iter().zip(runs(&tmp.path().join("sgd-alone"), "sgd")) {
+        assert!(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")) <= 1e-3, "{}", a.display());
+    }
 }
 
 #[test]
