@@ -285,6 +285,22 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
     assert!(cmd.starts_with("exec spotrun worker /etc/spotrun/sweep.toml --group \"$JOB_COMPLETION_INDEX\""), "{cmd}");
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
     assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "vol");
+    // --no-fuse: one pod index per run, and the workers are told so
+    let no_fuse = run_ok(&[
+        "k8s".into(),
+        sweep.display().to_string(),
+        "--image".into(),
+        "reg/spotrun:1".into(),
+        "--pvc".into(),
+        "vol".into(),
+        "--no-fuse".into(),
+    ]);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text(&no_fuse.stdout))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs[1]["spec"]["completions"], 3);
+    let cmd1 = docs[1]["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    assert!(cmd1.contains("--group \"$JOB_COMPLETION_INDEX\" --no-fuse"), "{cmd1}");
     // the embedded sweep expands to the same runs as the original
     let embedded = cm["data"]["sweep.toml"].as_str().unwrap();
     let ids = |s: spotrun::sweep::Sweep| {
