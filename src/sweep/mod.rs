@@ -10,7 +10,7 @@ mod error;
 pub(crate) mod estimate;
 mod exits;
 mod expand;
-pub(crate) mod groups;
+pub mod groups;
 mod launcher;
 mod layout;
 pub(crate) mod lease;
