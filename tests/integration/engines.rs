@@ -245,17 +245,14 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
         "name = \"K8s_Test\"\nbase = \"base.toml\"\nretries = 3\n[parameters]\n\"optim.lr\" = [0.1, 0.2, 0.3]\n",
     )
     .unwrap();
-    let out = run_ok(&[
-        "k8s".into(),
-        sweep.display().to_string(),
-        "--image".into(),
-        "reg/spotrun:1".into(),
-        "--pvc".into(),
-        "vol".into(),
-    ]);
-    let yaml = text(&out.stdout);
-    let docs: Vec<serde_yaml::Value> =
-        serde_yaml::Deserializer::from_str(&yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let render = |extra: &[&str]| -> Vec<serde_yaml::Value> {
+        let mut args = vec!["k8s".to_string(), sweep.display().to_string(), "--image".into(), "reg/spotrun:1".into()];
+        args.extend(["--pvc".to_string(), "vol".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let yaml = text(&run_ok(&args).stdout);
+        serde_yaml::Deserializer::from_str(&yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    };
+    let docs = render(&[]);
     assert_eq!(docs.len(), 2);
     let (cm, job) = (&docs[0], &docs[1]);
     assert_eq!(cm["kind"], "ConfigMap");
@@ -286,20 +283,9 @@ fn k8s_indexed_job_has_the_fields_an_engine_needs_and_a_self_contained_sweep() {
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
     assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "vol");
     // --no-fuse: one pod index per run, and the workers are told so
-    let no_fuse = run_ok(&[
-        "k8s".into(),
-        sweep.display().to_string(),
-        "--image".into(),
-        "reg/spotrun:1".into(),
-        "--pvc".into(),
-        "vol".into(),
-        "--no-fuse".into(),
-    ]);
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text(&no_fuse.stdout))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
-    assert_eq!(docs[1]["spec"]["completions"], 3);
-    let cmd1 = docs[1]["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    let no_fuse = render(&["--no-fuse"]);
+    assert_eq!(no_fuse[1]["spec"]["completions"], 3);
+    let cmd1 = no_fuse[1]["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap();
     assert!(cmd1.contains("--group \"$JOB_COMPLETION_INDEX\" --no-fuse"), "{cmd1}");
     // the embedded sweep expands to the same runs as the original
     let embedded = cm["data"]["sweep.toml"].as_str().unwrap();

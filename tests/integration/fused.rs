@@ -20,6 +20,18 @@ fn sweep_args(sweep: &Path, vol: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `spotrun worker SWEEP --group 0 --volume VOL`.
+fn group_worker(sweep: &Path, vol: &Path) -> crate::common::Run {
+    crate::common::Run::new([
+        "worker".as_ref(),
+        sweep.as_os_str(),
+        "--group".as_ref(),
+        "0".as_ref(),
+        "--volume".as_ref(),
+        vol.as_os_str(),
+    ])
+}
+
 /// Run directories by sweep index (from `sweep.json`).
 fn runs(vol: &Path, name: &str) -> Vec<PathBuf> {
     let plan: Value = serde_json::from_slice(&std::fs::read(vol.join(name).join("sweep.json")).unwrap()).unwrap();
@@ -179,14 +191,7 @@ fn a_pruned_run_leaves_its_fused_group_and_the_others_finish() {
          [[runs]]\noptim.lr = 0.003\ntrain.seed = 3\n[[runs]]\noptim.lr = 1e-7\n",
     );
     let vol = tmp.path().join("vol");
-    let out = run_ok(&[
-        "worker".into(),
-        sweep.display().to_string(),
-        "--group".into(),
-        "0".into(),
-        "--volume".into(),
-        vol.display().to_string(),
-    ]);
+    let out = group_worker(&sweep, &vol).ok();
     let stdout = text(&out.stdout);
     assert!(stdout.contains("run #3") && stdout.contains("pruned after 1 epochs"), "{stdout}");
     assert!(text(&out.stderr).contains("training 4 runs as one fused model"), "{}", text(&out.stderr));
@@ -208,16 +213,7 @@ fn a_group_that_runs_out_of_memory_goes_on_in_halves_instead_of_failing_its_runs
          train = { batch_size = 100, epochs = 2 }\n[parameters]\n\"optim.lr\" = [0.001, 0.003, 0.01, 0.03]\n",
     );
     let (vol, alone) = (tmp.path().join("vol"), tmp.path().join("alone"));
-    let out = crate::common::Run::new([
-        "worker".to_string(),
-        sweep.display().to_string(),
-        "--group".into(),
-        "0".into(),
-        "--volume".into(),
-        vol.display().to_string(),
-    ])
-    .env("SPOTRUN_TEST_FUSED_OOM_ABOVE", "1")
-    .ok();
+    let out = group_worker(&sweep, &vol).env("SPOTRUN_TEST_FUSED_OOM_ABOVE", "1").ok();
     let stderr = text(&out.stderr);
     assert!(stderr.contains("4 runs fused do not fit") && stderr.contains("at most 2 at a time"), "{stderr}");
     assert!(stderr.contains("2 runs fused do not fit") && stderr.contains("at most 1 at a time"), "{stderr}");
