@@ -147,13 +147,13 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
         let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
     }
     let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
-    let jobs = jobs(ctx, slots.len());
+    let jobs = jobs(ctx, devices(slots));
     if jobs.len() != ctx.groups.len() {
         let parts: Vec<String> = jobs.iter().map(|(what, runs)| format!("{what} ({} runs)", runs.len())).collect();
         let _ = writeln!(
             out,
-            "with {} slots, fused groups train in parts, one per slot: {}",
-            slots.len(),
+            "with {} devices, fused groups train in parts, one per device: {}",
+            devices(slots),
             parts.join(", ")
         );
     }
@@ -226,7 +226,7 @@ impl<'a> Launcher<'a> {
             display: Display::new(o.quiet, ctx),
             states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
             workers: BTreeMap::new(),
-            jobs: jobs(ctx, slots.len()),
+            jobs: jobs(ctx, devices(slots)),
             wake: mpsc::channel(),
             preemptions: vec![0; ctx.runs.len()],
             seen_failures: vec![0; ctx.runs.len()],
@@ -484,11 +484,24 @@ fn snapshot(ctx: &Ctx, sweep: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The jobs for `slots` slots: each run alone, each fused group whole, or, when there are fewer groups than slots,
-/// each fused group in as many parts as it takes to fill the slots (each part still fused; a slot's threads are
-/// better spent on its own part than shared by one big group). As (what the worker is told, its runs).
-fn jobs(ctx: &Ctx, slots: usize) -> Vec<(String, Vec<usize>)> {
-    let split = if ctx.groups.len() < slots { slots.div_ceil(ctx.groups.len().max(1)) } else { 1 };
+/// How many devices the slots have: GPUs (the `--per-gpu K` slots of one GPU share it), or CPU slots (each has
+/// its own threads).
+fn devices(slots: &[Slot]) -> usize {
+    let gpus: std::collections::BTreeSet<usize> = slots.iter().filter_map(|s| s.cuda).collect();
+    if gpus.is_empty() {
+        slots.len()
+    } else {
+        gpus.len()
+    }
+}
+
+/// The jobs for `devices` devices: each run alone, each fused group whole, or, when there are fewer groups than
+/// devices, each fused group in as many parts as it takes to fill them (each part still fused; a CPU slot's
+/// threads are better spent on its own part than shared by one big group). The `--per-gpu K` slots of one GPU
+/// never split a group: its runs stay one model, with one copy of the data on the card. As (what the worker is
+/// told, its runs).
+fn jobs(ctx: &Ctx, devices: usize) -> Vec<(String, Vec<usize>)> {
+    let split = if ctx.groups.len() < devices { devices.div_ceil(ctx.groups.len().max(1)) } else { 1 };
     let mut out = Vec::new();
     for (g, group) in ctx.groups.iter().enumerate() {
         match group.runs.as_slice() {
@@ -608,6 +621,14 @@ fn last_error_line(tail: &str) -> Option<String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_gpu_slots_count_as_one_device_and_cpu_slots_as_one_each() {
+        let o = LaunchOptions { gpus: Some(vec![0, 1]), per_gpu: 3, ..Default::default() };
+        assert_eq!(devices(&slots(&o, 2, 16)), 2);
+        let o = LaunchOptions { workers: Some(3), per_gpu: 1, ..Default::default() };
+        assert_eq!(devices(&slots(&o, 0, 6)), 3);
+    }
 
     #[test]
     fn slots_split_gpus_and_cpu_threads() {

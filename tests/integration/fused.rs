@@ -112,7 +112,7 @@ fn fused_runs_follow_their_unfused_trajectories_and_leave_ordinary_run_files() {
         eprintln!("{name}: fused vs unfused: max relative metric difference {:.2e}, weights {:.2e}", worst.0, worst.1);
         assert!(worst.0 <= 1e-4 && worst.1 <= 1e-3, "{name}: fused drifted from unfused: {worst:?}");
     }
-    // With two slots and one group, the launcher trains the group in two fused halves, one per slot.
+    // With two CPU slots and one group, the launcher trains the group in two fused halves, one per slot.
     let sweep = tmp.path().join("sgd.toml");
     let halves = tmp.path().join("sgd-halves");
     let plan = text(&run_ok(&sweep_args(&sweep, &halves, &["--workers", "2", "--dry-run"])).stdout);
