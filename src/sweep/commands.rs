@@ -63,9 +63,7 @@ fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
             let id = crate::config::short_id(&ctx.runs[i].id).to_string();
             match worker::run_index(ctx, i, o)? {
                 Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
-                Outcome::Trained { status, epochs } => {
-                    say!("run #{i} {id}: {} after {epochs} epoch{}", what(status), if epochs == 1 { "" } else { "s" });
-                }
+                Outcome::Trained { status, epochs } => say!("run #{i} {id}: {}", after(status, epochs)),
             }
             Ok(0)
         }
@@ -155,7 +153,7 @@ fn group_code(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<u8> {
         let id = crate::config::short_id(&ctx.runs[i].id).to_string();
         match result {
             Ok(Outcome::AlreadyDone) => say!("run #{i} {id} is already done"),
-            Ok(Outcome::Trained { status, epochs }) => say!("run #{i} {id}: {} after {epochs} epochs", what(status)),
+            Ok(Outcome::Trained { status, epochs }) => say!("run #{i} {id}: {}", after(status, epochs)),
             Err(e @ Error::Preempted { .. }) => {
                 tell!("run #{i} {id}: {e}");
                 preempted = preempted.or(Some(e));
@@ -176,6 +174,11 @@ fn group_code(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<u8> {
         (None, Some(&busy)) => busy,
         (None, None) => 0,
     })
+}
+
+/// `completed after 3 epochs`, `pruned after 1 epoch`.
+fn after(status: RunStatus, epochs: usize) -> String {
+    format!("{} after {epochs} epoch{}", what(status), if epochs == 1 { "" } else { "s" })
 }
 
 fn what(status: RunStatus) -> &'static str {

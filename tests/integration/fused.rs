@@ -193,7 +193,7 @@ fn a_pruned_run_leaves_its_fused_group_and_the_others_finish() {
     let vol = tmp.path().join("vol");
     let out = group_worker(&sweep, &vol).ok();
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("run #3") && stdout.contains("pruned after 1 epochs"), "{stdout}");
+    assert!(stdout.contains("run #3") && stdout.contains("pruned after 1 epoch\n"), "{stdout}");
     assert!(text(&out.stderr).contains("training 4 runs as one fused model"), "{}", text(&out.stderr));
     for (i, r) in runs(&vol, "prune").iter().enumerate() {
         let done: Value = serde_json::from_slice(&std::fs::read(r.join("done.json")).unwrap()).unwrap();
