@@ -64,6 +64,29 @@ pub fn part(runs: &[usize], k: usize, n: usize) -> &[usize] {
     &runs[start..(start + len).min(runs.len())]
 }
 
+/// The jobs for `devices` devices: each run alone, each fused group whole, or, when there are fewer groups than
+/// devices, each fused group in as many parts as it takes to fill them (each part still fused; a CPU slot's
+/// threads are better spent on its own part than shared by one big group). The `--per-gpu K` slots of one GPU
+/// never split a group: its runs stay one model, with one copy of the data on the card. As (what the worker is
+/// told, its runs).
+pub fn jobs(groups: &[Group], devices: usize) -> Vec<(String, Vec<usize>)> {
+    let split = if groups.len() < devices { devices.div_ceil(groups.len().max(1)) } else { 1 };
+    let mut out = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        match group.runs.as_slice() {
+            [i] => out.push((format!("index {i}"), vec![*i])),
+            runs if split > 1 => {
+                let n = split.min(runs.len());
+                for k in 0..n {
+                    out.push((format!("part {g} {k} {n}"), part(runs, k, n).to_vec()));
+                }
+            }
+            runs => out.push((format!("group {g}"), runs.to_vec())),
+        }
+    }
+    out
+}
+
 /// The groups as `--dry-run` prints them: one line per worker process, saying why a lone run is not fused.
 pub fn describe(groups: &[Group], fuse: Fuse) -> String {
     let fused = groups.iter().filter(|g| g.fused()).count();

@@ -13,14 +13,14 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::display::Display;
 use super::error::SweepError;
 use super::exits::{after_failure, classify, AfterFailure, ChildEnd};
+use super::incoming::Incoming;
 use super::lease;
 use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Failed};
 use super::serving::{End, Job, Serving};
@@ -147,7 +147,7 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
         let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
     }
     let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
-    let jobs = jobs(ctx, devices(slots));
+    let jobs = super::groups::jobs(&ctx.groups, devices(slots));
     if jobs.len() != ctx.groups.len() {
         let parts: Vec<String> = jobs.iter().map(|(what, runs)| format!("{what} ({} runs)", runs.len())).collect();
         let _ = writeln!(
@@ -156,37 +156,6 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
             devices(slots),
             parts.join(", ")
         );
-    }
-}
-
-/// Signals sent to the launcher: every one counts (the first is passed on, a repeat passed on again, a third
-/// kills the workers).
-struct Incoming {
-    sig: Arc<AtomicUsize>,
-    count: Arc<AtomicUsize>,
-}
-
-impl Incoming {
-    fn install() -> Result<Incoming> {
-        let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let mut it = signal_hook::iterator::Signals::new([1, 2, 10, 12, 15])
-            .map_err(|e| SweepError::Usage(format!("cannot install signal handlers: {e}")))?;
-        let (s, c) = (Arc::clone(&sig), Arc::clone(&count));
-        std::thread::spawn(move || {
-            for got in it.forever() {
-                s.store(got as usize, Ordering::SeqCst);
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        Ok(Incoming { sig, count })
-    }
-
-    /// The latest signal received, if any.
-    fn last(&self) -> Option<i32> {
-        match self.sig.load(Ordering::SeqCst) {
-            0 => None,
-            s => Some(s as i32),
-        }
     }
 }
 
@@ -226,7 +195,7 @@ impl<'a> Launcher<'a> {
             display: Display::new(o.quiet, ctx),
             states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
             workers: BTreeMap::new(),
-            jobs: jobs(ctx, devices(slots)),
+            jobs: super::groups::jobs(&ctx.groups, devices(slots)),
             wake: mpsc::channel(),
             preemptions: vec![0; ctx.runs.len()],
             seen_failures: vec![0; ctx.runs.len()],
@@ -493,29 +462,6 @@ fn devices(slots: &[Slot]) -> usize {
     } else {
         gpus.len()
     }
-}
-
-/// The jobs for `devices` devices: each run alone, each fused group whole, or, when there are fewer groups than
-/// devices, each fused group in as many parts as it takes to fill them (each part still fused; a CPU slot's
-/// threads are better spent on its own part than shared by one big group). The `--per-gpu K` slots of one GPU
-/// never split a group: its runs stay one model, with one copy of the data on the card. As (what the worker is
-/// told, its runs).
-fn jobs(ctx: &Ctx, devices: usize) -> Vec<(String, Vec<usize>)> {
-    let split = if ctx.groups.len() < devices { devices.div_ceil(ctx.groups.len().max(1)) } else { 1 };
-    let mut out = Vec::new();
-    for (g, group) in ctx.groups.iter().enumerate() {
-        match group.runs.as_slice() {
-            [i] => out.push((format!("index {i}"), vec![*i])),
-            runs if split > 1 => {
-                let n = split.min(runs.len());
-                for k in 0..n {
-                    out.push((format!("part {g} {k} {n}"), super::groups::part(runs, k, n).to_vec()));
-                }
-            }
-            runs => out.push((format!("group {g}"), runs.to_vec())),
-        }
-    }
-    out
 }
 
 /// The next job with a run to start, in order; marks runs found finished on the volume. A job starts when none

@@ -11,6 +11,7 @@ pub(crate) mod estimate;
 mod exits;
 mod expand;
 pub mod groups;
+mod incoming;
 mod launcher;
 mod layout;
 pub(crate) mod lease;
