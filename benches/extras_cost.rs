@@ -46,7 +46,7 @@ fn main() {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
     };
-    let mut w = match EventWriter::create(dir.path(), None) {
+    let mut w = match EventWriter::create(dir.path(), 1) {
         Ok(w) => w,
         Err(e) => panic!("event file: {e}"),
     };

@@ -1,68 +1,197 @@
 //! TensorBoard event files, written directly: TFRecord framing (length, masked CRC-32C of the length, payload,
-//! masked CRC-32C of the payload) around hand-encoded `Event` protobufs (tensorboard's `event.proto` and
-//! `summary.proto`: a few fields, so no `protoc` at build time). The HParams plugin's protos are encoded the same
-//! way.
+//! masked CRC-32C of the payload) around `Event` protobufs. The messages are declared once below, field for field
+//! as tensorboard's `event.proto`, `summary.proto`, `tensor.proto` and the HParams plugin's `api.proto` /
+//! `plugin_data.proto` number them (prost's derive: no `protoc` at build time), so a tag is read in one place.
 //!
-//! One file per process (`events.out.tfevents.<secs>.<host>.<pid>`): a resumed run appends a new file whose
-//! first event after the version is a `SessionLog START` at the resumed step, so TensorBoard drops the points the
-//! previous process logged after that step, and a requeued run shows one clean curve. Imports nothing of spotrun.
+//! One file per process (`events.out.tfevents.<secs>.<host>.<pid>`), and every file's first event after the
+//! version is a `SessionLog START` at the first step this process will log: a resumed run's at the step after its
+//! checkpoint, a fresh start's at step 1. TensorBoard's readers drop the points an earlier process logged at or
+//! after that step (the legacy `EventAccumulator` on every START; the plugin accumulator, `--load_fast=false`,
+//! on every START but a run's first), so a requeued run shows one clean curve whether or not its killed process
+//! had committed a checkpoint. Imports nothing of spotrun.
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A protobuf message under construction (only the wire types TensorBoard's protos need).
-#[derive(Default)]
-struct Proto(Vec<u8>);
+use prost::Message;
 
-impl Proto {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-
-    fn key(&mut self, field: u32, wire: u32) {
-        self.varint(u64::from(field << 3 | wire));
-    }
-
-    fn uint(&mut self, field: u32, v: u64) -> &mut Self {
-        self.key(field, 0);
-        self.varint(v);
-        self
-    }
-
-    fn double(&mut self, field: u32, v: f64) -> &mut Self {
-        self.key(field, 1);
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-
-    fn float(&mut self, field: u32, v: f32) -> &mut Self {
-        self.key(field, 5);
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-
-    fn bytes(&mut self, field: u32, b: &[u8]) -> &mut Self {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
-        self
-    }
-
-    fn msg(&mut self, field: u32, m: &Proto) -> &mut Self {
-        self.bytes(field, &m.0)
-    }
+/// `event.proto`: `Event`. Only the fields spotrun writes; `what` is the proto's `oneof what`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Event {
+    #[prost(double, tag = "1")]
+    wall_time: f64,
+    #[prost(int64, tag = "2")]
+    step: i64,
+    #[prost(oneof = "What", tags = "3, 5, 7")]
+    what: Option<What>,
 }
 
-/// `Event { wall_time = 1, step = 2, file_version = 3 | summary = 5 | session_log = 6 }`.
-fn event(step: i64, body: impl FnOnce(&mut Proto)) -> Vec<u8> {
+/// `event.proto`: `Event.what` (field 6, the deprecated `log_message`, is not this).
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum What {
+    #[prost(string, tag = "3")]
+    FileVersion(String),
+    #[prost(message, tag = "5")]
+    Summary(Summary),
+    #[prost(message, tag = "7")]
+    SessionLog(SessionLog),
+}
+
+/// `event.proto`: `SessionLog`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionLog {
+    #[prost(enumeration = "SessionStatus", tag = "1")]
+    status: i32,
+}
+
+/// `event.proto`: `SessionLog.SessionStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+enum SessionStatus {
+    StatusUnspecified = 0,
+    Start = 1,
+}
+
+/// `summary.proto`: `Summary`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    value: Vec<SummaryValue>,
+}
+
+/// `summary.proto`: `Summary.Value` (`value` is the proto's `oneof value`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryValue {
+    #[prost(string, tag = "1")]
+    tag: String,
+    #[prost(message, optional, tag = "9")]
+    metadata: Option<SummaryMetadata>,
+    #[prost(oneof = "ValueKind", tags = "2, 8")]
+    value: Option<ValueKind>,
+}
+
+/// `summary.proto`: `Summary.Value.value`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum ValueKind {
+    #[prost(float, tag = "2")]
+    SimpleValue(f32),
+    #[prost(message, tag = "8")]
+    Tensor(TensorProto),
+}
+
+/// `summary.proto`: `SummaryMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryMetadata {
+    #[prost(message, optional, tag = "1")]
+    plugin_data: Option<PluginData>,
+}
+
+/// `summary.proto`: `SummaryMetadata.PluginData`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PluginData {
+    #[prost(string, tag = "1")]
+    plugin_name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    content: Vec<u8>,
+}
+
+/// `tensor.proto`: `TensorProto` (a float scalar: `dtype`, an empty `tensor_shape`, `float_val`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct TensorProto {
+    #[prost(int32, tag = "1")]
+    dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    tensor_shape: Option<TensorShapeProto>,
+    #[prost(float, repeated, tag = "5")]
+    float_val: Vec<f32>,
+}
+
+/// `tensor_shape.proto`: `TensorShapeProto` (no dimensions: a scalar).
+#[derive(Clone, PartialEq, prost::Message)]
+struct TensorShapeProto {}
+
+/// `types.proto`: `DataType.DT_FLOAT`.
+const DT_FLOAT: i32 = 1;
+
+/// The HParams plugin's `plugin_data.proto`: `HParamsPluginData` (`data` is its `oneof data`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HParamsPluginData {
+    #[prost(int32, tag = "1")]
+    version: i32,
+    #[prost(oneof = "HParamsData", tags = "2, 3")]
+    data: Option<HParamsData>,
+}
+
+/// `plugin_data.proto`: `HParamsPluginData.data`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum HParamsData {
+    #[prost(message, tag = "2")]
+    Experiment(Experiment),
+    #[prost(message, tag = "3")]
+    SessionStartInfo(SessionStartInfo),
+}
+
+/// `api.proto`: `Experiment`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Experiment {
+    #[prost(message, repeated, tag = "4")]
+    hparam_infos: Vec<HParamInfo>,
+    #[prost(message, repeated, tag = "5")]
+    metric_infos: Vec<MetricInfo>,
+}
+
+/// `api.proto`: `HParamInfo` (`type` is `DataType`: STRING = 1, BOOL = 2, FLOAT64 = 3).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HParamInfo {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int32, tag = "4")]
+    r#type: i32,
+}
+
+/// `api.proto`: `MetricInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricInfo {
+    #[prost(message, optional, tag = "1")]
+    name: Option<MetricName>,
+}
+
+/// `api.proto`: `MetricName`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricName {
+    #[prost(string, tag = "2")]
+    tag: String,
+}
+
+/// `plugin_data.proto`: `SessionStartInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionStartInfo {
+    #[prost(btree_map = "string, message", tag = "1")]
+    hparams: BTreeMap<String, ProtoValue>,
+}
+
+/// `google/protobuf/struct.proto`: `Value` (only the kinds hyperparameters take).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoValue {
+    #[prost(oneof = "ProtoKind", tags = "2, 3, 4")]
+    kind: Option<ProtoKind>,
+}
+
+/// `struct.proto`: `Value.kind`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum ProtoKind {
+    #[prost(double, tag = "2")]
+    NumberValue(f64),
+    #[prost(string, tag = "3")]
+    StringValue(String),
+    #[prost(bool, tag = "4")]
+    BoolValue(bool),
+}
+
+/// An `Event` now, at `step`.
+fn event(step: u64, what: What) -> Event {
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let mut e = Proto::default();
-    e.double(1, wall).uint(2, step as u64);
-    body(&mut e);
-    e.0
+    Event { wall_time: wall, step: step as i64, what: Some(what) }
 }
 
 /// CRC-32C masked as TFRecord does.
@@ -91,14 +220,22 @@ pub enum HValue {
 }
 
 impl HValue {
-    fn proto(&self) -> Proto {
-        let mut v = Proto::default();
-        match self {
-            HValue::Number(x) => v.double(2, *x),
-            HValue::Text(s) => v.bytes(3, s.as_bytes()),
-            HValue::Bool(b) => v.uint(4, u64::from(*b)),
+    fn proto(&self) -> ProtoValue {
+        let kind = match self {
+            HValue::Number(x) => ProtoKind::NumberValue(*x),
+            HValue::Text(s) => ProtoKind::StringValue(s.clone()),
+            HValue::Bool(b) => ProtoKind::BoolValue(*b),
         };
-        v
+        ProtoValue { kind: Some(kind) }
+    }
+
+    /// `HParamInfo.type`: `DATA_TYPE_STRING` = 1, `BOOL` = 2, `FLOAT64` = 3.
+    fn data_type(&self) -> i32 {
+        match self {
+            HValue::Number(_) => 3,
+            HValue::Text(_) => 1,
+            HValue::Bool(_) => 2,
+        }
     }
 }
 
@@ -109,9 +246,10 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Creates a new event file in `dir` (made if missing) and writes the version record; when `resumed_at` is
-    /// given, a `SessionLog START` at that step follows, which makes TensorBoard discard older points after it.
-    pub fn create(dir: &Path, resumed_at: Option<u64>) -> std::io::Result<EventWriter> {
+    /// Creates a new event file in `dir` (made if missing): the version record, then a `SessionLog START` at
+    /// `first_step`, the first step this process will log (1 for a fresh start, the step after the checkpoint for
+    /// a resume), which makes TensorBoard discard what earlier processes logged from that step on.
+    pub fn create(dir: &Path, first_step: u64) -> std::io::Result<EventWriter> {
         std::fs::create_dir_all(dir)?;
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -119,16 +257,9 @@ impl EventWriter {
         let path = dir.join(name);
         let file = std::fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
         let mut w = EventWriter { file: std::io::BufWriter::new(file), path };
-        w.write(&event(0, |e| {
-            e.bytes(3, b"brain.Event:2");
-        }))?;
-        if let Some(step) = resumed_at {
-            let mut log = Proto::default();
-            log.uint(1, 1); // SessionLog.status = START
-            w.write(&event(step as i64, |e| {
-                e.msg(6, &log);
-            }))?;
-        }
+        w.write(&event(0, What::FileVersion("brain.Event:2".into())))?;
+        let start = SessionLog { status: SessionStatus::Start as i32 };
+        w.write(&event(first_step, What::SessionLog(start)))?;
         w.flush()?;
         Ok(w)
     }
@@ -137,70 +268,50 @@ impl EventWriter {
         &self.path
     }
 
-    fn write(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(&record(payload))
+    fn write(&mut self, e: &Event) -> std::io::Result<()> {
+        self.file.write_all(&record(&e.encode_to_vec()))
     }
 
     /// Scalars at `step`: one `Summary` with a `simple_value` per `(tag, value)`.
     pub fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> std::io::Result<()> {
-        let mut summary = Proto::default();
-        for (tag, v) in values.iter().filter(|(_, v)| v.is_finite()) {
-            let mut value = Proto::default();
-            value.bytes(1, tag.as_bytes()).float(2, *v as f32);
-            summary.msg(1, &value);
-        }
-        self.write(&event(step as i64, |e| {
-            e.msg(5, &summary);
-        }))
+        let value = values
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(tag, v)| SummaryValue {
+                tag: (*tag).to_string(),
+                metadata: None,
+                value: Some(ValueKind::SimpleValue(*v as f32)),
+            })
+            .collect();
+        self.write(&event(step, What::Summary(Summary { value })))
     }
 
     /// The HParams plugin's session start: this run's hyperparameters, and the metric tags to compare runs by
     /// (written as an experiment record too, so the HParams tab lists them).
     pub fn hparams(&mut self, hparams: &[(String, HValue)], metrics: &[&str]) -> std::io::Result<()> {
-        let mut start = Proto::default();
-        for (k, v) in hparams {
-            let mut entry = Proto::default();
-            entry.bytes(1, k.as_bytes()).msg(2, &v.proto());
-            start.msg(1, &entry); // map<string, Value> hparams = 1
-        }
-        let mut experiment = Proto::default();
-        for (k, v) in hparams {
-            let mut info = Proto::default();
-            info.bytes(1, k.as_bytes()); // HParamInfo.name
-            let kind = match v {
-                HValue::Number(_) => 3,
-                HValue::Text(_) => 1,
-                HValue::Bool(_) => 2,
+        let experiment = Experiment {
+            hparam_infos: hparams.iter().map(|(k, v)| HParamInfo { name: k.clone(), r#type: v.data_type() }).collect(),
+            metric_infos: metrics
+                .iter()
+                .map(|m| MetricInfo { name: Some(MetricName { tag: (*m).to_string() }) })
+                .collect(),
+        };
+        let start = SessionStartInfo { hparams: hparams.iter().map(|(k, v)| (k.clone(), v.proto())).collect() };
+        let records = [
+            ("_hparams_/experiment", HParamsData::Experiment(experiment)),
+            ("_hparams_/session_start_info", HParamsData::SessionStartInfo(start)),
+        ];
+        for (tag, data) in records {
+            let content = HParamsPluginData { version: 0, data: Some(data) }.encode_to_vec();
+            let plugin_data = Some(PluginData { plugin_name: "hparams".into(), content });
+            // A scalar float tensor 0, as tensorboard's own hparams summaries carry.
+            let tensor = TensorProto { dtype: DT_FLOAT, tensor_shape: Some(TensorShapeProto {}), float_val: vec![0.0] };
+            let value = SummaryValue {
+                tag: tag.into(),
+                metadata: Some(SummaryMetadata { plugin_data }),
+                value: Some(ValueKind::Tensor(tensor)),
             };
-            info.uint(4, kind); // HParamInfo.type: DATA_TYPE_STRING = 1, BOOL = 2, FLOAT64 = 3
-            experiment.msg(4, &info); // Experiment.hparam_infos = 4
-        }
-        for m in metrics {
-            let mut name = Proto::default();
-            name.bytes(2, m.as_bytes()); // MetricName.tag
-            let mut info = Proto::default();
-            info.msg(1, &name); // MetricInfo.name
-            experiment.msg(5, &info); // Experiment.metric_infos = 5
-        }
-        for (tag, field, body) in [("_hparams_/experiment", 2, experiment), ("_hparams_/session_start_info", 3, start)]
-        {
-            let mut data = Proto::default();
-            data.uint(1, 0).msg(field, &body); // HParamsPluginData { version = 1, experiment = 2 | start = 3 }
-            let mut plugin = Proto::default();
-            plugin.bytes(1, b"hparams").bytes(2, &data.0); // PluginData { plugin_name, content }
-            let mut meta = Proto::default();
-            meta.msg(1, &plugin); // SummaryMetadata.plugin_data = 1
-                                  // A scalar float tensor 0, as tensorboard's own hparams summaries carry (TensorProto { dtype = DT_FLOAT,
-                                  // tensor_shape = {}, float_val = [0] }).
-            let mut tensor = Proto::default();
-            tensor.uint(1, 1).bytes(2, &[]).bytes(5, &0f32.to_le_bytes());
-            let mut value = Proto::default();
-            value.bytes(1, tag.as_bytes()).msg(9, &meta).msg(8, &tensor); // Summary.Value { tag, metadata, tensor }
-            let mut summary = Proto::default();
-            summary.msg(1, &value);
-            self.write(&event(0, |e| {
-                e.msg(5, &summary);
-            }))?;
+            self.write(&event(0, What::Summary(Summary { value: vec![value] })))?;
         }
         Ok(())
     }
@@ -217,14 +328,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varints_and_crc_match_known_values() {
-        let mut p = Proto::default();
-        p.varint(300);
-        assert_eq!(p.0, [0xac, 0x02]);
+    fn crc_and_framing_match_known_values() {
         // CRC-32C of "123456789" is 0xe3069283 (RFC 3720 check value).
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
         let r = record(b"abc");
         assert_eq!(r.len(), 8 + 4 + 3 + 4);
         assert_eq!(&r[..8], &3u64.to_le_bytes());
+    }
+
+    #[test]
+    fn the_session_log_is_event_field_7() {
+        let e = Event { wall_time: 0.0, step: 0, what: Some(What::SessionLog(SessionLog { status: 1 })) };
+        // Field 7, wire type 2 (0x3a), length 2, then SessionLog { status (field 1, varint) = START }.
+        assert_eq!(e.encode_to_vec(), [0x3a, 0x02, 0x08, 0x01]);
     }
 }

@@ -302,9 +302,10 @@ fn write_outputs(p: &Prepared, trainer: &Trainer) -> Result<()> {
     save_module(p)
 }
 
-/// The TensorBoard event file of this process (`train.tensorboard`), in `RUN_DIR/tb/`. A resumed run starts it
-/// with `SessionLog START` one step after the checkpoint, so TensorBoard drops what the previous process logged
-/// after the checkpoint and keeps what it logged up to it. A failure to open it is a warning: logging never stops
+/// The TensorBoard event file of this process (`train.tensorboard`), in `RUN_DIR/tb/`. It starts with a
+/// `SessionLog START` at the first step this process logs (one after the checkpoint it resumed from, or 1), so
+/// TensorBoard drops what an earlier process logged from there on (also one killed before its first commit) and
+/// keeps what it logged up to it. A failure to open it is a warning: logging never stops
 /// a run.
 fn open_tensorboard(
     p: &Prepared,
@@ -316,7 +317,7 @@ fn open_tensorboard(
         return None;
     }
     let dir = p.run_dir.join("tb");
-    let opened = crate::tensorboard::EventWriter::create(&dir, resumed.map(|s| s + 1)).and_then(|mut w| {
+    let opened = crate::tensorboard::EventWriter::create(&dir, resumed.map_or(1, |s| s + 1)).and_then(|mut w| {
         if let Some(h) = &opts.hparams {
             let metrics: Vec<&str> = h.metrics.iter().map(String::as_str).collect();
             w.hparams(&h.values, &metrics)?;

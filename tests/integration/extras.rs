@@ -15,15 +15,21 @@ fn tb_python() -> PathBuf {
     p
 }
 
-/// What TensorBoard shows for `RUN_DIR/tb`: scalars by tag as (step, value), hyperparameters, metric tags.
-fn tensorboard(run_dir: &Path) -> serde_json::Value {
-    let o = std::process::Command::new(tb_python())
-        .arg(repo().join("tests/tb_read.py"))
-        .arg(run_dir.join("tb"))
-        .output()
-        .unwrap();
+/// What TensorBoard shows for `RUN_DIR/tb`: scalars by tag as (step, value), hyperparameters, metric tags, read by
+/// the legacy `EventAccumulator` (or, with `plugin`, by the plugin accumulator of `tensorboard --load_fast=false`).
+fn tensorboard_with(run_dir: &Path, plugin: bool) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(tb_python());
+    cmd.arg(repo().join("tests/tb_read.py")).arg(run_dir.join("tb"));
+    if plugin {
+        cmd.arg("--plugin");
+    }
+    let o = cmd.output().unwrap();
     assert!(o.status.success(), "tb_read.py: {}", text(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn tensorboard(run_dir: &Path) -> serde_json::Value {
+    tensorboard_with(run_dir, false)
 }
 
 fn points(tb: &serde_json::Value, tag: &str) -> Vec<(u64, f64)> {
@@ -36,14 +42,40 @@ fn points(tb: &serde_json::Value, tag: &str) -> Vec<(u64, f64)> {
 }
 
 /// The resume tests' run (~63 steps per epoch, 3 epochs, dropout), with a loss read back every 5 steps, TensorBoard,
-/// and checkpoints every 10 steps.
+/// and a checkpoint at every epoch's end.
 fn tb_sets() -> Vec<&'static str> {
     let resume = crate::resume::RESUME.iter().copied().filter(|kv| !kv.starts_with("train.log_every="));
-    resume
-        .chain(["train.log_every=5", "train.tensorboard=true", "checkpoint.every_steps=10", "checkpoint.keep_last=1"])
-        .collect()
+    resume.chain(["train.log_every=5", "train.tensorboard=true", "checkpoint.keep_last=1"]).collect()
 }
 
+/// Complete lines in `RUN_DIR/metrics.jsonl` (0 when there is none yet; a line still being written is not counted).
+fn epoch_lines(run_dir: &Path) -> usize {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.matches('\n').count())
+}
+
+/// The largest step of `train/loss` that TensorBoard's legacy reader shows now.
+fn last_loss_step(run_dir: &Path) -> u64 {
+    let tb = tensorboard(run_dir);
+    tb["scalars"]["train/loss"].as_array().map_or(0, |a| a.iter().filter_map(|p| p[0].as_u64()).max().unwrap_or(0))
+}
+
+/// Starts the run with every checkpoint file's write held for 3 s, waits until `lines` epochs are in
+/// `metrics.jsonl` (the epoch's checkpoint is then being written), kills it with SIGKILL, and checks that what
+/// the killed process left on disk is what `observed` says the next process must find.
+fn kill_during_the_save(dir: &Path, lines: usize, observed: impl Fn() -> Result<(), String>) {
+    let mut child = Run::train(dir).sets(&tb_sets()).env("SPOTRUN_TEST_WRITE_DELAY_MS", "3000").spawn();
+    wait_until("an epoch line in metrics.jsonl", Duration::from_secs(120), || epoch_lines(dir) >= lines);
+    child.kill().unwrap();
+    let _ = child.wait();
+    if let Err(why) = observed() {
+        panic!("what the kill left is not what this test needs: {why}");
+    }
+}
+
+/// A run killed before its first checkpoint committed, started again, killed while its second epoch's checkpoint
+/// was being written (after its first committed), and resumed: both TensorBoard readers show one clean curve, the
+/// same as the uninterrupted run's. Before each kill, points logged past the last committed checkpoint are on disk
+/// (read back by tensorboard's reader), so each restart has something to purge.
 #[test]
 fn tensorboard_shows_one_clean_curve_after_a_sigkill_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,31 +83,40 @@ fn tensorboard_shows_one_clean_curve_after_a_sigkill_and_resume() {
     let straight = tmp.path().join("straight");
     Run::train(&straight).sets(&tb).ok();
     let killed = tmp.path().join("killed");
-    let mut child = Run::train(&killed).sets(&tb).spawn();
-    // Kill after the second commit: the killed process has logged losses past its last checkpoint.
-    wait_until("two commits", Duration::from_secs(60), || crate::common::newest_step(&killed) >= 20);
-    child.kill().unwrap();
-    let _ = child.wait();
+    kill_during_the_save(&killed, 1, || match (crate::common::newest_step(&killed), last_loss_step(&killed)) {
+        (0, logged) if logged > 0 => Ok(()),
+        (committed, logged) => {
+            Err(format!("want no commit and points on disk: commit {committed}, last point {logged}"))
+        }
+    });
+    kill_during_the_save(&killed, 2, || {
+        let (committed, logged) = (crate::common::newest_step(&killed), last_loss_step(&killed));
+        let ok = committed > 0 && logged > committed;
+        ok.then_some(()).ok_or(format!("want points past a commit: commit {committed}, last point {logged}"))
+    });
     Run::train(&killed).sets(&tb).ok();
-    assert!(std::fs::read_dir(killed.join("tb")).unwrap().count() >= 2, "one event file per process");
-    let (a, b) = (tensorboard(&straight), tensorboard(&killed));
-    let loss = points(&b, "train/loss");
-    let steps: Vec<u64> = loss.iter().map(|p| p.0).collect();
+    assert!(std::fs::read_dir(killed.join("tb")).unwrap().count() >= 3, "one event file per process");
     let total = metrics(&killed).last().unwrap()["step"].as_u64().unwrap();
-    assert_eq!(steps, (5..=total).step_by(5).collect::<Vec<u64>>(), "every 5th step once, none twice");
-    // Exact resume: the same curve as the uninterrupted run, point for point.
-    assert_eq!(loss, points(&a, "train/loss"));
-    // Compared as float32, what TensorBoard stores (serde_json's default float parsing may differ in the last bit).
-    let val: Vec<(u64, f32)> = points(&b, "epoch/val_loss").into_iter().map(|(s, v)| (s, v as f32)).collect();
-    let logged: Vec<(u64, f32)> = metrics(&killed)
-        .iter()
-        .map(|m| (m["step"].as_u64().unwrap(), m["val_loss"].as_f64().unwrap() as f32))
-        .collect();
-    assert_eq!(val, logged, "one point per epoch, the metrics.jsonl values (as float32)");
-    for tag in
-        ["train/lr", "epoch/train_loss", "epoch/val_accuracy", "epoch/samples_per_sec", "checkpoint/pause_seconds"]
-    {
-        assert!(!points(&b, tag).is_empty(), "{tag}");
+    for plugin in [false, true] {
+        let (a, b) = (tensorboard_with(&straight, plugin), tensorboard_with(&killed, plugin));
+        let loss = points(&b, "train/loss");
+        let steps: Vec<u64> = loss.iter().map(|p| p.0).collect();
+        let reader = if plugin { "plugin accumulator" } else { "EventAccumulator" };
+        assert_eq!(steps, (5..=total).step_by(5).collect::<Vec<u64>>(), "{reader}: every 5th step once, none twice");
+        // Exact resume: the same curve as the uninterrupted run, point for point.
+        assert_eq!(loss, points(&a, "train/loss"), "{reader}");
+        // Compared as float32, what TensorBoard stores (serde_json's default float parsing may differ in the last bit).
+        let val: Vec<(u64, f32)> = points(&b, "epoch/val_loss").into_iter().map(|(s, v)| (s, v as f32)).collect();
+        let logged: Vec<(u64, f32)> = metrics(&killed)
+            .iter()
+            .map(|m| (m["step"].as_u64().unwrap(), m["val_loss"].as_f64().unwrap() as f32))
+            .collect();
+        assert_eq!(val, logged, "{reader}: one point per epoch, the metrics.jsonl values (as float32)");
+        for tag in
+            ["train/lr", "epoch/train_loss", "epoch/val_accuracy", "epoch/samples_per_sec", "checkpoint/pause_seconds"]
+        {
+            assert!(!points(&b, tag).is_empty(), "{reader}: {tag}");
+        }
     }
 }
 
