@@ -177,8 +177,9 @@ struct ProtoValue {
     kind: Option<ProtoKind>,
 }
 
-/// `struct.proto`: `Value.kind`.
+/// `struct.proto`: `Value.kind` (variants named as the proto's fields).
 #[derive(Clone, PartialEq, prost::Oneof)]
+#[allow(clippy::enum_variant_names)]
 enum ProtoKind {
     #[prost(double, tag = "2")]
     NumberValue(f64),

@@ -1,7 +1,12 @@
 //! Early stopping as a pure function of the epoch history, so a resumed run reaches the same decision as the
 //! process that trained it (no hidden counter is saved anywhere).
 use super::metrics::EpochMetrics;
-use crate::config::{EarlyStopping, MetricName};
+use crate::config::{Config, EarlyStopping, MetricName};
+
+/// A run is finished when every epoch ran or early stopping (a pure function of the history) says so.
+pub(crate) fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics]) -> bool {
+    epochs_done >= cfg.train.epochs || cfg.train.early_stopping.as_ref().is_some_and(|es| should_stop(metrics, es))
+}
 
 /// The value of `metric` in one epoch's record (NaN when the task does not have it; configs are checked for
 /// that, so only a record from another task can give one).

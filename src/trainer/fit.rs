@@ -1,5 +1,7 @@
-//! The training loop: shuffled large batches, mixed precision, no host sync per step, eval every epoch. Task
-//! generic: batches, loss and metrics come from a [`Task`], outputs from a [`Model`].
+//! The trainer: one run's model, optimizer, scaler and EMA, and what it does at one step ([`Trainer::train_batch`]:
+//! shuffled large batches, mixed precision, no host sync per step) and at an epoch's end (evaluation, metrics).
+//! Task generic: batches, loss and metrics come from a [`Task`], outputs from a [`Model`]. The epoch loop that
+//! drives it is [`super::epochs`]; this module imports none of the loop's stages.
 //!
 //! Determinism contract (what exact resume relies on): the epoch order is a function of (seed, epoch); the
 //! global RNG is reseeded from (seed, epoch, batch) before every step, so dropout masks do not depend on what ran
@@ -12,7 +14,6 @@ use tch::{Device, Kind, Tensor};
 
 use super::ema::Ema;
 use super::metrics::EpochMetrics;
-use super::progress::Progress;
 use crate::amp::{self, Autocast, GradScaler, Resolved, ScalerConfig};
 use crate::config::{Config, Decay};
 use crate::data::{Data, SplitMix64};
@@ -46,17 +47,19 @@ pub struct Trainer<'a> {
     pub last_lr: f64,
 }
 
-/// What a step callback tells the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    /// Leave the epoch after this step (e.g. to exit on a preemption signal).
-    Stop,
-}
-
 /// What [`Trainer::fit`] produced.
 pub struct FitOutcome {
     pub metrics: Vec<EpochMetrics>,
+}
+
+/// One run's optimizer step, as the epoch loop sees it: the step count after it, its LR, its loss when read back,
+/// and the items it trained.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stepped {
+    pub step: u64,
+    pub lr: f64,
+    pub loss: Option<f64>,
+    pub items: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -117,82 +120,50 @@ impl<'a> Trainer<'a> {
         self.steps_per_epoch() * self.cfg.train.epochs as u64
     }
 
-    /// Trains every epoch, calling `on_epoch` after each (e.g. to append to metrics.jsonl).
-    pub fn fit(
-        &mut self,
-        progress: &Progress,
-        on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>,
-    ) -> Result<FitOutcome> {
-        let mut all = Vec::with_capacity(self.cfg.train.epochs);
-        for epoch in 0..self.cfg.train.epochs {
-            let m = self.epoch(epoch, progress)?;
-            progress.epoch(&m);
-            on_epoch(&m)?;
-            all.push(m);
+    /// One optimizer step on batch `b` (0-based) of epoch `epoch`, whose item order is `order`: the RNG reseeded
+    /// from (seed, epoch, b), forward, backward, the update, the epoch's loss sum, the EMA. The loss is read back
+    /// (one host sync) only on the steps `train.log_every` names.
+    pub(super) fn train_batch(&mut self, epoch: usize, b: usize, order: &Tensor) -> Result<Stepped> {
+        let (n, bs, seed) = (self.epoch_len(), self.cfg.train.batch_size, self.cfg.train.seed);
+        let (start, len) = (b * bs, bs.min(n - b * bs));
+        tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, b as u64]).next_u64() as i64 >> 1);
+        let idx = order.narrow(0, start as i64, len as i64);
+        let batch = self.task.gather(&idx, Split::Train, self.device);
+        let lr = optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step, self.total_steps());
+        let loss = self.train_step(&batch, lr)?;
+        let _ = self.loss_sum.f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
+        if let Some(s) = &self.scaler {
+            let _ = self.skipped.f_add_(s.found_inf())?;
         }
-        progress.finish();
-        Ok(FitOutcome { metrics: all })
+        self.step += 1;
+        if let Some(ema) = &mut self.ema {
+            ema.after_step(&self.params, self.step);
+        }
+        let loss = if self.logs_at(self.step) { Some(loss.f_double_value(&[])?) } else { None };
+        Ok(Stepped { step: self.step, lr, loss, items: len })
     }
 
-    /// One whole epoch (0-based `epoch`): train over the whole permutation, then evaluate.
-    pub fn epoch(&mut self, epoch: usize, progress: &Progress) -> Result<EpochMetrics> {
-        let m = self.run_epoch(epoch, 0, progress, &mut |_, _| Ok(Flow::Continue))?;
-        m.ok_or_else(|| Error::Runtime("epoch stopped without a reason".into()))
+    /// Whether `train.log_every` reads the loss back at `step`.
+    pub(super) fn logs_at(&self, step: u64) -> bool {
+        let e = self.cfg.train.log_every;
+        e > 0 && step.is_multiple_of(e)
     }
 
-    /// Runs epoch `epoch` from batch `start_batch` (0 = from the start; otherwise the epoch's accumulators must
-    /// have been restored). After every step `on_step(self, batches_done)` may stop the epoch early, in which
-    /// case this returns `None`; otherwise the epoch is evaluated and its metrics returned.
-    pub fn run_epoch(
-        &mut self,
-        epoch: usize,
-        start_batch: usize,
-        progress: &Progress,
-        on_step: &mut dyn FnMut(&Trainer, usize) -> Result<Flow>,
-    ) -> Result<Option<EpochMetrics>> {
-        let t0 = Instant::now();
-        let n = self.epoch_len();
-        let bs = self.cfg.train.batch_size;
-        let seed = self.cfg.train.seed;
-        if start_batch == 0 {
-            let _ = self.loss_sum.f_zero_()?;
-            let _ = self.skipped.f_zero_()?;
-        }
-        let order = self.task.epoch_order(seed, epoch as u64).narrow(0, 0, n as i64);
-        let mut lr =
-            optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step.saturating_sub(1), self.total_steps());
-        let mut trained = 0usize;
-        for (b, start) in (0..n).step_by(bs).enumerate().skip(start_batch) {
-            let len = bs.min(n - start);
-            tch::manual_seed(SplitMix64::keyed(&[seed, epoch as u64, b as u64]).next_u64() as i64 >> 1);
-            let idx = order.narrow(0, start as i64, len as i64);
-            let batch = self.task.gather(&idx, Split::Train, self.device);
-            lr = optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step, self.total_steps());
-            let loss = self.train_step(&batch, lr)?;
-            let _ = self.loss_sum.f_add_(&(loss.detach().to_kind(Kind::Float) * len as f64))?;
-            if let Some(s) = &self.scaler {
-                let _ = self.skipped.f_add_(s.found_inf())?;
-            }
-            self.step += 1;
-            if let Some(ema) = &mut self.ema {
-                ema.after_step(&self.params, self.step);
-            }
-            trained += len;
-            let every = self.cfg.train.log_every;
-            let shown = if every > 0 && self.step.is_multiple_of(every) {
-                let v = loss.f_double_value(&[])?;
-                self.check_finite(v, epoch)?;
-                Some(v)
-            } else {
-                None
-            };
-            (self.last_loss, self.last_lr) = (shown, lr);
-            progress.step(self.step, epoch + 1, shown, self.rate(trained, t0.elapsed().as_secs_f64()));
-            if on_step(self, b + 1)? == Flow::Stop && start + len < n {
-                return Ok(None);
-            }
-        }
-        self.end_epoch(epoch, lr, trained, t0, None).map(Some)
+    /// The item order of epoch `epoch`: a function of (seed, epoch) only, cut to [`Trainer::epoch_len`].
+    pub(super) fn epoch_order(&self, epoch: usize) -> Tensor {
+        self.task.epoch_order(self.cfg.train.seed, epoch as u64).narrow(0, 0, self.epoch_len() as i64)
+    }
+
+    /// The LR of the step before this one (what an epoch with no step left reports).
+    pub(super) fn previous_lr(&self) -> f64 {
+        optim::lr_at(&self.cfg.schedule, self.cfg.optim.lr, self.step.saturating_sub(1), self.total_steps())
+    }
+
+    /// Zeroes the epoch's accumulators (the loss sum and the fp16 steps skipped) at the start of an epoch.
+    pub(super) fn begin_epoch(&mut self) -> Result<()> {
+        let _ = self.loss_sum.f_zero_()?;
+        let _ = self.skipped.f_zero_()?;
+        Ok(())
     }
 
     /// The metrics of epoch `epoch` (0-based) once its steps are done: the mean training loss, an evaluation (this
@@ -236,7 +207,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Items (tokens for a language model) per second, and their unit, for the progress bar.
-    fn rate(&self, trained: usize, seconds: f64) -> (f64, &'static str) {
+    pub(super) fn rate(&self, trained: usize, seconds: f64) -> (f64, &'static str) {
         let per = trained as f64 / seconds.max(1e-9);
         match self.task.tokens_per_item() {
             Some(t) => (per * t as f64, "tokens"),
@@ -334,7 +305,7 @@ impl<'a> Trainer<'a> {
         Ok(self.task.finish_eval(&host, n))
     }
 
-    fn check_finite(&self, v: f64, epoch: usize) -> Result<()> {
+    pub(super) fn check_finite(&self, v: f64, epoch: usize) -> Result<()> {
         if v.is_finite() || self.precision == Resolved::Fp16 {
             return Ok(());
         }

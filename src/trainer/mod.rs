@@ -1,9 +1,22 @@
-//! Training: the loop ([`Trainer`]), its per-epoch metrics, progress display, preemption signals, resume rules,
-//! and the `spotrun train` command.
+//! Training: one epoch loop ([`epochs`]) over components and a strategy, the stages around it, and the
+//! `spotrun train` command.
 //!
-//! Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of those import it.
+//! ```text
+//! single::train ─┐                      ┌─ Unfused (single.rs)
+//!                ├─ prepare → open → attach → epochs::run ─┤             → outputs::conclude
+//! group::train_group ─┘                 └─ FusedSteps (group.rs)
+//! ```
+//!
+//! Stages: [`prepare`] (config, device, data, model, all checked; nothing written), [`open`] (locks, the
+//! checkpoint to resume from, then the run files), [`attach`] (the trainer restored, the saver and observer
+//! open), the loop, [`outputs`]. A run reports to its [`events`] (observer, save policy, saver); shared words are
+//! in [`types`]. Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of
+//! those import it.
+mod attach;
 mod early;
 mod ema;
+mod epochs;
+mod events;
 mod fit;
 mod fused;
 mod group;
@@ -11,26 +24,30 @@ mod lock;
 pub(crate) mod metrics;
 mod observer;
 mod open;
+mod outputs;
 mod policy;
 mod prepare;
 pub(crate) mod process;
 mod progress;
 mod resume;
-mod run;
 mod rundir;
 mod saver;
 mod signals;
+mod single;
 pub(crate) mod startup;
 mod state;
+mod types;
 
 pub(crate) use early::metric_value;
-pub use fit::{FitOutcome, Flow, Trainer};
+pub use fit::{FitOutcome, Trainer};
 pub use fused::fusion_key;
 pub use group::train_group;
 pub use metrics::EpochMetrics;
+pub use outputs::named_variables;
+pub use prepare::default_run_dir;
 pub use progress::Progress;
-pub use run::{
-    default_run_dir, named_variables, train, CheckpointCost, EpochHook, Hparams, Outcome, OwnerCheck, RunStatus,
-    TrainOptions, TrainSummary,
-};
 pub(crate) use signals::name as signal_name;
+pub use single::train;
+pub use types::{
+    CheckpointCost, EpochHook, EpochHookFn, Hparams, OwnerCheck, OwnerCheckFn, RunStatus, TrainOptions, TrainSummary,
+};

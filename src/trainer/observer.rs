@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
-use super::run::OwnerCheck;
+use super::types::OwnerCheck;
 use crate::checkpoint::append_line;
 use crate::error::{Error, Result};
 use crate::tensorboard::EventWriter;
@@ -28,7 +28,7 @@ impl Observer {
         Observer { progress, metrics_path: run_dir.join("metrics.jsonl"), owner, print_startup, tb: RefCell::new(None) }
     }
 
-    /// Logs to TensorBoard from now on (see [`super::run`] for where the writer is opened).
+    /// Logs to TensorBoard from now on (see [`super::attach`] for where the writer is opened).
     pub fn with_tensorboard(self, tb: Option<EventWriter>) -> Observer {
         *self.tb.borrow_mut() = tb;
         self

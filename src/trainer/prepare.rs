@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use tch::nn::VarStore;
 use tch::Device;
 
-use super::run::TrainOptions;
 use super::rundir;
+use super::types::TrainOptions;
 use crate::boundary::{self, Phase};
 use crate::config::{self, Config, ConfigError, DataSource, LoadedConfig, ModelKind, OptimKind};
 use crate::data::Data;

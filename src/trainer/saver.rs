@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::early::finished;
 use super::fit::Trainer;
 use super::metrics::EpochMetrics;
 use super::progress::Progress;
-use super::run::{finished, CheckpointCost, OwnerCheck};
+use super::types::{CheckpointCost, OwnerCheck};
 use super::{rundir, signals};
 use crate::checkpoint::{Committed, Manifest, SaveReason, Snapshot, Store, Writer, FORMAT_VERSION};
 use crate::config::Config;

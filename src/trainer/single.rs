@@ -1,0 +1,77 @@
+//! `spotrun train`: one run through the stages ([`super::prepare`], [`super::open`], [`super::attach`], the
+//! epoch loop [`super::epochs`], [`super::outputs`]) with the unfused strategy, [`Unfused`]: the run's own
+//! trainer takes each step (dropout reseeding, EMA, fp16 scaling and accumulation live there). Its sibling for
+//! fused groups is [`super::group`]; neither imports the other.
+use std::time::Instant;
+
+use tch::Tensor;
+
+use super::attach::{self, Attach, Attached};
+use super::epochs::{self, Strategy};
+use super::fit::{Stepped, Trainer};
+use super::outputs::{self, Ending};
+use super::process::{self, Deterministic};
+use super::types::{TrainOptions, TrainSummary};
+use super::{open, prepare};
+use crate::error::{Error, Result};
+use crate::task::Eval;
+
+/// Runs `spotrun train` end to end: bad input leaves files untouched, and the same command starts a run, resumes
+/// it from the newest checkpoint that verifies, or reports that it already finished.
+pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    let signals = process::signals()?;
+    let loaded = prepare::load_config(opts)?;
+    let _deterministic = Deterministic::set(loaded.config.train.deterministic)?;
+    let mut p = prepare::prepare(loaded, opts)?;
+    let (mut o, store) = open::open(&mut p, opts)?;
+    let mut a = match attach::attach(&p, &mut o, store, opts, signals, false)? {
+        Attach::Train(a) => *a,
+        Attach::Finished(summary) => return Ok(summary),
+    };
+    let started = Instant::now();
+    let (end, history) = {
+        let mut members = [a.member(&p, opts)];
+        epochs::run(&mut members, &mut Unfused::default(), &|| signals.received(), &|_| {});
+        let [m] = members;
+        (m.end, m.history)
+    };
+    let end = end.ok_or_else(|| Error::Runtime("the run was never started".into()))??;
+    let Attached { trainer, saver, obs, .. } = a;
+    outputs::conclude(&p, Ending { trainer: &trainer, saver, obs }, end, history, started)
+}
+
+/// Each run steps with its own trainer (one run at a time).
+#[derive(Default)]
+pub(super) struct Unfused {
+    /// The epoch in progress and its item order (a function of the seed and the epoch).
+    epoch: usize,
+    order: Option<Tensor>,
+}
+
+impl Strategy for Unfused {
+    fn width(&self) -> usize {
+        1
+    }
+
+    fn doing(&self, first: &Trainer, _: usize, epoch: usize) -> String {
+        let bs = first.cfg.train.batch_size;
+        format!("training epoch {} (train.batch_size = {bs}, device {:?})", epoch + 1, first.device)
+    }
+
+    fn begin(&mut self, runs: &[&Trainer], epoch: usize) -> Result<()> {
+        (self.epoch, self.order) = (epoch, runs.first().map(|t| t.epoch_order(epoch)));
+        Ok(())
+    }
+
+    fn step(&mut self, runs: &mut [&mut Trainer], b: usize) -> Result<Vec<Stepped>> {
+        let (Some(order), [t]) = (&self.order, runs) else {
+            return Err(Error::Runtime("an unfused step takes one run".into()));
+        };
+        t.train_batch(self.epoch, b, order).map(|s| vec![s])
+    }
+
+    fn end(&mut self, _: &mut [&mut Trainer], _: bool) -> Result<Option<Vec<Eval>>> {
+        self.order = None;
+        Ok(None)
+    }
+}
