@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::device;
 
+use crate::engines::{self, k8s::K8sOptions, slurm::SlurmOptions};
 use crate::error::Result;
-use crate::sweep::{self, LaunchOptions, WorkerMode, WorkerOptions};
+use crate::sweep::{self, ClaimOptions, LaunchOptions, WorkerMode};
 use crate::trainer::{self, TrainOptions};
 
 #[derive(Debug, Parser)]
@@ -322,7 +323,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             devices();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sweep { sweep, dry_run: true, json: true, volume, .. } => engines_cli::plan_json(&sweep, volume),
+        Command::Sweep { sweep, dry_run: true, json: true, volume, .. } => engines::plan_json(&sweep, volume),
         Command::Sweep { sweep, volume, workers, gpus, per_gpu, retries, backoff, dry_run, quiet, no_fuse, .. } => {
             let backoff_seconds = backoff;
             let o = LaunchOptions { volume, workers, gpus, per_gpu, retries, backoff_seconds, dry_run, quiet, no_fuse };
@@ -335,18 +336,50 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 (None, None, true) => WorkerMode::Serve,
                 _ => WorkerMode::Next,
             };
-            sweep::worker_cmd(&sweep, mode, &WorkerOptions { volume, threads, retries, quiet, share, no_fuse })
+            sweep::worker_cmd(&sweep, mode, &ClaimOptions { volume, threads, retries, quiet, share, no_fuse })
         }
         Command::Status { dir, volume, json } => sweep::status_cmd(&dir, volume.as_deref(), json),
         Command::Estimate { sweep, gpu, epoch_seconds, workers, volume, rates } => {
             sweep::estimate_cmd(&sweep, volume.as_deref(), &gpu, epoch_seconds, workers, rates.as_deref())
         }
         Command::Report { dir, volume, out } => sweep::report_cmd(&dir, volume.as_deref(), out),
-        Command::Slurm(a) => engines_cli::slurm(a),
-        Command::K8s(a) => engines_cli::k8s(a),
+        Command::Slurm(a) => slurm_cmd(a),
+        Command::K8s(a) => k8s_cmd(a),
         Command::Inspect { path, verify } => Ok(inspect_cmd(&path, verify)),
         Command::Sample(a) => sample_cmd(a),
     }
+}
+
+/// `spotrun slurm`: the arguments as [`engines::slurm_cmd`] takes them.
+fn slurm_cmd(a: SlurmArgs) -> Result<ExitCode> {
+    let o = SlurmOptions {
+        partition: a.partition,
+        gpus_per_task: a.gpus_per_task,
+        cpus_per_task: a.cpus_per_task,
+        time: a.time,
+        max_parallel: a.max_parallel,
+        grace_seconds: a.grace,
+        extra: a.extra,
+    };
+    let target = engines::Target { sweep: a.sweep, no_fuse: a.no_fuse, output: a.output };
+    engines::slurm_cmd(target, a.volume, a.submit, &o)
+}
+
+/// `spotrun k8s`: the arguments as [`engines::k8s_cmd`] takes them.
+fn k8s_cmd(a: K8sArgs) -> Result<ExitCode> {
+    let o = K8sOptions {
+        image: a.image,
+        pvc: a.pvc,
+        mount: a.mount,
+        parallelism: a.parallelism,
+        gpus_per_pod: a.gpus_per_pod,
+        cpus: a.cpus,
+        memory: a.memory,
+        backoff_per_index: a.backoff_per_index,
+        grace_seconds: a.grace,
+        namespace: a.namespace,
+    };
+    engines::k8s_cmd(engines::Target { sweep: a.sweep, no_fuse: a.no_fuse, output: a.output }, &o)
 }
 
 /// `spotrun sample`: prints the prompt and its continuation.
@@ -425,119 +458,6 @@ fn inspect_cmd(path: &std::path::Path, verify: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
-    }
-}
-
-/// Glue for the engine subcommands (`sweep --dry-run --json`, `slurm`, `k8s`).
-mod engines_cli {
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-    use std::process::ExitCode;
-
-    use crate::engines::k8s::{self, K8sOptions};
-    use crate::engines::slurm::{self, SlurmOptions};
-    use crate::error::{Error, Result};
-    use crate::sweep::{self, Ctx, SweepError};
-
-    fn absolute(p: &Path) -> Result<PathBuf> {
-        std::path::absolute(p).map_err(|e| Error::io(p, e))
-    }
-
-    pub fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<ExitCode> {
-        let ctx = Ctx::load(sweep_path, volume.as_deref(), true)?;
-        let text = sweep::self_contained(sweep_path)?;
-        let v = serde_json::json!({
-            "name": ctx.sweep.name,
-            "volume_dir": ctx.layout.root,
-            "sweep_toml": text,
-            "runs": ctx.plan.runs,
-            "groups": ctx.groups.iter().map(|g| serde_json::json!({"runs": g.runs, "alone": g.alone})).collect::<Vec<_>>(),
-        });
-        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn slurm(a: super::SlurmArgs) -> Result<ExitCode> {
-        let o = SlurmOptions {
-            partition: a.partition,
-            gpus_per_task: a.gpus_per_task,
-            cpus_per_task: a.cpus_per_task,
-            time: a.time,
-            max_parallel: a.max_parallel,
-            grace_seconds: a.grace,
-            extra: a.extra,
-        };
-        slurm::check(&o).map_err(SweepError::Usage)?;
-        let volume = absolute(&a.volume.unwrap_or_else(sweep::default_volume))?;
-        let sweep_abs = absolute(&a.sweep)?;
-        let mut ctx = Ctx::load(&sweep_abs, Some(&volume), false)?;
-        if a.no_fuse {
-            ctx = ctx.with_fuse(sweep::Fuse::Off);
-        }
-        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-        // The tasks read a snapshot (base inlined): editing the sweep file later cannot change what task I trains.
-        let snapshot = ctx.layout.root.join("slurm").join(format!("{}.toml", ctx.sweep.name));
-        std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&snapshot, e))?;
-        let text = sweep::self_contained(&sweep_abs)?;
-        crate::checkpoint::write_atomic(&snapshot, text.as_bytes()).map_err(|e| SweepError::io(&snapshot, e))?;
-        let script = absolute(&slurm::script_path(&ctx, a.output))?;
-        let text = slurm::render(&ctx, &o, &exe, &snapshot, &volume, &script);
-        let path = slurm::write(&ctx, &text, script)?;
-        let n = ctx.groups.len();
-        if a.submit {
-            let id = slurm::submit(&path)?;
-            say!("submitted job array {id} ({n} tasks): {}", path.display());
-            say!("watch: squeue -j {id}; spotrun status {}", ctx.layout.root.display());
-        } else {
-            say!("wrote {} ({n} array tasks). Submit with: sbatch {}", path.display(), path.display());
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub fn k8s(a: super::K8sArgs) -> Result<ExitCode> {
-        let o = K8sOptions {
-            image: a.image,
-            pvc: a.pvc,
-            mount: a.mount,
-            parallelism: a.parallelism,
-            gpus_per_pod: a.gpus_per_pod,
-            cpus: a.cpus,
-            memory: a.memory,
-            backoff_per_index: a.backoff_per_index,
-            grace_seconds: a.grace,
-            namespace: a.namespace,
-        };
-        k8s::check(&o).map_err(SweepError::Usage)?;
-        let (sweep_path, out) = (a.sweep.as_path(), a.output);
-        // Rendering needs the runs, not a volume: the pods mount theirs (dry: nothing is read or written).
-        let mut ctx = Ctx::load(sweep_path, None, true)?;
-        if a.no_fuse {
-            ctx = ctx.with_fuse(sweep::Fuse::Off);
-        }
-        if let Some(r) = ctx.runs.iter().find(|r| r.config.data.path.as_ref().is_some_and(|p| p.is_relative())) {
-            let p = r.config.data.path.as_deref().unwrap_or(Path::new("")).display().to_string();
-            tell!(
-                "warning: data.path = {p:?} is relative: the pods resolve it against their working directory, \
-                   not this one; use a path under --mount"
-            );
-        }
-        let text = sweep::self_contained(sweep_path)?;
-        let yaml = k8s::render(&ctx, &text, &o);
-        match out {
-            Some(p) => {
-                crate::checkpoint::write_atomic(&p, yaml.as_bytes()).map_err(|e| SweepError::io(&p, e))?;
-                say!(
-                    "wrote {} (Indexed Job, {} completions). Apply with: kubectl apply -f {}",
-                    p.display(),
-                    ctx.runs.len(),
-                    p.display()
-                );
-            }
-            None => {
-                let _ = write!(std::io::stdout().lock(), "{yaml}");
-            }
-        }
-        Ok(ExitCode::SUCCESS)
     }
 }
 

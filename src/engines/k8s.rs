@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::RETRY_EXIT_CODES;
-use crate::sweep::Ctx;
+use crate::sweep::LoadedSweep;
 
 #[derive(Debug, Clone)]
 pub struct K8sOptions {
@@ -157,7 +157,7 @@ pub fn dns_name(s: &str) -> String {
 }
 
 /// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
-pub fn render(ctx: &Ctx, sweep_text: &str, o: &K8sOptions) -> String {
+pub fn render(ctx: &LoadedSweep, sweep_text: &str, o: &K8sOptions) -> String {
     let n = ctx.groups.len();
     let name = dns_name(&format!("spotrun-{}", ctx.sweep.name));
     let meta = |suffix: &str| {

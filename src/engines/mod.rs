@@ -1,10 +1,15 @@
 //! Running a sweep under real engines: an sbatch job-array script for Slurm ([`slurm`]) and an Indexed Job for
-//! Kubernetes ([`k8s`]). Both only render text around `spotrun worker --index I`, which owns claims, resume and
-//! records; the Modal app is `scripts/modal_app.py`.
+//! Kubernetes ([`k8s`]). Both only render text around `spotrun worker`, which owns claims, resume and records;
+//! the Modal app is `scripts/modal_app.py`, fed by `spotrun sweep --dry-run --json`. [`commands`] is the
+//! subcommands' glue.
 //!
-//! Sits beside `sweep` (it reads a loaded sweep) and above nothing else; nothing imports it but `cli`.
+//! Sits above `sweep` (it reads a loaded sweep and writes its snapshot with the sweep's writer); nothing imports
+//! it but `cli`.
+pub mod commands;
 pub mod k8s;
 pub mod slurm;
+
+pub use commands::{k8s_cmd, plan_json, slurm_cmd, Target};
 
 /// Exit codes of `spotrun worker` that mean "run me again later": preempted by SIGHUP, SIGINT, SIGUSR1, SIGUSR2,
 /// SIGTERM (128 + signal), or the run is held by another live worker (75).

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{shell_quote, RETRY_EXIT_CODES};
-use crate::sweep::{Ctx, SweepError};
+use crate::sweep::{LoadedSweep, SweepError};
 
 /// A task requeued this many times (preemptions and failures together) stops requeueing itself.
 pub const MAX_RESTARTS: u32 = 50;
@@ -94,20 +94,27 @@ pub fn check(o: &SlurmOptions) -> Result<(), String> {
 
 /// The sbatch script. `spotrun`, `sweep` and `volume` should be absolute paths the compute nodes can see.
 /// Where `spotrun slurm` writes the script: `--output`, else `VOLUME/<name>/slurm/<name>.sbatch`.
-pub fn script_path(ctx: &Ctx, out: Option<PathBuf>) -> PathBuf {
+pub fn script_path(ctx: &LoadedSweep, out: Option<PathBuf>) -> PathBuf {
     out.unwrap_or_else(|| ctx.layout.root.join("slurm").join(format!("{}.sbatch", ctx.sweep.name)))
 }
 
 /// The sbatch script (to be written to `script`). `spotrun`, `sweep` and `volume` should be absolute paths the
 /// compute nodes can see.
-pub fn render(ctx: &Ctx, o: &SlurmOptions, spotrun: &Path, sweep: &Path, volume: &Path, script: &Path) -> String {
+pub fn render(
+    ctx: &LoadedSweep,
+    o: &SlurmOptions,
+    spotrun: &Path,
+    sweep: &Path,
+    volume: &Path,
+    script: &Path,
+) -> String {
     let mut s = header(ctx, o, sweep, script);
     script_body(&mut s, ctx, spotrun, sweep, volume);
     s
 }
 
 /// The comment block and the `#SBATCH` lines.
-fn header(ctx: &Ctx, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
+fn header(ctx: &LoadedSweep, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
     let (n, runs) = (ctx.groups.len(), ctx.runs.len());
     let name = &ctx.sweep.name;
     let logs = ctx.layout.root.join("slurm");
@@ -149,7 +156,7 @@ fn header(ctx: &Ctx, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
 }
 
 /// The shell that runs one array task: the worker, signal forwarding, and the requeue decision.
-fn script_body(s: &mut String, ctx: &Ctx, spotrun: &Path, sweep: &Path, volume: &Path) {
+fn script_body(s: &mut String, ctx: &LoadedSweep, spotrun: &Path, sweep: &Path, volume: &Path) {
     let groups: Vec<String> = ctx
         .groups
         .iter()
@@ -220,7 +227,7 @@ esac
 }
 
 /// Writes the script under `VOLUME/<name>/slurm/` (or `out`) and returns its path.
-pub fn write(ctx: &Ctx, text: &str, path: PathBuf) -> Result<PathBuf, SweepError> {
+pub fn write(ctx: &LoadedSweep, text: &str, path: PathBuf) -> Result<PathBuf, SweepError> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&dir, e))?;
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;

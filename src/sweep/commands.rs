@@ -1,17 +1,21 @@
-//! The sweep subcommands' glue: run a library function, print its result, pick the exit code.
+//! The sweep subcommands' glue: run a library function, print its result, pick the exit code. `spotrun worker`
+//! in each of its modes is here: the claimer ([`super::claim`]) does the work, the server ([`super::server`])
+//! feeds it the launcher's jobs.
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::claim::{self, ClaimEnd, ClaimOptions};
 use super::error::SweepError;
 use super::estimate::{self, Rates};
 use super::layout::{Layout, Plan};
+use super::loaded::LoadedSweep;
+use super::record::RunEnd;
 use super::status;
-use super::worker::{self, Ctx, Outcome, WorkerOptions};
 use crate::error::{Error, Result};
-use crate::trainer::RunStatus;
 
-/// `--index I`, `--group G`, `--next`, or `--serve` (jobs from the launcher, one after another).
+/// Which runs a `spotrun worker` claims: `--index I`, `--group G`, `--next`, or `--serve` (the launcher's jobs,
+/// one after another).
 #[derive(Debug, Clone, Copy)]
 pub enum WorkerMode {
     Index(usize),
@@ -27,7 +31,7 @@ pub enum WorkerMode {
 }
 
 /// `spotrun worker SWEEP --index I | --group G | --next | --serve`.
-pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<ExitCode> {
+pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Result<ExitCode> {
     // Started by `spotrun sweep`: stop (with a checkpoint) if that launcher dies, rather than train unsupervised.
     if let Some(parent) = std::env::var("SPOTRUN_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
         crate::ffi::die_with_parent(signal_hook::consts::SIGTERM);
@@ -38,7 +42,7 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
             });
         }
     }
-    let mut ctx = Ctx::load(sweep, o.volume.as_deref(), true)?;
+    let mut ctx = LoadedSweep::load(sweep, o.volume.as_deref(), true)?;
     if o.no_fuse {
         ctx = ctx.with_fuse(super::spec::Fuse::Off);
     }
@@ -50,20 +54,20 @@ pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &WorkerOptions) -> Result<E
     }
     ctx.plan.write(&ctx.layout)?;
     match mode {
-        WorkerMode::Serve => serve(&ctx, o),
+        WorkerMode::Serve => super::server::serve(parse_job, |mode| job(&ctx, mode, o)),
         _ => job(&ctx, mode, o).map(ExitCode::from),
     }
 }
 
 /// One `--index`, `--group` or `--next`, to its exit code.
-fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
+fn job(ctx: &LoadedSweep, mode: WorkerMode, o: &ClaimOptions) -> Result<u8> {
     match mode {
         WorkerMode::Index(i) => {
             ctx.run(i)?;
             let id = crate::config::short_id(&ctx.runs[i].id).to_string();
-            match worker::run_index(ctx, i, o)? {
-                Outcome::AlreadyDone => say!("run #{i} {id} is already done"),
-                Outcome::Trained { status, epochs } => say!("run #{i} {id}: {}", after(status, epochs)),
+            match claim::run_index(ctx, i, o)? {
+                ClaimEnd::AlreadyDone => say!("run #{i} {id} is already done"),
+                ClaimEnd::Trained { end, epochs } => say!("run #{i} {id}: {}", after(end, epochs)),
             }
             Ok(0)
         }
@@ -72,7 +76,7 @@ fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
             group_code(ctx, super::groups::part(&ctx.group(group)?.runs, part, parts), o)
         }
         WorkerMode::Next | WorkerMode::Serve => {
-            let (trained, failed) = worker::run_next(ctx, o)?;
+            let (trained, failed) = claim::run_next(ctx, o)?;
             let views = status::write_results(&ctx.layout, &ctx.plan)?;
             let left =
                 views.iter().filter(|v| v.state != status::State::Done && v.state != status::State::Failed).count();
@@ -82,42 +86,7 @@ fn job(ctx: &Ctx, mode: WorkerMode, o: &WorkerOptions) -> Result<u8> {
     }
 }
 
-/// `spotrun worker --serve`, the launcher's long-lived worker: reads jobs (`index I LOG`, `group G LOG`, or
-/// `part G K N LOG`) from
-/// stdin, one per line, and trains each with its stdout and stderr appended to LOG, as a worker process of its own
-/// would; after each, writes `end CODE` (that process's exit code) to the original stdout. The data and libtorch
-/// stay loaded between jobs. Exits at the end of stdin, or after a job a signal stopped (with its code).
-fn serve(ctx: &Ctx, o: &WorkerOptions) -> Result<ExitCode> {
-    use std::io::BufRead as _;
-    let results = rustix::io::dup(std::io::stdout()).map_err(|e| Error::io("stdout", e.into()))?;
-    let mut results = std::fs::File::from(results);
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| Error::io("stdin", e))?;
-        let Some((mode, log)) = parse_job(&line) else {
-            return Err(SweepError::Usage(format!("worker --serve: not a job: {line:?}")).into());
-        };
-        redirect(&log)?;
-        let code = match job(ctx, mode, o) {
-            Ok(c) => c,
-            Err(e @ Error::Preempted { .. }) => {
-                tell!("spotrun: {e}");
-                e.code()
-            }
-            Err(e) => {
-                tell!("error: {e}");
-                e.code()
-            }
-        };
-        let _ = std::io::stdout().flush();
-        writeln!(results, "end {code}").map_err(|e| Error::io("stdout", e))?;
-        if crate::trainer::process::signals()?.received().is_some() {
-            return Ok(ExitCode::from(code));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `index I LOG`, `group G LOG` or `part G K N LOG`.
+/// A job line of `--serve`: `index I LOG`, `group G LOG` or `part G K N LOG`.
 fn parse_job(line: &str) -> Option<(WorkerMode, PathBuf)> {
     let (kind, rest) = line.split_once(' ')?;
     let numbers = if kind == "part" { 3 } else { 1 };
@@ -135,25 +104,16 @@ fn parse_job(line: &str) -> Option<(WorkerMode, PathBuf)> {
     Some((mode, PathBuf::from(fields.next()?)))
 }
 
-/// Points this process's stdout and stderr at the end of `log`.
-fn redirect(log: &Path) -> Result<()> {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| Error::io(log, e))?;
-    rustix::stdio::dup2_stdout(&f).map_err(|e| Error::io(log, e.into()))?;
-    rustix::stdio::dup2_stderr(&f).map_err(|e| Error::io(log, e.into()))
-}
-
 /// `spotrun worker --group G` (or a part of it): one line per run; its code is the group's (a preemption first, then a failure's
 /// code, then 75 when every run left was held elsewhere).
-fn group_code(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<u8> {
+fn group_code(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<u8> {
     let mut preempted = None;
     let mut codes = Vec::new();
-    for (i, result) in worker::run_runs(ctx, runs, o)? {
+    for (i, result) in claim::run_runs(ctx, runs, o)? {
         let id = crate::config::short_id(&ctx.runs[i].id).to_string();
         match result {
-            Ok(Outcome::AlreadyDone) => say!("run #{i} {id} is already done"),
-            Ok(Outcome::Trained { status, epochs }) => say!("run #{i} {id}: {}", after(status, epochs)),
+            Ok(ClaimEnd::AlreadyDone) => say!("run #{i} {id} is already done"),
+            Ok(ClaimEnd::Trained { end, epochs }) => say!("run #{i} {id}: {}", after(end, epochs)),
             Err(e @ Error::Preempted { .. }) => {
                 tell!("run #{i} {id}: {e}");
                 preempted = preempted.or(Some(e));
@@ -177,22 +137,14 @@ fn group_code(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<u8> {
 }
 
 /// `completed after 3 epochs`, `pruned after 1 epoch`.
-fn after(status: RunStatus, epochs: usize) -> String {
-    format!("{} after {epochs} epoch{}", what(status), if epochs == 1 { "" } else { "s" })
-}
-
-fn what(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::StoppedEarly => "stopped early",
-        RunStatus::Pruned => "pruned",
-        _ => "completed",
-    }
+fn after(end: RunEnd, epochs: usize) -> String {
+    format!("{} after {epochs} epoch{}", end.words(), if epochs == 1 { "" } else { "s" })
 }
 
 /// Resolves a status/report argument: a sweep directory (with `sweep.json`) or a sweep file plus volume.
 fn sweep_dir(arg: &Path, volume: Option<&Path>) -> Result<(Layout, Plan)> {
     if arg.is_file() {
-        let ctx = Ctx::load(arg, volume, true)?;
+        let ctx = LoadedSweep::load(arg, volume, true)?;
         // A sweep that never launched on this volume (or the wrong --volume) is an error, not "all pending".
         match std::fs::symlink_metadata(ctx.layout.root.join("runs")) {
             Ok(_) => {}
@@ -252,7 +204,7 @@ pub fn estimate_cmd(
     workers: usize,
     rates: Option<&Path>,
 ) -> Result<ExitCode> {
-    let ctx = Ctx::load(sweep, volume, true)?;
+    let ctx = LoadedSweep::load(sweep, volume, true)?;
     let rates = match rates {
         Some(p) => Rates::load(p)?,
         None => Rates::default(),

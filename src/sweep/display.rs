@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::loaded::LoadedSweep;
 use super::record::{self, Done, Failed};
-use super::worker::Ctx;
 
 struct RunInfo {
     tag: String,
@@ -31,14 +31,15 @@ pub struct Display {
 }
 
 impl Display {
-    pub fn new(quiet: bool, ctx: &Ctx) -> Display {
+    pub fn new(quiet: bool, ctx: &LoadedSweep) -> Display {
         let runs = ctx
+            .plan
             .runs
             .iter()
             .map(|r| RunInfo {
                 tag: format!("#{} {}", r.index, crate::config::short_id(&r.id)),
                 label: r.label(),
-                epochs: r.config.train.epochs,
+                epochs: r.epochs,
                 dir: ctx.layout.run_dir(&r.id),
             })
             .collect();

@@ -1,6 +1,8 @@
-//! What a finished worker process means, as pure functions the launcher acts on: how it exited
+//! What a finished child of the launcher means, as pure functions the launcher acts on: how it exited
 //! ([`classify`]) and, for a failure, whether to retry, give up or leave the run to whoever holds it
-//! ([`after_failure`]). No processes, files or clocks here. Imports only the exit-code contract.
+//! ([`after_failure`], the one retry rule of [`super::retry`] plus what only the launcher knows). No processes,
+//! files or clocks here. Imports only the exit-code contract and the retry rule.
+use super::retry::{verdict, Failure, RetrySettings, Verdict};
 use crate::error::EXIT_BUSY;
 
 /// Signals that mean "the machine is going away" rather than "the run is broken".
@@ -8,7 +10,7 @@ const PREEMPTION_SIGNALS: [i32; 6] = [1, 2, 9, 10, 12, 15];
 /// A run preempted this many times in one launch is treated as failing (e.g. an OOM killer loop).
 const MAX_PREEMPTIONS: usize = 20;
 
-/// What a finished worker process means for its run: a pure function of how it exited.
+/// What a finished child (a `spotrun worker --serve` job) means for its run: a pure function of how it exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildEnd {
     /// Exit 0 and the run's `done.json` is there.
@@ -22,7 +24,7 @@ pub enum ChildEnd {
     Failed { bad_input: bool, crashed: bool },
 }
 
-/// Classifies a worker's exit: `code` (None when killed), `killed_by` (the signal, if any), whether `done.json`
+/// Classifies a child's exit: `code` (None when killed), `killed_by` (the signal, if any), whether `done.json`
 /// exists, and how often this launcher saw the run preempted already (past [`MAX_PREEMPTIONS`] a "preemption"
 /// loop, e.g. the OOM killer, is a failure).
 pub fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptions: usize) -> ChildEnd {
@@ -40,10 +42,10 @@ pub fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptio
     }
 }
 
-/// What to do with a run whose worker failed.
+/// What the launcher does with a run whose child failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AfterFailure {
-    /// Try again after this many seconds (exponential backoff, capped at 5 minutes).
+    /// Try again after this many seconds (the rule's backoff, see [`super::retry::verdict`]).
     Retry { delay_seconds: f64 },
     /// Record it as failed for good.
     GiveUp,
@@ -51,27 +53,27 @@ pub enum AfterFailure {
     Leave,
 }
 
-/// The retry policy: give up on bad input, after `retries` failures, or after too many preemptions; a run that
-/// is failed already (`failed_marker`) stays failed; otherwise retry after `backoff * 2^(failures - 1)` s.
+/// The retry rule ([`super::retry::verdict`]) applied to a child that ended `end` after `preemptions`
+/// preemptions: a run that is failed already (`failed_marker`) stays failed, and one the rule gives up on while
+/// another worker holds it (`held_elsewhere`) is left to that worker.
 pub fn after_failure(
     failures: usize,
-    retries: usize,
+    settings: RetrySettings,
     end: ChildEnd,
     preemptions: usize,
     failed_marker: bool,
     held_elsewhere: bool,
-    backoff: f64,
 ) -> AfterFailure {
-    let bad_input = matches!(end, ChildEnd::Failed { bad_input: true, .. });
-    let give_up = failures > retries || bad_input || preemptions >= MAX_PREEMPTIONS;
-    match (failed_marker, give_up, held_elsewhere) {
+    let failure = match end {
+        ChildEnd::Failed { bad_input: true, .. } => Failure::BadInput,
+        _ if preemptions >= MAX_PREEMPTIONS => Failure::PreemptionLoop,
+        _ => Failure::Other,
+    };
+    match (failed_marker, verdict(failures, failure, settings), held_elsewhere) {
         (true, _, _) => AfterFailure::GiveUp,
-        (false, true, true) => AfterFailure::Leave,
-        (false, true, false) => AfterFailure::GiveUp,
-        (false, false, _) => {
-            let delay = backoff * 2f64.powi(failures.saturating_sub(1).min(30) as i32);
-            AfterFailure::Retry { delay_seconds: delay.clamp(0.0, 300.0) }
-        }
+        (false, Verdict::Retry { delay_seconds }, _) => AfterFailure::Retry { delay_seconds },
+        (false, Verdict::GiveUp, true) => AfterFailure::Leave,
+        (false, Verdict::GiveUp, false) => AfterFailure::GiveUp,
     }
 }
 
@@ -99,13 +101,14 @@ mod tests {
     fn failures_back_off_then_give_up_and_bad_input_is_never_retried() {
         let fail = ChildEnd::Failed { bad_input: false, crashed: false };
         let bad = ChildEnd::Failed { bad_input: true, crashed: false };
-        assert_eq!(after_failure(1, 2, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 5.0 });
-        assert_eq!(after_failure(2, 2, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 10.0 });
-        assert_eq!(after_failure(3, 2, fail, 0, false, false, 5.0), AfterFailure::GiveUp);
-        assert_eq!(after_failure(1, 2, bad, 0, false, false, 5.0), AfterFailure::GiveUp);
-        assert_eq!(after_failure(3, 2, fail, 0, false, true, 5.0), AfterFailure::Leave, "held by someone else");
-        assert_eq!(after_failure(1, 9, fail, 0, true, false, 5.0), AfterFailure::GiveUp, "already failed");
-        assert_eq!(after_failure(60, 99, fail, 0, false, false, 5.0), AfterFailure::Retry { delay_seconds: 300.0 });
-        assert_eq!(after_failure(1, 9, fail, MAX_PREEMPTIONS, false, false, 5.0), AfterFailure::GiveUp);
+        let s = |retries| RetrySettings { retries, backoff_seconds: 5.0 };
+        assert_eq!(after_failure(1, s(2), fail, 0, false, false), AfterFailure::Retry { delay_seconds: 5.0 });
+        assert_eq!(after_failure(2, s(2), fail, 0, false, false), AfterFailure::Retry { delay_seconds: 10.0 });
+        assert_eq!(after_failure(3, s(2), fail, 0, false, false), AfterFailure::GiveUp);
+        assert_eq!(after_failure(1, s(2), bad, 0, false, false), AfterFailure::GiveUp);
+        assert_eq!(after_failure(3, s(2), fail, 0, false, true), AfterFailure::Leave, "held by someone else");
+        assert_eq!(after_failure(1, s(9), fail, 0, true, false), AfterFailure::GiveUp, "already failed");
+        assert_eq!(after_failure(60, s(99), fail, 0, false, false), AfterFailure::Retry { delay_seconds: 300.0 });
+        assert_eq!(after_failure(1, s(9), fail, MAX_PREEMPTIONS, false, false), AfterFailure::GiveUp);
     }
 }

@@ -11,7 +11,7 @@ use super::spec::{Domain, Method, Sweep};
 use crate::config::{self, Config};
 use crate::data::rng::SplitMix64;
 
-/// One run of a sweep.
+/// One run of a sweep. Its row in the plan (`sweep.json`), with its label, is [`super::layout::PlanRun`].
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
     pub index: usize,
@@ -20,13 +20,6 @@ pub struct PlannedRun {
     /// The sweep's settings for this run, as (dotted key, value).
     pub overrides: Vec<(String, toml::Value)>,
     pub config: Config,
-}
-
-impl PlannedRun {
-    /// `optim.lr=0.001 model.hidden=[256]`
-    pub fn label(&self) -> String {
-        super::layout::label(self.overrides.iter().map(|(k, v)| (k.as_str(), v as &dyn std::fmt::Display)))
-    }
 }
 
 /// The runs of a sweep, plus how many entries were dropped as duplicates of an earlier run.
@@ -153,11 +146,12 @@ mod tests {
         let e = expand(&s).unwrap();
         assert_eq!(e.runs.len(), 8);
         // keys are sorted (model.hidden before optim.lr); the last one varies fastest, then the seed
-        let labels: Vec<String> = e.runs.iter().map(|r| r.label()).collect();
-        assert_eq!(labels[0], "model.hidden=[8] optim.lr=0.001 train.seed=1");
-        assert_eq!(labels[1], "model.hidden=[8] optim.lr=0.001 train.seed=2");
-        assert_eq!(labels[2], "model.hidden=[8] optim.lr=0.01 train.seed=1");
-        assert_eq!(labels[7], "model.hidden=[16] optim.lr=0.01 train.seed=2");
+        let points: Vec<Vec<String>> =
+            e.runs.iter().map(|r| r.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect()).collect();
+        assert_eq!(points[0], ["model.hidden=[8]", "optim.lr=0.001", "train.seed=1"]);
+        assert_eq!(points[1], ["model.hidden=[8]", "optim.lr=0.001", "train.seed=2"]);
+        assert_eq!(points[2], ["model.hidden=[8]", "optim.lr=0.01", "train.seed=1"]);
+        assert_eq!(points[7], ["model.hidden=[16]", "optim.lr=0.01", "train.seed=2"]);
         assert_eq!(e.runs[3].config.optim.lr, 0.01);
         assert_eq!(e.runs[4].config.model.hidden, vec![16]);
         assert_eq!(e.runs[1].config.train.seed, 2);

@@ -1,6 +1,6 @@
 //! `spotrun sweep`: maps runs (and fused groups of runs) over device slots until every run is done or failed for
-//! good. Each slot has one long-lived `spotrun worker --serve` child ([`super::serving`]) that trains job after job
-//! without reloading the data or libtorch, and is restarted when it dies.
+//! good. Each slot has one long-lived child, a `spotrun worker --serve` process ([`super::child`]), that trains
+//! job after job without reloading the data or libtorch, and is restarted when it dies.
 //!
 //! Slots are GPUs (`--gpus 0,1 --per-gpu K`: K children per GPU, each with `CUDA_VISIBLE_DEVICES` set) or CPU
 //! slots (`--workers N`: each gets `cores / N` threads, split between its K children). The launcher owns no
@@ -17,15 +17,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::child::{Job, JobEnd, SlotChild};
 use super::display::Display;
 use super::error::SweepError;
 use super::exits::{after_failure, classify, AfterFailure, ChildEnd};
 use super::incoming::Incoming;
 use super::lease;
-use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Failed};
-use super::serving::{End, Job, Serving};
+use super::loaded::LoadedSweep;
+use super::record::{self, Attempt, AttemptEnd, AttemptEvent, Failed};
+use super::retry::RetrySettings;
+use super::snapshot::Snapshot;
 use super::status::{self, State};
-use super::worker::Ctx;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Default)]
@@ -85,7 +87,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         return Err(SweepError::Usage(msg).into());
     }
     // Everything is checked before the volume is touched.
-    let mut ctx = Ctx::load(sweep_path, o.volume.as_deref(), true)?;
+    let mut ctx = LoadedSweep::load(sweep_path, o.volume.as_deref(), true)?;
     if o.no_fuse {
         ctx = ctx.with_fuse(super::spec::Fuse::Off);
     }
@@ -102,9 +104,11 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     ctx.plan.write(&ctx.layout)?;
     // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
     // index means under a running launcher.
-    let snapshot = snapshot(&ctx, sweep_path)?;
+    let snapshot = Snapshot::of(sweep_path)?;
+    let snapshot_path = ctx.layout.root.join(snapshot.launched_name());
+    snapshot.write(&snapshot_path)?;
     let signals = Incoming::install()?;
-    let mut l = Launcher::new(&ctx, o, &slots, &snapshot)?;
+    let mut l = Launcher::new(&ctx, o, &slots, &snapshot_path)?;
     l.display.line(&format!(
         "spotrun sweep {}: {} runs on {} slot(s) [{}] (slot = DEVICE/k: the k-th of the --per-gpu runs sharing \
          that GPU or CPU slot) -> {}",
@@ -130,7 +134,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
 }
 
 /// `--dry-run`: the runs and slots, nothing started.
-fn print_plan(ctx: &Ctx, slots: &[Slot]) {
+fn print_plan(ctx: &LoadedSweep, slots: &[Slot]) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -142,9 +146,9 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
         ctx.layout.root.display(),
         slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     );
-    for r in &ctx.runs {
+    for r in &ctx.plan.runs {
         let id = crate::config::short_id(&r.id);
-        let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.config.train.epochs, r.label());
+        let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.epochs, r.label());
     }
     let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
     let jobs = super::groups::jobs(&ctx.groups, devices(slots));
@@ -161,29 +165,34 @@ fn print_plan(ctx: &Ctx, slots: &[Slot]) {
 
 /// The launcher's state between polls.
 struct Launcher<'a> {
-    ctx: &'a Ctx,
+    ctx: &'a LoadedSweep,
     o: &'a LaunchOptions,
     slots: &'a [Slot],
     sweep_path: &'a Path,
     exe: PathBuf,
-    retries: usize,
+    retry: RetrySettings,
     display: Display,
     states: Vec<RunState>,
-    /// slot -> its long-lived worker process
-    workers: BTreeMap<usize, Serving>,
-    /// What the workers are handed: runs, fused groups, or parts of them (see [`jobs`]).
+    /// slot -> its child (a long-lived `spotrun worker --serve` process)
+    children: BTreeMap<usize, SlotChild>,
+    /// What the children are handed: runs, fused groups, or parts of them (see [`super::groups::jobs`]).
     jobs: Vec<(String, Vec<usize>)>,
-    /// Woken when a worker reports a job's end, so the next job starts at once.
+    /// Woken when a child reports a job's end, so the next job starts at once.
     wake: (mpsc::Sender<()>, mpsc::Receiver<()>),
     preemptions: Vec<usize>,
-    /// Failures seen by this launcher, for workers that die before recording one.
+    /// Failures seen by this launcher, for children that die before recording one.
     seen_failures: Vec<usize>,
     forwarded: usize,
     last_refresh: Instant,
 }
 
 impl<'a> Launcher<'a> {
-    fn new(ctx: &'a Ctx, o: &'a LaunchOptions, slots: &'a [Slot], sweep_path: &'a Path) -> Result<Launcher<'a>> {
+    fn new(
+        ctx: &'a LoadedSweep,
+        o: &'a LaunchOptions,
+        slots: &'a [Slot],
+        sweep_path: &'a Path,
+    ) -> Result<Launcher<'a>> {
         let now = Instant::now();
         Ok(Launcher {
             ctx,
@@ -191,10 +200,13 @@ impl<'a> Launcher<'a> {
             slots,
             sweep_path,
             exe: std::env::current_exe().map_err(|e| SweepError::io("/proc/self/exe", e))?,
-            retries: o.retries.unwrap_or(ctx.sweep.retries) as usize,
+            retry: RetrySettings {
+                retries: o.retries.unwrap_or(ctx.sweep.retries) as usize,
+                backoff_seconds: o.backoff_seconds,
+            },
             display: Display::new(o.quiet, ctx),
             states: ctx.runs.iter().map(|_| RunState::Waiting { not_before: now }).collect(),
-            workers: BTreeMap::new(),
+            children: BTreeMap::new(),
             jobs: super::groups::jobs(&ctx.groups, devices(slots)),
             wake: mpsc::channel(),
             preemptions: vec![0; ctx.runs.len()],
@@ -204,7 +216,7 @@ impl<'a> Launcher<'a> {
         })
     }
 
-    /// Passes each new signal on to the workers (SIGHUP as SIGTERM; the third signal as SIGKILL).
+    /// Passes each new signal on to the children (SIGHUP as SIGTERM; the third signal as SIGKILL).
     fn forward(&mut self, signals: &Incoming) {
         let n = signals.count.load(Ordering::SeqCst);
         let Some(got) = signals.last().filter(|_| n > self.forwarded) else { return };
@@ -217,30 +229,30 @@ impl<'a> Launcher<'a> {
             "spotrun sweep: got {}; passing {} to {} worker(s)",
             crate::trainer::signal_name(got),
             crate::trainer::signal_name(pass),
-            self.workers.values().filter(|w| w.job.is_some()).count()
+            self.children.values().filter(|w| w.job.is_some()).count()
         ));
-        for w in self.workers.values() {
+        for w in self.children.values() {
             crate::ffi::send_signal(w.pid(), pass);
         }
         self.forwarded = n;
     }
 
-    /// Handles every job that ended since the last poll (reported by its worker, or with the worker's death).
+    /// Handles every job that ended since the last poll (reported by its child, or with the child's death).
     fn reap(&mut self, stopping: Option<i32>) -> Result<()> {
-        let slots: Vec<usize> = self.workers.keys().copied().collect();
+        let slots: Vec<usize> = self.children.keys().copied().collect();
         for slot in slots {
-            let Some(w) = self.workers.get_mut(&slot) else { continue };
+            let Some(w) = self.children.get_mut(&slot) else { continue };
             let pid = w.pid();
             let (ended, gone) = w.poll();
             if gone {
-                if let Some(w) = self.workers.remove(&slot) {
+                if let Some(w) = self.children.remove(&slot) {
                     w.close();
                 }
             }
             let Some((job, end)) = ended else { continue };
             for &i in &job.runs {
                 let dir = self.ctx.layout.run_dir(&self.ctx.runs[i].id);
-                // A group's worker reports non-zero when one member failed; the others are done all the same.
+                // A group's child reports non-zero when one member failed; the others are done all the same.
                 let done =
                     (end.code == Some(0) || job.runs.len() > 1) && record::maybe_present(&dir.join(record::DONE));
                 let code = if done { Some(0) } else { end.code };
@@ -252,7 +264,7 @@ impl<'a> Launcher<'a> {
         Ok(())
     }
 
-    /// Sleeps until a worker reports a job's end, at most `d`.
+    /// Sleeps until a child reports a job's end, at most `d`.
     fn wait(&self, d: Duration) {
         if self.wake.1.recv_timeout(d).is_ok() {
             while self.wake.1.try_recv().is_ok() {}
@@ -261,10 +273,10 @@ impl<'a> Launcher<'a> {
 
     /// Whether no job is in flight.
     fn idle(&self) -> bool {
-        self.workers.values().all(|w| w.job.is_none())
+        self.children.values().all(|w| w.job.is_none())
     }
 
-    fn on_end(&mut self, a: &Job, pid: u32, i: usize, end: ChildEnd, status: End, stopping: bool) {
+    fn on_end(&mut self, a: &Job, pid: u32, i: usize, end: ChildEnd, status: JobEnd, stopping: bool) {
         let secs = a.started.elapsed().as_secs_f64();
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
@@ -285,7 +297,7 @@ impl<'a> Launcher<'a> {
             ChildEnd::Preempted { signal, killed } => {
                 self.preemptions[i] += 1;
                 if killed {
-                    record_end(&dir, pid, AttemptOutcome::Preempted, Some(128 + signal), secs);
+                    record_end(&dir, pid, AttemptEnd::Preempted, Some(128 + signal), secs);
                 }
                 let next = if stopping { "will resume on relaunch" } else { "requeued, resumes from its checkpoint" };
                 let name = crate::trainer::signal_name(signal);
@@ -293,13 +305,7 @@ impl<'a> Launcher<'a> {
             }
             ChildEnd::Failed { crashed, .. } => {
                 if crashed {
-                    record_end(
-                        &dir,
-                        pid,
-                        AttemptOutcome::Crashed,
-                        status.code.or(status.signal.map(|s| 128 + s)),
-                        secs,
-                    );
+                    record_end(&dir, pid, AttemptEnd::Crashed, status.code.or(status.signal.map(|s| 128 + s)), secs);
                 }
                 self.on_failure(i, end, status, &a.log);
             }
@@ -307,7 +313,7 @@ impl<'a> Launcher<'a> {
     }
 
     /// A failed attempt: retry with backoff, record the run as failed for good, or leave it to its new holder.
-    fn on_failure(&mut self, i: usize, end: ChildEnd, status: End, log: &Path) {
+    fn on_failure(&mut self, i: usize, end: ChildEnd, status: JobEnd, log: &Path) {
         let run = &self.ctx.runs[i];
         let dir = self.ctx.layout.run_dir(&run.id);
         self.seen_failures[i] += 1;
@@ -316,15 +322,7 @@ impl<'a> Launcher<'a> {
         let path = dir.join(record::FAILED);
         let marker: Option<Failed> = record::read_json(&path);
         let held = lease::holder(&dir, self.ctx.sweep.lease_seconds).is_some();
-        let action = after_failure(
-            failures,
-            self.retries,
-            end,
-            self.preemptions[i],
-            marker.is_some(),
-            held,
-            self.o.backoff_seconds,
-        );
+        let action = after_failure(failures, self.retry, end, self.preemptions[i], marker.is_some(), held);
         match action {
             AfterFailure::Leave => {
                 self.states[i] = RunState::Waiting { not_before: Instant::now() + Duration::from_secs(2) };
@@ -353,7 +351,7 @@ impl<'a> Launcher<'a> {
                     "#{} {} failed ({status}), retry {failures}/{} in {delay_seconds:.0}s: {}",
                     run.index,
                     crate::config::short_id(&run.id),
-                    self.retries,
+                    self.retry.retries,
                     last_error_line(&tail).unwrap_or_default()
                 ));
             }
@@ -361,10 +359,10 @@ impl<'a> Launcher<'a> {
     }
 
     /// Fills idle slots with runs (or fused groups) that are neither finished on the volume nor held elsewhere,
-    /// starting a slot's worker process when it has none. True when nothing is running and every run is finished.
+    /// starting a slot's child when it has none. True when nothing is running and every run is finished.
     fn fill(&mut self) -> Result<bool> {
         for (si, slot) in self.slots.iter().enumerate() {
-            if self.workers.get(&si).is_some_and(|w| w.job.is_some()) {
+            if self.children.get(&si).is_some_and(|w| w.job.is_some()) {
                 continue;
             }
             let Some(j) = next_job(self.ctx, &self.jobs, &mut self.states) else { break };
@@ -374,14 +372,14 @@ impl<'a> Launcher<'a> {
                 _ => self.ctx.layout.root.join("groups").join(format!("{}.log", what.replace(' ', "-"))),
             };
             begin_log(&log, &slot.name)?;
-            if !self.workers.contains_key(&si) {
+            if !self.children.contains_key(&si) {
                 let w = spawn(&self.exe, self.sweep_path, self.ctx, slot, self.o, self.wake.0.clone())?;
-                self.workers.insert(si, w);
+                self.children.insert(si, w);
             }
             let job = Job { runs: runs.clone(), started: Instant::now(), log };
-            let started = self.workers.get_mut(&si).map(|w| w.start(&what, job));
+            let started = self.children.get_mut(&si).map(|w| w.start(&what, job));
             if !matches!(started, Some(Ok(()))) {
-                // The worker died idle: the next poll reaps it and the next fill starts another.
+                // The child died idle: the next poll reaps it and the next fill starts another.
                 continue;
             }
             for &i in &runs {
@@ -395,23 +393,23 @@ impl<'a> Launcher<'a> {
     fn refresh(&mut self) {
         if self.last_refresh.elapsed() >= Duration::from_millis(500) {
             let running: Vec<usize> =
-                self.workers.values().filter_map(|w| w.job.as_ref()).flat_map(|j| j.runs.iter().copied()).collect();
+                self.children.values().filter_map(|w| w.job.as_ref()).flat_map(|j| j.runs.iter().copied()).collect();
             let finished = self.states.iter().filter(|s| matches!(s, RunState::Finished)).count();
             self.display.refresh(&running, finished);
             self.last_refresh = Instant::now();
         }
     }
 
-    /// Closes every worker's stdin and waits for them (idle ones exit at once).
-    fn close_workers(&mut self) {
-        for (_, w) in std::mem::take(&mut self.workers) {
+    /// Closes every child's stdin and waits for them (idle ones exit at once).
+    fn close_children(&mut self) {
+        for (_, w) in std::mem::take(&mut self.children) {
             w.close();
         }
     }
 
     /// Stopped by a signal once every job ended: what is done, and how to finish.
     fn stopped(&mut self, sig: i32) -> ExitCode {
-        self.close_workers();
+        self.close_children();
         self.display.clear();
         let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
         tell!(
@@ -425,7 +423,7 @@ impl<'a> Launcher<'a> {
 
     /// Every run finished: the results table; exit 0 when all are done, 1 when some failed.
     fn finish(&mut self) -> ExitCode {
-        self.close_workers();
+        self.close_children();
         self.display.clear();
         let views = status::results_or_warn(&self.ctx.layout, &self.ctx.plan);
         let _ = write!(std::io::stdout().lock(), "{}", status::table(&self.ctx.plan, &views));
@@ -436,21 +434,6 @@ impl<'a> Launcher<'a> {
             ExitCode::from(1)
         }
     }
-}
-
-/// The sweep as children read it: `VOLUME/<name>/launched-<sha256 of the text, 12 hex>.toml`, base inlined. Named
-/// by its content, so relaunching the same sweep reuses the file, launchers sharing a volume never remove one
-/// another's, a killed launcher leaves nothing behind that the next one does not reuse, and the volume records
-/// every version of the sweep that ran.
-fn snapshot(ctx: &Ctx, sweep: &Path) -> Result<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let text = super::spec::self_contained(sweep)?;
-    let tag: String = Sha256::digest(text.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let path = ctx.layout.root.join(format!("launched-{tag}.toml"));
-    if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
-        crate::checkpoint::write_atomic(&path, text.as_bytes()).map_err(|e| SweepError::io(&path, e))?;
-    }
-    Ok(path)
 }
 
 /// How many devices the slots have: GPUs (the `--per-gpu K` slots of one GPU share it), or CPU slots (each has
@@ -466,7 +449,7 @@ fn devices(slots: &[Slot]) -> usize {
 
 /// The next job with a run to start, in order; marks runs found finished on the volume. A job starts when none
 /// of its runs is being trained and one of them is ready.
-fn next_job(ctx: &Ctx, jobs: &[(String, Vec<usize>)], states: &mut [RunState]) -> Option<usize> {
+fn next_job(ctx: &LoadedSweep, jobs: &[(String, Vec<usize>)], states: &mut [RunState]) -> Option<usize> {
     let now = Instant::now();
     let mut ready = vec![false; states.len()];
     for (i, st) in states.iter_mut().enumerate() {
@@ -500,16 +483,15 @@ fn begin_log(log_path: &Path, slot: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts a slot's long-lived worker (`spotrun worker --serve`), its stderr in `VOLUME/<name>/workers/` until its
-/// first job.
+/// Starts a slot's child (`spotrun worker --serve`), its stderr in `VOLUME/<name>/workers/` until its first job.
 fn spawn(
     exe: &Path,
     sweep: &Path,
-    ctx: &Ctx,
+    ctx: &LoadedSweep,
     slot: &Slot,
     o: &LaunchOptions,
     wake: mpsc::Sender<()>,
-) -> Result<Serving> {
+) -> Result<SlotChild> {
     let dir = ctx.layout.root.join("workers");
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
     let path = dir.join(format!("{}.log", slot.name.replace('/', "-").replace(':', "")));
@@ -538,10 +520,10 @@ fn spawn(
         Some(g) => cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()),
         None => cmd.env("CUDA_VISIBLE_DEVICES", ""),
     };
-    Serving::spawn(cmd, wake).map_err(|e| SweepError::io(exe, e).into())
+    SlotChild::spawn(cmd, wake).map_err(|e| SweepError::io(exe, e).into())
 }
 
-fn record_end(dir: &Path, pid: u32, outcome: AttemptOutcome, code: Option<i32>, seconds: f64) {
+fn record_end(dir: &Path, pid: u32, outcome: AttemptEnd, code: Option<i32>, seconds: f64) {
     let _ = record::append_attempt(
         dir,
         &Attempt {

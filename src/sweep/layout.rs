@@ -70,18 +70,15 @@ pub struct PlanRun {
 }
 
 impl PlanRun {
+    /// The run's label in every table and chart: `optim.lr=0.001 model.hidden=[256]`, or `(base config)` when
+    /// the run overrides nothing.
     pub fn label(&self) -> String {
-        label(self.overrides.iter().map(|(k, v)| (k.as_str(), v as &dyn std::fmt::Display)))
-    }
-}
-
-/// `optim.lr=0.001 model.hidden=[256]`, or `(base config)` when a run overrides nothing.
-pub fn label<'a>(overrides: impl Iterator<Item = (&'a str, &'a dyn std::fmt::Display)>) -> String {
-    let parts: Vec<String> = overrides.map(|(k, v)| format!("{k}={v}")).collect();
-    if parts.is_empty() {
-        "(base config)".into()
-    } else {
-        parts.join(" ")
+        let parts: Vec<String> = self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if parts.is_empty() {
+            "(base config)".into()
+        } else {
+            parts.join(" ")
+        }
     }
 }
 
@@ -125,5 +122,21 @@ impl Plan {
         })?;
         serde_json::from_slice(&bytes)
             .map_err(|e| SweepError::Usage(format!("{}: not a spotrun sweep plan: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_labelled_by_its_overrides_in_key_order() {
+        let text = "name = \"g\"\nseeds = [1]\n[parameters]\n\"optim.lr\" = [0.001]\n\"model.hidden\" = [[8]]\n";
+        let s = super::super::spec::parse(text, Path::new("s.toml")).unwrap();
+        let plan = Plan::new(&s, &super::super::expand::expand(&s).unwrap().runs);
+        assert_eq!(plan.runs[0].label(), "model.hidden=[8] optim.lr=0.001 train.seed=1");
+        let base = PlanRun { index: 0, id: "x".into(), overrides: Vec::new(), epochs: 1 };
+        assert_eq!(base.label(), "(base config)");
     }
 }

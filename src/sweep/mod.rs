@@ -2,8 +2,20 @@
 //! call, the local `sweep` launcher, and the readers built on the volume (`status`, results files, `estimate`,
 //! `report`).
 //!
-//! Sits above `trainer` (a worker trains one run in-process through [`crate::trainer::train`]); nothing below
+//! Every command starts from the loaded sweep ([`LoadedSweep`]: the file parsed, expanded, grouped, placed on a
+//! volume). "Worker" is the `spotrun worker` command, the one users and engines start; three parts do its work,
+//! each under one name:
+//! - the **claimer** (`claim.rs`): claim a run's lease, train it in this process, record how the attempt ended;
+//!   every mode of `spotrun worker` trains through it;
+//! - the **server** (`server.rs`): `spotrun worker --serve`, a long-lived worker that takes the launcher's jobs
+//!   from stdin one after another, each through the claimer;
+//! - a **child** (`child.rs`): a server as the `spotrun sweep` launcher sees it, one per device slot, handed jobs
+//!   and reaped; what its end means is `exits.rs`'s, whether to retry is the one rule of `retry.rs`.
+//!
+//! Sits above `trainer` (the claimer trains one run in-process through [`crate::trainer::train`]); nothing below
 //! imports it. Reads only what runs write: `metrics.jsonl`, checkpoint manifests, and its own records.
+mod child;
+mod claim;
 mod commands;
 mod display;
 mod error;
@@ -15,22 +27,25 @@ mod incoming;
 mod launcher;
 mod layout;
 pub(crate) mod lease;
+mod loaded;
 mod prune;
 mod record;
 pub(crate) mod report;
-mod serving;
+mod retry;
+mod server;
+mod snapshot;
 mod spec;
 mod status;
-mod worker;
 
+pub use claim::{ClaimEnd, ClaimOptions};
 pub use commands::{estimate_cmd, report_cmd, status_cmd, worker_cmd, WorkerMode};
 pub use error::{SweepError, EXIT_BUSY};
 pub use expand::{expand, Expansion, PlannedRun};
 pub use launcher::{launch, LaunchOptions};
 pub(crate) use layout::default_volume;
 pub use layout::{Layout, Plan, PlanRun};
-pub use record::{Attempt, AttemptEvent, AttemptOutcome, Done, DoneOutcome, Failed};
-pub(crate) use spec::self_contained;
+pub use loaded::LoadedSweep;
+pub use record::{Attempt, AttemptEnd, AttemptEvent, Done, Failed, RunEnd};
+pub(crate) use snapshot::Snapshot;
 pub use spec::{load, parse, Domain, Fuse, Method, Pruning, Sweep};
 pub use status::{collect, RunView, State};
-pub use worker::{Ctx, Outcome, WorkerOptions};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SweepError;
 use crate::checkpoint::{append_line, write_atomic};
-use crate::trainer::EpochMetrics;
+use crate::trainer::{EpochMetrics, RunStatus};
 
 pub const DONE: &str = "done.json";
 pub const FAILED: &str = "failed.json";
@@ -18,7 +18,7 @@ pub const ATTEMPTS: &str = "attempts.jsonl";
 pub struct Done {
     pub run_id: String,
     pub index: usize,
-    pub outcome: DoneOutcome,
+    pub outcome: RunEnd,
     pub epochs: usize,
     #[serde(rename = "final")]
     pub last: Option<EpochMetrics>,
@@ -44,10 +44,10 @@ pub struct Failed {
     pub unix_ms: u64,
 }
 
-/// How a run that is done ended (`outcome` in `done.json`).
+/// How a run that is done ended: `outcome` in `done.json`, and what `spotrun worker` says of a run it trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DoneOutcome {
+pub enum RunEnd {
     Completed,
     StoppedEarly,
     Pruned,
@@ -56,14 +56,24 @@ pub enum DoneOutcome {
     Other,
 }
 
-impl DoneOutcome {
-    /// `completed`, `stopped early`, `pruned` (for tables).
+impl RunEnd {
+    /// How a training that returned `status` ended (a run whose checkpoint covered every epoch already is
+    /// `Completed`).
+    pub fn of(status: RunStatus) -> RunEnd {
+        match status {
+            RunStatus::StoppedEarly => RunEnd::StoppedEarly,
+            RunStatus::Pruned => RunEnd::Pruned,
+            RunStatus::Completed | RunStatus::AlreadyFinished => RunEnd::Completed,
+        }
+    }
+
+    /// `completed`, `stopped early`, `pruned` (for tables and the worker's lines).
     pub fn words(self) -> &'static str {
         match self {
-            DoneOutcome::Completed => "completed",
-            DoneOutcome::StoppedEarly => "stopped early",
-            DoneOutcome::Pruned => "pruned",
-            DoneOutcome::Other => "done",
+            RunEnd::Completed => "completed",
+            RunEnd::StoppedEarly => "stopped early",
+            RunEnd::Pruned => "pruned",
+            RunEnd::Other => "done",
         }
     }
 }
@@ -78,10 +88,10 @@ pub enum AttemptEvent {
     Other,
 }
 
-/// How an attempt ended.
+/// How one attempt at a run ended (`outcome` in an `end` line of `attempts.jsonl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AttemptOutcome {
+pub enum AttemptEnd {
     Done,
     Preempted,
     Failed,
@@ -105,7 +115,7 @@ pub struct Attempt {
     pub step: u64,
     /// `end`: how the attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<AttemptOutcome>,
+    pub outcome: Option<AttemptEnd>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +178,7 @@ pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
 
 /// Attempts that ended in a failure (preemptions do not count).
 pub fn failures(attempts: &[Attempt]) -> usize {
-    attempts.iter().filter(|a| matches!(a.outcome, Some(AttemptOutcome::Failed | AttemptOutcome::Crashed))).count()
+    attempts.iter().filter(|a| matches!(a.outcome, Some(AttemptEnd::Failed | AttemptEnd::Crashed))).count()
 }
 
 /// The epochs recorded so far in `metrics.jsonl`.
@@ -223,6 +233,17 @@ mod tests {
             released: false,
         };
         write_json(&super::super::lease::lease_path(dir, gen), &info).unwrap();
+    }
+
+    #[test]
+    fn ends_keep_the_words_written_to_disk() {
+        let runs = [RunEnd::Completed, RunEnd::StoppedEarly, RunEnd::Pruned];
+        let words: Vec<String> = runs.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+        assert_eq!(words, ["\"completed\"", "\"stopped_early\"", "\"pruned\""]);
+        let attempts = [AttemptEnd::Done, AttemptEnd::Preempted, AttemptEnd::Failed, AttemptEnd::Crashed];
+        let words: Vec<String> = attempts.iter().map(|a| serde_json::to_string(a).unwrap()).collect();
+        assert_eq!(words, ["\"done\"", "\"preempted\"", "\"failed\"", "\"crashed\""]);
+        assert_eq!(serde_json::from_str::<RunEnd>("\"from_the_future\"").unwrap(), RunEnd::Other);
     }
 
     #[test]

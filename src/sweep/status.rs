@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::error::SweepError;
 use super::layout::{Layout, Plan, PlanRun};
 use super::lease::{self, LeaseInfo};
-use super::record::{self, Attempt, AttemptEvent, Done, DoneOutcome, Failed};
+use super::record::{self, Attempt, AttemptEvent, Done, Failed, RunEnd};
 use crate::checkpoint::write_atomic;
 use crate::trainer::{metric_value, EpochMetrics};
 
@@ -252,7 +252,7 @@ pub fn table(plan: &Plan, views: &[RunView]) -> String {
         let epoch = format!("{}/{}", v.metrics.last().map_or(0, |m| m.epoch), v.plan.epochs);
         let m = v.metric(plan).map_or("-".into(), |x| format!("{x:.4}"));
         let extra = match (&v.holder, &v.failed, &v.done) {
-            (_, _, Some(d)) if d.outcome != DoneOutcome::Completed => format!("  ({})", d.outcome.words()),
+            (_, _, Some(d)) if d.outcome != RunEnd::Completed => format!("  ({})", d.outcome.words()),
             (Some(h), _, _) if v.state == State::Running => format!("  ({} pid {})", h.host, h.pid),
             (_, Some(f), _) => format!("  ({})", f.error.lines().next().unwrap_or("")),
             _ => String::new(),

@@ -1,30 +1,29 @@
-//! `spotrun worker`: the entry point engines call. `--index I` trains exactly run I (skipped if done, resumed if
-//! partial, refused with exit 75 while another live worker holds it); `--next` claims free runs one after
-//! another until none is left.
-//!
-//! The order of operations is what keeps a run from being trained twice: claim the lease, *then* check the
-//! `done.json` marker, train, write `done.json`, and only then release the lease.
+//! Claim-and-train, in this process: claim a run's lease, *then* check its `done.json` marker, train it through
+//! [`crate::trainer::train`] (a fused group through [`crate::trainer::train_group`]), record how the attempt ended,
+//! and only then release the lease. That order is what keeps a run from being trained twice. `spotrun worker`
+//! calls it in every mode: `--index I` trains exactly run I (skipped if done, resumed if partial, refused with
+//! exit 75 while another live worker holds it); `--next` claims free runs one after another until none is left;
+//! the launcher's jobs (`--serve`) claim a run, a group or a part of one.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::SweepError;
-use super::expand::{expand, PlannedRun};
-use super::groups::{self, Group};
-use super::layout::{Layout, Plan};
+use super::expand::PlannedRun;
 use super::lease::{self, ClaimError, Lease};
+use super::loaded::LoadedSweep;
 use super::prune::should_prune;
-use super::record::{self, Attempt, AttemptEvent, AttemptOutcome, Done, DoneOutcome, Failed};
-use super::spec::{self, Fuse, Sweep};
+use super::record::{self, Attempt, AttemptEnd, AttemptEvent, Done, Failed, RunEnd};
+use super::retry::{verdict, Failure, RetrySettings, Verdict};
 use super::status;
 use crate::checkpoint::Store;
 use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
-use crate::trainer::{self, EpochHook, OwnerCheck, RunStatus, TrainOptions};
+use crate::trainer::{self, EpochHook, OwnerCheck, TrainOptions};
 
-/// Options shared by `worker`, and passed down by `sweep` to its children.
+/// How `spotrun worker` trains the runs it claims (the launcher passes them on to its children).
 #[derive(Debug, Clone, Default)]
-pub struct WorkerOptions {
+pub struct ClaimOptions {
     pub volume: Option<PathBuf>,
     /// CPU threads for each run (`train.threads`); None keeps the config's.
     pub threads: Option<usize>,
@@ -37,142 +36,108 @@ pub struct WorkerOptions {
     pub no_fuse: bool,
 }
 
-/// A loaded, expanded sweep with its place on the volume.
-pub struct Ctx {
-    pub sweep: Sweep,
-    pub runs: Vec<PlannedRun>,
-    pub duplicates: usize,
-    pub layout: Layout,
-    pub plan: Plan,
-    /// The runs as worker processes train them: fused groups, or one run each (see [`super::groups`]).
-    pub groups: Vec<Group>,
-}
-
-impl Ctx {
-    /// Loads and expands `path`; writes `sweep.json` under the volume unless `dry`.
-    pub fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<Ctx, SweepError> {
-        let sweep = spec::load(path)?;
-        let e = expand(&sweep)?;
-        let volume = volume.map_or_else(super::layout::default_volume, Path::to_path_buf);
-        let layout = Layout::new(&volume, &sweep.name);
-        let plan = Plan::new(&sweep, &e.runs);
-        if !dry {
-            plan.write(&layout)?;
-        }
-        let groups = groups::plan(&e.runs, sweep.fuse);
-        Ok(Ctx { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan, groups })
-    }
-
-    /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.
-    pub fn with_fuse(mut self, fuse: Fuse) -> Ctx {
-        self.sweep.fuse = fuse;
-        self.groups = groups::plan(&self.runs, fuse);
-        self
-    }
-}
-
-impl Ctx {
-    /// Group `g`, or the error `--group` gets when it is out of range.
-    pub fn group(&self, g: usize) -> Result<&Group, SweepError> {
-        self.groups.get(g).ok_or_else(|| {
-            SweepError::Usage(format!(
-                "{}: --group {g} is out of range: the sweep has {} groups (0..={}; `spotrun sweep --dry-run` lists \
-                 them)",
-                self.sweep.file.display(),
-                self.groups.len(),
-                self.groups.len().saturating_sub(1)
-            ))
-        })
-    }
-
-    /// Run `index`, or the error `--index` gets when it is out of range.
-    pub fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
-        self.runs.get(index).ok_or_else(|| {
-            SweepError::Usage(format!(
-                "{}: --index {index} is out of range: the sweep has {} runs (0..={})",
-                self.sweep.file.display(),
-                self.runs.len(),
-                self.runs.len().saturating_sub(1)
-            ))
-        })
-    }
-}
-
-/// What a worker did with one run.
+/// How claiming one run ended: trained (to its end: completed, stopped early or pruned), or found done already.
 #[derive(Debug)]
-pub enum Outcome {
-    Trained { status: RunStatus, epochs: usize },
+pub enum ClaimEnd {
+    Trained { end: RunEnd, epochs: usize },
     AlreadyDone,
 }
 
 /// `spotrun worker --index I`.
-pub fn run_index(ctx: &Ctx, index: usize, o: &WorkerOptions) -> Result<Outcome> {
+pub fn run_index(ctx: &LoadedSweep, index: usize, o: &ClaimOptions) -> Result<ClaimEnd> {
     run_one(ctx, ctx.run(index)?, o)
 }
 
 /// `spotrun worker --next`: trains free runs until none is left, a fused group at a time where the sweep fuses.
 /// The data and libtorch stay loaded from one run to the next. Returns (trained, failed) counts.
-pub fn run_next(ctx: &Ctx, o: &WorkerOptions) -> Result<(usize, usize)> {
-    let (mut trained, mut failed) = (0, 0);
-    let mut backoff = Duration::from_secs(2);
-    let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-    // Errors per run in this process, so a run that fails before recording an attempt (a full or read-only
-    // volume) is not retried forever.
-    let mut errors = vec![0usize; ctx.runs.len()];
-    let free = |errors: &[usize], i: usize| {
-        let dir = ctx.layout.run_dir(&ctx.runs[i].id);
-        !(errors[i] > retries
-            || record::maybe_present(&dir.join(record::DONE))
-            || record::maybe_present(&dir.join(record::FAILED))
-            || lease::holder(&dir, ctx.sweep.lease_seconds).is_some())
-    };
+pub fn run_next(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<(usize, usize)> {
+    let mut tally = Tally::new(ctx, o);
     loop {
         let mut claimed = false;
         for (g, group) in ctx.groups.iter().enumerate() {
-            if !group.runs.iter().any(|&i| free(&errors, i)) {
+            if !group.runs.iter().any(|&i| tally.free(ctx, i)) {
                 continue;
             }
             for (i, result) in run_group(ctx, g, o)? {
-                let run = &ctx.runs[i];
-                match result {
-                    Ok(Outcome::Trained { .. }) => {
-                        claimed = true;
-                        trained += 1;
-                    }
-                    Ok(Outcome::AlreadyDone) => {}
-                    Err(Error::Busy(_)) => {}
-                    Err(e @ Error::Preempted { .. }) => return Err(e),
-                    Err(e @ Error::NotOwner(_)) => return Err(e),
-                    Err(e) => {
-                        claimed = true;
-                        errors[i] += 1;
-                        tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
-                        let dir = ctx.layout.run_dir(&run.id);
-                        if record::maybe_present(&dir.join(record::FAILED)) || errors[i] > retries {
-                            failed += 1;
-                        }
-                    }
-                }
+                claimed |= tally.count(ctx, i, result)?;
             }
         }
         if !claimed {
-            return Ok((trained, failed));
+            return Ok((tally.trained, tally.failed));
         }
-        let retry_pending = ctx.runs.iter().any(|r| {
-            let d = ctx.layout.run_dir(&r.id);
-            errors[r.index] > 0
-                && errors[r.index] <= retries
-                && !record::maybe_present(&d.join(record::DONE))
-                && !record::maybe_present(&d.join(record::FAILED))
-        });
-        if retry_pending {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(300));
+        if let Some(delay) = tally.retry_delay(ctx) {
+            std::thread::sleep(delay);
         }
     }
 }
 
-fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
+/// What `worker --next` saw of each run in this process: the errors counted per run, so that a run that fails
+/// before recording an attempt (a full or read-only volume) is not retried forever.
+struct Tally {
+    settings: RetrySettings,
+    /// Errors per run, and whether the retry rule gave up on the run after the last one.
+    errors: Vec<(usize, bool)>,
+    trained: usize,
+    failed: usize,
+}
+
+impl Tally {
+    /// `--next` waits 2 s before its first retry round, then twice as long each round.
+    const BACKOFF_SECONDS: f64 = 2.0;
+
+    fn new(ctx: &LoadedSweep, o: &ClaimOptions) -> Tally {
+        let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
+        let settings = RetrySettings { retries, backoff_seconds: Tally::BACKOFF_SECONDS };
+        Tally { settings, errors: vec![(0, false); ctx.runs.len()], trained: 0, failed: 0 }
+    }
+
+    /// Whether run `i` is worth claiming: not given up on here, not done or failed, not held by a live worker.
+    fn free(&self, ctx: &LoadedSweep, i: usize) -> bool {
+        let dir = ctx.layout.run_dir(&ctx.runs[i].id);
+        !(self.errors[i].1
+            || record::maybe_present(&dir.join(record::DONE))
+            || record::maybe_present(&dir.join(record::FAILED))
+            || lease::holder(&dir, ctx.sweep.lease_seconds).is_some())
+    }
+
+    /// Counts how claiming run `i` ended; true when it was claimed (trained, or failed under this worker). A
+    /// preemption, or a lease lost to another worker, ends `--next`.
+    fn count(&mut self, ctx: &LoadedSweep, i: usize, result: Result<ClaimEnd>) -> Result<bool> {
+        let run = &ctx.runs[i];
+        match result {
+            Ok(ClaimEnd::Trained { .. }) => self.trained += 1,
+            Ok(ClaimEnd::AlreadyDone) | Err(Error::Busy(_)) => return Ok(false),
+            Err(e @ (Error::Preempted { .. } | Error::NotOwner(_))) => return Err(e),
+            Err(e) => {
+                let errors = self.errors[i].0 + 1;
+                let gave_up = verdict(errors, Failure::of(&e), self.settings) == Verdict::GiveUp;
+                self.errors[i] = (errors, gave_up);
+                tell!("error: run #{} {}: {e}", run.index, crate::config::short_id(&run.id));
+                let dir = ctx.layout.run_dir(&run.id);
+                if record::maybe_present(&dir.join(record::FAILED)) || gave_up {
+                    self.failed += 1;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// How long to wait before the next round, when a run is waiting for a retry: the retry rule's delay for
+    /// the run that failed most often.
+    fn retry_delay(&self, ctx: &LoadedSweep) -> Option<Duration> {
+        let pending = ctx.runs.iter().filter(|r| {
+            let d = ctx.layout.run_dir(&r.id);
+            !record::maybe_present(&d.join(record::DONE)) && !record::maybe_present(&d.join(record::FAILED))
+        });
+        let worst = pending.map(|r| self.errors[r.index]).filter(|&(n, gave_up)| n > 0 && !gave_up).max()?;
+        match verdict(worst.0, Failure::Other, self.settings) {
+            Verdict::Retry { delay_seconds } => Some(Duration::from_secs_f64(delay_seconds)),
+            Verdict::GiveUp => None,
+        }
+    }
+}
+
+fn run_one(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<ClaimEnd> {
     let held = match take(ctx, run, o)? {
         Taken::Done(outcome) => return Ok(outcome),
         Taken::Held(h) => h,
@@ -184,12 +149,12 @@ fn run_one(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Outcome> {
 
 /// `spotrun worker --group G`: the free runs of group `g` trained together as one fused model (a group of one
 /// is [`run_index`]). Runs done or held elsewhere are skipped; each trained run gets its own outcome.
-pub fn run_group(ctx: &Ctx, g: usize, o: &WorkerOptions) -> Result<Vec<(usize, Result<Outcome>)>> {
+pub fn run_group(ctx: &LoadedSweep, g: usize, o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
     run_runs(ctx, &ctx.group(g)?.runs, o)
 }
 
 /// [`run_group`] for any runs of one group (`runs`: indices into the sweep's runs).
-pub fn run_runs(ctx: &Ctx, runs: &[usize], o: &WorkerOptions) -> Result<Vec<(usize, Result<Outcome>)>> {
+pub fn run_runs(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
     if let [only] = runs {
         return Ok(vec![(*only, run_index(ctx, *only, o))]);
     }
@@ -231,11 +196,11 @@ struct Held {
 /// What [`take`] found.
 enum Taken {
     Held(Box<Held>),
-    Done(Outcome),
+    Done(ClaimEnd),
 }
 
 /// Claims `run`: its lease, then (under it) a second look for `done.json`, then its attempt's start record.
-fn take(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Taken> {
+fn take(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<Taken> {
     let dir = ctx.layout.run_dir(&run.id);
     if let Some(outcome) = finished_already(run, &dir, true)? {
         return Ok(Taken::Done(outcome));
@@ -247,7 +212,7 @@ fn take(ctx: &Ctx, run: &PlannedRun, o: &WorkerOptions) -> Result<Taken> {
         Ok(None) => {}
         other => {
             lease.release();
-            return other.map(|o| Taken::Done(o.unwrap_or(Outcome::AlreadyDone)));
+            return other.map(|o| Taken::Done(o.unwrap_or(ClaimEnd::AlreadyDone)));
         }
     }
     let attempt = AttemptRecorder { host: lease::hostname(), gen: lease.info().gen };
@@ -290,13 +255,13 @@ impl Held {
     /// when another worker owns the run now.
     fn end(
         self: Box<Self>,
-        ctx: &Ctx,
+        ctx: &LoadedSweep,
         run: &PlannedRun,
-        o: &WorkerOptions,
+        o: &ClaimOptions,
         result: Result<trainer::TrainSummary>,
         started: Instant,
         results: bool,
-    ) -> Result<Outcome> {
+    ) -> Result<ClaimEnd> {
         let Held { dir, lease, attempt, owner, device, .. } = *self;
         let mut end = attempt.record(AttemptEvent::End, 0);
         end.seconds = started.elapsed().as_secs_f64();
@@ -320,10 +285,10 @@ impl Held {
 /// `done.json` there: the run is done. `failed.json` there: an error saying how to retry it. Before the claim
 /// (`before_claim`) an unreadable record is an error naming it; under the lease, anything but a positive "absent"
 /// counts as there.
-fn finished_already(run: &PlannedRun, dir: &Path, before_claim: bool) -> Result<Option<Outcome>> {
+fn finished_already(run: &PlannedRun, dir: &Path, before_claim: bool) -> Result<Option<ClaimEnd>> {
     let there = |p: &Path| if before_claim { record::present(p) } else { Ok(record::maybe_present(p)) };
     if there(&dir.join(record::DONE))? {
-        return Ok(Some(Outcome::AlreadyDone));
+        return Ok(Some(ClaimEnd::AlreadyDone));
     }
     if !there(&dir.join(record::FAILED))? {
         return Ok(None);
@@ -342,7 +307,7 @@ fn finished_already(run: &PlannedRun, dir: &Path, before_claim: bool) -> Result<
 }
 
 /// Claims the run's lease, or says who holds it (exit 75).
-fn claim(ctx: &Ctx, run: &PlannedRun, dir: &Path) -> Result<Lease> {
+fn claim(ctx: &LoadedSweep, run: &PlannedRun, dir: &Path) -> Result<Lease> {
     Lease::claim(dir, ctx.sweep.lease_seconds).map_err(|e| {
         match e {
             ClaimError::Held(l) => SweepError::Busy(format!(
@@ -385,9 +350,9 @@ impl AttemptRecorder {
 
 /// A run this worker holds the lease of, once its training attempt ended.
 struct Claimed<'a> {
-    ctx: &'a Ctx,
+    ctx: &'a LoadedSweep,
     run: &'a PlannedRun,
-    o: &'a WorkerOptions,
+    o: &'a ClaimOptions,
     dir: &'a Path,
     lease: Lease,
     /// Rewrite the sweep's results files afterwards (a group rewrites them once, after its last run).
@@ -396,21 +361,17 @@ struct Claimed<'a> {
 
 impl Claimed<'_> {
     /// The run trained to its end: the attempt's end, `done.json`, the lease released, the results refreshed.
-    fn done(self, mut end: Attempt, summary: &trainer::TrainSummary, device: &str) -> Result<Outcome> {
+    fn done(self, mut end: Attempt, summary: &trainer::TrainSummary, device: &str) -> Result<ClaimEnd> {
         let Claimed { ctx, run, o, dir, lease, results } = self;
         end.step = summary.metrics.last().map_or(0, |m| m.step);
-        end.outcome = Some(AttemptOutcome::Done);
+        end.outcome = Some(AttemptEnd::Done);
         record::append_attempt(dir, &end)?;
         let wall = record::wall_seconds(dir, &record::attempts(dir));
-        let outcome = match summary.status {
-            RunStatus::StoppedEarly => DoneOutcome::StoppedEarly,
-            RunStatus::Pruned => DoneOutcome::Pruned,
-            _ => DoneOutcome::Completed,
-        };
+        let run_end = RunEnd::of(summary.status);
         let done = Done {
             run_id: run.id.clone(),
             index: run.index,
-            outcome,
+            outcome: run_end,
             epochs: summary.metrics.len(),
             last: summary.metrics.last().cloned(),
             wall_seconds: wall,
@@ -424,23 +385,25 @@ impl Claimed<'_> {
         if results {
             let _ = status::write_results(&ctx.layout, &ctx.plan);
         }
-        Ok(Outcome::Trained { status: summary.status, epochs: summary.metrics.len() })
+        Ok(ClaimEnd::Trained { end: run_end, epochs: summary.metrics.len() })
     }
 
-    /// The attempt failed (or was preempted): its end recorded, and `failed.json` when it will not be retried (bad
-    /// input and out-of-memory never are, anything else after `retries` failures).
-    fn failed(self, mut end: Attempt, e: Error) -> Result<Outcome> {
+    /// The attempt failed (or was preempted): its end recorded, and `failed.json` when the retry rule gives up
+    /// on the run (bad input and out-of-memory at once, anything else after `retries` failures).
+    fn failed(self, mut end: Attempt, e: Error) -> Result<ClaimEnd> {
         let Claimed { ctx, run, o, dir, lease, results } = self;
         let code = exit_code_of(&e);
         let preempted = matches!(e, Error::Preempted { .. });
-        end.outcome = Some(if preempted { AttemptOutcome::Preempted } else { AttemptOutcome::Failed });
+        end.outcome = Some(if preempted { AttemptEnd::Preempted } else { AttemptEnd::Failed });
         end.exit_code = Some(code);
         end.error = Some(e.to_string());
         record::append_attempt(dir, &end)?;
         if !preempted {
             let failures = record::failures(&record::attempts(dir));
+            // Whoever retries the run waits its own backoff; only the verdict counts here.
             let retries = o.retries.unwrap_or(ctx.sweep.retries) as usize;
-            if code == 2 || matches!(e, Error::OutOfMemory { .. }) || failures > retries {
+            let settings = RetrySettings { retries, backoff_seconds: 0.0 };
+            if verdict(failures, Failure::of(&e), settings) == Verdict::GiveUp {
                 let f = Failed {
                     run_id: run.id.clone(),
                     index: run.index,
@@ -476,7 +439,7 @@ fn describe_device(requested: &str) -> String {
 }
 
 /// The sweep's `[pruning]` as a hook that reads the other runs' metrics from the volume after every epoch.
-fn pruning_hook(ctx: &Ctx, run: &PlannedRun) -> Option<EpochHook> {
+fn pruning_hook(ctx: &LoadedSweep, run: &PlannedRun) -> Option<EpochHook> {
     let p = ctx.sweep.pruning.clone()?;
     let metric = ctx.sweep.metric;
     let others: Vec<PathBuf> = ctx.runs.iter().filter(|r| r.id != run.id).map(|r| ctx.layout.run_dir(&r.id)).collect();
@@ -487,7 +450,7 @@ fn pruning_hook(ctx: &Ctx, run: &PlannedRun) -> Option<EpochHook> {
 }
 
 /// The run's swept values and the sweep's metric, for TensorBoard's HParams tab.
-fn hparams(ctx: &Ctx, run: &PlannedRun) -> trainer::Hparams {
+fn hparams(ctx: &LoadedSweep, run: &PlannedRun) -> trainer::Hparams {
     use crate::tensorboard::HValue;
     let value = |v: &toml::Value| match v {
         toml::Value::Integer(i) => HValue::Number(*i as f64),

@@ -1,7 +1,8 @@
-//! The launcher's long-lived workers: one `spotrun worker --serve` process per slot, fed one job at a time on its
-//! stdin (`index I LOG` or `group G LOG`) and answering `end CODE` on its stdout when the job ends, so the data
-//! and libtorch stay loaded from one run to the next. A job's output goes to its own LOG, as a process per run
-//! would write it. Owns the processes and pipes only; what an end means is [`super::exits`]'s.
+//! The launcher's children: one `spotrun worker --serve` process per slot (a server, [`super::server`], seen from
+//! the launcher), fed one job at a time on its stdin (`index I LOG`, `group G LOG` or `part G K N LOG`) and
+//! answering `end CODE` on its stdout when the job ends, so the data and libtorch stay loaded from one run to the
+//! next. A job's output goes to its own LOG, as a process per run would write it. Owns the processes and pipes
+//! only; what an end means is [`super::exits`]'s.
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -9,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// What one slot's worker is training.
+/// What one slot's child is training.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Indices into the sweep's runs (one, or a fused group's).
@@ -19,14 +20,14 @@ pub struct Job {
     pub log: PathBuf,
 }
 
-/// How a job ended: the exit code its worker reported (or exited with), or the signal that killed the worker.
+/// How a job ended: the exit code its child reported (or exited with), or the signal that killed the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct End {
+pub struct JobEnd {
     pub code: Option<i32>,
     pub signal: Option<i32>,
 }
 
-impl std::fmt::Display for End {
+impl std::fmt::Display for JobEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match (self.code, self.signal) {
             (Some(c), _) => write!(f, "exit status: {c}"),
@@ -36,8 +37,8 @@ impl std::fmt::Display for End {
     }
 }
 
-/// A `worker --serve` process.
-pub struct Serving {
+/// A child: the `spotrun worker --serve` process of one slot.
+pub struct SlotChild {
     child: Child,
     stdin: Option<ChildStdin>,
     ends: Receiver<i32>,
@@ -46,10 +47,10 @@ pub struct Serving {
     pub job: Option<Job>,
 }
 
-impl Serving {
+impl SlotChild {
     /// Starts `cmd` (a `spotrun worker --serve` command with its environment set) with piped stdin and stdout;
     /// `wake` gets a message whenever a job of it ends.
-    pub fn spawn(mut cmd: Command, wake: Sender<()>) -> std::io::Result<Serving> {
+    pub fn spawn(mut cmd: Command, wake: Sender<()>) -> std::io::Result<SlotChild> {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let (tx, ends) = mpsc::channel();
@@ -63,7 +64,7 @@ impl Serving {
                 }
             })
         });
-        Ok(Serving { child, stdin, ends, reader, job: None })
+        Ok(SlotChild { child, stdin, ends, reader, job: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -81,9 +82,9 @@ impl Serving {
 
     /// The end of the job in flight, when it ended since the last poll, and whether the process has exited (a
     /// job in flight when it died ends with its exit status).
-    pub fn poll(&mut self) -> (Option<(Job, End)>, bool) {
+    pub fn poll(&mut self) -> (Option<(Job, JobEnd)>, bool) {
         if let Ok(code) = self.ends.try_recv() {
-            return (self.job.take().map(|j| (j, End { code: Some(code), signal: None })), false);
+            return (self.job.take().map(|j| (j, JobEnd { code: Some(code), signal: None })), false);
         }
         let status = match self.child.try_wait() {
             Ok(Some(s)) => s,
@@ -94,16 +95,16 @@ impl Serving {
             let _ = r.join();
         }
         let end = match self.ends.try_recv() {
-            Ok(code) => End { code: Some(code), signal: None },
+            Ok(code) => JobEnd { code: Some(code), signal: None },
             Err(_) => {
                 use std::os::unix::process::ExitStatusExt;
-                End { code: status.code(), signal: status.signal() }
+                JobEnd { code: status.code(), signal: status.signal() }
             }
         };
         (self.job.take().map(|j| (j, end)), true)
     }
 
-    /// Closes its stdin (an idle worker exits at once) and waits for the process.
+    /// Closes its stdin (an idle child exits at once) and waits for the process.
     pub fn close(mut self) {
         self.stdin = None;
         let _ = self.child.wait();

@@ -1,0 +1,69 @@
+//! The loaded sweep: a sweep file parsed, expanded into runs and grouped, with its place on the volume. Every
+//! sweep command starts from one ([`LoadedSweep::load`]); the claimer, the launcher, the display, the readers and
+//! the engines take it by reference. Named after [`crate::config::LoadedConfig`], its single-run counterpart.
+use std::path::Path;
+
+use super::error::SweepError;
+use super::expand::{expand, PlannedRun};
+use super::groups::{self, Group};
+use super::layout::{default_volume, Layout, Plan};
+use super::spec::{self, Fuse, Sweep};
+
+/// A loaded, expanded sweep with its place on the volume.
+pub struct LoadedSweep {
+    pub sweep: Sweep,
+    pub runs: Vec<PlannedRun>,
+    pub duplicates: usize,
+    pub layout: Layout,
+    pub plan: Plan,
+    /// The runs as worker processes train them: fused groups, or one run each (see [`super::groups`]).
+    pub groups: Vec<Group>,
+}
+
+impl LoadedSweep {
+    /// Loads and expands `path`; writes `sweep.json` under the volume unless `dry`.
+    pub fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<LoadedSweep, SweepError> {
+        let sweep = spec::load(path)?;
+        let e = expand(&sweep)?;
+        let volume = volume.map_or_else(default_volume, Path::to_path_buf);
+        let layout = Layout::new(&volume, &sweep.name);
+        let plan = Plan::new(&sweep, &e.runs);
+        if !dry {
+            plan.write(&layout)?;
+        }
+        let groups = groups::plan(&e.runs, sweep.fuse);
+        Ok(LoadedSweep { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan, groups })
+    }
+
+    /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.
+    pub fn with_fuse(mut self, fuse: Fuse) -> LoadedSweep {
+        self.sweep.fuse = fuse;
+        self.groups = groups::plan(&self.runs, fuse);
+        self
+    }
+
+    /// Group `g`, or the error `--group` gets when it is out of range.
+    pub fn group(&self, g: usize) -> Result<&Group, SweepError> {
+        self.groups.get(g).ok_or_else(|| {
+            SweepError::Usage(format!(
+                "{}: --group {g} is out of range: the sweep has {} groups (0..={}; `spotrun sweep --dry-run` lists \
+                 them)",
+                self.sweep.file.display(),
+                self.groups.len(),
+                self.groups.len().saturating_sub(1)
+            ))
+        })
+    }
+
+    /// Run `index`, or the error `--index` gets when it is out of range.
+    pub fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
+        self.runs.get(index).ok_or_else(|| {
+            SweepError::Usage(format!(
+                "{}: --index {index} is out of range: the sweep has {} runs (0..={})",
+                self.sweep.file.display(),
+                self.runs.len(),
+                self.runs.len().saturating_sub(1)
+            ))
+        })
+    }
+}
