@@ -3,6 +3,7 @@
 //! Owns everything about turning user text into a typed [`Config`]. Must not import any other spotrun module
 //! except `device` (for parsing `train.device`).
 mod hash;
+mod keys;
 mod load;
 mod schema;
 mod validate;
@@ -11,7 +12,8 @@ mod wording;
 
 pub use hash::{config_hash, short_id};
 pub(crate) use hash::{hash_ignoring_epochs, short_id_n};
-pub(crate) use load::{from_table, read_table, set_value};
+pub(crate) use keys::set_value;
+pub(crate) use load::{from_table, read_table};
 pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
 pub use schema::{
     Activation, CheckpointConfig, Config, DataConfig, DataSource, Decay, EarlyStopping, EmaConfig, MetricName,

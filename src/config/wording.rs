@@ -165,7 +165,7 @@ fn config_sections() -> Vec<String> {
 fn section_accepts(section: &str, name: &str) -> bool {
     let mut t = toml::Table::new();
     let path = format!("{section}.{name}");
-    if super::load::set_value(&mut t, &path, toml::Value::String("?".into()), std::path::Path::new("")).is_err() {
+    if super::keys::set_value(&mut t, &path, toml::Value::String("?".into()), std::path::Path::new("")).is_err() {
         return false;
     }
     match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(t)) {

@@ -1,4 +1,5 @@
-//! `spotrun train`: one run through the stages ([`super::prepare`], [`super::open`], [`super::attach`], the
+//! One run, unfused: [`Trainer::fit`] (the library's: no checkpoints, no signals) and `spotrun train`, one run
+//! through the stages ([`super::prepare`], [`super::open`], [`super::attach`], the
 //! epoch loop [`super::epochs`], [`super::outputs`]) with the unfused strategy, [`Unfused`]: the run's own
 //! trainer takes each step (dropout reseeding, EMA, fp16 scaling and accumulation live there). Its sibling for
 //! fused groups is [`super::group`]; neither imports the other.
@@ -7,12 +8,15 @@ use std::time::Instant;
 use tch::Tensor;
 
 use super::attach::{self, Attach, Attached};
-use super::epochs::{self, Strategy};
-use super::fit::{Stepped, Trainer};
+use super::epochs::{self, Events, Member, StepInfo, Strategy};
+use super::fit::{FitOutcome, Stepped, Trainer};
+use super::metrics::EpochMetrics;
 use super::outputs::{self, Ending};
 use super::process::{self, Deterministic};
-use super::types::{TrainOptions, TrainSummary};
+use super::progress::Progress;
+use super::types::{LoopEnd, TrainOptions, TrainSummary};
 use super::{open, prepare};
+use crate::checkpoint::SaveReason;
 use crate::error::{Error, Result};
 use crate::task::Eval;
 
@@ -73,5 +77,71 @@ impl Strategy for Unfused {
     fn end(&mut self, _: &mut [&mut Trainer], _: bool) -> Result<Option<Vec<Eval>>> {
         self.order = None;
         Ok(None)
+    }
+}
+
+/// [`Trainer::fit`]'s events: progress, and the caller's callback after every epoch; no checkpoints.
+struct FitEvents<'p, 'f> {
+    progress: &'p Progress,
+    on_epoch: &'f mut dyn FnMut(&EpochMetrics) -> Result<()>,
+    /// The last epoch to train (0-based).
+    last: usize,
+}
+
+impl Events for FitEvents<'_, '_> {
+    fn step(&mut self, s: &StepInfo) {
+        self.progress.step(s.stepped.step, s.epoch + 1, s.stepped.loss, s.rate);
+    }
+
+    fn save_due(&self, _: &StepInfo) -> Option<SaveReason> {
+        None
+    }
+
+    fn save(&mut self, _: &Trainer, _: (usize, usize), _: &[EpochMetrics], _: SaveReason) -> Result<()> {
+        Ok(())
+    }
+
+    fn epoch(&mut self, _: &Trainer, m: EpochMetrics, history: &mut Vec<EpochMetrics>) -> Result<Option<LoopEnd>> {
+        self.progress.epoch(&m);
+        (self.on_epoch)(&m)?;
+        let last = m.epoch > self.last;
+        history.push(m);
+        Ok(last.then_some(LoopEnd::Completed))
+    }
+}
+
+impl Trainer<'_> {
+    /// Trains every epoch, calling `on_epoch` after each (e.g. to append to metrics.jsonl). No checkpoints and no
+    /// signal handling: that is `spotrun train` ([`train`]), on the same loop.
+    pub fn fit(
+        &mut self,
+        progress: &Progress,
+        on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>,
+    ) -> Result<FitOutcome> {
+        let last = self.cfg.train.epochs.saturating_sub(1);
+        let metrics = self.fit_epochs(0, last, progress, on_epoch)?;
+        progress.finish();
+        Ok(FitOutcome { metrics })
+    }
+
+    /// One whole epoch (0-based `epoch`) from its first batch: train, then evaluate.
+    pub fn epoch(&mut self, epoch: usize, progress: &Progress) -> Result<EpochMetrics> {
+        let mut metrics = self.fit_epochs(epoch, epoch, progress, &mut |_| Ok(()))?;
+        metrics.pop().ok_or_else(|| Error::Runtime("epoch stopped without a reason".into()))
+    }
+
+    /// Epochs `first..=last` through the one loop, unfused.
+    fn fit_epochs(
+        &mut self,
+        first: usize,
+        last: usize,
+        progress: &Progress,
+        on_epoch: &mut dyn FnMut(&EpochMetrics) -> Result<()>,
+    ) -> Result<Vec<EpochMetrics>> {
+        let events = Box::new(FitEvents { progress, on_epoch, last });
+        let mut members = [Member::new(self, events, (first, 0), Vec::new())];
+        epochs::run(&mut members, &mut Unfused::default(), &|| None, &|_| {});
+        let [m] = members;
+        m.end.unwrap_or(Ok(LoopEnd::Completed)).map(|_| m.history)
     }
 }
