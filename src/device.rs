@@ -63,16 +63,9 @@ pub struct GpuInfo {
     pub compute_capability: (i32, i32),
 }
 
-/// Whether libcuda can be loaded at all (false on machines without an NVIDIA driver).
-#[allow(unsafe_code)]
-fn driver_present() -> bool {
-    // SAFETY: only tries to dlopen libcuda; no CUDA call is made when it is absent.
-    unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
 /// Lists CUDA devices; empty when there is no driver or no device. Errors are reported as text, not panics.
 pub fn list_gpus() -> Result<Vec<GpuInfo>, String> {
-    if !driver_present() {
+    if !crate::ffi::cuda_driver_present() {
         return Ok(Vec::new());
     }
     let count = match CudaContext::device_count() {

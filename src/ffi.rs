@@ -1,4 +1,5 @@
-//! Safe wrappers over `shim/spotrun_shim.cpp`: the ATen calls tch 0.24 does not expose.
+//! Safe wrappers over `shim/spotrun_shim.cpp` (the ATen calls tch 0.24 does not expose), and over cudarc's check
+//! for the CUDA driver library.
 //!
 //! This is the only module with `unsafe`. Each wrapper passes tch's tensor handles to C++, which catches every
 //! exception and returns it as text; nothing here can unwind across the FFI boundary.
@@ -8,6 +9,12 @@ use std::ffi::{c_char, c_int, CStr};
 
 use tch::Tensor;
 use torch_sys::C_tensor;
+
+/// Whether libcuda can be loaded at all (false on machines without an NVIDIA driver).
+pub fn cuda_driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; no CUDA call is made when it is absent.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
 
 extern "C" {
     fn spotrun_free_error(err: *mut c_char);
