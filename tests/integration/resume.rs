@@ -58,7 +58,7 @@ fn reference(tmp: &Path) -> PathBuf {
 }
 
 #[track_caller]
-fn assert_same_run(a: &Path, b: &Path) {
+pub(crate) fn assert_same_run(a: &Path, b: &Path) {
     let wa = std::fs::read(a.join("model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("model.safetensors")).unwrap();
     assert!(wa == wb, "model.safetensors of {} and {} differ", a.display(), b.display());
