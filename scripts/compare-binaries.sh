@@ -16,6 +16,7 @@
 #
 # Both binaries must be built with `--features test-hooks` ((c) and (d) use the hooks).
 # Usage: scripts/compare-binaries.sh OLD_BIN NEW_BIN    (e.g. an af925fa build against target/release/spotrun)
+# SPOTRUN_COMPARE_SCENARIOS="a c" runs only those scenarios.
 set -euo pipefail
 
 if [ $# -ne 2 ] || [ ! -x "$1" ] || [ ! -x "$2" ]; then
