@@ -222,3 +222,23 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Whether the run's checkpoint of `step` is being written: its directory exists, its manifest (the commit) does not.
+/// With `SPOTRUN_TEST_WRITE_DELAY_MS` holding each file of a save, a process seen here stays inside that save for
+/// at least twice the delay (the files, then the manifest).
+pub fn saving(run_dir: &Path, step: u64) -> bool {
+    let c = run_dir.join("checkpoints").join(format!("ckpt-{step:010}"));
+    c.is_dir() && !c.join("manifest.json").exists()
+}
+
+/// Waits until process `pid` has no signal pending (`ShdPnd` in /proc/PID/status, the process-wide set that kill(1)
+/// adds to and delivery to a handler clears), so that a signal just sent has reached the process; a process that has
+/// exited counts as reached.
+#[track_caller]
+pub fn wait_delivered(pid: u32) {
+    wait_until("the signal to be delivered", std::time::Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let pending = status.lines().find_map(|l| l.strip_prefix("ShdPnd:")).map(str::trim);
+        pending.is_none_or(|hex| u64::from_str_radix(hex, 16).is_ok_and(|v| v == 0))
+    });
+}

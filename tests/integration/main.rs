@@ -13,6 +13,7 @@ mod cli;
 mod configs;
 mod engines;
 mod extras;
+mod fixtures;
 mod fused;
 mod fuzz;
 mod interop;

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{committed, metrics, run_bad, sets, spotrun, text, wait_until, Run};
+use crate::common::{committed, metrics, run_bad, saving, sets, spotrun, text, wait_delivered, wait_until, Run};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
 pub const RESUME: [&str; 8] = [
@@ -58,7 +58,7 @@ fn reference(tmp: &Path) -> PathBuf {
 }
 
 #[track_caller]
-fn assert_same_run(a: &Path, b: &Path) {
+pub(crate) fn assert_same_run(a: &Path, b: &Path) {
     let wa = std::fs::read(a.join("model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("model.safetensors")).unwrap();
     assert!(wa == wb, "model.safetensors of {} and {} differ", a.display(), b.display());
@@ -101,8 +101,9 @@ fn a_regression_run_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_ident
     kill_and_term_resume_exactly(&base);
 }
 
-/// Runs `base` uninterrupted; then SIGKILLs it right after its first commit and SIGTERMs another mid-epoch, each
-/// resumed with the same command; all three must end with the same weights and metrics, to the bit.
+/// Runs `base` uninterrupted; then SIGKILLs it once a checkpoint has committed and SIGTERMs another during a
+/// mid-epoch save (so it stops at the next step), each resumed with the same command; all three must end with the
+/// same weights and metrics, to the bit.
 pub fn kill_and_term_resume_exactly(base: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let go = |d: &Path, extra: &[&str]| {
@@ -114,7 +115,8 @@ pub fn kill_and_term_resume_exactly(base: &[&str]) {
     let reference = tmp.path().join("reference");
     go(&reference, &[]);
 
-    // SIGKILL right after the first checkpoint commits, then the same command.
+    // SIGKILL once a checkpoint has committed (observed; where the kill lands after that does not matter), then the
+    // same command.
     let killed = tmp.path().join("killed");
     let mut child = start(&killed, &["checkpoint.every_steps=10"]);
     wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&killed).is_empty());
@@ -124,35 +126,28 @@ pub fn kill_and_term_resume_exactly(base: &[&str]) {
     assert!(err.contains("resuming from"), "{err}");
     assert_same_run(&reference, &killed);
 
-    // SIGTERM in the middle of an epoch: finish the step, save, exit 143; then the same command. A signal that
-    // happens to land in the last step or the evaluation of an epoch is an epoch-end save instead, so retry
-    // (with a fresh run) until one lands mid-epoch.
-    let mut termed = None;
-    for attempt in 0..4 {
-        let d = tmp.path().join(format!("termed-{attempt}"));
-        let child = start(&d, &[]);
-        let has_epoch = || std::fs::read_to_string(d.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty());
-        wait_until("epoch 1", Duration::from_secs(60), has_epoch);
-        let epoch_seconds = metrics(&d)[0]["epoch_seconds"].as_f64().unwrap();
-        std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
-        signal(&child, "TERM");
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            continue; // the run finished before the signal: too fast on this machine, try again
-        }
-        assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("preempted by SIGTERM"), "{}", text(&out.stderr));
-        let newest = committed(&d).pop().unwrap();
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
-        if m["batch"].as_u64().unwrap() > 0 {
-            assert_eq!(m["reason"], "signal", "{m}");
-            termed = Some(d);
-            break;
-        }
-    }
-    let termed = termed.expect("no SIGTERM landed mid-epoch in 4 attempts");
-    go(&termed, &[]);
+    // SIGTERM in the middle of an epoch: finish the step, save, exit 143; then the same command. Observed, not
+    // timed: every 3 steps a save, each file held 300 ms by the write-delay hook; the signal is sent once the
+    // step-3 save is seen in progress, and has reached the process while that save still is. The loop checks for
+    // a signal after each step, before its save policy, so the process finishes that save, takes step 4 and saves
+    // there: mid-epoch (every workload here has more than 4 steps an epoch).
+    let termed = tmp.path().join("termed");
+    let every = ["checkpoint.every_steps=3"];
+    let child = Run::new(args_on(base, &termed, &every)).env("SPOTRUN_TEST_WRITE_DELAY_MS", "300").spawn();
+    wait_until("the step-3 save in progress", Duration::from_secs(60), || saving(&termed, 3));
+    signal(&child, "TERM");
+    wait_delivered(child.id());
+    assert!(saving(&termed, 3), "the signal reached the process after its step-3 save");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("preempted by SIGTERM"), "{}", text(&out.stderr));
+    let newest = committed(&termed).pop().unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!((m["step"].as_u64(), m["epoch"].as_u64(), m["batch"].as_u64()), (Some(4), Some(0), Some(4)), "{m}");
+    assert_eq!(m["reason"], "signal", "{m}");
+    let err = go(&termed, &every);
+    assert!(err.contains("resuming from") && err.contains("ckpt-0000000004"), "{err}");
     assert_same_run(&reference, &termed);
 }
 
@@ -164,14 +159,17 @@ fn a_cnn_killed_mid_epoch_resumes_bit_identically() {
     let cnn = ["model.kind=cnn", "data.shape=[1, 8, 8]", "model.channels=[4, 8]", "model.hidden=[32]"];
     let reference = tmp.path().join("reference");
     run_to_end(&reference, &cnn);
+    // Killed inside the step-20 save (observed in progress: each file is held 300 ms), with the step-10 checkpoint
+    // committed: the resume starts mid-epoch, from step 10.
     let killed = tmp.path().join("killed");
     let with_steps: Vec<&str> = cnn.iter().copied().chain(["checkpoint.every_steps=10"]).collect();
-    let mut child = spawn(&killed, &with_steps, &[]);
-    wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&killed).is_empty());
+    let mut child = spawn(&killed, &with_steps, &[("SPOTRUN_TEST_WRITE_DELAY_MS", "300")]);
+    wait_until("the step-20 save in progress", Duration::from_secs(60), || saving(&killed, 20));
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().code(), None, "killed by a signal");
+    assert_eq!(crate::common::newest_step(&killed), 10, "the step-10 checkpoint is the newest committed");
     let err = run_to_end(&killed, &with_steps);
-    assert!(err.contains("resuming from"), "{err}");
+    assert!(err.contains("resuming from") && err.contains("ckpt-0000000010 (epoch 1, batch 10, step 10)"), "{err}");
     assert_same_run(&reference, &killed);
 }
 
@@ -378,12 +376,13 @@ fn config_changes_are_refused_epochs_may_grow_and_finished_runs_say_so() {
 fn a_second_sigint_exits_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("r");
-    // Saves take > 2 s, so the first SIGINT's save is still running when the second arrives.
+    // Each file of a save is held 1 s, so a save takes more than 2 s. Both SIGINTs reach the process while its
+    // epoch-1 save is seen in progress: the first asks for a save-and-exit, the second must not wait for it.
     let child = spawn(&d, &[], &[("SPOTRUN_TEST_WRITE_DELAY_MS", "1000")]);
-    wait_until("training to start", Duration::from_secs(60), || d.join("metrics.jsonl").exists());
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the epoch-1 save in progress", Duration::from_secs(60), || saving(&d, 63));
     signal(&child, "INT");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_delivered(child.id());
+    assert!(saving(&d, 63), "the first SIGINT reached the process after its save");
     let t0 = Instant::now();
     signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
@@ -396,14 +395,15 @@ fn a_second_sigint_exits_at_once() {
 fn a_signal_skips_the_save_when_the_last_one_would_not_fit_the_grace_period() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("r");
-    // grace 0 s: any measured save time is too long, so a signal keeps the last good checkpoint. Saves happen
-    // only at epoch ends, so a signal in the middle of epoch 2 finds one measured save (epoch 1) to go by.
-    let extra = ["checkpoint.grace_seconds=0", "train.epochs=30"];
-    let child = spawn(&d, &extra, &[]);
-    wait_until("a committed checkpoint", Duration::from_secs(60), || !committed(&d).is_empty());
-    let epoch_seconds = metrics(&d)[0]["epoch_seconds"].as_f64().unwrap();
-    std::thread::sleep(Duration::from_secs_f64(epoch_seconds * 0.4));
+    // grace 0 s: any measured save time is too long, so a signal keeps the last good checkpoint. A save every 5
+    // steps, each file held 300 ms: the signal reaches the process while its step-5 save is seen in progress, so it
+    // stops at step 6 with that save measured, and the step-5 checkpoint stays the newest.
+    let extra = ["checkpoint.grace_seconds=0", "checkpoint.every_steps=5"];
+    let child = spawn(&d, &extra, &[("SPOTRUN_TEST_WRITE_DELAY_MS", "300")]);
+    wait_until("the step-5 save in progress", Duration::from_secs(60), || saving(&d, 5));
     signal(&child, "USR1");
+    wait_delivered(child.id());
+    assert!(saving(&d, 5), "the signal reached the process after its step-5 save");
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(128 + 10), "{err}");
@@ -412,10 +412,8 @@ fn a_signal_skips_the_save_when_the_last_one_would_not_fit_the_grace_period() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap();
     assert_ne!(m["reason"], "signal", "no signal save may be written: {m}");
-    assert_eq!(m["batch"], 0, "the newest checkpoint is an epoch-end one");
-    if !err.contains("already written") {
-        assert!(err.contains("skipped the save"), "{err}");
-    }
+    assert_eq!(m["step"], 5, "the newest checkpoint is the step-5 one: {m}");
+    assert!(err.contains("skipped the save") && err.contains("at epoch 1, step 6"), "{err}");
     run_to_end(&d, &extra);
 }
 

@@ -549,8 +549,9 @@ fn sighup_checkpoints_and_exits_129() {
         "train.threads=1",
     ]));
     let child = spotrun().args(&a).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // config.toml is written after the start-up check for a signal: from then on a signal is taken after a step,
+    // which is saved.
     wait_until("training to start", Duration::from_secs(60), || dir.join("config.toml").exists());
-    std::thread::sleep(Duration::from_millis(300));
     assert!(kill(child.id(), "HUP"));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(129), "{}", text(&out.stderr));
@@ -584,9 +585,12 @@ fn a_long_lived_worker_killed_mid_run_is_replaced_and_the_run_resumes() {
     wait_until("a run with a checkpoint", Duration::from_secs(120), || {
         run_dirs(&vol, "six").iter().any(|r| !r.join("done.json").exists() && !committed(r).is_empty())
     });
-    let victim = run_dirs(&vol, "six").into_iter().find(|r| lease_held(r)).unwrap();
     let worker = children_of(launcher.id());
     assert_eq!(worker.len(), 1);
+    // Frozen, the worker cannot finish the run seen in progress (and claim the next) before the kill.
+    assert!(kill(worker[0], "STOP"));
+    let victim = run_dirs(&vol, "six").into_iter().find(|r| lease_held(r)).unwrap();
+    assert!(!victim.join("done.json").exists() && !committed(&victim).is_empty(), "{}", victim.display());
     assert!(kill(worker[0], "KILL"));
     let out = launcher.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
