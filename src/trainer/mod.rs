@@ -1,16 +1,17 @@
-//! Training: one epoch loop ([`epochs`]) over components and a strategy, the stages around it, and the
+//! Training: one epoch loop (`epochs`) over components and a strategy, the stages around it, and the
 //! `spotrun train` command.
 //!
 //! ```text
-//! single::train ─┐                      ┌─ Unfused (single.rs)
-//!                ├─ prepare → open → attach → epochs::run ─┤             → outputs::conclude
-//! group::train_group ─┘                 └─ FusedSteps (group.rs)
+//! single::train      ─┐                                        ┌─ Unfused    (single.rs)
+//!                     ├─ prepare → open → attach → epochs::run ─┤
+//! group::train_group ─┘                                        └─ FusedSteps (group.rs)
+//!                        each run's Events (events.rs) → outputs::conclude
 //! ```
 //!
-//! Stages: [`prepare`] (config, device, data, model, all checked; nothing written), [`open`] (locks, the
-//! checkpoint to resume from, then the run files), [`attach`] (the trainer restored, the saver and observer
-//! open), the loop, [`outputs`]. A run reports to its [`events`] (observer, save policy, saver); shared words are
-//! in [`types`]. Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of
+//! Stages: `prepare` (config, device, data, model, all checked; nothing written), `open` (locks, the
+//! checkpoint to resume from, then the run files), `attach` (the trainer restored, the saver and observer
+//! open), the loop, `outputs`. A run reports to its `events` (observer, save policy, saver); shared words are
+//! in `types`. Sits above `model`, `optim`, `amp`, `data` and `checkpoint` and wires them together; none of
 //! those import it.
 mod attach;
 mod early;
