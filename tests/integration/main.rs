@@ -15,6 +15,7 @@ mod engines;
 mod extras;
 mod fused;
 mod fuzz;
+mod gpu_ready;
 mod interop;
 mod no_loss;
 mod resume;
