@@ -32,12 +32,14 @@
 # come (with the second each was written, the "s" column), so even a killed call brings back what it measured.
 #
 # The deadline, estimated before any GPU has run this (an H100; the "s" column of the first real table
-# recalibrates it): ~36 process starts at ~5 s each (libtorch load, CUDA context, cuBLAS/cuDNN set-up, reading
-# the 1.6 GB file) = ~180 s; the data written once ~15 s; measured training 2 x 8 s (MLP, CNN) + 8 s (GPT) plus
-# their calibration runs and the eager benches (2 rounds each, ~25 s per model) = ~110 s; the deterministic,
-# TorchScript and GPT runs on small data ~60 s; the 16 one-process runs of the --no-fuse sweep are in the 36
-# starts. About 370 s in all: GPU_CHECK_DEADLINE_S = 500 leaves a third in reserve and still ends before a
-# 580 s device call does (one lent session is 15 minutes, including the machine's start).
+# recalibrates it), from the steps of a dry run's log: ~42 spotrun process starts (26 steps, plus the 16
+# one-process runs of the --no-fuse sweep) at ~4 s each (libtorch load, CUDA context, cuBLAS/cuDNN set-up, reading
+# the 1.6 GB file) = ~170 s; ~12 Python starts with torch (versions, the data, the TorchScript export, the eager
+# sides of the benches) at ~5 s = ~60 s; measured training: 3 x 8 s (MLP, CNN, GPT) plus their calibration runs
+# and 2 bench rounds of ~3 s a side per model = ~70 s; the deterministic GPT and TorchScript runs (7 x 150 small
+# steps), the checkpoint runs and the sweeps' own compute = ~50 s; writing the data ~15 s. About 370 s in all:
+# GPU_CHECK_DEADLINE_S = 500 keeps ~130 s in reserve and still ends before a 580 s device call does (a lent
+# session is 15 minutes, including the machine's start).
 #
 #   --dry   every step on the CPU with tiny sizes (scripts/test.sh runs this, so the script cannot rot); it fails
 #           unless every row printed a result and none was SKIPPED.
