@@ -70,7 +70,8 @@ impl Host {
         cmd.arg(repo().join("scripts/setup.sh"))
             .env("PATH", path)
             .env("SPOTRUN_TORCH_VENV", &self.venv)
-            .env_remove("SPOTRUN_TORCH_INDEX");
+            .env_remove("SPOTRUN_TORCH_INDEX")
+            .env_remove("SPOTRUN_NVIDIA_SMI");
         if !self.bin.join("nvidia-smi").exists() {
             // Whatever the machine running the tests has, this host has no nvidia-smi.
             cmd.env("SPOTRUN_NVIDIA_SMI", self.bin.join("no-nvidia-smi"));
