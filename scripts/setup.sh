@@ -26,10 +26,15 @@ CUDA13_DRIVER=580  # NVIDIA's minimum Linux driver for CUDA 13.x (CUDA 12.x: 525
 
 say() { echo "spotrun setup: $*" >&2; }
 
-# The NVIDIA driver's major version (575 for 575.57.08); empty without nvidia-smi or a working driver.
+# The NVIDIA driver's major version (575 for 575.57.08); empty without nvidia-smi or a working driver. The
+# output is read whole (one line per GPU): `| head -n 1` could SIGPIPE nvidia-smi and, under pipefail, end set-up.
 driver_major() {
+    local out
     command -v "$SMI" >/dev/null 2>&1 || return 0
-    "$SMI" --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | cut -d. -f1 | tr -dc '0-9'
+    out="$("$SMI" --query-gpu=driver_version --format=csv,noheader 2>/dev/null)" || return 0
+    out="${out%%$'\n'*}"
+    out="${out%%.*}"
+    echo "${out//[^0-9]/}"
 }
 
 # "VERSION CUDA DIR" of the venv's torch (CUDA "none" for a CPU build); fails when torch, safetensors or numpy

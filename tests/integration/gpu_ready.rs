@@ -53,9 +53,11 @@ fn host(driver: Option<&str>, installed: Option<&str>) -> Host {
         std::fs::write(venv.join("torch.state"), format!("{v} {}/torch\n", venv.display())).unwrap();
     }
     if let Some(d) = driver {
+        // One line per GPU, and more lines than a pipe holds: a set-up that stopped reading after the first line
+        // would SIGPIPE it (and, under pipefail, end without a word).
         let smi = format!(
             "#!/usr/bin/env bash\n[ \"$*\" = \"--query-gpu=driver_version --format=csv,noheader\" ] || exit 9\n\
-             echo {d}\necho {d}\n"
+             for i in $(seq 1 20000); do echo {d}; done\n"
         );
         write_exe(&bin.join("nvidia-smi"), &smi);
     }
