@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/script.h>
 #include <cstring>
 #include <exception>
@@ -171,6 +172,17 @@ char* spotrun_module_forward(spotrun_module* m, at::Tensor* x, at::Tensor** out)
 // module.save(path) (the trained module, loadable with torch.jit.load).
 char* spotrun_module_save(spotrun_module* m, const char* path) {
   SHIM_PROTECT({ m->m.save(path); })
+}
+
+// The CUDA runtime version the loaded libtorch_cuda was built with (CUDART_VERSION, e.g. 13000 for 13.0), as
+// torch.version.cuda says; -1 when no CUDA hooks are registered (a CPU-only libtorch). Needs no GPU and no driver.
+long spotrun_torch_cuda_version() {
+  try {
+    const auto& hooks = at::detail::getCUDAHooks();
+    return hooks.hasCUDART() ? hooks.versionCUDART() : -1;
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

@@ -479,6 +479,17 @@ fn devices() {
         }
         Err(e) => say!("no usable CUDA devices ({e})"),
     }
-    say!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+    let (driver_gpus, driver_cuda) = device::driver_facts();
+    let torch_gpus = tch::Cuda::device_count().max(0) as usize;
+    let torch_cuda = crate::ffi::torch_cuda_version();
+    match driver_cuda {
+        Some(_) => say!("driver: CUDA {} ({driver_gpus} GPU(s))", device::cuda_version_text(driver_cuda)),
+        None => say!("driver: none"),
+    }
+    say!("libtorch sees {torch_gpus} CUDA device(s); built for CUDA {}", device::cuda_version_text(torch_cuda));
+    let facts = device::CudaFacts { driver_gpus, driver_cuda, torch_gpus, torch_cuda };
+    if let Err(e) = device::decide(device::DeviceRequest::Auto, &facts) {
+        say!("warning: {e}");
+    }
     say!("cpu: {} threads", device::cpu_threads());
 }

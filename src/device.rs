@@ -1,7 +1,8 @@
-//! Devices: parsing `train.device`, choosing the tch device, and listing CUDA GPUs through cudarc.
+//! Devices: parsing `train.device`, choosing the tch device (the policy [`decide`]: no silent CPU run where the
+//! driver sees a GPU that libtorch cannot use), and listing CUDA GPUs and the driver's CUDA version through cudarc.
 //!
 //! cudarc loads libcuda dynamically, so this builds and runs on machines without CUDA; there the listing is
-//! simply empty. Must not import any other spotrun module.
+//! simply empty. Imports no spotrun module but `ffi` (the driver and libtorch queries).
 use cudarc::driver::CudaContext;
 
 /// What `train.device` asked for.
@@ -22,19 +23,96 @@ pub fn parse_device(s: &str) -> Option<DeviceRequest> {
     }
 }
 
-/// Resolves a request against what libtorch sees. `Err` names the problem (e.g. `cuda:2` with one GPU).
-pub fn select(request: DeviceRequest) -> Result<tch::Device, String> {
-    let count = tch::Cuda::device_count().max(0) as usize;
+/// What the NVIDIA driver and the loaded libtorch report: the inputs of [`decide`] besides the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CudaFacts {
+    /// GPUs the NVIDIA driver sees (0 without a driver, or when `cuInit` fails).
+    pub driver_gpus: usize,
+    /// The newest CUDA version the driver supports (`cuDriverGetVersion`: 12080 = 12.8); `None` without a driver.
+    pub driver_cuda: Option<i32>,
+    /// GPUs libtorch sees.
+    pub torch_gpus: usize,
+    /// The CUDA runtime the loaded libtorch was built with (13000 = 13.0); `None` for a CPU-only libtorch.
+    pub torch_cuda: Option<i32>,
+}
+
+/// A CUDA version number as text: 12080 → "12.8", `None` → "none".
+pub fn cuda_version_text(v: Option<i32>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+/// The device policy. `auto` takes the first GPU libtorch sees and the CPU only where the driver sees no GPU
+/// either: a GPU that the driver sees but libtorch does not (a torch built for a newer CUDA than the driver
+/// supports) is an error naming both versions, never a silent CPU run. `cpu` is always the CPU. `Err` is the
+/// message of an `error:` line.
+pub fn decide(request: DeviceRequest, facts: &CudaFacts) -> Result<tch::Device, String> {
+    let count = facts.torch_gpus;
+    let mismatch = count == 0 && facts.driver_gpus > 0;
     match request {
         DeviceRequest::Cpu => Ok(tch::Device::Cpu),
         DeviceRequest::Auto if count > 0 => Ok(tch::Device::Cuda(0)),
-        DeviceRequest::Auto => Ok(tch::Device::Cpu),
         DeviceRequest::Cuda(i) if i < count => Ok(tch::Device::Cuda(i)),
+        DeviceRequest::Auto | DeviceRequest::Cuda(_) if mismatch => Err(mismatch_message(request, facts)),
+        DeviceRequest::Auto => Ok(tch::Device::Cpu),
         DeviceRequest::Cuda(i) => Err(format!(
             "train.device = \"cuda:{i}\" but libtorch sees {count} CUDA device(s){}",
             if count == 0 { "; use train.device = \"cpu\" or \"auto\"" } else { "" }
         )),
     }
+}
+
+fn mismatch_message(request: DeviceRequest, facts: &CudaFacts) -> String {
+    let asked = match request {
+        DeviceRequest::Cuda(i) => format!("cuda:{i}"),
+        _ => "auto".to_string(),
+    };
+    let driver = cuda_version_text(facts.driver_cuda);
+    let torch = match facts.torch_cuda {
+        Some(_) => format!("this libtorch is built for CUDA {}", cuda_version_text(facts.torch_cuda)),
+        None => "this libtorch is a CPU-only build".to_string(),
+    };
+    format!(
+        "train.device = \"{asked}\" but libtorch sees no GPU while the NVIDIA driver sees {} (the driver supports \
+         CUDA up to {driver}; {torch}); set train.device = \"cpu\" to train on the CPU, or install a torch build \
+         for CUDA {driver} or older (scripts/setup.sh with SPOTRUN_TORCH_INDEX, e.g. \
+         https://download.pytorch.org/whl/cu128)",
+        facts.driver_gpus
+    )
+}
+
+/// Resolves a request against what libtorch and the driver see ([`decide`]). The driver is asked only when
+/// libtorch sees no GPU and the request is not `cpu`, the one case where its answer matters, so a working GPU
+/// host pays nothing extra.
+pub fn select(request: DeviceRequest) -> Result<tch::Device, String> {
+    let torch_gpus = tch::Cuda::device_count().max(0) as usize;
+    let mut facts = CudaFacts { torch_gpus, ..CudaFacts::default() };
+    if request != DeviceRequest::Cpu && torch_gpus == 0 {
+        (facts.driver_gpus, facts.driver_cuda) = driver_facts();
+        facts.torch_cuda = crate::ffi::torch_cuda_version();
+    }
+    decide(request, &facts)
+}
+
+/// What the driver reports: its GPU count (0 when `cuInit` fails) and CUDA version.
+pub fn driver_facts() -> (usize, Option<i32>) {
+    #[cfg(feature = "test-hooks")]
+    if let Some(faked) = faked_driver() {
+        return faked;
+    }
+    let version = crate::ffi::cuda_driver_version();
+    if version.is_none() {
+        return (0, None);
+    }
+    (CudaContext::device_count().map_or(0, |n| n.max(0) as usize), version)
+}
+
+/// Test-only: `SPOTRUN_TEST_CUDA_DRIVER=GPUS,VERSION` (e.g. `1,12080`) stands in for the driver's answer, so a
+/// CPU machine can show the mismatch error through the binary (compiled in only with the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+fn faked_driver() -> Option<(usize, Option<i32>)> {
+    let v = std::env::var("SPOTRUN_TEST_CUDA_DRIVER").ok()?;
+    let (gpus, version) = v.split_once(',')?;
+    Some((gpus.trim().parse().ok()?, version.trim().parse().ok()))
 }
 
 /// Bytes of host memory this process can still allocate: `MemAvailable` from /proc/meminfo, or the cgroup
@@ -102,5 +180,71 @@ mod tests {
         assert_eq!(parse_device("cuda:3"), Some(DeviceRequest::Cuda(3)));
         assert_eq!(parse_device("cuda:x"), None);
         assert_eq!(parse_device("gpu"), None);
+    }
+
+    const CPU_HOST: CudaFacts = CudaFacts { driver_gpus: 0, driver_cuda: None, torch_gpus: 0, torch_cuda: Some(13000) };
+    // A CUDA 12.9 driver (NVIDIA 575) with one GPU and PyPI's torch 2.11 (CUDA 13.0): libtorch sees nothing.
+    const MISMATCH: CudaFacts =
+        CudaFacts { driver_gpus: 1, driver_cuda: Some(12090), torch_gpus: 0, torch_cuda: Some(13000) };
+    const GPU_HOST: CudaFacts =
+        CudaFacts { driver_gpus: 2, driver_cuda: Some(13000), torch_gpus: 2, torch_cuda: Some(13000) };
+
+    #[test]
+    fn cpu_is_always_the_cpu() {
+        for facts in [CPU_HOST, MISMATCH, GPU_HOST] {
+            assert_eq!(decide(DeviceRequest::Cpu, &facts), Ok(tch::Device::Cpu), "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_first_gpu_libtorch_sees() {
+        assert_eq!(decide(DeviceRequest::Auto, &GPU_HOST), Ok(tch::Device::Cuda(0)));
+    }
+
+    #[test]
+    fn auto_is_the_cpu_only_where_no_driver_sees_a_gpu() {
+        assert_eq!(decide(DeviceRequest::Auto, &CPU_HOST), Ok(tch::Device::Cpu));
+        // A driver without GPUs (e.g. CUDA_VISIBLE_DEVICES="") is a CPU host too.
+        let no_visible = CudaFacts { driver_cuda: Some(12090), ..CPU_HOST };
+        assert_eq!(decide(DeviceRequest::Auto, &no_visible), Ok(tch::Device::Cpu));
+    }
+
+    #[test]
+    fn auto_with_a_gpu_libtorch_cannot_use_is_an_error_naming_both_versions() {
+        let e = decide(DeviceRequest::Auto, &MISMATCH).unwrap_err();
+        assert!(
+            e.starts_with("train.device = \"auto\" but libtorch sees no GPU while the NVIDIA driver sees 1"),
+            "{e}"
+        );
+        assert!(e.contains("supports CUDA up to 12.9; this libtorch is built for CUDA 13.0"), "{e}");
+        assert!(e.contains("set train.device = \"cpu\""), "{e}");
+        assert!(e.contains("scripts/setup.sh"), "{e}");
+        let cpu_only = CudaFacts { torch_cuda: None, ..MISMATCH };
+        let e = decide(DeviceRequest::Auto, &cpu_only).unwrap_err();
+        assert!(e.contains("this libtorch is a CPU-only build"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_gpu_names_the_mismatch_too() {
+        let e = decide(DeviceRequest::Cuda(0), &MISMATCH).unwrap_err();
+        assert!(e.starts_with("train.device = \"cuda:0\" but libtorch sees no GPU"), "{e}");
+        assert!(e.contains("12.9") && e.contains("13.0"), "{e}");
+    }
+
+    #[test]
+    fn explicit_gpus_within_and_beyond_the_count() {
+        assert_eq!(decide(DeviceRequest::Cuda(1), &GPU_HOST), Ok(tch::Device::Cuda(1)));
+        let e = decide(DeviceRequest::Cuda(2), &GPU_HOST).unwrap_err();
+        assert_eq!(e, "train.device = \"cuda:2\" but libtorch sees 2 CUDA device(s)");
+        let e = decide(DeviceRequest::Cuda(0), &CPU_HOST).unwrap_err();
+        assert!(e.ends_with("sees 0 CUDA device(s); use train.device = \"cpu\" or \"auto\""), "{e}");
+    }
+
+    #[test]
+    fn cuda_versions_as_text() {
+        assert_eq!(cuda_version_text(Some(12080)), "12.8");
+        assert_eq!(cuda_version_text(Some(13000)), "13.0");
+        assert_eq!(cuda_version_text(Some(12090)), "12.9");
+        assert_eq!(cuda_version_text(None), "none");
     }
 }

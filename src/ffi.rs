@@ -377,3 +377,28 @@ impl Drop for JitModule {
         unsafe { spotrun_module_free(self.0.as_ptr()) }
     }
 }
+
+extern "C" {
+    fn spotrun_torch_cuda_version() -> std::ffi::c_long;
+}
+
+/// The CUDA runtime version the loaded libtorch_cuda was compiled against (`CUDART_VERSION`: 13000 = 13.0, what
+/// `torch.version.cuda` says), or `None` for a CPU-only libtorch. A compile-time constant of the library actually
+/// loaded, so it needs neither a GPU nor a driver and cannot disagree with the libraries on disk.
+pub fn torch_cuda_version() -> Option<i32> {
+    // SAFETY: no arguments; the shim catches every exception and returns -1.
+    let v = unsafe { spotrun_torch_cuda_version() };
+    (v > 0).then(|| i32::try_from(v).ok()).flatten()
+}
+
+/// The newest CUDA version the installed NVIDIA driver supports (`cuDriverGetVersion`: 12080 = 12.8), or `None`
+/// without a driver. Needs no `cuInit` and no GPU.
+pub fn cuda_driver_version() -> Option<i32> {
+    if !cuda_driver_present() {
+        return None;
+    }
+    let mut v: c_int = 0;
+    // SAFETY: libcuda is loadable (checked above) and cuDriverGetVersion only writes the int it is given.
+    let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (status == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0).then_some(v)
+}

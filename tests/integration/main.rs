@@ -16,6 +16,7 @@ mod extras;
 mod fixtures;
 mod fused;
 mod fuzz;
+mod gpu_ready;
 mod interop;
 mod no_loss;
 mod resume;
