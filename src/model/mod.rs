@@ -74,6 +74,17 @@ pub(crate) fn activate(x: &Tensor, a: Activation) -> Tensor {
     }
 }
 
+/// How many trainable scalars `net` has, as its banner shows them: its own parameters when it keeps them outside
+/// `vs` (a TorchScript module, whose `VarStore` is empty), else `vs`'s variables. A tied tensor counts once;
+/// buffers and frozen parameters do not count.
+pub fn parameter_count(vs: &nn::VarStore, net: &dyn Model) -> i64 {
+    let numel = |t: &Tensor| t.numel() as i64;
+    match net.parameters() {
+        Some(own) => own.iter().map(|(_, t)| numel(t)).sum(),
+        None => vs.variables().values().map(numel).sum(),
+    }
+}
+
 /// Builds the configured model on `p` for samples of `sample_shape` and `classes` outputs.
 /// `Err` names the key and why for a shape the model cannot take.
 pub fn build(p: &nn::Path, cfg: &ModelConfig, sample_shape: &[i64], classes: i64) -> Result<Box<dyn Model>, BadValue> {
@@ -221,9 +232,10 @@ mod tests {
         ] {
             let shape: &[i64] = if cfg.kind == ModelKind::Cnn { &[1, 8, 8] } else { &[6] };
             let vs = nn::VarStore::new(tch::Device::Cpu);
-            let _m = build(&vs.root(), &cfg, shape, 3).unwrap();
+            let m = build(&vs.root(), &cfg, shape, 3).unwrap();
             let built: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
             assert_eq!(param_count(&cfg, shape, 3), built as u128, "{:?}", cfg.kind);
+            assert_eq!(parameter_count(&vs, m.as_ref()), built, "{:?}", cfg.kind);
         }
         let huge = ModelConfig { hidden: vec![4_000_000_000], ..Default::default() };
         assert_eq!(param_count(&huge, &[784], 10), 784 * 4_000_000_000 + 4_000_000_000 + 4_000_000_000 * 10 + 10);

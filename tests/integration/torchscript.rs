@@ -294,3 +294,33 @@ fn autocast_applies_inside_the_module_and_resume_stays_exact_under_it() {
     sets.push("train.precision=bf16".into());
     crate::resume::kill_and_term_resume_exactly(&strs(&sets));
 }
+
+/// Runs a Python snippet with the test venv's torch (`tests/` on its path) and returns its stdout.
+#[track_caller]
+fn py_out(code: &str) -> String {
+    let path = format!("import sys\nsys.path.insert(0, {:?})\n", repo().join("tests").display().to_string());
+    let o = std::process::Command::new(python()).arg("-c").arg(path + code).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// The banner counts the module's own parameters (its `VarStore` is empty), the tied embedding once, as
+/// `sum(p.numel() for p in module.parameters())` does.
+#[test]
+fn the_banner_counts_the_modules_own_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("lm128.pt");
+    let count: i64 = py_out(&format!(
+        "import torch, torchscript_models as tm\ntorch.manual_seed(0)\nm = tm.TinyLm(width=128)\n\
+         torch.jit.script(m).save({:?})\nprint(sum(p.numel() for p in m.parameters()))\n",
+        model.display().to_string()
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    // wte 27·128, wpe 16·128, two LayerNorms 2·256, qkv 128·384 + 384, proj 128·128 + 128; lm_head is wte.
+    assert_eq!(count, 72_064);
+    let out = Run::train(&tmp.path().join("run")).sets(&TOKENS).set(&path_set(&model)).set("train.epochs=1").ok();
+    let banner = text(&out.stderr);
+    assert!(banner.contains("(0.07M params)"), "{banner}");
+}
