@@ -1,9 +1,11 @@
-//! Models: the [`Model`] trait the trainer drives, and the built-in `mlp`, `cnn` and `gpt`.
+//! Models: the [`Model`] trait the trainer drives, the built-in `mlp`, `cnn` and `gpt`, and the fused form of `mlp`
+//! and `cnn` (R runs as one model) that the trainer's fused groups step.
 //!
 //! Owns parameter naming: every built-in model's variables are named exactly like the `state_dict` of the
 //! PyTorch module quoted in its file, so weights move between spotrun and Python with safetensors alone.
 //! Imports `config`, and `ffi` for one thing: the CNN's channels-last weight layout.
 mod cnn;
+mod fused;
 mod gpt;
 mod mlp;
 mod torchscript;
@@ -15,6 +17,7 @@ use tch::Tensor;
 
 use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
+pub(crate) use fused::{FusedNet, Lookup};
 pub use gpt::{Gpt, GptShape};
 pub use mlp::Mlp;
 pub use torchscript::{TorchScript, HOW_TO_EXPORT};
