@@ -1,9 +1,11 @@
-//! Models: the [`Model`] trait the trainer drives, and the built-in `mlp`, `cnn` and `gpt`.
+//! Models: the [`Model`] trait the trainer drives, the built-in `mlp`, `cnn` and `gpt`, and the fused form of `mlp`
+//! and `cnn` (R runs as one model) that the trainer's fused groups step.
 //!
 //! Owns parameter naming: every built-in model's variables are named exactly like the `state_dict` of the
 //! PyTorch module quoted in its file, so weights move between spotrun and Python with safetensors alone.
 //! Imports `config`, and `ffi` for one thing: the CNN's channels-last weight layout.
 mod cnn;
+mod fused;
 mod gpt;
 mod mlp;
 mod torchscript;
@@ -15,6 +17,7 @@ use tch::Tensor;
 
 use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
+pub(crate) use fused::{FusedNet, Lookup};
 pub use gpt::{Gpt, GptShape};
 pub use mlp::Mlp;
 pub use torchscript::{TorchScript, HOW_TO_EXPORT};
@@ -71,6 +74,17 @@ pub(crate) fn activate(x: &Tensor, a: Activation) -> Tensor {
         Activation::Relu => x.shallow_clone().relu_(),
         Activation::Tanh => x.shallow_clone().tanh_(),
         Activation::Gelu => x.gelu("none"),
+    }
+}
+
+/// How many trainable scalars `net` has, as its banner shows them: its own parameters when it keeps them outside
+/// `vs` (a TorchScript module, whose `VarStore` is empty), else `vs`'s variables. A tied tensor counts once;
+/// buffers and frozen parameters do not count.
+pub fn parameter_count(vs: &nn::VarStore, net: &dyn Model) -> i64 {
+    let numel = |t: &Tensor| t.numel() as i64;
+    match net.parameters() {
+        Some(own) => own.iter().map(|(_, t)| numel(t)).sum(),
+        None => vs.variables().values().map(numel).sum(),
     }
 }
 
@@ -221,9 +235,10 @@ mod tests {
         ] {
             let shape: &[i64] = if cfg.kind == ModelKind::Cnn { &[1, 8, 8] } else { &[6] };
             let vs = nn::VarStore::new(tch::Device::Cpu);
-            let _m = build(&vs.root(), &cfg, shape, 3).unwrap();
+            let m = build(&vs.root(), &cfg, shape, 3).unwrap();
             let built: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
             assert_eq!(param_count(&cfg, shape, 3), built as u128, "{:?}", cfg.kind);
+            assert_eq!(parameter_count(&vs, m.as_ref()), built, "{:?}", cfg.kind);
         }
         let huge = ModelConfig { hidden: vec![4_000_000_000], ..Default::default() };
         assert_eq!(param_count(&huge, &[784], 10), 784 * 4_000_000_000 + 4_000_000_000 + 4_000_000_000 * 10 + 10);

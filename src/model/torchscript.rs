@@ -5,8 +5,13 @@
 //! once, under its first name, and saved under both. Buffers (BatchNorm statistics, counters) are saved and
 //! restored with every checkpoint. `forward` runs in train mode for training steps and eval mode for validation.
 //! Pickles (`torch.save` of a module or a state dict) are refused before anything is loaded.
+//!
+//! A failed `forward` is told in one line (the exception, and for token inputs the hint that their length is
+//! `model.block_size`); the TorchScript trace, tens of lines of serialized and original code, goes to a file in the
+//! system's temporary directory that the line names.
 use std::cell::Cell;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
 
@@ -16,6 +21,8 @@ use crate::ffi::JitModule;
 /// A loaded TorchScript module and its named tensors (live: they alias the module's own).
 pub struct TorchScript {
     module: JitModule,
+    /// The file it was loaded from (named in a failed forward's trace file).
+    path: PathBuf,
     params: Vec<(String, Tensor)>,
     tied: Vec<(String, String)>,
     /// Buffers and frozen (`requires_grad = False`) parameters: saved and restored, never optimized.
@@ -50,7 +57,27 @@ impl TorchScript {
                 None => state.push((name, t)),
             }
         }
-        Ok(TorchScript { module, params, tied, state, training: Cell::new(None) })
+        Ok(TorchScript { module, path: path.to_path_buf(), params, tied, state, training: Cell::new(None) })
+    }
+
+    /// A failed forward in one line: the exception (the trace's last line); for token inputs `[B, T]`, that T is
+    /// `model.block_size` (a module whose position table is shorter fails this way); and the file holding the
+    /// whole trace, or why it could not be written.
+    fn forward_error(&self, xs: &Tensor, trace: &str) -> String {
+        let exception = trace.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+        let mut line = exception.to_string();
+        if !xs.is_floating_point() && xs.dim() == 2 {
+            line += &format!(
+                "; the inputs are windows of {} tokens: the token window is model.block_size, which must not exceed \
+                 the module's own block size",
+                xs.size()[1]
+            );
+        }
+        let header = format!("spotrun: forward of {} on inputs {:?} failed:\n\n", self.path.display(), xs.size());
+        match save_trace(&(header + trace)) {
+            Ok(file) => format!("{line} (full TorchScript trace: {})", file.display()),
+            Err(e) => format!("{line} (the full TorchScript trace could not be written: {e})"),
+        }
     }
 
     fn mode(&self, train: bool) -> Result<(), String> {
@@ -74,7 +101,7 @@ impl Model for TorchScript {
 
     fn try_forward(&self, xs: &Tensor, train: bool) -> Result<Tensor, String> {
         self.mode(train)?;
-        self.module.forward(xs).map_err(|e| e.to_string())
+        self.module.forward(xs).map_err(|e| self.forward_error(xs, &e.to_string()))
     }
 
     fn tied(&self) -> Vec<(String, String)> {
@@ -92,6 +119,23 @@ impl Model for TorchScript {
     fn save_module(&self, path: &Path) -> Option<Result<(), String>> {
         Some(self.module.save(path).map_err(|e| e.to_string()))
     }
+}
+
+/// Writes `text` to a new file `spotrun-forward-PID-N.txt` in the system's temporary directory and returns its
+/// path. Not in the run directory: the module is checked before that exists, and a run that never started must
+/// leave nothing behind to resume; not beside the module, whose directory may be read-only or shared. Created with
+/// `create_new`, so an existing file (or a planted symlink) is never written through.
+fn save_trace(text: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir();
+    for n in 0..1000 {
+        let path = dir.join(format!("spotrun-forward-{}-{n}.txt", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => return f.write_all(text.as_bytes()).and(f.sync_all()).map(|()| path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!("{}: 1000 trace files of this process exist already", dir.display())))
 }
 
 /// A TorchScript archive is a zip with `constants.pkl` and `code/`; `torch.save` writes a zip with only a

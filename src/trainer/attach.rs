@@ -171,7 +171,7 @@ fn startup_signal(signals: &Signals, resumed: bool, progress: &Progress) -> Resu
 /// The three lines printed when training starts.
 fn banner(p: &Prepared, t: &Trainer) -> String {
     let (cfg, data) = (p.cfg(), &p.data);
-    let params: i64 = p.vs.variables().values().map(|t| t.numel() as i64).sum();
+    let params = model::parameter_count(&p.vs, p.net.as_ref());
     let device = match p.device {
         Device::Cuda(i) => match device::gpu_info(i) {
             Ok(g) => format!("cuda:{i} ({})", g.name),

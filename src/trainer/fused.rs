@@ -3,7 +3,8 @@
 //! own batches (its seed's order), its own loss and its own hyperparameters (per-run tensors in the optimizer).
 //!
 //! A [`Fused`] is a transient view: [`Fused::gather`] stacks the members' [`Trainer`]s (weights, optimizer state,
-//! epoch accumulators), [`Fused::step`] trains them together, and [`Fused::scatter`] writes every run's slice back
+//! epoch accumulators) and builds the layers (`model::FusedNet`, by `state_dict` name) on the stacked weights,
+//! [`Fused::step`] trains them together, and [`Fused::scatter`] writes every run's slice back
 //! into its own trainer, which then evaluates, checkpoints and reports exactly as an unfused run does. So a fused
 //! run's checkpoint is an ordinary checkpoint: loadable alone, in PyTorch, or resumed unfused.
 //!
@@ -14,7 +15,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::fit::Trainer;
 use crate::amp::{Autocast, Resolved};
-use crate::config::{Activation, Config, Decay, ModelKind, OptimKind, Precision};
+use crate::config::{Config, Decay, ModelKind, OptimKind, Precision};
+use crate::model::{FusedNet, Lookup};
 use crate::optim;
 use crate::task::{Eval, Split};
 
@@ -73,46 +75,86 @@ enum State {
     },
 }
 
+/// One parameter of every run, stacked `[R, ...]` (a leaf), and how the optimizer and [`Fused::scatter`] treat it.
+struct Param {
+    /// The `state_dict` name.
+    name: String,
+    value: Tensor,
+    /// `optim.decay` applies weight decay to it.
+    decay: bool,
+    /// Held as `[R, in, out]`, the transpose of each run's `[out, in]` (a linear layer's weight): `bmm` on
+    /// contiguous operands is ~35% faster than on transposed views (measured on the CPU). Its optimizer state
+    /// follows.
+    transposed: bool,
+}
+
+impl Param {
+    /// Run `r`'s slice of `t` (this parameter's value or optimizer state), in PyTorch's layout.
+    fn own(&self, t: &Tensor, r: i64) -> Tensor {
+        if self.transposed {
+            t.get(r).tr()
+        } else {
+            t.get(r)
+        }
+    }
+}
+
 /// R runs stacked: see the module header.
 pub(crate) struct Fused {
-    names: Vec<String>,
-    /// `[R, ...]` leaves, one per parameter name (sorted, as every member's trainer orders them).
-    params: Vec<Tensor>,
-    decays: Vec<bool>,
-    /// Per parameter: held as `[R, in, out]`, the transpose of each run's `[out, in]`.
-    transposed: Vec<bool>,
+    /// One per parameter, sorted by name as every member's trainer orders them.
+    params: Vec<Param>,
+    /// The layers, on shallow copies of the `params` leaves.
+    net: FusedNet,
     state: State,
     /// Per-run hyperparameters, one entry per run.
     optim: Vec<crate::config::OptimConfig>,
     /// Per-run epoch accumulators (`[R]`): the loss sum of the epoch in progress.
     pub loss_sum: Tensor,
-    /// (weight, bias) parameter indices of the linear layers, then of the convolutions (a CNN), in order.
-    layers: Vec<(usize, usize)>,
-    convs: Vec<(usize, usize)>,
-    /// A CNN's `[C, H, W]`.
-    image: Option<[i64; 3]>,
-    activation: Activation,
     precision: Resolved,
     device: Device,
+}
+
+/// Stacks `f` of every member along a new first dimension (detached).
+fn stack(members: &[&Trainer], f: &dyn Fn(&Trainer) -> Tensor) -> Result<Tensor, String> {
+    let ts: Vec<Tensor> = members.iter().map(|t| f(t).detach()).collect();
+    Tensor::f_stack(&ts, 0).map_err(|e| e.to_string())
 }
 
 impl Fused {
     /// Stacks the members' state. All must have the same parameter names and shapes (same [`fusion_key`]).
     pub fn gather(members: &[&Trainer]) -> Result<Fused, String> {
         let first = members.first().ok_or("an empty group")?;
-        let names = first.names.clone();
-        let stack = |f: &dyn Fn(&Trainer) -> Tensor| -> Result<Tensor, String> {
-            let ts: Vec<Tensor> = members.iter().map(|t| f(t).detach()).collect();
-            Tensor::f_stack(&ts, 0).map_err(|e| e.to_string())
-        };
-        // Linear weights are held `[R, in, out]` (each run's PyTorch `[out, in]` transposed): `bmm` on contiguous
-        // operands is ~35% faster than on transposed views (measured on the CPU). Elementwise state follows.
-        let transposed: Vec<bool> = first.params.iter().map(|p| p.dim() == 2).collect();
-        let lay = |i: usize, t: Tensor| if transposed[i] { t.tr() } else { t };
-        let mut params = Vec::with_capacity(names.len());
-        for i in 0..names.len() {
-            params.push(stack(&|t| lay(i, t.params[i].shallow_clone()))?.set_requires_grad(true));
+        if let Some(t) = members.iter().find(|t| t.names != first.names) {
+            return Err(format!("members differ in their parameters: {:?} and {:?}", first.names, t.names));
         }
+        let decay_all = first.cfg.decay() == Decay::All;
+        let mut params = Vec::with_capacity(first.names.len());
+        for (i, (name, p)) in first.names.iter().zip(&first.params).enumerate() {
+            let transposed = p.dim() == 2;
+            let lay = |t: Tensor| if transposed { t.tr() } else { t };
+            let value = stack(members, &|t| lay(t.params[i].shallow_clone()))?.set_requires_grad(true);
+            params.push(Param { name: name.clone(), value, decay: decay_all || p.dim() >= 2, transposed });
+        }
+        let state = Fused::stack_state(members, &params)?;
+        let image = match first.cfg.model.kind {
+            ModelKind::Cnn => first.cfg.data.shape.as_deref().and_then(|s| <[i64; 3]>::try_from(s).ok()),
+            _ => None,
+        };
+        let lookup = Lookup::new(params.iter().map(|p| (p.name.as_str(), &p.value)));
+        let net = FusedNet::new(lookup, &first.cfg.model, image)?;
+        Ok(Fused {
+            params,
+            net,
+            state,
+            optim: members.iter().map(|t| t.cfg.optim.clone()).collect(),
+            loss_sum: stack(members, &|t| t.loss_sum.shallow_clone())?,
+            precision: first.precision,
+            device: first.device,
+        })
+    }
+
+    /// The members' optimizer states, stacked in the layout of `params`.
+    fn stack_state(members: &[&Trainer], params: &[Param]) -> Result<State, String> {
         let states: Vec<HashMap<String, Tensor>> =
             members.iter().map(|t| t.optimizer.state().into_iter().collect()).collect();
         let pick = |key: &str| -> Result<Tensor, String> {
@@ -124,56 +166,31 @@ impl Fused {
                 .collect::<Result<_, _>>()?;
             Tensor::f_stack(&ts, 0).map_err(|e| e.to_string())
         };
-        let per_name = |suffix: &str| -> Result<Vec<Tensor>, String> {
-            let ts: Vec<Tensor> = names.iter().map(|n| pick(&format!("{n}.{suffix}"))).collect::<Result<_, _>>()?;
-            Ok(ts
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| if transposed[i] { t.transpose(1, 2).contiguous() } else { t })
-                .collect())
+        let per_param = |suffix: &str| -> Result<Vec<Tensor>, String> {
+            params
+                .iter()
+                .map(|p| {
+                    let t = pick(&format!("{}.{suffix}", p.name))?;
+                    Ok(if p.transposed { t.transpose(1, 2).contiguous() } else { t })
+                })
+                .collect()
         };
         let step = pick("step")?;
-        let state = match first.cfg.optim.kind {
+        let first = &members[0].cfg.optim;
+        Ok(match first.kind {
             OptimKind::Adamw => {
-                State::AdamW { exp_avg: per_name("exp_avg")?, exp_avg_sq: per_name("exp_avg_sq")?, step }
+                State::AdamW { exp_avg: per_param("exp_avg")?, exp_avg_sq: per_param("exp_avg_sq")?, step }
             }
             OptimKind::Sgd => State::Sgd {
-                buffers: if first.cfg.optim.momentum > 0.0 { per_name("momentum_buffer")? } else { Vec::new() },
+                buffers: if first.momentum > 0.0 { per_param("momentum_buffer")? } else { Vec::new() },
                 step: step.f_int64_value(&[0]).map_err(|e| e.to_string())?,
             },
-        };
-        let decays = first.params.iter().map(|p| first.cfg.decay() == Decay::All || p.dim() >= 2).collect();
-        let model = &first.cfg.model;
-        let index = |n: &str| names.iter().position(|x| x == n).ok_or_else(|| format!("no parameter `{n}`"));
-        let pair = |prefix: &str| -> Result<(usize, usize), String> {
-            Ok((index(&format!("{prefix}.weight"))?, index(&format!("{prefix}.bias"))?))
-        };
-        let (mlp, convs, image) = match model.kind {
-            ModelKind::Cnn => {
-                let shape = first.cfg.data.shape.as_deref().and_then(|s| <[i64; 3]>::try_from(s).ok());
-                let convs = (0..model.channels.len()).map(|i| pair(&format!("convs.{i}"))).collect::<Result<_, _>>()?;
-                ("mlp.", convs, Some(shape.ok_or("a cnn needs data.shape = [C, H, W]")?))
-            }
-            _ => ("", Vec::new(), None),
-        };
-        let mut layers =
-            (0..model.hidden.len()).map(|i| pair(&format!("{mlp}layers.{i}"))).collect::<Result<Vec<_>, _>>()?;
-        layers.push(pair(&format!("{mlp}head"))?);
-        Ok(Fused {
-            names,
-            params,
-            decays,
-            transposed,
-            state,
-            optim: members.iter().map(|t| t.cfg.optim.clone()).collect(),
-            loss_sum: stack(&|t| t.loss_sum.shallow_clone())?,
-            layers,
-            convs,
-            image,
-            activation: first.cfg.model.activation,
-            precision: first.precision,
-            device: first.device,
         })
+    }
+
+    /// The stacked leaves, in `params` order.
+    fn leaves(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.value.shallow_clone()).collect()
     }
 
     pub fn runs(&self) -> usize {
@@ -187,8 +204,11 @@ impl Fused {
         tch::no_grad(|| -> Result<(), String> {
             for (r, t) in members.iter_mut().enumerate() {
                 let r = r as i64;
-                for (i, p) in t.params.iter().enumerate() {
-                    p.shallow_clone().f_copy_(&self.own(i, &self.params[i], r)).map_err(err)?;
+                if t.params.len() != self.params.len() {
+                    return Err(format!("a member has {} parameters, the group {}", t.params.len(), self.params.len()));
+                }
+                for (p, fused) in t.params.iter().zip(&self.params) {
+                    p.shallow_clone().f_copy_(&fused.own(&fused.value, r)).map_err(err)?;
                 }
                 let live: HashMap<String, Tensor> = t.optimizer.state().into_iter().collect();
                 let put = |key: &str, src: &Tensor| -> Result<(), String> {
@@ -197,15 +217,15 @@ impl Fused {
                 };
                 match &self.state {
                     State::AdamW { exp_avg, exp_avg_sq, step } => {
-                        for (n, (m, v)) in self.names.iter().zip(exp_avg.iter().zip(exp_avg_sq)) {
-                            put(&format!("{n}.exp_avg"), &self.own_named(n, m, r))?;
-                            put(&format!("{n}.exp_avg_sq"), &self.own_named(n, v, r))?;
+                        for (p, (m, v)) in self.params.iter().zip(exp_avg.iter().zip(exp_avg_sq)) {
+                            put(&format!("{}.exp_avg", p.name), &p.own(m, r))?;
+                            put(&format!("{}.exp_avg_sq", p.name), &p.own(v, r))?;
                         }
                         put("step", &step.get(r))?;
                     }
                     State::Sgd { buffers, step } => {
-                        for (n, b) in self.names.iter().zip(buffers) {
-                            put(&format!("{n}.momentum_buffer"), &self.own_named(n, b, r))?;
+                        for (p, b) in self.params.iter().zip(buffers) {
+                            put(&format!("{}.momentum_buffer", p.name), &p.own(b, r))?;
                         }
                         put("step", &Tensor::from(*step))?;
                     }
@@ -217,62 +237,12 @@ impl Fused {
         })
     }
 
-    /// Run `r`'s slice of parameter `i`'s tensor `t` (a parameter or its optimizer state), in PyTorch's layout.
-    fn own(&self, i: usize, t: &Tensor, r: i64) -> Tensor {
-        if self.transposed[i] {
-            t.get(r).tr()
-        } else {
-            t.get(r)
-        }
-    }
-
-    /// [`Fused::own`] by parameter name.
-    fn own_named(&self, name: &str, t: &Tensor, r: i64) -> Tensor {
-        let i = self.names.iter().position(|n| n == name).unwrap_or(0);
-        self.own(i, t, r)
-    }
-
-    /// The outputs `[R, B, classes]` for inputs `[R, B, ...]`: one batched matmul per layer.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let r = x.size()[0];
-        let b = x.size()[1];
-        let last = self.layers.len() - 1;
-        let mut h = match self.image {
-            Some(image) => self.features(x, image),
-            None => x.reshape([r, b, -1]),
-        };
-        for (l, &(w, bias)) in self.layers.iter().enumerate() {
-            let (w, bias) = (&self.params[w], &self.params[bias]);
-            h = h.bmm(w) + bias.unsqueeze(1);
-            if l < last {
-                h = crate::model::activate(&h, self.activation);
-            }
-        }
-        h
-    }
-
-    /// A CNN's convolutions for inputs `[R, B, ...]`, as grouped convolutions over `[B, R·C, H, W]` (group r: run
-    /// r's channels and filters), flattened per run to `[R, B, features]` in PyTorch's `flatten(1)` order.
-    fn features(&self, x: &Tensor, [c, h, w]: [i64; 3]) -> Tensor {
-        let (r, b) = (x.size()[0], x.size()[1]);
-        let mut y = x.reshape([r, b, c, h, w]).transpose(0, 1).reshape([b, r * c, h, w]);
-        for &(wi, bi) in &self.convs {
-            let (weight, bias) = (&self.params[wi], &self.params[bi]);
-            let s = weight.size();
-            let weight = weight.reshape([s[0] * s[1], s[2], s[3], s[4]]);
-            let z = y.conv2d(&weight, Some(bias.reshape([-1])), [1, 1], [1, 1], [1, 1], r);
-            y = crate::model::activate(&z, self.activation).max_pool2d_default(2);
-        }
-        let per_run = y.size()[1] / r * y.size()[2] * y.size()[3];
-        y.reshape([b, r, per_run]).transpose(0, 1).contiguous()
-    }
-
     /// One optimizer step of every run on its own batch: `idx[r]` are run r's sample indices, `lrs[r]` its
     /// learning rate. `task` is any member's (they share the data). Returns the runs' losses `[R]`.
     pub fn step(&mut self, task: &dyn crate::task::Task, idx: &[Tensor], lrs: &[f64]) -> Result<Tensor, String> {
         let err = |e: tch::TchError| e.to_string();
         let runs = self.runs() as i64;
-        crate::ffi::grads_to_none(&self.params).map_err(|e| e.to_string())?;
+        crate::ffi::grads_to_none(&self.leaves()).map_err(|e| e.to_string())?;
         let all = Tensor::f_cat(idx, 0).map_err(err)?;
         let batch = task.gather(&all, Split::Train, self.device);
         let len = idx.first().map_or(0, |t| t.size()[0]);
@@ -286,7 +256,7 @@ impl Fused {
         let y = batch.y.f_reshape(ys.as_slice()).map_err(err)?;
         let (total, out) = {
             let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| e.to_string())?;
-            let out = self.forward(&x);
+            let out = self.net.forward(&x);
             // The mean over all R·B items times R: each run's gradient is that of its own batch's mean loss.
             let flat = |t: &Tensor| {
                 let mut s = t.size()[1..].to_vec();
@@ -313,7 +283,7 @@ impl Fused {
         if self.optim.iter().all(|o| o.grad_clip.is_none()) {
             return Ok(());
         }
-        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.value.grad()).collect();
         let mut sq: Option<Tensor> = None;
         for g in &grads {
             let dims: Vec<i64> = (1..g.dim() as i64).collect();
@@ -336,22 +306,23 @@ impl Fused {
     }
 
     fn update(&mut self, lrs: &[f64]) -> Result<(), tch::TchError> {
-        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.value.grad()).collect();
         match &mut self.state {
             State::AdamW { exp_avg, exp_avg_sq, step } => {
+                let values = self.params.iter().map(|p| p.value.shallow_clone()).collect::<Vec<_>>();
                 let _ = step.f_add_scalar_(1.0)?;
                 // torch's fused AdamW kernel on each run's slices: the unfused optimizer's arithmetic exactly.
                 for (r, (o, &lr)) in self.optim.iter().zip(lrs).enumerate() {
                     let r = r as i64;
                     for decay in [true, false] {
-                        let pick: Vec<usize> = (0..self.params.len()).filter(|&i| self.decays[i] == decay).collect();
+                        let pick: Vec<usize> = (0..values.len()).filter(|&i| self.params[i].decay == decay).collect();
                         if pick.is_empty() {
                             continue;
                         }
                         let slice = |v: &[Tensor]| -> Vec<Tensor> { pick.iter().map(|&i| v[i].get(r)).collect() };
                         let steps: Vec<Tensor> = pick.iter().map(|_| step.get(r)).collect();
                         let wd = if decay { o.weight_decay } else { 0.0 };
-                        let (ps, gs, ms, vs) = (slice(&self.params), slice(&grads), slice(exp_avg), slice(exp_avg_sq));
+                        let (ps, gs, ms, vs) = (slice(&values), slice(&grads), slice(exp_avg), slice(exp_avg_sq));
                         crate::ffi::fused_adamw(&ps, &gs, &ms, &vs, &steps, lr, o.betas, wd, o.eps, None)
                             .map_err(|e| tch::TchError::Torch(e.to_string()))?;
                     }
@@ -364,10 +335,11 @@ impl Fused {
                 let damp: Vec<f64> = o.iter().map(|o| 1.0 - o.dampening).collect();
                 let neg_lr: Vec<f64> = lrs.iter().map(|l| -l).collect();
                 let nesterov = o.first().is_some_and(|o| o.nesterov);
-                for (i, (p, g)) in self.params.iter().zip(&grads).enumerate() {
+                for (i, (param, g)) in self.params.iter().zip(&grads).enumerate() {
+                    let p = &param.value;
                     let pr = |v: &[f64]| Fused::per_run_on(self.device, v, p);
                     let mut g = g.shallow_clone();
-                    if self.decays[i] && wd.iter().any(|&w| w != 0.0) {
+                    if param.decay && wd.iter().any(|&w| w != 0.0) {
                         g = g.f_add(&(p * pr(&wd)))?;
                     }
                     if let Some(buf) = buffers.get_mut(i) {
@@ -404,7 +376,7 @@ impl Fused {
                 let batch = first.task.gather(&idx, Split::Val, self.device);
                 let mut shape = batch.x.size();
                 shape.insert(0, runs as i64);
-                let out = self.forward(&batch.x.unsqueeze(0).expand(shape.as_slice(), false));
+                let out = self.net.forward(&batch.x.unsqueeze(0).expand(shape.as_slice(), false));
                 for (r, acc) in sums.iter_mut().enumerate() {
                     let part = first.task.eval_sums(&out.get(r as i64), &batch.y);
                     if acc.is_empty() {

@@ -173,13 +173,17 @@ fn files_that_are_not_trainable_torchscript_modules_are_refused_naming_the_file(
     };
     py("import torch; m = torch.nn.Linear(32, 4); torch.save(m, 'whole.pt'); torch.save(m.state_dict(), 'sd.pt')");
     std::fs::write(tmp.path().join("junk.pt"), b"not a model at all").unwrap();
+    std::fs::create_dir(tmp.path().join("traces")).unwrap();
     let traced = export(tmp.path(), "cnn", "traced", &["--trace"]);
     let frozen = export(tmp.path(), "frozen", "frozen", &[]);
     let mlp = export(tmp.path(), "mlp", "mlp", &[]);
     let bad = |model: &Path, features: usize, extra: &[&str]| -> String {
         let run = tmp.path().join(format!("run-{}", model.file_stem().unwrap().to_string_lossy()));
-        let err = Run::train(&run).sets(&strs(&samples(features))).set(&path_set(model)).sets(extra).bad();
+        let traces = tmp.path().join("traces");
+        let run_cmd = Run::train(&run).sets(&strs(&samples(features))).set(&path_set(model)).sets(extra);
+        let err = run_cmd.env("TMPDIR", &traces.display().to_string()).bad();
         assert!(!run.exists(), "bad input must write nothing");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains(&model.display().to_string()) && err.contains("model.path"), "{err}");
         err
     };
@@ -194,7 +198,9 @@ fn files_that_are_not_trainable_torchscript_modules_are_refused_naming_the_file(
     let err = bad(&mlp, 32, &["data.synthetic.classes=3"]);
     assert!(err.contains("forward returns [2, 4]") && err.contains("[2, 3]"), "{err}");
     let err = bad(&mlp, 16, &[]);
-    assert!(err.contains("forward failed"), "{err}");
+    assert!(err.contains("forward failed") && err.contains("(2x16 and 32x64)"), "{err}");
+    let traces: Vec<_> = std::fs::read_dir(tmp.path().join("traces")).unwrap().flatten().collect();
+    assert_eq!(traces.len(), 1, "one failed forward, one trace file");
     let missing = tmp.path().join("nowhere.pt");
     let err = Run::train(&tmp.path().join("m")).sets(&strs(&samples(32))).set(&path_set(&missing)).bad();
     assert!(err.contains("model.path") && err.contains("nowhere.pt"), "{err}");
@@ -293,4 +299,56 @@ fn autocast_applies_inside_the_module_and_resume_stays_exact_under_it() {
     assert!((la - lb).abs() < 0.1 * la, "bf16 should train about as well: {la} vs {lb}");
     sets.push("train.precision=bf16".into());
     crate::resume::kill_and_term_resume_exactly(&strs(&sets));
+}
+
+/// Runs a Python snippet with the test venv's torch (`tests/` on its path) and returns its stdout.
+#[track_caller]
+fn py_out(code: &str) -> String {
+    let path = format!("import sys\nsys.path.insert(0, {:?})\n", repo().join("tests").display().to_string());
+    let o = std::process::Command::new(python()).arg("-c").arg(path + code).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// The banner counts the module's own parameters (its `VarStore` is empty), the tied embedding once, as
+/// `sum(p.numel() for p in module.parameters())` does.
+#[test]
+fn the_banner_counts_the_modules_own_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("lm128.pt");
+    let count: i64 = py_out(&format!(
+        "import torch, torchscript_models as tm\ntorch.manual_seed(0)\nm = tm.TinyLm(width=128)\n\
+         torch.jit.script(m).save({:?})\nprint(sum(p.numel() for p in m.parameters()))\n",
+        model.display().to_string()
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    // wte 27·128, wpe 16·128, two LayerNorms 2·256, qkv 128·384 + 384, proj 128·128 + 128; lm_head is wte.
+    assert_eq!(count, 72_064);
+    let out = Run::train(&tmp.path().join("run")).sets(&TOKENS).set(&path_set(&model)).set("train.epochs=1").ok();
+    let banner = text(&out.stderr);
+    assert!(banner.contains("(0.07M params)"), "{banner}");
+}
+
+/// A language model whose position table (16) is shorter than the token window, `model.block_size` (default 256):
+/// one error line naming the file and `model.block_size`; the TorchScript trace is in the file that line names
+/// (under `TMPDIR`), and the run directory was never made.
+#[test]
+fn a_token_window_past_the_modules_block_is_one_error_line_with_the_trace_in_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = export(tmp.path(), "lm", "lm", &[]);
+    let (run, traces) = (tmp.path().join("run"), tmp.path().join("traces"));
+    std::fs::create_dir(&traces).unwrap();
+    let sets: Vec<&str> = TOKENS.iter().copied().filter(|s| !s.starts_with("model.block_size")).collect();
+    let err = Run::train(&run).sets(&sets).set(&path_set(&model)).env("TMPDIR", &traces.display().to_string()).bad();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let named = err.contains(&model.display().to_string()) && err.contains("model.block_size");
+    assert!(named && err.contains("windows of 256 tokens") && err.contains("index out of range"), "{err}");
+    assert!(!run.exists(), "a run that never started leaves no run directory");
+    let file = err.split("full TorchScript trace: ").nth(1).unwrap().trim_end().trim_end_matches(')');
+    assert!(Path::new(file).starts_with(&traces), "{file}");
+    let trace = std::fs::read_to_string(file).unwrap();
+    assert!(trace.contains("Traceback of TorchScript") && trace.contains("self.wpe(torch.arange(t"), "{trace}");
+    assert!(trace.lines().count() > 20 && trace.contains(&model.display().to_string()), "{trace}");
 }
