@@ -16,7 +16,7 @@ thread_local! {
 
 /// Where the work that panicked ran, for the message and the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Building the model, placing data, the checks before training (an OOM here is bad input: exit 2).
     Setup,
     /// Inside training steps (exit 1).
@@ -24,7 +24,7 @@ pub enum Phase {
 }
 
 /// Installs a panic hook that prints nothing for panics a [`catch`] will report, and the default report otherwise.
-pub fn install_quiet_hook() {
+pub(crate) fn install_quiet_hook() {
     let default = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
         if CATCHING.with(Cell::get) == 0 {
@@ -35,7 +35,7 @@ pub fn install_quiet_hook() {
 
 /// Runs `f`, turning a panic into an error: an out-of-memory into [`Error::OutOfMemory`] (its text is `what`
 /// followed by the allocator's own one-line report), anything else into [`Error::Internal`].
-pub fn catch<T>(phase: Phase, what: &dyn Fn() -> String, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn catch<T>(phase: Phase, what: &dyn Fn() -> String, f: impl FnOnce() -> Result<T>) -> Result<T> {
     CATCHING.with(|c| c.set(c.get() + 1));
     let out = panic::catch_unwind(AssertUnwindSafe(f));
     CATCHING.with(|c| c.set(c.get() - 1));
@@ -43,7 +43,7 @@ pub fn catch<T>(phase: Phase, what: &dyn Fn() -> String, f: impl FnOnce() -> Res
 }
 
 /// The panic's message, if it carried a string.
-pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()
@@ -52,7 +52,7 @@ pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Whether a libtorch message reports a failed allocation (CPU or CUDA).
-pub fn is_out_of_memory(text: &str) -> bool {
+pub(crate) fn is_out_of_memory(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     ["out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate"]
         .iter()
@@ -60,7 +60,7 @@ pub fn is_out_of_memory(text: &str) -> bool {
 }
 
 /// The first meaningful line of a libtorch error (tch wraps it in `Torch("...")` with a C++ backtrace after).
-pub fn first_line(text: &str) -> String {
+pub(crate) fn first_line(text: &str) -> String {
     let t = text.split("Exception raised from").next().unwrap_or(text);
     let t = t.rsplit("Torch(\"").next().unwrap_or(t);
     let line = t.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");

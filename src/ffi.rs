@@ -11,7 +11,7 @@ use tch::Tensor;
 use torch_sys::C_tensor;
 
 /// Whether libcuda can be loaded at all (false on machines without an NVIDIA driver).
-pub fn cuda_driver_present() -> bool {
+pub(crate) fn cuda_driver_present() -> bool {
     // SAFETY: only tries to dlopen libcuda; no CUDA call is made when it is absent.
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
@@ -49,7 +49,7 @@ extern "C" {
 /// An error raised by libtorch inside the shim.
 #[derive(Debug, thiserror::Error)]
 #[error("libtorch: {0}")]
-pub struct ShimError(pub String);
+pub(crate) struct ShimError(pub String);
 
 fn check(err: *mut c_char) -> Result<(), ShimError> {
     if err.is_null() {
@@ -66,12 +66,12 @@ fn handles(ts: &[Tensor]) -> Vec<*mut C_tensor> {
 }
 
 /// Turns autocast on for CPU or CUDA with bf16 (`half = false`) or fp16; pair with [`autocast_exit`].
-pub fn autocast_enter(cuda: bool, half: bool) -> Result<(), ShimError> {
+pub(crate) fn autocast_enter(cuda: bool, half: bool) -> Result<(), ShimError> {
     // SAFETY: plain ints; the shim catches exceptions.
     check(unsafe { spotrun_autocast_enter(c_int::from(cuda), c_int::from(half)) })
 }
 
-pub fn autocast_exit(cuda: bool) -> Result<(), ShimError> {
+pub(crate) fn autocast_exit(cuda: bool) -> Result<(), ShimError> {
     // SAFETY: as above.
     check(unsafe { spotrun_autocast_exit(c_int::from(cuda)) })
 }
@@ -79,7 +79,7 @@ pub fn autocast_exit(cuda: bool) -> Result<(), ShimError> {
 /// `torch._fused_adamw_` over parallel lists. Every list must have `params.len()` entries (checked).
 /// `steps` must already hold the incremented step count. With `found_inf` non-zero nothing changes.
 #[allow(clippy::too_many_arguments)]
-pub fn fused_adamw(
+pub(crate) fn fused_adamw(
     params: &[Tensor],
     grads: &[Tensor],
     exp_avgs: &[Tensor],
@@ -117,7 +117,7 @@ pub fn fused_adamw(
 }
 
 /// `torch._amp_foreach_non_finite_check_and_unscale_`: `grads *= inv_scale`; sets `found_inf` to 1 on inf/NaN.
-pub fn unscale_check(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<(), ShimError> {
+pub(crate) fn unscale_check(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<(), ShimError> {
     let g = handles(grads);
     // SAFETY: live borrowed tensors for the duration of the call.
     check(unsafe {
@@ -131,7 +131,7 @@ pub fn unscale_check(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -
 }
 
 /// `zero_grad(set_to_none=True)`: after this, `t.grad()` is undefined until the next backward.
-pub fn grads_to_none(ts: &[Tensor]) -> Result<(), ShimError> {
+pub(crate) fn grads_to_none(ts: &[Tensor]) -> Result<(), ShimError> {
     let h = handles(ts);
     // SAFETY: live borrowed tensors for the duration of the call.
     check(unsafe { spotrun_grads_to_none(h.as_ptr(), h.len()) })
@@ -140,19 +140,19 @@ pub fn grads_to_none(ts: &[Tensor]) -> Result<(), ShimError> {
 /// Re-lays the 4-d parameter `t` out channels-last in place (`module.to(memory_format=torch.channels_last)`).
 /// Convolutions then run on oneDNN's/cuDNN's NHWC kernels (+25-30% for the CNN on the CPU, BENCHMARKS.md).
 /// Values and shape are unchanged; only strides differ, so checkpoints (written contiguous) are unaffected.
-pub fn channels_last(t: &Tensor) -> Result<(), ShimError> {
+pub(crate) fn channels_last(t: &Tensor) -> Result<(), ShimError> {
     // SAFETY: a live tensor handle for the duration of the call; the shim replaces its data under no_grad.
     check(unsafe { spotrun_channels_last(t.as_ptr() as *mut C_tensor) })
 }
 
 /// `torch.use_deterministic_algorithms(on)` plus deterministic cuDNN without benchmarking.
-pub fn set_deterministic(on: bool) -> Result<(), ShimError> {
+pub(crate) fn set_deterministic(on: bool) -> Result<(), ShimError> {
     // SAFETY: a plain int.
     check(unsafe { spotrun_set_deterministic(c_int::from(on)) })
 }
 
 /// Whether deterministic algorithms are on (`torch.are_deterministic_algorithms_enabled()`).
-pub fn deterministic() -> bool {
+pub(crate) fn deterministic() -> bool {
     // SAFETY: reads a flag of libtorch's global context.
     unsafe { spotrun_deterministic() != 0 }
 }
@@ -239,7 +239,7 @@ extern "C" {
 }
 
 /// Sends `sig` to process `pid` (used by `spotrun sweep` to pass a preemption signal on to its workers).
-pub fn send_signal(pid: u32, sig: i32) -> bool {
+pub(crate) fn send_signal(pid: u32, sig: i32) -> bool {
     #[cfg(target_os = "linux")]
     {
         let Ok(pid) = c_int::try_from(pid) else { return false };
@@ -258,7 +258,7 @@ pub fn send_signal(pid: u32, sig: i32) -> bool {
 
 /// Asks the kernel to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG), so a worker whose
 /// launcher was killed checkpoints and stops instead of training on unsupervised. Returns whether it was set.
-pub fn die_with_parent(sig: i32) -> bool {
+pub(crate) fn die_with_parent(sig: i32) -> bool {
     #[cfg(target_os = "linux")]
     {
         const PR_SET_PDEATHSIG: c_int = 1;
@@ -278,14 +278,14 @@ extern "C" {
 
 /// Ends the process at once with `code`: no atexit handlers, no C++ static destructors, no unwinding. For a
 /// thread that must stop the process while the main thread may be inside libtorch (a lost sweep lease).
-pub fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit(2) never returns and touches no Rust state.
     unsafe { _exit(code) }
 }
 
 /// The shim's loaded TorchScript module (opaque).
 #[repr(C)]
-pub struct ShimModule {
+pub(crate) struct ShimModule {
     _private: [u8; 0],
 }
 
@@ -304,10 +304,10 @@ extern "C" {
 }
 
 /// A TorchScript module loaded with `torch::jit::load`, owned here (freed on drop).
-pub struct JitModule(std::ptr::NonNull<ShimModule>);
+pub(crate) struct JitModule(std::ptr::NonNull<ShimModule>);
 
 /// One named tensor of a module: `(state_dict name, live tensor, first name of the same tensor if tied)`.
-pub type NamedEntry = (String, Tensor, Option<String>);
+pub(crate) type NamedEntry = (String, Tensor, Option<String>);
 
 fn c_path(path: &std::path::Path) -> Result<std::ffi::CString, ShimError> {
     use std::os::unix::ffi::OsStrExt;
@@ -327,7 +327,7 @@ extern "C" fn push_entry(ctx: *mut std::ffi::c_void, name: *const c_char, t: *mu
 
 impl JitModule {
     /// Loads `path` onto `device` (CPU or CUDA).
-    pub fn load(path: &std::path::Path, device: tch::Device) -> Result<JitModule, ShimError> {
+    pub(crate) fn load(path: &std::path::Path, device: tch::Device) -> Result<JitModule, ShimError> {
         let p = c_path(path)?;
         let index = match device {
             tch::Device::Cuda(i) => i as c_int,
@@ -340,7 +340,7 @@ impl JitModule {
     }
 
     /// Parameters (`buffers = false`) or buffers, recursively, with `state_dict` names, in the module's order.
-    pub fn named(&self, buffers: bool) -> Result<Vec<NamedEntry>, ShimError> {
+    pub(crate) fn named(&self, buffers: bool) -> Result<Vec<NamedEntry>, ShimError> {
         let mut out: Vec<NamedEntry> = Vec::new();
         let ctx = &mut out as *mut Vec<NamedEntry> as *mut std::ffi::c_void;
         // SAFETY: the module is alive; `push_entry` only touches `out` through `ctx` during the call.
@@ -349,13 +349,13 @@ impl JitModule {
     }
 
     /// `module.train(on)`.
-    pub fn set_train(&self, on: bool) -> Result<(), ShimError> {
+    pub(crate) fn set_train(&self, on: bool) -> Result<(), ShimError> {
         // SAFETY: the module is alive.
         check(unsafe { spotrun_module_train(self.0.as_ptr(), c_int::from(on)) })
     }
 
     /// `module.forward(x)`, which must return one tensor.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ShimError> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ShimError> {
         let mut out = std::ptr::null_mut();
         // SAFETY: the module and `x` are alive; on success `out` is a new handle we own.
         check(unsafe { spotrun_module_forward(self.0.as_ptr(), x.as_ptr() as *mut C_tensor, &mut out) })?;
@@ -364,7 +364,7 @@ impl JitModule {
     }
 
     /// `module.save(path)`.
-    pub fn save(&self, path: &std::path::Path) -> Result<(), ShimError> {
+    pub(crate) fn save(&self, path: &std::path::Path) -> Result<(), ShimError> {
         let p = c_path(path)?;
         // SAFETY: the module is alive; a valid C string.
         check(unsafe { spotrun_module_save(self.0.as_ptr(), p.as_ptr()) })
@@ -385,7 +385,7 @@ extern "C" {
 /// The CUDA runtime version the loaded libtorch_cuda was compiled against (`CUDART_VERSION`: 13000 = 13.0, what
 /// `torch.version.cuda` says), or `None` for a CPU-only libtorch. A compile-time constant of the library actually
 /// loaded, so it needs neither a GPU nor a driver and cannot disagree with the libraries on disk.
-pub fn torch_cuda_version() -> Option<i32> {
+pub(crate) fn torch_cuda_version() -> Option<i32> {
     // SAFETY: no arguments; the shim catches every exception and returns -1.
     let v = unsafe { spotrun_torch_cuda_version() };
     (v > 0).then(|| i32::try_from(v).ok()).flatten()
@@ -393,7 +393,7 @@ pub fn torch_cuda_version() -> Option<i32> {
 
 /// The newest CUDA version the installed NVIDIA driver supports (`cuDriverGetVersion`: 12080 = 12.8), or `None`
 /// without a driver. Needs no `cuInit` and no GPU.
-pub fn cuda_driver_version() -> Option<i32> {
+pub(crate) fn cuda_driver_version() -> Option<i32> {
     if !cuda_driver_present() {
         return None;
     }

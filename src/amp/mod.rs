@@ -6,7 +6,7 @@ mod scaler;
 
 use crate::config::Precision;
 use crate::ffi::{self, ShimError};
-pub use scaler::{GradScaler, ScalerConfig};
+pub(crate) use scaler::{GradScaler, ScalerConfig};
 
 /// The precision a run actually uses once the device is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Resolved {
 }
 
 /// `auto` → bf16 on CUDA, fp32 on CPU; explicit choices are kept.
-pub fn resolve(p: Precision, cuda: bool) -> Resolved {
+pub(crate) fn resolve(p: Precision, cuda: bool) -> Resolved {
     match p {
         Precision::Auto if cuda => Resolved::Bf16,
         Precision::Auto | Precision::Fp32 => Resolved::Fp32,
@@ -37,13 +37,13 @@ pub fn resolve(p: Precision, cuda: bool) -> Resolved {
 }
 
 /// An autocast region: entered on construction, left on drop. A no-op for fp32.
-pub struct Autocast {
+pub(crate) struct Autocast {
     cuda: bool,
     active: bool,
 }
 
 impl Autocast {
-    pub fn enter(precision: Resolved, cuda: bool) -> Result<Autocast, ShimError> {
+    pub(crate) fn enter(precision: Resolved, cuda: bool) -> Result<Autocast, ShimError> {
         let active = precision != Resolved::Fp32;
         if active {
             ffi::autocast_enter(cuda, precision == Resolved::Fp16)?;

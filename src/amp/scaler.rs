@@ -11,7 +11,7 @@ use crate::ffi::{self, ShimError};
 
 /// torch.amp.GradScaler's defaults.
 #[derive(Debug, Clone, Copy)]
-pub struct ScalerConfig {
+pub(crate) struct ScalerConfig {
     pub init_scale: f64,
     pub growth_factor: f64,
     pub backoff_factor: f64,
@@ -24,7 +24,7 @@ impl Default for ScalerConfig {
     }
 }
 
-pub struct GradScaler {
+pub(crate) struct GradScaler {
     cfg: ScalerConfig,
     scale: Tensor,
     growth_tracker: Tensor,
@@ -32,7 +32,7 @@ pub struct GradScaler {
 }
 
 impl GradScaler {
-    pub fn new(cfg: ScalerConfig, device: Device) -> GradScaler {
+    pub(crate) fn new(cfg: ScalerConfig, device: Device) -> GradScaler {
         GradScaler {
             cfg,
             scale: Tensor::full([], cfg.init_scale, (Kind::Float, device)),
@@ -42,24 +42,24 @@ impl GradScaler {
     }
 
     /// `loss * scale` (in float32).
-    pub fn scale(&self, loss: &Tensor) -> Tensor {
+    pub(crate) fn scale(&self, loss: &Tensor) -> Tensor {
         loss.to_kind(Kind::Float) * &self.scale
     }
 
     /// Unscales `grads` in place and sets the flag returned by [`GradScaler::found_inf`].
-    pub fn unscale(&mut self, grads: &[Tensor]) -> Result<(), ShimError> {
+    pub(crate) fn unscale(&mut self, grads: &[Tensor]) -> Result<(), ShimError> {
         let _ = self.found_inf.f_zero_().map_err(|e| ShimError(e.to_string()))?;
         let inv = self.scale.reciprocal();
         ffi::unscale_check(grads, &self.found_inf, &inv)
     }
 
     /// 1.0 when the last [`GradScaler::unscale`] saw an inf or NaN, else 0.0 (stays on the device).
-    pub fn found_inf(&self) -> &Tensor {
+    pub(crate) fn found_inf(&self) -> &Tensor {
         &self.found_inf
     }
 
     /// Adjusts the scale after a step (on the device, no sync).
-    pub fn update(&mut self) -> Result<(), TchError> {
+    pub(crate) fn update(&mut self) -> Result<(), TchError> {
         let c = self.cfg;
         let _ = self.scale.f_internal_amp_update_scale_(
             &self.growth_tracker,
@@ -73,11 +73,11 @@ impl GradScaler {
 
     /// The current scale (reads it back: a host sync).
     #[cfg(test)]
-    pub fn current_scale(&self) -> f64 {
+    pub(crate) fn current_scale(&self) -> f64 {
         self.scale.double_value(&[])
     }
 
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn state(&self) -> Vec<(String, Tensor)> {
         vec![
             ("scale".into(), self.scale.shallow_clone()),
             ("growth_tracker".into(), self.growth_tracker.shallow_clone()),
@@ -85,7 +85,7 @@ impl GradScaler {
     }
 
     /// Restores [`GradScaler::state`]; `Err` names a missing entry.
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), String> {
+    pub(crate) fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), String> {
         for (name, dst) in [("scale", &mut self.scale), ("growth_tracker", &mut self.growth_tracker)] {
             let src = state.get(name).ok_or_else(|| format!("grad scaler state `{name}` missing"))?;
             dst.f_copy_(src).map_err(|e| format!("grad scaler state `{name}`: {e}"))?;

@@ -32,7 +32,7 @@ impl Drop for Scratch {
 
 /// `<host>-<pid>-<nanos>-<n>`: a scratch-name suffix no other process on any host sharing the volume uses (PIDs
 /// alone repeat across containers: every pod's first process is PID 1).
-pub fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
         .trim()
@@ -51,7 +51,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Like [`write_atomic`], with the content streamed by `fill` (buffered) instead of held in memory.
-pub fn write_atomic_with<T>(
+pub(super) fn write_atomic_with<T>(
     path: &Path,
     fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
@@ -103,7 +103,7 @@ impl Write for Limited {
 }
 
 /// Appends one line to `path` and fsyncs (for `metrics.jsonl`: a crash loses at most the line being written).
-pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+pub(crate) fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
     f.write_all(format!("{line}\n").as_bytes())?;
     f.sync_data()

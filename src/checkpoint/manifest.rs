@@ -93,7 +93,7 @@ pub enum ManifestError {
 }
 
 /// CRC-32 as 8 lowercase hex digits (the manifest's checksum format).
-pub fn crc32_hex(crc: u32) -> String {
+pub(crate) fn crc32_hex(crc: u32) -> String {
     format!("{crc:08x}")
 }
 

@@ -33,7 +33,7 @@ impl Entry {
 
 /// Names of the directories to delete. `protect` (the best epoch's step, `checkpoint.keep_best`) is kept beyond
 /// `keep_last`.
-pub fn to_delete(entries: &[Entry], keep_last: usize, protect: Option<u64>) -> Vec<String> {
+pub(super) fn to_delete(entries: &[Entry], keep_last: usize, protect: Option<u64>) -> Vec<String> {
     let keep_last = keep_last.max(1);
     let mut committed: Vec<&Entry> = entries.iter().filter(|e| e.committed()).collect();
     committed.sort_by_key(|e| std::cmp::Reverse(e.step));

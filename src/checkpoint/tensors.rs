@@ -75,7 +75,7 @@ pub struct Written {
 
 /// Streams `tensors` in the safetensors format to `w`: sorted by name, no metadata, each tensor copied to host
 /// memory one at a time (no whole-file buffer), with a CRC-32 computed on the way.
-pub fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
+pub(super) fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
     let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
@@ -123,7 +123,7 @@ pub fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Writt
 
 /// Serialises `tensors` into safetensors bytes in memory (see [`write_to`]).
 #[cfg(test)]
-pub fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
+pub(super) fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
     let mut out = Vec::new();
     write_to(&mut out, tensors)?;
     Ok(out)

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use super::store::{CheckpointError, Committed, Snapshot, Store};
 
-pub struct Writer {
+pub(crate) struct Writer {
     store: Arc<Store>,
     background: bool,
     inflight: Option<JoinHandle<Result<Committed, CheckpointError>>>,
@@ -20,18 +20,18 @@ pub struct Writer {
 
 impl Writer {
     /// `background = true` is `checkpoint.async`.
-    pub fn new(store: Store, background: bool) -> Writer {
+    pub(crate) fn new(store: Store, background: bool) -> Writer {
         Writer { store: Arc::new(store), background, inflight: None, retention: None, last: None }
     }
 
     /// The same writer, saving in the background from now on.
-    pub fn in_background(mut self) -> Writer {
+    pub(crate) fn in_background(mut self) -> Writer {
         self.background = true;
         self
     }
 
     /// Waits for the write in flight (if any), then saves `snap` (in the background when async).
-    pub fn save(&mut self, snap: Snapshot) -> Result<(), CheckpointError> {
+    pub(crate) fn save(&mut self, snap: Snapshot) -> Result<(), CheckpointError> {
         self.flush()?;
         let store = Arc::clone(&self.store);
         if self.background {
@@ -48,7 +48,7 @@ impl Writer {
     }
 
     /// Waits for the write in flight and returns the newest committed checkpoint of this process.
-    pub fn flush(&mut self) -> Result<Option<Committed>, CheckpointError> {
+    pub(crate) fn flush(&mut self) -> Result<Option<Committed>, CheckpointError> {
         if let Some(h) = self.retention.take() {
             h.join().map_err(|_| CheckpointError::Thread)?;
         }
@@ -59,7 +59,7 @@ impl Writer {
     }
 
     /// The newest committed checkpoint known without waiting.
-    pub fn last(&self) -> Option<&Committed> {
+    pub(crate) fn last(&self) -> Option<&Committed> {
         self.last.as_ref()
     }
 }

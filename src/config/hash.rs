@@ -12,7 +12,7 @@ use super::load::ConfigError;
 use super::schema::Config;
 
 /// Keys left out of the hash, as `(section, key)`.
-pub const PLACEMENT_KEYS: [(&str, &str); 6] = [
+pub(super) const PLACEMENT_KEYS: [(&str, &str); 6] = [
     ("train", "name"),
     ("train", "device"),
     ("train", "threads"),
@@ -22,7 +22,7 @@ pub const PLACEMENT_KEYS: [(&str, &str); 6] = [
 ];
 
 /// Keys added after the first release, as paths: hashed only when set to something other than their default.
-pub const LATER_KEYS: [&[&str]; 12] = [
+pub(super) const LATER_KEYS: [&[&str]; 12] = [
     &["data", "task"],
     &["data", "token_dtype"],
     &["data", "synthetic", "vocab"],
@@ -38,7 +38,7 @@ pub const LATER_KEYS: [&[&str]; 12] = [
 ];
 
 /// The config with `train.epochs` set to 0: equal for two configs that differ only in their length.
-pub fn hash_ignoring_epochs(c: &Config) -> Result<String, ConfigError> {
+pub(crate) fn hash_ignoring_epochs(c: &Config) -> Result<String, ConfigError> {
     let mut c = c.clone();
     c.train.epochs = 0;
     config_hash(&c)
@@ -46,7 +46,7 @@ pub fn hash_ignoring_epochs(c: &Config) -> Result<String, ConfigError> {
 
 /// The first `n` characters of a run id, for display: never panics, whatever the id holds (a plan or manifest
 /// read from disk may carry a short or non-ASCII id).
-pub fn short_id_n(id: &str, n: usize) -> &str {
+pub(crate) fn short_id_n(id: &str, n: usize) -> &str {
     id.char_indices().nth(n).map_or(id, |(i, _)| &id[..i])
 }
 

@@ -6,7 +6,12 @@ use super::ConfigError;
 
 /// Sets the dotted `key` (e.g. `optim.lr`) in a config table, creating sections as needed. Fails when a
 /// prefix of the key is a value rather than a section; unknown keys are caught later by [`from_table`].
-pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value, origin: &Path) -> Result<(), ConfigError> {
+pub(crate) fn set_value(
+    table: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+    origin: &Path,
+) -> Result<(), ConfigError> {
     let parts: Vec<&str> = key.split('.').collect();
     let bad = |message: String| ConfigError::Key { file: origin.to_path_buf(), key: key.to_string(), message };
     if parts.iter().any(|p| p.is_empty()) {

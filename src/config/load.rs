@@ -55,7 +55,7 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, Config
 }
 
 /// Reads and parses a TOML file into a table (not yet a [`Config`]).
-pub fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+pub(crate) fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.into(), source })?;
     text.parse::<toml::Table>()
         .map_err(|e| ConfigError::Syntax { file: path.into(), message: e.to_string().trim().to_string() })
@@ -73,7 +73,7 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 
 /// Deserializes and validates a config table, then records the hash of a TorchScript model file
 /// (`model.file_hash`); errors name `origin` and the key path.
-pub fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn from_table(table: toml::Table, origin: &Path) -> Result<Config, ConfigError> {
     let mut config = deserialize(table, origin)?;
     validate(&config).map_err(|b| ConfigError::Key { file: origin.to_path_buf(), key: b.key, message: b.message })?;
     if let Some(path) = config.model.path.clone() {

@@ -4,7 +4,7 @@
 use super::schema::{Config, DataSource, ModelKind, TaskKind};
 
 /// `train.threads` above this is a typo, not a machine: libtorch would try to start that many threads.
-pub const MAX_THREADS: usize = 4096;
+pub(super) const MAX_THREADS: usize = 4096;
 
 /// Checks `c`; on failure returns `(key path, message)`.
 /// A value a config key cannot take: the dotted key and why (the loader adds the file).
@@ -15,7 +15,7 @@ pub struct BadValue {
     pub message: String,
 }
 
-pub fn validate(c: &Config) -> Result<(), BadValue> {
+pub(super) fn validate(c: &Config) -> Result<(), BadValue> {
     train(c)?;
     optim(c)?;
     schedule(c)?;

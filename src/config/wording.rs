@@ -4,7 +4,7 @@
 use super::schema::Config;
 
 /// Turns a deserialization error into `(dotted key path, message)`. `(top level)` names the root.
-pub fn describe(e: serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
+pub(crate) fn describe(e: serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
     let key = e.path().to_string();
     let key = if key == "." { "(top level)".to_string() } else { key };
     (key, plain_types(e.inner().message().trim()))
@@ -57,7 +57,7 @@ const FOREIGN_NAMES: [(&str, &str); 12] = [
 
 /// For an "unknown field" error at config key path `key`, a sentence suggesting the right key, if there is one.
 /// Other errors get `None`.
-pub fn config_hint(key: &str, message: &str) -> Option<String> {
+pub(super) fn config_hint(key: &str, message: &str) -> Option<String> {
     let unknown = unknown_field(message)?;
     if let Some(near) = nearest(unknown, &expected_fields(message)) {
         let section = key.rsplit_once('.').map_or(String::new(), |(s, _)| format!("{s}."));
@@ -76,13 +76,13 @@ pub fn config_hint(key: &str, message: &str) -> Option<String> {
 
 /// For an "unknown field" error in a file without cross-section structure (a sweep file's top level), a near
 /// spelling among the fields the message lists.
-pub fn spelling_hint(message: &str) -> Option<String> {
+pub(crate) fn spelling_hint(message: &str) -> Option<String> {
     let unknown = unknown_field(message)?;
     nearest(unknown, &expected_fields(message)).map(|near| format!("did you mean `{near}`?"))
 }
 
 /// `message` with `hint` appended as a second sentence, when there is one.
-pub fn with_hint(message: String, hint: Option<String>) -> String {
+pub(crate) fn with_hint(message: String, hint: Option<String>) -> String {
     match hint {
         Some(h) => format!("{message}; {h}"),
         None => message,

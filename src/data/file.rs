@@ -26,7 +26,7 @@ enum Role {
 }
 
 /// The four tensors of a file dataset, still on the CPU.
-pub struct RawSplits {
+pub(super) struct RawSplits {
     pub x_train: Tensor,
     pub y_train: Tensor,
     pub x_val: Tensor,
@@ -38,7 +38,7 @@ const MAX_HEADER: u64 = 100_000_000;
 
 /// Reads the header, then each of the four tensors straight from the file into its own CPU tensor: the data is in
 /// memory once (not a file buffer plus tensors), and tensors the config does not name are never read.
-pub fn read(path: &Path, cfg: &DataConfig) -> Result<RawSplits, DataError> {
+pub(super) fn read(path: &Path, cfg: &DataConfig) -> Result<RawSplits, DataError> {
     let read_err = |source: std::io::Error| DataError::Read { path: path.to_path_buf(), source };
     let format = |message: String| DataError::Format {
         path: path.to_path_buf(),

@@ -5,7 +5,7 @@
 use super::rng::SplitMix64;
 
 /// Fisher–Yates shuffle of `0..n` keyed by `(seed, epoch)`.
-pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<i64> {
+pub(crate) fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<i64> {
     let mut order: Vec<i64> = (0..n as i64).collect();
     let mut rng = SplitMix64::keyed(&[seed, epoch, 0x0e0c]);
     for i in (1..n).rev() {

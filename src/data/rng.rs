@@ -5,16 +5,16 @@
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64-bit state, full period, passes BigCrush when used as here.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64, Option<f64>);
+pub(crate) struct SplitMix64(u64, Option<f64>);
 
 impl SplitMix64 {
     #[cfg(test)]
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64(seed, None)
     }
 
     /// A stream keyed by `parts` (e.g. `[seed, epoch]`): independent-looking for different keys.
-    pub fn keyed(parts: &[u64]) -> Self {
+    pub(crate) fn keyed(parts: &[u64]) -> Self {
         let mut s = 0x853c_49e6_748f_ea9b_u64;
         for &p in parts {
             s = mix(s ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -22,23 +22,23 @@ impl SplitMix64 {
         SplitMix64(s, None)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix(self.0)
     }
 
     /// Uniform in [0, 1) with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform integer in [0, n) (Lemire's multiply-shift; bias < 2^-32 for the sizes used here).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
     /// Standard normal (Box–Muller; each pair of uniforms gives two values, the second kept for the next call).
-    pub fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         if let Some(z) = self.1.take() {
             return z;
         }

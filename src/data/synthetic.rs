@@ -10,20 +10,20 @@ use super::rng::SplitMix64;
 use crate::config::SyntheticConfig;
 
 /// Latent dimension of the task.
-pub const LATENT: usize = 16;
+pub(super) const LATENT: usize = 16;
 /// Gaussian blobs per class.
-pub const PROTOTYPES: usize = 6;
+pub(super) const PROTOTYPES: usize = 6;
 const LATENT_STD: f64 = 0.5;
 const NOISE_STD: f64 = 1.0;
 
 /// Row-major features and labels of one split.
-pub struct Split {
+pub(super) struct Split {
     pub x: Vec<f32>,
     pub y: Vec<i64>,
 }
 
 /// Generates `(train, val)` for `cfg`.
-pub fn generate(cfg: &SyntheticConfig) -> (Split, Split) {
+pub(super) fn generate(cfg: &SyntheticConfig) -> (Split, Split) {
     let mut rng = SplitMix64::keyed(&[cfg.seed, 0xc3]);
     let centers: Vec<f64> = (0..cfg.classes * PROTOTYPES * LATENT).map(|_| rng.normal()).collect();
     let scale = 1.0 / (LATENT as f64).sqrt();

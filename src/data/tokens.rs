@@ -30,7 +30,7 @@ pub struct TokenData {
 
 /// `meta.json`.
 #[derive(Debug, Deserialize)]
-pub struct Meta {
+pub(super) struct Meta {
     pub vocab_size: i64,
     #[serde(default)]
     pub itos: Option<Vec<String>>,
@@ -197,7 +197,7 @@ fn read_ids(path: &Path, dtype: TokenDtype, vocab: i64) -> Result<Vec<i32>, Data
 }
 
 /// Entropy (nats) of the token frequencies in `ids`.
-pub fn entropy(ids: &[i32], vocab: i64) -> f64 {
+pub(super) fn entropy(ids: &[i32], vocab: i64) -> f64 {
     let mut counts = vec![0u64; vocab.max(0) as usize];
     for &id in ids {
         counts[id as usize] += 1;
@@ -210,7 +210,7 @@ pub fn entropy(ids: &[i32], vocab: i64) -> f64 {
 /// a space last when `vocab` is 27). Each pair of symbols has three likely successors (probabilities 0.6, 0.3,
 /// 0.1), so a model that uses two tokens of context reaches ~0.90 nats, well below the unigram entropy (~ln
 /// vocab). Deterministic from `data.synthetic.seed`; train and val are consecutive stretches of one stream.
-pub fn synthetic(cfg: &SyntheticConfig) -> TokenData {
+pub(super) fn synthetic(cfg: &SyntheticConfig) -> TokenData {
     let v = cfg.vocab.max(2) as u64;
     let mut rng = SplitMix64::keyed(&[cfg.seed, 0x746f_6b65_6e73]); // "tokens"
     let successors: Vec<[u64; 3]> = (0..v * v).map(|_| [rng.below(v), rng.below(v), rng.below(v)]).collect();

@@ -13,7 +13,7 @@ use crate::sweep::{self, LoadedSweep, Snapshot, SweepError};
 
 /// The sweep an engine command renders, as the command line names it.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The sweep file.
     pub sweep: PathBuf,
     /// `--no-fuse`: one task (or pod index) per run.
@@ -35,7 +35,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// `spotrun sweep --dry-run --json`: the plan, groups and self-contained sweep file as JSON.
-pub fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<ExitCode> {
     let ctx = LoadedSweep::load(sweep_path, volume.as_deref(), true)?;
     let text = Snapshot::of(sweep_path)?.text;
     let v = serde_json::json!({
@@ -51,7 +51,7 @@ pub fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<ExitCode>
 
 /// `spotrun slurm`: writes the sweep's snapshot and the sbatch script under the volume, and with `submit`
 /// submits it.
-pub fn slurm_cmd(t: Target, volume: Option<PathBuf>, submit: bool, o: &SlurmOptions) -> Result<ExitCode> {
+pub(crate) fn slurm_cmd(t: Target, volume: Option<PathBuf>, submit: bool, o: &SlurmOptions) -> Result<ExitCode> {
     slurm::check(o).map_err(SweepError::Usage)?;
     let volume = absolute(&volume.unwrap_or_else(sweep::default_volume))?;
     let sweep_abs = absolute(&t.sweep)?;
@@ -75,7 +75,7 @@ pub fn slurm_cmd(t: Target, volume: Option<PathBuf>, submit: bool, o: &SlurmOpti
 }
 
 /// `spotrun k8s`: renders the Indexed Job and its ConfigMap, to `--output` or stdout.
-pub fn k8s_cmd(t: Target, o: &K8sOptions) -> Result<ExitCode> {
+pub(crate) fn k8s_cmd(t: Target, o: &K8sOptions) -> Result<ExitCode> {
     k8s::check(o).map_err(SweepError::Usage)?;
     // Rendering needs the runs, not a volume: the pods mount theirs (dry: nothing is read or written).
     let ctx = t.load(&t.sweep, None, true)?;

@@ -9,7 +9,7 @@ use super::RETRY_EXIT_CODES;
 use crate::sweep::LoadedSweep;
 
 #[derive(Debug, Clone)]
-pub struct K8sOptions {
+pub(crate) struct K8sOptions {
     pub image: String,
     pub pvc: String,
     /// Where the PVC is mounted in the pod; the sweep volume is `MOUNT/sweeps`.
@@ -26,7 +26,7 @@ pub struct K8sOptions {
 }
 
 /// Refuses options that would render a manifest Kubernetes rejects or that silently means something else.
-pub fn check(o: &K8sOptions) -> Result<(), String> {
+pub(crate) fn check(o: &K8sOptions) -> Result<(), String> {
     if o.parallelism == 0 || o.cpus == 0 {
         return Err(format!("--{} must be at least 1", if o.parallelism == 0 { "parallelism" } else { "cpus" }));
     }
@@ -128,7 +128,7 @@ fn emit(y: &Y, indent: usize, out: &mut String) {
 }
 
 /// A label value: at most 63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric.
-pub fn label_value(s: &str) -> String {
+pub(crate) fn label_value(s: &str) -> String {
     let v: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(63).collect();
     v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
@@ -137,7 +137,7 @@ pub fn label_value(s: &str) -> String {
 /// hostnames (`<job>-<index>`) stay within 63. A name that had to be changed to fit (other characters, upper
 /// case, too long) gets 6 hex digits of a hash of the original, so two sweeps never share a Job name
 /// (`LR_width` and `lr-width` would otherwise both be `lr-width`).
-pub fn dns_name(s: &str) -> String {
+pub(crate) fn dns_name(s: &str) -> String {
     use sha2::{Digest, Sha256};
     const MAX: usize = 52;
     let clean: String =
@@ -157,7 +157,7 @@ pub fn dns_name(s: &str) -> String {
 }
 
 /// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
-pub fn render(ctx: &LoadedSweep, sweep_text: &str, o: &K8sOptions) -> String {
+pub(crate) fn render(ctx: &LoadedSweep, sweep_text: &str, o: &K8sOptions) -> String {
     let n = ctx.groups.len();
     let name = dns_name(&format!("spotrun-{}", ctx.sweep.name));
     let meta = |suffix: &str| {

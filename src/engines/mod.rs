@@ -5,18 +5,18 @@
 //!
 //! Sits above `sweep` (it reads a loaded sweep and writes its snapshot with the sweep's writer); nothing imports
 //! it but `cli`.
-pub mod commands;
-pub mod k8s;
-pub mod slurm;
+pub(crate) mod commands;
+pub(crate) mod k8s;
+pub(crate) mod slurm;
 
-pub use commands::{k8s_cmd, plan_json, slurm_cmd, Target};
+pub(crate) use commands::{k8s_cmd, plan_json, slurm_cmd, Target};
 
 /// Exit codes of `spotrun worker` that mean "run me again later": preempted by SIGHUP, SIGINT, SIGUSR1, SIGUSR2,
 /// SIGTERM (128 + signal), or the run is held by another live worker (75).
-pub const RETRY_EXIT_CODES: [i32; 6] = [75, 129, 130, 138, 140, 143];
+pub(crate) const RETRY_EXIT_CODES: [i32; 6] = [75, 129, 130, 138, 140, 143];
 
 /// Single-quotes a string for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@".contains(c)) {
         s.to_string()
     } else {

@@ -14,10 +14,10 @@ use super::{shell_quote, RETRY_EXIT_CODES};
 use crate::sweep::{LoadedSweep, SweepError};
 
 /// A task requeued this many times (preemptions and failures together) stops requeueing itself.
-pub const MAX_RESTARTS: u32 = 50;
+pub(crate) const MAX_RESTARTS: u32 = 50;
 
 #[derive(Debug, Clone)]
-pub struct SlurmOptions {
+pub(crate) struct SlurmOptions {
     pub partition: Option<String>,
     pub gpus_per_task: usize,
     pub cpus_per_task: usize,
@@ -33,7 +33,7 @@ pub struct SlurmOptions {
 
 /// Seconds in a Slurm time limit (`--time`): `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`; `None` for no limit
 /// (`0`, `UNLIMITED`, `INFINITE`). `Err` says what Slurm would reject.
-pub fn time_seconds(t: &str) -> Result<Option<u64>, String> {
+pub(crate) fn time_seconds(t: &str) -> Result<Option<u64>, String> {
     let bad =
         || format!("\"{t}\" is not a Slurm time limit; use minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S (e.g. 4:00:00)");
     let t = t.trim();
@@ -68,7 +68,7 @@ pub fn time_seconds(t: &str) -> Result<Option<u64>, String> {
 
 /// The options Slurm would reject or that defeat the requeue: a malformed `--time`, or a grace period that is not
 /// shorter than the time limit (USR1 would come before the task could train at all).
-pub fn check(o: &SlurmOptions) -> Result<(), String> {
+pub(crate) fn check(o: &SlurmOptions) -> Result<(), String> {
     if o.max_parallel == Some(0) {
         return Err("--max-parallel must be at least 1 (leave it out to run every task at once)".into());
     }
@@ -94,13 +94,13 @@ pub fn check(o: &SlurmOptions) -> Result<(), String> {
 
 /// The sbatch script. `spotrun`, `sweep` and `volume` should be absolute paths the compute nodes can see.
 /// Where `spotrun slurm` writes the script: `--output`, else `VOLUME/<name>/slurm/<name>.sbatch`.
-pub fn script_path(ctx: &LoadedSweep, out: Option<PathBuf>) -> PathBuf {
+pub(crate) fn script_path(ctx: &LoadedSweep, out: Option<PathBuf>) -> PathBuf {
     out.unwrap_or_else(|| ctx.layout.root.join("slurm").join(format!("{}.sbatch", ctx.sweep.name)))
 }
 
 /// The sbatch script (to be written to `script`). `spotrun`, `sweep` and `volume` should be absolute paths the
 /// compute nodes can see.
-pub fn render(
+pub(crate) fn render(
     ctx: &LoadedSweep,
     o: &SlurmOptions,
     spotrun: &Path,
@@ -227,7 +227,7 @@ esac
 }
 
 /// Writes the script under `VOLUME/<name>/slurm/` (or `out`) and returns its path.
-pub fn write(ctx: &LoadedSweep, text: &str, path: PathBuf) -> Result<PathBuf, SweepError> {
+pub(crate) fn write(ctx: &LoadedSweep, text: &str, path: PathBuf) -> Result<PathBuf, SweepError> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(ctx.layout.root.join("slurm")).map_err(|e| SweepError::io(&dir, e))?;
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
@@ -236,7 +236,7 @@ pub fn write(ctx: &LoadedSweep, text: &str, path: PathBuf) -> Result<PathBuf, Sw
 }
 
 /// `sbatch --parsable SCRIPT`; returns the job id.
-pub fn submit(script: &Path) -> Result<String, SweepError> {
+pub(crate) fn submit(script: &Path) -> Result<String, SweepError> {
     let out = std::process::Command::new("sbatch").arg("--parsable").arg(script).output().map_err(|e| {
         SweepError::Usage(format!(
             "cannot run sbatch ({e}): is this a Slurm login node? The script is {}",

@@ -139,7 +139,7 @@ pub struct Gpt {
 }
 
 /// `(alias, variable)`: the tied head is saved under both names, as nanoGPT's `state_dict` lists it.
-pub const TIED: (&str, &str) = ("lm_head.weight", "transformer.wte.weight");
+pub(super) const TIED: (&str, &str) = ("lm_head.weight", "transformer.wte.weight");
 
 impl Gpt {
     pub fn new(p: &nn::Path, s: &GptShape, dropout: f64) -> Gpt {

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 use super::{restore, OptimError, Optimizer};
 use crate::ffi;
 
-pub struct AdamW {
+pub(crate) struct AdamW {
     names: Vec<String>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
@@ -24,7 +24,7 @@ pub struct AdamW {
 
 impl AdamW {
     /// Fresh (zero) state for `params`, named by `names` (same order).
-    pub fn new(names: &[String], params: &[Tensor], betas: [f64; 2], eps: f64, weight_decay: f64) -> AdamW {
+    pub(crate) fn new(names: &[String], params: &[Tensor], betas: [f64; 2], eps: f64, weight_decay: f64) -> AdamW {
         let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
         AdamW {
             names: names.to_vec(),
@@ -39,7 +39,7 @@ impl AdamW {
     }
 
     /// Weight decay only on the parameters whose entry in `decays` is true.
-    pub fn with_decay_mask(mut self, decays: &[bool]) -> AdamW {
+    pub(crate) fn with_decay_mask(mut self, decays: &[bool]) -> AdamW {
         self.decays = decays.to_vec();
         self
     }

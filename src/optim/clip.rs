@@ -2,7 +2,7 @@
 use tch::{TchError, Tensor};
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns the norm before clipping.
-pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
+pub(crate) fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
     let norms: Vec<Tensor> = grads.iter().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
     let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
     let coef = ((&total + 1e-6).f_reciprocal()? * max_norm).f_clamp_max(1.0)?;

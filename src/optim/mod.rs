@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use tch::Tensor;
 
 use crate::config::{OptimConfig, OptimKind};
-pub use adamw::AdamW;
-pub use clip::clip_grad_norm;
-pub use schedule::lr_at;
-pub use sgd::Sgd;
+pub(crate) use adamw::AdamW;
+pub(crate) use clip::clip_grad_norm;
+pub(crate) use schedule::lr_at;
+pub(crate) use sgd::Sgd;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OptimError {
+pub(crate) enum OptimError {
     #[error(transparent)]
     Shim(#[from] crate::ffi::ShimError),
     #[error("libtorch: {0}")]
@@ -29,7 +29,7 @@ pub enum OptimError {
 }
 
 /// An optimizer whose whole state is a list of named tensors.
-pub trait Optimizer {
+pub(crate) trait Optimizer {
     /// Updates `params` from their `.grad()` with learning rate `lr`. When `found_inf` (a grad scaler's flag) is
     /// non-zero, the step is skipped and the state is left as it was.
     fn step(&mut self, params: &[Tensor], lr: f64, found_inf: Option<&Tensor>) -> Result<(), OptimError>;
@@ -41,7 +41,7 @@ pub trait Optimizer {
 
 /// Builds the configured optimizer for `params` (named by `names`, same order); `decays[i]` says whether weight
 /// decay applies to `params[i]`.
-pub fn build(cfg: &OptimConfig, names: &[String], params: &[Tensor], decays: &[bool]) -> Box<dyn Optimizer> {
+pub(crate) fn build(cfg: &OptimConfig, names: &[String], params: &[Tensor], decays: &[bool]) -> Box<dyn Optimizer> {
     match cfg.kind {
         OptimKind::Adamw => {
             Box::new(AdamW::new(names, params, cfg.betas, cfg.eps, cfg.weight_decay).with_decay_mask(decays))

@@ -7,7 +7,7 @@ use crate::config::{ScheduleConfig, ScheduleKind};
 ///
 /// All kinds start with a linear warm-up `base·(step+1)/warmup_steps`. Then `constant` keeps `base`; `cosine`
 /// anneals from `base` to `min_lr` at the last step; `step` multiplies by `gamma` every `step_size` steps.
-pub fn lr_at(cfg: &ScheduleConfig, base: f64, step: u64, total_steps: u64) -> f64 {
+pub(crate) fn lr_at(cfg: &ScheduleConfig, base: f64, step: u64, total_steps: u64) -> f64 {
     if step < cfg.warmup_steps {
         return base * (step + 1) as f64 / cfg.warmup_steps as f64;
     }

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use super::{restore, OptimError, Optimizer};
 
-pub struct Sgd {
+pub(crate) struct Sgd {
     names: Vec<String>,
     buffers: Vec<Tensor>,
     step: Tensor,
@@ -21,7 +21,7 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    pub fn new(
+    pub(crate) fn new(
         names: &[String],
         params: &[Tensor],
         momentum: f64,
@@ -43,7 +43,7 @@ impl Sgd {
     }
 
     /// Weight decay only on the parameters whose entry in `decays` is true.
-    pub fn with_decay_mask(mut self, decays: &[bool]) -> Sgd {
+    pub(crate) fn with_decay_mask(mut self, decays: &[bool]) -> Sgd {
         self.decays = decays.to_vec();
         self
     }

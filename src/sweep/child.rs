@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// What one slot's child is training.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(super) struct Job {
     /// Indices into the sweep's runs (one, or a fused group's).
     pub runs: Vec<usize>,
     pub started: Instant,
@@ -22,7 +22,7 @@ pub struct Job {
 
 /// How a job ended: the exit code its child reported (or exited with), or the signal that killed the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobEnd {
+pub(super) struct JobEnd {
     pub code: Option<i32>,
     pub signal: Option<i32>,
 }
@@ -38,7 +38,7 @@ impl std::fmt::Display for JobEnd {
 }
 
 /// A child: the `spotrun worker --serve` process of one slot.
-pub struct SlotChild {
+pub(super) struct SlotChild {
     child: Child,
     stdin: Option<ChildStdin>,
     ends: Receiver<i32>,
@@ -50,7 +50,7 @@ pub struct SlotChild {
 impl SlotChild {
     /// Starts `cmd` (a `spotrun worker --serve` command with its environment set) with piped stdin and stdout;
     /// `wake` gets a message whenever a job of it ends.
-    pub fn spawn(mut cmd: Command, wake: Sender<()>) -> std::io::Result<SlotChild> {
+    pub(super) fn spawn(mut cmd: Command, wake: Sender<()>) -> std::io::Result<SlotChild> {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let (tx, ends) = mpsc::channel();
@@ -67,12 +67,12 @@ impl SlotChild {
         Ok(SlotChild { child, stdin, ends, reader, job: None })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Hands `job` over: `what` is `index I`, `group G` or `part G K N`.
-    pub fn start(&mut self, what: &str, job: Job) -> std::io::Result<()> {
+    pub(super) fn start(&mut self, what: &str, job: Job) -> std::io::Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| std::io::Error::other("the worker's stdin is closed"))?;
         writeln!(stdin, "{what} {}", job.log.display())?;
         stdin.flush()?;
@@ -82,7 +82,7 @@ impl SlotChild {
 
     /// The end of the job in flight, when it ended since the last poll, and whether the process has exited (a
     /// job in flight when it died ends with its exit status).
-    pub fn poll(&mut self) -> (Option<(Job, JobEnd)>, bool) {
+    pub(super) fn poll(&mut self) -> (Option<(Job, JobEnd)>, bool) {
         if let Ok(code) = self.ends.try_recv() {
             return (self.job.take().map(|j| (j, JobEnd { code: Some(code), signal: None })), false);
         }
@@ -105,7 +105,7 @@ impl SlotChild {
     }
 
     /// Closes its stdin (an idle child exits at once) and waits for the process.
-    pub fn close(mut self) {
+    pub(super) fn close(mut self) {
         self.stdin = None;
         let _ = self.child.wait();
         if let Some(r) = self.reader.take() {

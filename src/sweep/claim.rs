@@ -44,13 +44,13 @@ pub enum ClaimEnd {
 }
 
 /// `spotrun worker --index I`.
-pub fn run_index(ctx: &LoadedSweep, index: usize, o: &ClaimOptions) -> Result<ClaimEnd> {
+pub(super) fn run_index(ctx: &LoadedSweep, index: usize, o: &ClaimOptions) -> Result<ClaimEnd> {
     run_one(ctx, ctx.run(index)?, o)
 }
 
 /// `spotrun worker --next`: trains free runs until none is left, a fused group at a time where the sweep fuses.
 /// The data and libtorch stay loaded from one run to the next. Returns (trained, failed) counts.
-pub fn run_next(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<(usize, usize)> {
+pub(super) fn run_next(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<(usize, usize)> {
     let mut tally = Tally::new(ctx, o);
     loop {
         let mut claimed = false;
@@ -149,12 +149,12 @@ fn run_one(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<Clai
 
 /// `spotrun worker --group G`: the free runs of group `g` trained together as one fused model (a group of one
 /// is [`run_index`]). Runs done or held elsewhere are skipped; each trained run gets its own outcome.
-pub fn run_group(ctx: &LoadedSweep, g: usize, o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
+pub(super) fn run_group(ctx: &LoadedSweep, g: usize, o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
     run_runs(ctx, &ctx.group(g)?.runs, o)
 }
 
 /// [`run_group`] for any runs of one group (`runs`: indices into the sweep's runs).
-pub fn run_runs(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
+pub(super) fn run_runs(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<Vec<(usize, Result<ClaimEnd>)>> {
     if let [only] = runs {
         return Ok(vec![(*only, run_index(ctx, *only, o))]);
     }
@@ -425,7 +425,7 @@ impl Claimed<'_> {
 }
 
 /// The process exit code an error maps to, as an integer ([`Error::code`]: one mapping for CLI and records).
-pub fn exit_code_of(e: &Error) -> i32 {
+pub(super) fn exit_code_of(e: &Error) -> i32 {
     i32::from(e.code())
 }
 

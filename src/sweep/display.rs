@@ -18,7 +18,7 @@ struct RunInfo {
     dir: PathBuf,
 }
 
-pub struct Display {
+pub(super) struct Display {
     bars: Option<(MultiProgress, ProgressBar)>,
     lines: HashMap<usize, ProgressBar>,
     quiet: bool,
@@ -31,7 +31,7 @@ pub struct Display {
 }
 
 impl Display {
-    pub fn new(quiet: bool, ctx: &LoadedSweep) -> Display {
+    pub(super) fn new(quiet: bool, ctx: &LoadedSweep) -> Display {
         let runs = ctx
             .plan
             .runs
@@ -67,7 +67,7 @@ impl Display {
     }
 
     /// A plain message (above the bars on a terminal).
-    pub fn line(&self, s: &str) {
+    pub(super) fn line(&self, s: &str) {
         match &self.bars {
             Some((m, _)) => {
                 let _ = m.println(s);
@@ -77,7 +77,7 @@ impl Display {
         }
     }
 
-    pub fn started(&mut self, i: usize, slot: &str) {
+    pub(super) fn started(&mut self, i: usize, slot: &str) {
         let r = &self.runs[i];
         let text = format!("{} {} [{slot}]", r.tag, r.label);
         if let Some((m, _)) = &self.bars {
@@ -93,13 +93,13 @@ impl Display {
         }
     }
 
-    pub fn close(&mut self, i: usize) {
+    pub(super) fn close(&mut self, i: usize) {
         if let Some(pb) = self.lines.remove(&i) {
             pb.finish_and_clear();
         }
     }
 
-    pub fn finished(&mut self, i: usize, done: &Option<Done>, secs: f64) {
+    pub(super) fn finished(&mut self, i: usize, done: &Option<Done>, secs: f64) {
         self.poll(i);
         self.close(i);
         self.finished += 1;
@@ -117,7 +117,7 @@ impl Display {
         self.line(&format!("[{}/{}] {} {what} ({secs:.1}s)", self.finished, self.total, r.tag));
     }
 
-    pub fn failed(&mut self, i: usize, f: &Failed) {
+    pub(super) fn failed(&mut self, i: usize, f: &Failed) {
         self.close(i);
         self.finished += 1;
         let r = &self.runs[i];
@@ -155,7 +155,7 @@ impl Display {
         self.seen_epoch.insert(i, last.epoch);
     }
 
-    pub fn refresh(&mut self, running: &[usize], finished: usize) {
+    pub(super) fn refresh(&mut self, running: &[usize], finished: usize) {
         for &i in running {
             self.poll(i);
         }
@@ -165,7 +165,7 @@ impl Display {
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         let keys: Vec<usize> = self.lines.keys().copied().collect();
         for i in keys {
             self.close(i);

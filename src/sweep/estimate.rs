@@ -9,10 +9,10 @@ use super::status::{RunView, State};
 
 /// Hourly rates in $/h by GPU name (case-insensitive).
 #[derive(Debug, Clone)]
-pub struct Rates(BTreeMap<String, f64>);
+pub(crate) struct Rates(BTreeMap<String, f64>);
 
 /// On-demand list prices used when no `--rates` file is given (2026 cloud list prices, $/GPU-hour).
-pub const DEFAULT_RATES: [(&str, f64); 9] = [
+pub(crate) const DEFAULT_RATES: [(&str, f64); 9] = [
     ("T4", 0.59),
     ("L4", 0.80),
     ("A10G", 1.10),
@@ -32,7 +32,7 @@ impl Default for Rates {
 
 impl Rates {
     /// The defaults, overridden/extended by a TOML file of `NAME = dollars_per_hour` (top level or `[rates]`).
-    pub fn load(path: &Path) -> Result<Rates, SweepError> {
+    pub(crate) fn load(path: &Path) -> Result<Rates, SweepError> {
         let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read { file: path.into(), source })?;
         let mut t = text
             .parse::<toml::Table>()
@@ -60,18 +60,18 @@ impl Rates {
         Ok(r)
     }
 
-    pub fn get(&self, name: &str) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str) -> Option<f64> {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
-    pub fn names(&self) -> String {
+    pub(crate) fn names(&self) -> String {
         self.0.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 }
 
 /// One run's share of the estimate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunInput {
+pub(crate) struct RunInput {
     pub index: usize,
     pub epochs: usize,
     pub epochs_left: usize,
@@ -81,7 +81,7 @@ pub struct RunInput {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub total_hours: f64,
     pub remaining_hours: f64,
     pub total_cost: f64,
@@ -91,7 +91,7 @@ pub struct Estimate {
 }
 
 /// Builds the per-run inputs from what is on the volume.
-pub fn inputs(views: &[RunView], given: Option<f64>) -> Result<Vec<RunInput>, String> {
+pub(crate) fn inputs(views: &[RunView], given: Option<f64>) -> Result<Vec<RunInput>, String> {
     if let Some(g) = given {
         if !(g.is_finite() && g > 0.0) {
             return Err(format!("--epoch-seconds must be a positive number, got {g}"));
@@ -128,7 +128,7 @@ pub fn inputs(views: &[RunView], given: Option<f64>) -> Result<Vec<RunInput>, St
 }
 
 /// Device hours, cost at `rate` $/h, and the ETA on `workers` devices.
-pub fn estimate(runs: &[RunInput], workers: usize, rate: f64) -> Estimate {
+pub(crate) fn estimate(runs: &[RunInput], workers: usize, rate: f64) -> Estimate {
     let total: f64 = runs.iter().map(|r| r.epochs as f64 * r.epoch_seconds).sum::<f64>() + 0.0;
     let left: Vec<f64> = runs.iter().map(|r| r.epochs_left as f64 * r.epoch_seconds).filter(|s| *s > 0.0).collect();
     let remaining: f64 = left.iter().sum::<f64>() + 0.0; // + 0.0: an empty sum is -0.0
@@ -142,7 +142,7 @@ pub fn estimate(runs: &[RunInput], workers: usize, rate: f64) -> Estimate {
 }
 
 /// Longest job first onto the least loaded worker: the finish time of the busiest worker.
-pub fn makespan(jobs: &[f64], workers: usize) -> f64 {
+pub(crate) fn makespan(jobs: &[f64], workers: usize) -> f64 {
     let mut jobs = jobs.to_vec();
     jobs.sort_by(|a, b| b.total_cmp(a));
     let mut load = vec![0.0f64; workers.max(1)];
@@ -159,7 +159,7 @@ fn hms(s: f64) -> String {
     format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
 }
 
-pub fn render(name: &str, gpu: &str, rate: f64, workers: usize, runs: &[RunInput], e: &Estimate) -> String {
+pub(crate) fn render(name: &str, gpu: &str, rate: f64, workers: usize, runs: &[RunInput], e: &Estimate) -> String {
     let count = |src| runs.iter().filter(|r| r.source == src).count();
     format!(
         "sweep {name}: {} runs, {} epochs in all ({} left)\n\

@@ -12,7 +12,7 @@ const MAX_PREEMPTIONS: usize = 20;
 
 /// What a finished child (a `spotrun worker --serve` job) means for its run: a pure function of how it exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildEnd {
+pub(super) enum ChildEnd {
     /// Exit 0 and the run's `done.json` is there.
     Done,
     /// Exit 75: another live worker holds the run.
@@ -27,7 +27,7 @@ pub enum ChildEnd {
 /// Classifies a child's exit: `code` (None when killed), `killed_by` (the signal, if any), whether `done.json`
 /// exists, and how often this launcher saw the run preempted already (past [`MAX_PREEMPTIONS`] a "preemption"
 /// loop, e.g. the OOM killer, is a failure).
-pub fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptions: usize) -> ChildEnd {
+pub(super) fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptions: usize) -> ChildEnd {
     let signal = killed_by.or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
     match (code, signal) {
         (Some(0), _) if done => ChildEnd::Done,
@@ -44,7 +44,7 @@ pub fn classify(code: Option<i32>, killed_by: Option<i32>, done: bool, preemptio
 
 /// What the launcher does with a run whose child failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AfterFailure {
+pub(super) enum AfterFailure {
     /// Try again after this many seconds (the rule's backoff, see [`super::retry::verdict`]).
     Retry { delay_seconds: f64 },
     /// Record it as failed for good.
@@ -56,7 +56,7 @@ pub enum AfterFailure {
 /// The retry rule ([`super::retry::verdict`]) applied to a child that ended `end` after `preemptions`
 /// preemptions: a run that is failed already (`failed_marker`) stays failed, and one the rule gives up on while
 /// another worker holds it (`held_elsewhere`) is left to that worker.
-pub fn after_failure(
+pub(super) fn after_failure(
     failures: usize,
     settings: RetrySettings,
     end: ChildEnd,

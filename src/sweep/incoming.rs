@@ -8,13 +8,13 @@ use crate::error::Result;
 
 /// Signals sent to the launcher: every one counts (the first is passed on, a repeat passed on again, a third
 /// kills the workers).
-pub struct Incoming {
+pub(super) struct Incoming {
     sig: Arc<AtomicUsize>,
     pub count: Arc<AtomicUsize>,
 }
 
 impl Incoming {
-    pub fn install() -> Result<Incoming> {
+    pub(super) fn install() -> Result<Incoming> {
         let (sig, count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let mut it = signal_hook::iterator::Signals::new([1, 2, 10, 12, 15])
             .map_err(|e| SweepError::Usage(format!("cannot install signal handlers: {e}")))?;
@@ -29,7 +29,7 @@ impl Incoming {
     }
 
     /// The latest signal received, if any.
-    pub fn last(&self) -> Option<i32> {
+    pub(super) fn last(&self) -> Option<i32> {
         match self.sig.load(Ordering::SeqCst) {
             0 => None,
             s => Some(s as i32),

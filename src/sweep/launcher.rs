@@ -47,14 +47,14 @@ pub struct LaunchOptions {
 
 /// Where a child runs.
 #[derive(Debug, Clone)]
-pub struct Slot {
+pub(super) struct Slot {
     pub name: String,
     pub cuda: Option<usize>,
     pub threads: Option<usize>,
 }
 
 /// The slots for these options: explicit GPUs, explicit CPU workers, else every visible GPU, else one CPU slot.
-pub fn slots(o: &LaunchOptions, visible_gpus: usize, cores: usize) -> Vec<Slot> {
+pub(super) fn slots(o: &LaunchOptions, visible_gpus: usize, cores: usize) -> Vec<Slot> {
     let k = o.per_gpu.max(1);
     let gpus: Vec<usize> = match (&o.gpus, o.workers) {
         (Some(g), _) => g.clone(),

@@ -46,7 +46,7 @@ impl Layout {
 }
 
 /// The default volume: `$SPOTRUN_VOLUME`, else `./sweeps`.
-pub fn default_volume() -> PathBuf {
+pub(crate) fn default_volume() -> PathBuf {
     std::env::var_os("SPOTRUN_VOLUME").map_or_else(|| PathBuf::from("sweeps"), PathBuf::from)
 }
 

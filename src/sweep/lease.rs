@@ -36,18 +36,18 @@ pub struct LeaseInfo {
 
 /// Why a claim did not succeed.
 #[derive(Debug)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     /// A live worker holds the run.
     Held(LeaseInfo),
     Io(PathBuf, std::io::Error),
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The host's name for messages.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -63,7 +63,7 @@ fn host_key() -> String {
 }
 
 /// Start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists.
-pub fn proc_start(pid: u32) -> Option<u64> {
+pub(crate) fn proc_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
@@ -73,7 +73,7 @@ pub(super) fn lease_path(run_dir: &Path, gen: u64) -> PathBuf {
 }
 
 /// The newest lease file of a run (highest generation), with its parsed contents when readable.
-pub fn newest(run_dir: &Path) -> Option<(u64, PathBuf, Option<LeaseInfo>)> {
+pub(crate) fn newest(run_dir: &Path) -> Option<(u64, PathBuf, Option<LeaseInfo>)> {
     let gen = std::fs::read_dir(run_dir)
         .ok()?
         .flatten()
@@ -88,7 +88,7 @@ pub fn newest(run_dir: &Path) -> Option<(u64, PathBuf, Option<LeaseInfo>)> {
 }
 
 /// Whether this lease still holds the run (see the module docs for the rules).
-pub fn is_live(l: &LeaseInfo, lease_seconds: f64, now: u64) -> bool {
+pub(crate) fn is_live(l: &LeaseInfo, lease_seconds: f64, now: u64) -> bool {
     if l.released {
         return false;
     }
@@ -104,7 +104,7 @@ pub fn is_live(l: &LeaseInfo, lease_seconds: f64, now: u64) -> bool {
 
 /// The live holder of a run, if any. A newest lease file that cannot be read or parsed counts as live (it may be
 /// one being created on a file system without hard links) unless it is known to be older than `lease_seconds`.
-pub fn holder(run_dir: &Path, lease_seconds: f64) -> Option<LeaseInfo> {
+pub(crate) fn holder(run_dir: &Path, lease_seconds: f64) -> Option<LeaseInfo> {
     let (gen, path, info) = newest(run_dir)?;
     let now = now_ms();
     match info {
@@ -127,12 +127,12 @@ pub fn holder(run_dir: &Path, lease_seconds: f64) -> Option<LeaseInfo> {
 }
 
 /// True while `gen` is still the newest lease generation of `run_dir` (nobody took the run over).
-pub fn still_newest(run_dir: &Path, gen: u64) -> bool {
+pub(crate) fn still_newest(run_dir: &Path, gen: u64) -> bool {
     newest(run_dir).is_none_or(|(g, _, _)| g <= gen)
 }
 
 /// A held lease; heartbeats on a background thread until released or dropped.
-pub struct Lease {
+pub(crate) struct Lease {
     path: PathBuf,
     info: LeaseInfo,
     stop: Arc<AtomicBool>,
@@ -141,7 +141,7 @@ pub struct Lease {
 
 impl Lease {
     /// Claims `run_dir` (which must exist) unless a live worker holds it.
-    pub fn claim(run_dir: &Path, lease_seconds: f64) -> Result<Lease, ClaimError> {
+    pub(crate) fn claim(run_dir: &Path, lease_seconds: f64) -> Result<Lease, ClaimError> {
         for _ in 0..5 {
             let gen = match newest(run_dir) {
                 None => 1,
@@ -212,12 +212,12 @@ impl Lease {
         Lease { path, info, stop, thread: Some(thread) }
     }
 
-    pub fn info(&self) -> &LeaseInfo {
+    pub(crate) fn info(&self) -> &LeaseInfo {
         &self.info
     }
 
     /// Stops the heartbeat without touching the lease file: for a worker that found the run taken over.
-    pub fn abandon(mut self) {
+    pub(crate) fn abandon(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -225,7 +225,7 @@ impl Lease {
     }
 
     /// Stops the heartbeat and marks the lease released, so the next claim need not wait.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         self.finish();
     }
 

@@ -5,7 +5,12 @@ use crate::config::MetricName;
 use crate::trainer::{metric_value, EpochMetrics};
 
 /// True when `own` should stop now. `others` are the histories of the sweep's other runs.
-pub fn should_prune(own: &[EpochMetrics], others: &[Vec<EpochMetrics>], metric: MetricName, p: &Pruning) -> bool {
+pub(super) fn should_prune(
+    own: &[EpochMetrics],
+    others: &[Vec<EpochMetrics>],
+    metric: MetricName,
+    p: &Pruning,
+) -> bool {
     let Some(last) = own.last() else { return false };
     let e = last.epoch;
     if e < p.warmup_epochs.max(1) {

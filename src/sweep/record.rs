@@ -9,9 +9,9 @@ use super::error::SweepError;
 use crate::checkpoint::{append_line, write_atomic};
 use crate::trainer::{EpochMetrics, RunStatus};
 
-pub const DONE: &str = "done.json";
-pub const FAILED: &str = "failed.json";
-pub const ATTEMPTS: &str = "attempts.jsonl";
+pub(super) const DONE: &str = "done.json";
+pub(super) const FAILED: &str = "failed.json";
+pub(super) const ATTEMPTS: &str = "attempts.jsonl";
 
 /// `done.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ pub struct Attempt {
 
 /// Whether a record file is there: `Ok(false)` only when it positively does not exist; an I/O error (EIO, EACCES,
 /// a stale NFS handle) is an error naming the path, never "not there" (which would retrain a done run).
-pub fn present(path: &Path) -> Result<bool, SweepError> {
+pub(super) fn present(path: &Path) -> Result<bool, SweepError> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -135,25 +135,25 @@ pub fn present(path: &Path) -> Result<bool, SweepError> {
 }
 
 /// [`present`] for decisions that only skip work: anything but a positive "does not exist" counts as there.
-pub fn maybe_present(path: &Path) -> bool {
+pub(super) fn maybe_present(path: &Path) -> bool {
     present(path).unwrap_or(true)
 }
 
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), SweepError> {
+pub(super) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), SweepError> {
     let text = serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     write_atomic(path, text.as_bytes()).map_err(|e| SweepError::io(path, e))
 }
 
-pub fn append_attempt(run_dir: &Path, a: &Attempt) -> Result<(), SweepError> {
+pub(super) fn append_attempt(run_dir: &Path, a: &Attempt) -> Result<(), SweepError> {
     let path = run_dir.join(ATTEMPTS);
     append_line(&path, &serde_json::to_string(a).unwrap_or_default()).map_err(|e| SweepError::io(&path, e))
 }
 
-pub fn attempts(run_dir: &Path) -> Vec<Attempt> {
+pub(super) fn attempts(run_dir: &Path) -> Vec<Attempt> {
     std::fs::read_to_string(run_dir.join(ATTEMPTS))
         .unwrap_or_default()
         .lines()
@@ -164,7 +164,7 @@ pub fn attempts(run_dir: &Path) -> Vec<Attempt> {
 /// Wall time of a run's attempts: each `end` record's seconds, plus, for an attempt that never wrote its `end`
 /// (SIGKILL, out of memory, a lost node, or still running), its start up to the last heartbeat of the lease it
 /// held, which is at most a quarter of `lease_seconds` short. `all` is the run's [`attempts`].
-pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
+pub(super) fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
     let ended = |s: &Attempt| all.iter().any(|a| a.event == AttemptEvent::End && a.pid == s.pid && a.host == s.host);
     let mut total: f64 = all.iter().filter(|a| a.event == AttemptEvent::End).map(|a| a.seconds).sum();
     for s in all.iter().filter(|a| a.event == AttemptEvent::Start && !ended(a)) {
@@ -177,12 +177,12 @@ pub fn wall_seconds(run_dir: &Path, all: &[Attempt]) -> f64 {
 }
 
 /// Attempts that ended in a failure (preemptions do not count).
-pub fn failures(attempts: &[Attempt]) -> usize {
+pub(super) fn failures(attempts: &[Attempt]) -> usize {
     attempts.iter().filter(|a| matches!(a.outcome, Some(AttemptEnd::Failed | AttemptEnd::Crashed))).count()
 }
 
 /// The epochs recorded so far in `metrics.jsonl`.
-pub fn epoch_metrics(run_dir: &Path) -> Vec<EpochMetrics> {
+pub(super) fn epoch_metrics(run_dir: &Path) -> Vec<EpochMetrics> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -191,7 +191,7 @@ pub fn epoch_metrics(run_dir: &Path) -> Vec<EpochMetrics> {
 }
 
 /// The last `max_bytes` of a file, starting at a line boundary.
-pub fn tail(path: &Path, max_bytes: usize) -> String {
+pub(super) fn tail(path: &Path, max_bytes: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let start = text.len().saturating_sub(max_bytes);
     let s = String::from_utf8_lossy(&text[start..]).into_owned();

@@ -20,7 +20,7 @@ const COLORS: [&str; 10] =
     ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 /// Writes `out/index.html` plus one SVG per chart; returns how many files were written.
-pub fn write(plan: &Plan, views: &[RunView], out: &Path) -> Result<usize, SweepError> {
+pub(crate) fn write(plan: &Plan, views: &[RunView], out: &Path) -> Result<usize, SweepError> {
     std::fs::create_dir_all(out).map_err(|e| SweepError::io(out, e))?;
     let mut charts: Vec<(String, String)> = Vec::new();
     // The curves of every metric some run has (a task's metrics; accuracy means nothing for a language model).
@@ -206,7 +206,7 @@ fn frame(title: &str, xl: &str, yl: &str, x: &Axis, y: &Axis, xticks: &[(f64, St
 }
 
 /// One polyline per series, with a legend on the right.
-pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+pub(crate) fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let all = || series.iter().flat_map(|(_, p)| p.iter());
     let x = Axis::new(all().map(|p| p.0), false, L, W - R);
     let y = Axis::new(all().map(|p| p.1), false, H - B, T);
@@ -244,7 +244,7 @@ pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, 
 }
 
 /// Final metric against one swept parameter: numeric x (log scale when it spans 20x or more), else categories.
-pub fn scatter(title: &str, xl: &str, yl: &str, pts: &[(serde_json::Value, f64, String)]) -> String {
+pub(crate) fn scatter(title: &str, xl: &str, yl: &str, pts: &[(serde_json::Value, f64, String)]) -> String {
     let nums: Option<Vec<f64>> = pts.iter().map(|p| p.0.as_f64()).collect();
     let y = Axis::new(pts.iter().map(|p| p.1), false, H - B, T);
     let (x, xs, xt): (Axis, Vec<f64>, Vec<(f64, String)>) = match nums {

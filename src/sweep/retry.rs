@@ -9,7 +9,7 @@ const MAX_DELAY_SECONDS: f64 = 300.0;
 /// What kind of failure an attempt ended in, as far as retrying is concerned. Preemptions are not failures
 /// and never get here, unless they loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(super) enum Failure {
     /// Bad input (exit 2): the same run fails the same way again.
     BadInput,
     /// Out of memory on its device: the same run on the same device fails the same way again.
@@ -22,7 +22,7 @@ pub enum Failure {
 
 impl Failure {
     /// The kind of a failure that ended with this error.
-    pub fn of(e: &crate::error::Error) -> Failure {
+    pub(super) fn of(e: &crate::error::Error) -> Failure {
         match e {
             crate::error::Error::OutOfMemory { .. } => Failure::OutOfMemory,
             e if e.code() == 2 => Failure::BadInput,
@@ -34,14 +34,14 @@ impl Failure {
 /// The retry settings: `retries` failed attempts are retried (the sweep file's `retries`, or `--retries`), the
 /// first after `backoff_seconds`, each next one after twice as long.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetrySettings {
+pub(super) struct RetrySettings {
     pub retries: usize,
     pub backoff_seconds: f64,
 }
 
 /// What to do with a run after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Try again after this many seconds (`backoff * 2^(failures - 1)`, at most 5 minutes).
     Retry { delay_seconds: f64 },
     /// Record it as failed for good.
@@ -50,7 +50,7 @@ pub enum Verdict {
 
 /// The rule: give up on a failure that cannot go away by retrying, and once `failures` (the run's failed
 /// attempts so far, this one included) exceed `retries`; otherwise retry with exponential backoff.
-pub fn verdict(failures: usize, failure: Failure, s: RetrySettings) -> Verdict {
+pub(super) fn verdict(failures: usize, failure: Failure, s: RetrySettings) -> Verdict {
     if failures > s.retries || failure != Failure::Other {
         return Verdict::GiveUp;
     }

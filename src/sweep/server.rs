@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// Serves jobs until the end of stdin, or until a job that a signal stopped (then exits with its code):
 /// `parse` reads a job line into the job and its LOG, `run` runs a job to its exit code.
-pub fn serve<J>(
+pub(super) fn serve<J>(
     parse: impl Fn(&str) -> Option<(J, PathBuf)>,
     mut run: impl FnMut(J) -> Result<u8>,
 ) -> Result<ExitCode> {

@@ -6,20 +6,20 @@ use std::path::Path;
 use super::error::SweepError;
 
 /// A sweep file's self-contained text.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub text: String,
 }
 
 impl Snapshot {
     /// The sweep file at `path`, base inlined.
-    pub fn of(path: &Path) -> Result<Snapshot, SweepError> {
+    pub(crate) fn of(path: &Path) -> Result<Snapshot, SweepError> {
         Ok(Snapshot { text: super::spec::self_contained(path)? })
     }
 
     /// `launched-<sha256 of the text, 12 hex>.toml`: named by its content, so relaunching the same sweep reuses
     /// the file, launchers sharing a volume never remove one another's, a killed launcher leaves nothing behind
     /// that the next one does not reuse, and the volume records every version of the sweep that ran.
-    pub fn launched_name(&self) -> String {
+    pub(crate) fn launched_name(&self) -> String {
         use sha2::{Digest, Sha256};
         let tag: String = Sha256::digest(self.text.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
         format!("launched-{tag}.toml")
@@ -27,7 +27,7 @@ impl Snapshot {
 
     /// Writes the text to `path` (creating its directory), atomically, and only when the file does not hold it
     /// already.
-    pub fn write(&self, path: &Path) -> Result<(), SweepError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), SweepError> {
         if std::fs::read(path).ok().as_deref() == Some(self.text.as_bytes()) {
             return Ok(());
         }

@@ -11,7 +11,7 @@ use crate::config::{self, MetricName};
 
 /// The most runs one sweep expands to (seeds included): enough for any real search, and a `count = 1e9` typo is
 /// an error instead of minutes of expansion and gigabytes of plan.
-pub const MAX_RUNS: usize = 100_000;
+pub(super) const MAX_RUNS: usize = 100_000;
 
 /// How a sweep turns its parameters into runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -341,7 +341,7 @@ fn check_shape(
 
 /// The sweep file with a `base = "path"` replaced by the base config's table, so the text alone expands to the
 /// same runs anywhere (a Kubernetes ConfigMap, a Modal function argument). Comments are not kept.
-pub fn self_contained(path: &Path) -> Result<String, SweepError> {
+pub(super) fn self_contained(path: &Path) -> Result<String, SweepError> {
     let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read { file: path.into(), source })?;
     let mut t = text
         .parse::<toml::Table>()
@@ -355,7 +355,7 @@ pub fn self_contained(path: &Path) -> Result<String, SweepError> {
 
 /// A sweep name becomes one directory under the volume: letters, digits, `.`, `_`, `-`, not starting with `.`,
 /// at most 100 characters.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(ok_char) {
         return Err(format!(

@@ -82,7 +82,7 @@ pub fn collect(layout: &Layout, plan: &Plan) -> Vec<RunView> {
 }
 
 /// How many runs are in each state.
-pub fn counts(views: &[RunView]) -> BTreeMap<State, usize> {
+pub(super) fn counts(views: &[RunView]) -> BTreeMap<State, usize> {
     let mut m = BTreeMap::new();
     for v in views {
         *m.entry(v.state).or_insert(0) += 1;
@@ -91,7 +91,7 @@ pub fn counts(views: &[RunView]) -> BTreeMap<State, usize> {
 }
 
 /// The best run by the sweep's metric among finished runs (or all runs with `include_running`).
-pub fn best<'a>(plan: &Plan, views: &'a [RunView], include_running: bool) -> Option<(&'a RunView, f64)> {
+pub(super) fn best<'a>(plan: &Plan, views: &'a [RunView], include_running: bool) -> Option<(&'a RunView, f64)> {
     let sign = if plan.metric.higher_is_better() { 1.0 } else { -1.0 };
     views
         .iter()
@@ -101,7 +101,7 @@ pub fn best<'a>(plan: &Plan, views: &'a [RunView], include_running: bool) -> Opt
 }
 
 /// The swept keys in first-seen order (the results' parameter columns).
-pub fn swept_keys(plan: &Plan) -> Vec<String> {
+pub(super) fn swept_keys(plan: &Plan) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for r in &plan.runs {
         for (k, _) in &r.overrides {
@@ -114,7 +114,7 @@ pub fn swept_keys(plan: &Plan) -> Vec<String> {
 }
 
 /// A TOML value's text as JSON (numbers stay numbers, `[256]` stays a list).
-pub fn toml_text_to_json(text: &str) -> Value {
+pub(super) fn toml_text_to_json(text: &str) -> Value {
     format!("v = {text}")
         .parse::<toml::Table>()
         .ok()
@@ -131,7 +131,7 @@ fn wall_and_device(v: &RunView) -> (f64, f64) {
 }
 
 /// One JSON object per run (the rows of `results.jsonl`, and `status --json`).
-pub fn rows(plan: &Plan, views: &[RunView]) -> Vec<Value> {
+pub(super) fn rows(plan: &Plan, views: &[RunView]) -> Vec<Value> {
     views
         .iter()
         .map(|v| {
@@ -168,7 +168,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// `results.csv`: one row per run; each swept key has its own column.
-pub fn csv(plan: &Plan, views: &[RunView]) -> String {
+pub(super) fn csv(plan: &Plan, views: &[RunView]) -> String {
     let keys = swept_keys(plan);
     let mut header: Vec<String> = ["index", "run_id", "status"].map(String::from).to_vec();
     header.extend(keys.iter().cloned());
@@ -215,7 +215,7 @@ pub fn csv(plan: &Plan, views: &[RunView]) -> String {
 
 /// Rewrites `results.csv` and `results.jsonl` from the volume. Safe to call from any worker at any time: the
 /// content is derived from the run directories only, and each file is replaced atomically.
-pub fn write_results(layout: &Layout, plan: &Plan) -> Result<Vec<RunView>, SweepError> {
+pub(super) fn write_results(layout: &Layout, plan: &Plan) -> Result<Vec<RunView>, SweepError> {
     let views = collect(layout, plan);
     let jsonl: String = rows(plan, &views).iter().map(|r| r.to_string() + "\n").collect();
     for (path, text) in [(layout.results_csv(), csv(plan, &views)), (layout.results_jsonl(), jsonl)] {
@@ -226,7 +226,7 @@ pub fn write_results(layout: &Layout, plan: &Plan) -> Result<Vec<RunView>, Sweep
 
 /// [`write_results`] for commands that only report (status, the launcher's final table): a volume that cannot
 /// be written (mounted read-only, full) gets a warning, and the report is still shown.
-pub fn results_or_warn(layout: &Layout, plan: &Plan) -> Vec<RunView> {
+pub(super) fn results_or_warn(layout: &Layout, plan: &Plan) -> Vec<RunView> {
     write_results(layout, plan).unwrap_or_else(|e| {
         tell!("warning: {e}; results.csv and results.jsonl were not updated");
         collect(layout, plan)
@@ -234,7 +234,7 @@ pub fn results_or_warn(layout: &Layout, plan: &Plan) -> Vec<RunView> {
 }
 
 /// The `spotrun status` table.
-pub fn table(plan: &Plan, views: &[RunView]) -> String {
+pub(super) fn table(plan: &Plan, views: &[RunView]) -> String {
     let c = counts(views);
     let n = |s| c.get(&s).copied().unwrap_or(0);
     let mut out = format!(

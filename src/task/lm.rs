@@ -9,13 +9,13 @@ use tch::{Device, Kind, Reduction, Tensor};
 use super::{Batch, Eval, Split, Task};
 use crate::data::{epoch_permutation, SplitMix64, TokenData};
 
-pub struct LanguageModel<'a> {
+pub(super) struct LanguageModel<'a> {
     data: &'a TokenData,
     block: i64,
 }
 
 impl<'a> LanguageModel<'a> {
-    pub fn new(data: &'a TokenData, block: i64) -> LanguageModel<'a> {
+    pub(super) fn new(data: &'a TokenData, block: i64) -> LanguageModel<'a> {
         LanguageModel { data, block }
     }
 

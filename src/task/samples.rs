@@ -7,7 +7,7 @@ use super::{Batch, Eval, Split, Task};
 use crate::config::{Config, TaskKind};
 use crate::data::{epoch_permutation, Dataset};
 
-pub fn build<'a>(cfg: &Config, d: &'a Dataset) -> Box<dyn Task + 'a> {
+pub(super) fn build<'a>(cfg: &Config, d: &'a Dataset) -> Box<dyn Task + 'a> {
     match cfg.data.task {
         TaskKind::Classification => Box::new(Samples { data: d, objective: Classification }),
         TaskKind::Regression => Box::new(Samples { data: d, objective: Regression }),

@@ -86,7 +86,7 @@ pub(super) fn attach<'a>(
 
 impl<'a> Attached<'a> {
     /// The run as a member of the epoch loop, from where it starts, reporting to its own saver and observer.
-    pub fn member<'r>(&'r mut self, p: &'a Prepared, opts: &TrainOptions) -> Member<'r, 'a> {
+    pub(super) fn member<'r>(&'r mut self, p: &'a Prepared, opts: &TrainOptions) -> Member<'r, 'a> {
         let events = RunEvents {
             cfg: p.cfg(),
             saver: &mut self.saver,

@@ -10,7 +10,7 @@ pub(crate) fn finished(cfg: &Config, epochs_done: usize, metrics: &[EpochMetrics
 
 /// The value of `metric` in one epoch's record (NaN when the task does not have it; configs are checked for
 /// that, so only a record from another task can give one).
-pub fn metric_value(m: &EpochMetrics, metric: MetricName) -> f64 {
+pub(crate) fn metric_value(m: &EpochMetrics, metric: MetricName) -> f64 {
     match metric {
         MetricName::ValLoss => m.val_loss,
         MetricName::ValAccuracy => m.val_accuracy.unwrap_or(f64::NAN),
@@ -21,7 +21,7 @@ pub fn metric_value(m: &EpochMetrics, metric: MetricName) -> f64 {
 }
 
 /// The best epoch of `history` by `metric` (lower losses, higher accuracy; the earliest on a tie; NaN never).
-pub fn best(history: &[EpochMetrics], metric: MetricName) -> Option<&EpochMetrics> {
+pub(super) fn best(history: &[EpochMetrics], metric: MetricName) -> Option<&EpochMetrics> {
     let sign = if metric.higher_is_better() { 1.0 } else { -1.0 };
     let mut best: Option<(&EpochMetrics, f64)> = None;
     for m in history {
@@ -37,7 +37,7 @@ pub fn best(history: &[EpochMetrics], metric: MetricName) -> Option<&EpochMetric
 
 /// True when the last `patience` epochs did not improve on the best earlier value by more than `min_delta`
 /// (an improvement is lower for losses, higher for accuracy). NaN never counts as an improvement.
-pub fn should_stop(history: &[EpochMetrics], es: &EarlyStopping) -> bool {
+pub(super) fn should_stop(history: &[EpochMetrics], es: &EarlyStopping) -> bool {
     let sign = if es.metric.higher_is_better() { 1.0 } else { -1.0 };
     let mut best: Option<f64> = None;
     let mut since = 0usize;

@@ -18,18 +18,18 @@ pub(crate) struct Ema {
 
 impl Ema {
     /// Averages that start as copies of `params`.
-    pub fn new(cfg: &EmaConfig, params: &[Tensor]) -> Ema {
+    pub(super) fn new(cfg: &EmaConfig, params: &[Tensor]) -> Ema {
         let shadow = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
         Ema { decay: cfg.decay, every: cfg.every, shadow }
     }
 
     /// The decay of update number `t` (0-based).
-    pub fn decay_at(&self, t: u64) -> f64 {
+    pub(super) fn decay_at(&self, t: u64) -> f64 {
         self.decay.min((1.0 + t as f64) / (10.0 + t as f64))
     }
 
     /// After optimizer step number `step` (1-based): updates when `step` is a multiple of `every`.
-    pub fn after_step(&mut self, params: &[Tensor], step: u64) {
+    pub(super) fn after_step(&mut self, params: &[Tensor], step: u64) {
         if !step.is_multiple_of(self.every) {
             return;
         }
@@ -42,12 +42,12 @@ impl Ema {
     }
 
     /// The averages (aliases), in `names`' order.
-    pub fn tensors(&self) -> &[Tensor] {
+    pub(super) fn tensors(&self) -> &[Tensor] {
         &self.shadow
     }
 
     /// Copies `ema.<name>` entries of a checkpoint back; every one must be present with its shape.
-    pub fn load(&mut self, state: &HashMap<String, Tensor>, names: &[String]) -> Result<(), String> {
+    pub(super) fn load(&mut self, state: &HashMap<String, Tensor>, names: &[String]) -> Result<(), String> {
         tch::no_grad(|| {
             for (name, dst) in names.iter().zip(&mut self.shadow) {
                 let key = format!("ema.{name}");
@@ -60,7 +60,7 @@ impl Ema {
     }
 
     /// Runs `f` with the averages in the parameters' place, then puts the parameters back.
-    pub fn with_averages<T>(&self, params: &[Tensor], f: impl FnOnce() -> T) -> T {
+    pub(super) fn with_averages<T>(&self, params: &[Tensor], f: impl FnOnce() -> T) -> T {
         let saved: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
         tch::no_grad(|| {
             params.iter().zip(&self.shadow).for_each(|(p, e)| {

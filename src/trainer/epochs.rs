@@ -82,7 +82,7 @@ pub(super) struct Member<'r, 'a> {
 }
 
 impl<'r, 'a> Member<'r, 'a> {
-    pub fn new(
+    pub(super) fn new(
         trainer: &'r mut Trainer<'a>,
         events: Box<dyn Events + 'r>,
         cursor: (usize, usize),

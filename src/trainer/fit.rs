@@ -23,7 +23,7 @@ use crate::optim::{self, Optimizer};
 use crate::task::{self, Batch, Eval, Split, Task};
 
 /// Tensors with their `state_dict` names, as a checkpoint stores them.
-pub type NamedTensors = Vec<(String, Tensor)>;
+pub(super) type NamedTensors = Vec<(String, Tensor)>;
 
 /// Drives one model over one dataset with one config. Build it, then call [`Trainer::fit`].
 pub struct Trainer<'a> {

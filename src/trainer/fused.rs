@@ -122,7 +122,7 @@ fn stack(members: &[&Trainer], f: &dyn Fn(&Trainer) -> Tensor) -> Result<Tensor,
 
 impl Fused {
     /// Stacks the members' state. All must have the same parameter names and shapes (same [`fusion_key`]).
-    pub fn gather(members: &[&Trainer]) -> Result<Fused, String> {
+    pub(super) fn gather(members: &[&Trainer]) -> Result<Fused, String> {
         let first = members.first().ok_or("an empty group")?;
         if let Some(t) = members.iter().find(|t| t.names != first.names) {
             return Err(format!("members differ in their parameters: {:?} and {:?}", first.names, t.names));
@@ -193,13 +193,13 @@ impl Fused {
         self.params.iter().map(|p| p.value.shallow_clone()).collect()
     }
 
-    pub fn runs(&self) -> usize {
+    pub(super) fn runs(&self) -> usize {
         self.optim.len()
     }
 
     /// Writes run `r`'s slice of everything back into `members[r]`, which has then taken every fused step
     /// itself (`step` optimizer steps in all).
-    pub fn scatter(&self, members: &mut [&mut Trainer], step: u64) -> Result<(), String> {
+    pub(super) fn scatter(&self, members: &mut [&mut Trainer], step: u64) -> Result<(), String> {
         let err = |e: tch::TchError| e.to_string();
         tch::no_grad(|| -> Result<(), String> {
             for (r, t) in members.iter_mut().enumerate() {
@@ -239,7 +239,7 @@ impl Fused {
 
     /// One optimizer step of every run on its own batch: `idx[r]` are run r's sample indices, `lrs[r]` its
     /// learning rate. `task` is any member's (they share the data). Returns the runs' losses `[R]`.
-    pub fn step(&mut self, task: &dyn crate::task::Task, idx: &[Tensor], lrs: &[f64]) -> Result<Tensor, String> {
+    pub(super) fn step(&mut self, task: &dyn crate::task::Task, idx: &[Tensor], lrs: &[f64]) -> Result<Tensor, String> {
         let err = |e: tch::TchError| e.to_string();
         let runs = self.runs() as i64;
         crate::ffi::grads_to_none(&self.leaves()).map_err(|e| e.to_string())?;
@@ -361,7 +361,7 @@ impl Fused {
     /// Every run's metrics on the validation items, as [`Trainer::evaluate`] computes them (the same batches of
     /// `train.eval_batch_size`, capped by `train.eval_batches`), with the whole group in each forward pass and one
     /// host sync. `first` is any member (they share the data and those keys).
-    pub fn evaluate(&self, first: &Trainer) -> Result<Vec<Eval>, String> {
+    pub(super) fn evaluate(&self, first: &Trainer) -> Result<Vec<Eval>, String> {
         let err = |e: tch::TchError| e.to_string();
         let (runs, bs) = (self.runs(), first.cfg.train.eval_batch_size);
         let cap =
@@ -405,7 +405,7 @@ impl Fused {
     }
 
     /// Every run's learning rate at optimizer step `step` (each with its own schedule and length).
-    pub fn lrs(members: &[&Trainer], step: u64) -> Vec<f64> {
+    pub(super) fn lrs(members: &[&Trainer], step: u64) -> Vec<f64> {
         members.iter().map(|t| optim::lr_at(&t.cfg.schedule, t.cfg.optim.lr, step, t.total_steps())).collect()
     }
 }

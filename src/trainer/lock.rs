@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// The lock file's name inside the run directory.
-pub const LOCK_FILE: &str = ".lock";
+pub(super) const LOCK_FILE: &str = ".lock";
 
 /// `ENOLCK` on Linux: the file system (typically NFS without a lock manager) cannot lock.
 const ENOLCK: i32 = 37;
@@ -17,7 +17,7 @@ const ENOLCK: i32 = 37;
 /// A held run-directory lock (or none, where the file system cannot lock); released when dropped or when the
 /// process exits.
 #[derive(Debug)]
-pub struct RunLock {
+pub(super) struct RunLock {
     _file: Option<File>,
 }
 
@@ -25,7 +25,7 @@ impl RunLock {
     /// Takes the lock of the existing directory `dir`, or fails with [`Error::Busy`] naming the holder's pid. Where
     /// locking is impossible (no `flock` support, a read-only directory without a lock file) the run goes on
     /// unlocked, with a warning returned beside the lock.
-    pub fn acquire(dir: &Path) -> Result<(RunLock, Option<String>)> {
+    pub(super) fn acquire(dir: &Path) -> Result<(RunLock, Option<String>)> {
         let path = dir.join(LOCK_FILE);
         let unlocked = |why: String| {
             let warning =
@@ -76,18 +76,18 @@ impl RunLock {
 /// checkpoint directory through `checkpoint.dir` would mix their checkpoints). A directory named twice (the same
 /// path spelt two ways) is locked once.
 #[derive(Debug, Default)]
-pub struct RunLocks {
+pub(super) struct RunLocks {
     pending: Vec<std::path::PathBuf>,
     held: Vec<(std::path::PathBuf, RunLock, Option<String>)>,
 }
 
 impl RunLocks {
-    pub fn new(dirs: Vec<std::path::PathBuf>) -> RunLocks {
+    pub(super) fn new(dirs: Vec<std::path::PathBuf>) -> RunLocks {
         RunLocks { pending: dirs, held: Vec::new() }
     }
 
     /// Locks each pending directory that exists, or every one (creating it) when `create`.
-    pub fn take(&mut self, create: bool) -> Result<()> {
+    pub(super) fn take(&mut self, create: bool) -> Result<()> {
         let (now, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.pending).into_iter().partition(|d| create || d.exists());
         self.pending = later;
@@ -107,7 +107,7 @@ impl RunLocks {
     }
 
     /// Why a directory could not be locked, one line each.
-    pub fn warnings(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn warnings(&self) -> impl Iterator<Item = &str> {
         self.held.iter().filter_map(|(_, _, w)| w.as_deref())
     }
 }

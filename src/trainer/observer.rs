@@ -22,14 +22,14 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    pub fn new(progress: Progress, run_dir: &std::path::Path, owner: Option<OwnerCheck>) -> Observer {
+    pub(super) fn new(progress: Progress, run_dir: &std::path::Path, owner: Option<OwnerCheck>) -> Observer {
         let print_startup = std::env::var_os("SPOTRUN_PRINT_STARTUP").is_some();
         let print_startup = std::cell::Cell::new(print_startup);
         Observer { progress, metrics_path: run_dir.join("metrics.jsonl"), owner, print_startup, tb: RefCell::new(None) }
     }
 
     /// Logs to TensorBoard from now on (see [`super::attach`] for where the writer is opened).
-    pub fn with_tensorboard(self, tb: Option<EventWriter>) -> Observer {
+    pub(super) fn with_tensorboard(self, tb: Option<EventWriter>) -> Observer {
         *self.tb.borrow_mut() = tb;
         self
     }
@@ -46,21 +46,21 @@ impl Observer {
 
     /// Before a checkpoint save: everything logged up to it reaches the file first, so a process killed after the
     /// commit has logged every point up to the step it will resume from.
-    pub fn before_save(&self) {
+    pub(super) fn before_save(&self) {
         self.tb(EventWriter::flush);
     }
 
     /// A checkpoint save that held training up for `seconds` (written out with the next flush).
-    pub fn saved(&self, step: u64, seconds: f64) {
+    pub(super) fn saved(&self, step: u64, seconds: f64) {
         self.tb(|w| w.scalars(step, &[("checkpoint/pause_seconds", seconds)]));
     }
 
-    pub fn line(&self, s: &str) {
+    pub(super) fn line(&self, s: &str) {
         self.progress.println(s);
     }
 
     /// After every optimizer step; `loss` when it was read back (every `train.log_every` steps).
-    pub fn step(&self, step: u64, loss: Option<f64>, lr: f64) {
+    pub(super) fn step(&self, step: u64, loss: Option<f64>, lr: f64) {
         if let Some(l) = loss {
             self.tb(|w| w.scalars(step, &[("train/loss", l), ("train/lr", lr)]));
         }
@@ -71,7 +71,7 @@ impl Observer {
     }
 
     /// After every epoch: shows it and appends it to `metrics.jsonl` (if this process still owns the run).
-    pub fn epoch(&self, m: &EpochMetrics) -> Result<()> {
+    pub(super) fn epoch(&self, m: &EpochMetrics) -> Result<()> {
         self.progress.epoch(m);
         self.ensure_owner()?;
         let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -91,11 +91,11 @@ impl Observer {
     }
 
     /// Fails with [`Error::NotOwner`] when another process owns the run now.
-    pub fn ensure_owner(&self) -> Result<()> {
+    pub(super) fn ensure_owner(&self) -> Result<()> {
         OwnerCheck::ensure(&self.owner)
     }
 
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         self.progress.finish();
         self.tb(EventWriter::flush);
     }

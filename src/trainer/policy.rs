@@ -6,7 +6,7 @@ use crate::config::CheckpointConfig;
 
 /// What the training loop just did.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Event {
+pub(super) enum Event {
     /// An optimizer step finished: `step` steps in total, `batches_done` of `steps_per_epoch` in this epoch.
     Step { step: u64, batches_done: usize, steps_per_epoch: usize, seconds_since_save: f64 },
     /// Epoch `epochs_done` (1-based count) finished; `last` when the run ends with it (all epochs, early stop,
@@ -16,20 +16,20 @@ pub enum Event {
 
 /// `[checkpoint]`'s schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SavePolicy {
+pub(super) struct SavePolicy {
     pub every_steps: u64,
     pub every_seconds: f64,
     pub every_epochs: usize,
 }
 
 impl SavePolicy {
-    pub fn new(c: &CheckpointConfig) -> SavePolicy {
+    pub(super) fn new(c: &CheckpointConfig) -> SavePolicy {
         SavePolicy { every_steps: c.every_steps, every_seconds: c.every_seconds, every_epochs: c.every_epochs }
     }
 
     /// The save `event` calls for. A step that ends an epoch never saves mid-epoch: the epoch's own save (with its
     /// metrics) follows.
-    pub fn decide(&self, event: Event) -> Option<SaveReason> {
+    pub(super) fn decide(&self, event: Event) -> Option<SaveReason> {
         match event {
             Event::Step { batches_done, steps_per_epoch, .. } if batches_done >= steps_per_epoch => None,
             Event::Step { step, .. } if self.every_steps > 0 && step.is_multiple_of(self.every_steps) => {

@@ -32,7 +32,7 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    pub fn cfg(&self) -> &Config {
+    pub(super) fn cfg(&self) -> &Config {
         &self.loaded.config
     }
 }

@@ -11,13 +11,13 @@ use crate::error::{Error, Result};
 use crate::ffi;
 
 /// cuBLAS's deterministic workspace setting (read when its first handle is created, so set before any CUDA work).
-pub const CUBLAS_WORKSPACE: &str = ":4096:8";
+pub(crate) const CUBLAS_WORKSPACE: &str = ":4096:8";
 
 static SIGNALS: OnceLock<std::result::Result<Signals, String>> = OnceLock::new();
 
 /// Sets the process state once: the preemption signal handlers, and `CUBLAS_WORKSPACE_CONFIG` unless the user set
 /// it. Call before any thread is started (setting an environment variable races with threads reading it).
-pub fn init() {
+pub(crate) fn init() {
     if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE);
     }
@@ -25,7 +25,7 @@ pub fn init() {
 }
 
 /// The process's signal flags, installed on first use (library users who never call [`init`] get them too).
-pub fn signals() -> Result<&'static Signals> {
+pub(crate) fn signals() -> Result<&'static Signals> {
     SIGNALS
         .get_or_init(|| Signals::install().map_err(|e| e.to_string()))
         .as_ref()
@@ -34,13 +34,13 @@ pub fn signals() -> Result<&'static Signals> {
 
 /// `train.deterministic` for the lifetime of the guard; the previous setting comes back on drop.
 #[derive(Debug)]
-pub struct Deterministic {
+pub(crate) struct Deterministic {
     previous: Option<bool>,
 }
 
 impl Deterministic {
     /// Turns deterministic algorithms on when `on` (and leaves them as they are otherwise).
-    pub fn set(on: bool) -> Result<Deterministic> {
+    pub(crate) fn set(on: bool) -> Result<Deterministic> {
         if !on {
             return Ok(Deterministic { previous: None });
         }

@@ -7,7 +7,7 @@ use crate::config::{config_hash, hash_ignoring_epochs, Config};
 
 /// `Ok(note)` when `new` may continue `old` (the note describes an extension or an allowed change);
 /// `Err(changed keys)` otherwise.
-pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Option<String>, Vec<String>> {
+pub(super) fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Option<String>, Vec<String>> {
     let same = |f: fn(&Config) -> Result<String, crate::config::ConfigError>| match (f(old), f(new)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false, // a config that cannot be hashed is never "the same run"
@@ -33,7 +33,7 @@ pub fn compatible(old: &Config, new: &Config, allow_change: bool) -> Result<Opti
 
 /// Whether the data (fingerprint `now`, loaded from `origin`) is the data a checkpoint recorded: `Ok(note)` to go
 /// on (with a note when a difference is allowed), `Err(why)` to refuse. Checkpoints without a fingerprint pass.
-pub fn same_data(
+pub(super) fn same_data(
     recorded: Option<&str>,
     now: &str,
     origin: &str,
@@ -53,7 +53,7 @@ pub fn same_data(
 }
 
 /// Dotted paths of the leaves that differ between two configs (placement keys included; they are harmless).
-pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+pub(super) fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
     let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// Refuses a run directory that does not exist yet and would have to be created on a read-only file system, before
 /// any data is loaded (an existing one may be read-only: a finished run on a read-only mount still reports).
-pub fn check_creatable(dir: &Path) -> Result<()> {
+pub(super) fn check_creatable(dir: &Path) -> Result<()> {
     let mut at = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
     while std::fs::symlink_metadata(&at).is_err() {
         match at.parent() {
@@ -38,13 +38,13 @@ pub fn check_creatable(dir: &Path) -> Result<()> {
 }
 
 /// The ownership record's file name inside a checkpoint directory.
-pub const OWNER_FILE: &str = "owner.json";
+pub(super) const OWNER_FILE: &str = "owner.json";
 
 /// `owner.json`: which run directory a checkpoint directory belongs to. `run_dir` is `..` when the checkpoint
 /// directory sits inside its run directory (the default `RUN_DIR/checkpoints`), so the record stays true when a
 /// volume is mounted at another path; otherwise the absolute path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Owner {
+pub(super) struct Owner {
     pub run_dir: PathBuf,
 }
 
@@ -65,7 +65,7 @@ fn resolve(owner: &Owner, ckpt_dir: &Path) -> PathBuf {
 }
 
 /// Reads `owner.json`: `Ok(None)` only when it does not exist (an I/O error is an error, not "no owner").
-pub fn read_owner(ckpt_dir: &Path) -> Result<Option<Owner>> {
+pub(super) fn read_owner(ckpt_dir: &Path) -> Result<Option<Owner>> {
     let path = ckpt_dir.join(OWNER_FILE);
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)
@@ -79,7 +79,7 @@ pub fn read_owner(ckpt_dir: &Path) -> Result<Option<Owner>> {
 /// Refuses a checkpoint directory that belongs to another run directory. `has_checkpoints`: whether it holds
 /// any `ckpt-*` (a directory from before ownership records is adopted by the run dir that has a `config.toml`,
 /// i.e. that trained there before).
-pub fn check_owner(run_dir: &Path, ckpt_dir: &Path, has_checkpoints: bool) -> Result<()> {
+pub(super) fn check_owner(run_dir: &Path, ckpt_dir: &Path, has_checkpoints: bool) -> Result<()> {
     let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
@@ -104,7 +104,7 @@ pub fn check_owner(run_dir: &Path, ckpt_dir: &Path, has_checkpoints: bool) -> Re
 }
 
 /// Writes `owner.json` (atomically) if the checkpoint directory has none yet.
-pub fn claim(run_dir: &Path, ckpt_dir: &Path) -> Result<()> {
+pub(super) fn claim(run_dir: &Path, ckpt_dir: &Path) -> Result<()> {
     if read_owner(ckpt_dir)?.is_some() {
         return Ok(());
     }
@@ -117,10 +117,10 @@ pub fn claim(run_dir: &Path, ckpt_dir: &Path) -> Result<()> {
 /// `RUN_DIR/checkpointed.json`: written once, after the run's first checkpoint committed. Epochs in
 /// `metrics.jsonl` count as trained results only with it: before the first commit they were never saved anywhere,
 /// and retraining them (deterministically, to the same values) is how such a run resumes.
-pub const CHECKPOINTED: &str = "checkpointed.json";
+pub(super) const CHECKPOINTED: &str = "checkpointed.json";
 
 /// Writes [`CHECKPOINTED`] (atomically) naming the step of the first committed checkpoint.
-pub fn mark_checkpointed(run_dir: &Path, step: u64) -> Result<()> {
+pub(super) fn mark_checkpointed(run_dir: &Path, step: u64) -> Result<()> {
     let path = run_dir.join(CHECKPOINTED);
     let text = serde_json::json!({ "first_committed_step": step }).to_string();
     write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))
@@ -128,7 +128,7 @@ pub fn mark_checkpointed(run_dir: &Path, step: u64) -> Result<()> {
 
 /// What a run directory already holds that training from scratch would overwrite.
 #[derive(Debug, Default, PartialEq)]
-pub struct Trained {
+pub(super) struct Trained {
     /// Epoch lines in `metrics.jsonl` (a torn last line is not counted), when a checkpoint of them was committed.
     pub epochs: usize,
     /// Whether [`CHECKPOINTED`] says a checkpoint was committed here once.
@@ -139,13 +139,13 @@ pub struct Trained {
 }
 
 impl Trained {
-    pub fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         self.checkpointed || self.weights || !self.bad_checkpoints.is_empty()
     }
 }
 
 /// Looks at `run_dir` for trained results. Read errors are errors (an unreadable `metrics.jsonl` is not empty).
-pub fn trained(run_dir: &Path, skipped: &[Skipped]) -> Result<Trained> {
+pub(super) fn trained(run_dir: &Path, skipped: &[Skipped]) -> Result<Trained> {
     let metrics = run_dir.join("metrics.jsonl");
     let epochs = match std::fs::read_to_string(&metrics) {
         Ok(t) => t.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).count(),
@@ -165,7 +165,7 @@ pub fn trained(run_dir: &Path, skipped: &[Skipped]) -> Result<Trained> {
 }
 
 /// The refusal for a run directory that holds trained results but no checkpoint to resume from.
-pub fn refuse_retraining(run_dir: &Path, ckpt_dir: &Path, t: &Trained) -> Error {
+pub(super) fn refuse_retraining(run_dir: &Path, ckpt_dir: &Path, t: &Trained) -> Error {
     let mut have = Vec::new();
     if t.epochs > 0 {
         have.push(format!("{} epoch(s) in metrics.jsonl", t.epochs));
@@ -191,7 +191,7 @@ pub fn refuse_retraining(run_dir: &Path, ckpt_dir: &Path, t: &Trained) -> Error 
 
 /// `--start-over`: moves the run's results and every `ckpt-*` directory aside into `replaced-<unix seconds>/`
 /// (inside the run directory, and inside the checkpoint directory for its checkpoints). Returns where they went.
-pub fn move_aside(run_dir: &Path, ckpt_dir: &Path) -> Result<Option<PathBuf>> {
+pub(super) fn move_aside(run_dir: &Path, ckpt_dir: &Path) -> Result<Option<PathBuf>> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let dest = run_dir.join(format!("replaced-{stamp}"));
     let mut moved = false;

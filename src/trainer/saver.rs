@@ -41,7 +41,7 @@ pub(crate) struct SaverStart {
 }
 
 impl<'a> Saver<'a> {
-    pub fn new(
+    pub(super) fn new(
         store: Store,
         cfg: &'a Config,
         run_id: &'a str,
@@ -65,18 +65,18 @@ impl<'a> Saver<'a> {
     }
 
     /// Writes on a background thread whatever `checkpoint.background` says (a fused group's members).
-    pub fn in_background(mut self) -> Saver<'a> {
+    pub(super) fn in_background(mut self) -> Saver<'a> {
         self.writer = self.writer.in_background();
         self
     }
 
     /// Seconds since the last save (or since the loop started).
-    pub fn seconds_since_save(&self) -> f64 {
+    pub(super) fn seconds_since_save(&self) -> f64 {
         self.last_time.elapsed().as_secs_f64()
     }
 
     /// Snapshots the trainer at `cursor` (epoch in progress, batches done) and hands it to the writer.
-    pub fn save(
+    pub(super) fn save(
         &mut self,
         t: &Trainer,
         cursor: (usize, usize),
@@ -141,7 +141,7 @@ impl<'a> Saver<'a> {
     }
 
     /// Waits for the save in flight (counting the wait as paused time) and records the first commit.
-    pub fn flush(&mut self) -> Result<Option<Committed>> {
+    pub(super) fn flush(&mut self) -> Result<Option<Committed>> {
         let started = Instant::now();
         let last = self.writer.flush()?;
         self.cost.paused_seconds += started.elapsed().as_secs_f64();
@@ -151,7 +151,7 @@ impl<'a> Saver<'a> {
 
     /// On a preemption signal: save unless the last save says it would not fit the grace period, flush, and
     /// return the error that makes the process exit with 128 + signal.
-    pub fn preempt(
+    pub(super) fn preempt(
         &mut self,
         t: &Trainer,
         sig: i32,

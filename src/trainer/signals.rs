@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-pub struct Signals {
+pub(crate) struct Signals {
     got: Arc<AtomicUsize>,
 }
 
 impl Signals {
     /// Installs the handlers (process-wide).
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         let got = Arc::new(AtomicUsize::new(0));
         let interrupted = Arc::new(AtomicBool::new(false));
         // Order matters: the conditional exit runs first and only fires when a SIGINT was already seen.
@@ -24,7 +24,7 @@ impl Signals {
     }
 
     /// The signal received so far, if any.
-    pub fn received(&self) -> Option<i32> {
+    pub(crate) fn received(&self) -> Option<i32> {
         match self.got.load(Ordering::SeqCst) {
             0 => None,
             s => Some(s as i32),
@@ -33,7 +33,7 @@ impl Signals {
 }
 
 /// `SIGTERM` etc. for messages.
-pub fn name(sig: i32) -> &'static str {
+pub(crate) fn name(sig: i32) -> &'static str {
     match sig {
         SIGTERM => "SIGTERM",
         SIGINT => "SIGINT",

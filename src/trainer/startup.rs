@@ -2,7 +2,7 @@
 //! loading of libtorch counts) to now. Printed after the first step when `SPOTRUN_PRINT_STARTUP` is set.
 
 /// Seconds since this process started, from /proc (Linux); `None` elsewhere.
-pub fn seconds_since_process_start() -> Option<f64> {
+pub(crate) fn seconds_since_process_start() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Field 22 (starttime, in clock ticks since boot); fields after the parenthesised command name.
     let after = stat.rsplit_once(')')?.1;

@@ -109,7 +109,7 @@ impl Trainer<'_> {
 
 /// A model's whole `state_dict` from its trainable `params`: plus the tied aliases (the same tensor under the other
 /// names PyTorch lists) and the buffers, sorted by name, so the file loads with `strict=True`.
-pub fn model_weights(params: NamedTensors, model: &dyn Model) -> NamedTensors {
+pub(super) fn model_weights(params: NamedTensors, model: &dyn Model) -> NamedTensors {
     let mut all = params;
     for (alias, name) in model.tied() {
         let same = all.iter().find(|(n, _)| *n == name).map(|(_, t)| t.shallow_clone());

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A two-run CPU sweep (`optim.lr` in {0.001, 0.01}) of a tiny synthetic task, written as `DIR/NAME.toml`.
-pub fn tiny_sweep(dir: &Path, name: &str, epochs: usize) -> PathBuf {
+pub(crate) fn tiny_sweep(dir: &Path, name: &str, epochs: usize) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     let text = format!(
         "name = \"{name}\"\n[base]\ndata.synthetic = {{ train = 1000, val = 200, features = 16 }}\n\
@@ -16,16 +16,16 @@ pub fn tiny_sweep(dir: &Path, name: &str, epochs: usize) -> PathBuf {
 
 /// The `spotrun` binary under test: cargo's, or a copy named by `SPOTRUN_TEST_BIN` (scripts/torture.sh uses one,
 /// so a long run is not affected by a rebuild of target/ while it goes on).
-pub fn spotrun() -> Command {
+pub(crate) fn spotrun() -> Command {
     Command::new(std::env::var_os("SPOTRUN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spotrun").into()))
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A tiny synthetic task that trains in well under a second.
-pub const SMALL: [&str; 6] = [
+pub(crate) const SMALL: [&str; 6] = [
     "data.synthetic.train=2000",
     "data.synthetic.val=500",
     "data.synthetic.features=32",
@@ -35,11 +35,11 @@ pub const SMALL: [&str; 6] = [
 ];
 
 /// `["--set", a, "--set", b, ...]`
-pub fn sets(kvs: &[&str]) -> Vec<String> {
+pub(crate) fn sets(kvs: &[&str]) -> Vec<String> {
     kvs.iter().flat_map(|kv| ["--set".to_string(), kv.to_string()]).collect()
 }
 
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -48,13 +48,13 @@ pub fn text(b: &[u8]) -> String {
 /// `Run::new(["inspect", dir]).ok()`, `Run::train(&dir).set("train.epochs=3").bad()`,
 /// `Run::train(&dir).env("SPOTRUN_TEST_WRITE_DELAY_MS", "20").spawn()`.
 #[must_use = "a Run does nothing until .output(), .ok(), .bad() or .spawn()"]
-pub struct Run {
+pub(crate) struct Run {
     args: Vec<String>,
     cmd: Command,
 }
 
 impl Run {
-    pub fn new<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
+    pub(crate) fn new<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
         let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
         let mut cmd = spotrun();
         cmd.args(&args);
@@ -62,42 +62,42 @@ impl Run {
     }
 
     /// `spotrun train --run-dir DIR` on the [`SMALL`] task.
-    pub fn train(dir: &Path) -> Run {
+    pub(crate) fn train(dir: &Path) -> Run {
         Run::new(["train".to_string(), "--run-dir".into(), dir.display().to_string()]).sets(&SMALL)
     }
 
-    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Run {
+    pub(crate) fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Run {
         self.args.push(a.as_ref().to_string_lossy().into_owned());
         self.cmd.arg(a);
         self
     }
 
     /// `--set KV`.
-    pub fn set(self, kv: &str) -> Run {
+    pub(crate) fn set(self, kv: &str) -> Run {
         self.arg("--set").arg(kv)
     }
 
-    pub fn sets(self, kvs: &[&str]) -> Run {
+    pub(crate) fn sets(self, kvs: &[&str]) -> Run {
         kvs.iter().fold(self, |r, kv| r.set(kv))
     }
 
-    pub fn env(mut self, k: &str, v: &str) -> Run {
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Run {
         self.cmd.env(k, v);
         self
     }
 
-    pub fn current_dir(mut self, d: &Path) -> Run {
+    pub(crate) fn current_dir(mut self, d: &Path) -> Run {
         self.cmd.current_dir(d);
         self
     }
 
-    pub fn output(mut self) -> Output {
+    pub(crate) fn output(mut self) -> Output {
         self.cmd.output().expect("spawn spotrun")
     }
 
     /// Runs it and asserts success.
     #[track_caller]
-    pub fn ok(self) -> Output {
+    pub(crate) fn ok(self) -> Output {
         let args = self.args.clone();
         let out = self.output();
         assert!(out.status.success(), "spotrun {args:?} failed: {}\n{}", out.status, text(&out.stderr));
@@ -106,7 +106,7 @@ impl Run {
 
     /// Runs it, asserts exit 2 with one clear `error:` line and no panic, and returns stderr.
     #[track_caller]
-    pub fn bad(self) -> String {
+    pub(crate) fn bad(self) -> String {
         let args = self.args.clone();
         let out = self.output();
         let err = text(&out.stderr);
@@ -117,30 +117,30 @@ impl Run {
     }
 
     /// The arguments, for a command run some other way (under `sh -c 'ulimit …'`, with closed pipes).
-    pub fn into_args(self) -> Vec<String> {
+    pub(crate) fn into_args(self) -> Vec<String> {
         self.args
     }
 
     /// Starts it with stdout discarded and stderr piped.
-    pub fn spawn(mut self) -> std::process::Child {
+    pub(crate) fn spawn(mut self) -> std::process::Child {
         self.cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn")
     }
 }
 
 /// `Run::new(args).ok()`.
 #[track_caller]
-pub fn run_ok(args: &[String]) -> Output {
+pub(crate) fn run_ok(args: &[String]) -> Output {
     Run::new(args).ok()
 }
 
 /// `Run::new(args).bad()`.
 #[track_caller]
-pub fn run_bad(args: &[String]) -> String {
+pub(crate) fn run_bad(args: &[String]) -> String {
     Run::new(args).bad()
 }
 
 /// The project's torch venv python (set by scripts/test.sh; falls back to the default location).
-pub fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let p = std::env::var_os("SPOTRUN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/spotrun/torch-2.11.0/bin/python")
     });
@@ -149,13 +149,13 @@ pub fn python() -> PathBuf {
 }
 
 /// Reads `metrics.jsonl` as JSON values.
-pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     let t = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
     t.lines().map(|l| serde_json::from_str(l).expect("metrics line is JSON")).collect()
 }
 
 /// Writes a dataset with the library's safetensors writer: `features` inputs, labels `0..classes`.
-pub fn write_dataset(path: &Path, n: i64, features: i64, classes: i64, x_kind: tch::Kind, y_kind: tch::Kind) {
+pub(crate) fn write_dataset(path: &Path, n: i64, features: i64, classes: i64, x_kind: tch::Kind, y_kind: tch::Kind) {
     let x = tch::Tensor::randn([n, features], (tch::Kind::Float, tch::Device::Cpu)).to_kind(x_kind);
     let y = tch::Tensor::randint(classes, [n], (tch::Kind::Int64, tch::Device::Cpu)).to_kind(y_kind);
     let xv = x.narrow(0, 0, n / 4).copy();
@@ -166,7 +166,7 @@ pub fn write_dataset(path: &Path, n: i64, features: i64, classes: i64, x_kind: t
 
 /// Polls `f` every 5 ms until it is true; fails the test after `timeout`.
 #[track_caller]
-pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();
     while !f() {
         assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
@@ -176,13 +176,13 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() 
 
 /// `kill -SIG pid` (a real signal through the real kill(1)).
 #[track_caller]
-pub fn kill(pid: u32, sig: &str) -> bool {
+pub(crate) fn kill(pid: u32, sig: &str) -> bool {
     Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill(1)").success()
 }
 
 /// The checkpoints of a run directory that look committed (a `ckpt-*` directory with a manifest: what resume and
 /// `inspect` read), oldest first.
-pub fn committed(run_dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn committed(run_dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("checkpoints"))
         .into_iter()
         .flatten()
@@ -196,12 +196,12 @@ pub fn committed(run_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The step of a run's newest committed checkpoint (0 if none).
-pub fn newest_step(run_dir: &Path) -> u64 {
+pub(crate) fn newest_step(run_dir: &Path) -> u64 {
     committed(run_dir).last().and_then(|p| p.file_name()?.to_str()?.strip_prefix("ckpt-")?.parse().ok()).unwrap_or(0)
 }
 
 /// A sweep run's `attempts.jsonl` as JSON values.
-pub fn attempts(run_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn attempts(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("attempts.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -210,7 +210,7 @@ pub fn attempts(run_dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// PIDs of the live child processes of `parent` (from /proc).
-pub fn children_of(parent: u32) -> Vec<u32> {
+pub(crate) fn children_of(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -226,7 +226,7 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 /// Whether the run's checkpoint of `step` is being written: its directory exists, its manifest (the commit) does not.
 /// With `SPOTRUN_TEST_WRITE_DELAY_MS` holding each file of a save, a process seen here stays inside that save for
 /// at least twice the delay (the files, then the manifest).
-pub fn saving(run_dir: &Path, step: u64) -> bool {
+pub(crate) fn saving(run_dir: &Path, step: u64) -> bool {
     let c = run_dir.join("checkpoints").join(format!("ckpt-{step:010}"));
     c.is_dir() && !c.join("manifest.json").exists()
 }
@@ -235,7 +235,7 @@ pub fn saving(run_dir: &Path, step: u64) -> bool {
 /// adds to and delivery to a handler clears), so that a signal just sent has reached the process; a process that has
 /// exited counts as reached.
 #[track_caller]
-pub fn wait_delivered(pid: u32) {
+pub(crate) fn wait_delivered(pid: u32) {
     wait_until("the signal to be delivered", std::time::Duration::from_secs(10), || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let pending = status.lines().find_map(|l| l.strip_prefix("ShdPnd:")).map(str::trim);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::common::{committed, metrics, run_bad, saving, sets, spotrun, text, wait_delivered, wait_until, Run};
 
 /// ~63 steps per epoch of a few ms each, with dropout so the RNG matters.
-pub const RESUME: [&str; 8] = [
+pub(crate) const RESUME: [&str; 8] = [
     "data.synthetic.train=8000",
     "data.synthetic.val=1000",
     "data.synthetic.features=64",
@@ -104,7 +104,7 @@ fn a_regression_run_killed_after_a_commit_and_termed_mid_epoch_resumes_bit_ident
 /// Runs `base` uninterrupted; then SIGKILLs it once a checkpoint has committed and SIGTERMs another during a
 /// mid-epoch save (so it stops at the next step), each resumed with the same command; all three must end with the
 /// same weights and metrics, to the bit.
-pub fn kill_and_term_resume_exactly(base: &[&str]) {
+pub(crate) fn kill_and_term_resume_exactly(base: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let go = |d: &Path, extra: &[&str]| {
         let out = Run::new(args_on(base, d, extra)).output();

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 use crate::common::{metrics, python, repo, text, Run};
 
 /// A GPT that trains in a second or two: ~60 steps per epoch on the synthetic token stream.
-pub const TINY_GPT: [&str; 13] = [
+pub(crate) const TINY_GPT: [&str; 13] = [
     "data.source=tokens",
     "data.synthetic.train=30000",
     "data.synthetic.val=3000",
@@ -318,7 +318,7 @@ fn sample_refuses_what_it_cannot_sample_from() {
 }
 
 /// Writes a regression dataset: `y = x · W + 0.1·noise`, `[N, 2]` targets.
-pub fn write_regression(path: &Path) {
+pub(crate) fn write_regression(path: &Path) {
     tch::manual_seed(11);
     let w = Tensor::randn([16, 2], (Kind::Float, Device::Cpu));
     let split = |n: i64| {
@@ -332,7 +332,7 @@ pub fn write_regression(path: &Path) {
 }
 
 /// Regression on float targets: `[N, D]` targets give D outputs; MSE falls far below the targets' variance.
-pub fn regression_sets(file: &Path) -> Vec<String> {
+pub(crate) fn regression_sets(file: &Path) -> Vec<String> {
     [
         "data.source=safetensors".to_string(),
         format!("data.path=\"{}\"", file.display()),
