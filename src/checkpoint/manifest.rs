@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever the checkpoint layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's file name inside a checkpoint directory.
-pub const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {

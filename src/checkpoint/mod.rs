@@ -13,10 +13,10 @@ mod writer;
 pub use atomic::write_atomic;
 pub(crate) use atomic::{append_line, unique_suffix};
 pub(crate) use manifest::crc32_hex;
-pub use manifest::{FileEntry, Manifest, ManifestError, SaveReason, FORMAT_VERSION, MANIFEST};
-pub use store::{
-    load as load_checkpoint, verify, CheckpointError, Committed, Loaded, Skipped, Snapshot, Store, VerifyError,
-    MODEL_FILE, STATE_FILE,
-};
-pub use tensors::{from_bytes, load, save, TensorIoError, Written};
+pub use manifest::{Manifest, SaveReason, FORMAT_VERSION};
+pub(crate) use manifest::{ManifestError, MANIFEST};
+pub use store::{load as load_checkpoint, verify, Snapshot, Store};
+pub(crate) use store::{CheckpointError, Committed, Loaded, Skipped, STATE_FILE};
+pub(crate) use tensors::TensorIoError;
+pub use tensors::{from_bytes, load, save};
 pub(crate) use writer::Writer;

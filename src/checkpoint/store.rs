@@ -17,9 +17,9 @@ use super::retention::{self, Entry, State};
 use super::tensors::{from_bytes, save, TensorIoError};
 
 /// Model weights file inside a checkpoint (PyTorch `state_dict` names).
-pub const MODEL_FILE: &str = "model.safetensors";
+pub(super) const MODEL_FILE: &str = "model.safetensors";
 /// Optimizer, grad-scaler and epoch-accumulator tensors.
-pub const STATE_FILE: &str = "state.safetensors";
+pub(crate) const STATE_FILE: &str = "state.safetensors";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -51,7 +51,7 @@ pub(crate) fn short_id_n(id: &str, n: usize) -> &str {
 }
 
 /// The first 8 characters of a run id (run directory names, tables, messages).
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     short_id_n(id, 8)
 }
 

@@ -34,7 +34,7 @@ pub struct LoadedConfig {
 }
 
 /// The name shown for the built-in default config in messages.
-pub const BUILTIN: &str = "<built-in default>";
+pub(crate) const BUILTIN: &str = "<built-in default>";
 
 /// Loads `path` (or the built-in default when `None`), applies `--set KEY=VALUE` overrides in order, and validates.
 pub fn load(path: Option<&Path>, sets: &[String]) -> Result<LoadedConfig, ConfigError> {

@@ -7,17 +7,19 @@ mod keys;
 mod load;
 mod schema;
 mod validate;
-pub use validate::BadValue;
+pub(crate) use validate::BadValue;
 mod wording;
 
-pub use hash::{config_hash, short_id};
+pub use hash::config_hash;
+pub(crate) use hash::short_id;
 pub(crate) use hash::{hash_ignoring_epochs, short_id_n};
 pub(crate) use keys::set_value;
+pub(crate) use load::BUILTIN;
 pub(crate) use load::{from_table, read_table};
-pub use load::{load, parse_str, ConfigError, LoadedConfig, BUILTIN};
-pub use schema::{
-    Activation, CheckpointConfig, Config, DataConfig, DataSource, Decay, EarlyStopping, EmaConfig, MetricName,
-    ModelConfig, ModelKind, OnDevice, OptimConfig, OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig,
-    Task, TaskKind, TokenDtype, TrainConfig,
+pub use load::{load, parse_str, ConfigError, LoadedConfig};
+pub(crate) use schema::{
+    Activation, CheckpointConfig, Decay, EarlyStopping, EmaConfig, MetricName, OnDevice, OptimConfig, OptimKind,
+    Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TaskKind, TokenDtype,
 };
+pub use schema::{Config, DataConfig, DataSource, ModelConfig, ModelKind, Task};
 pub(crate) use wording::{describe as describe_serde_error, spelling_hint, with_hint};

@@ -25,7 +25,7 @@ use tch::Tensor;
 use super::{activate, Mlp};
 use crate::config::Activation;
 
-/// 3×3 convolutions (`convs.N`), each with the activation and a 2×2 max-pool, then an [`Mlp`] (`mlp.*`).
+/// 3×3 convolutions (`convs.N`), each with the activation and a 2×2 max-pool, then an `Mlp` (`mlp.*`).
 #[derive(Debug)]
 pub struct Cnn {
     shape: [i64; 3],

@@ -130,7 +130,7 @@ impl Block {
 
 /// nanoGPT's `GPT`: token ids `[B, T]` (T ≤ block_size) to logits `[B, T, vocab_size]`.
 #[derive(Debug)]
-pub struct Gpt {
+pub(crate) struct Gpt {
     wte: Tensor,
     wpe: Tensor,
     h: Vec<Block>,
@@ -142,7 +142,7 @@ pub struct Gpt {
 pub(super) const TIED: (&str, &str) = ("lm_head.weight", "transformer.wte.weight");
 
 impl Gpt {
-    pub fn new(p: &nn::Path, s: &GptShape, dropout: f64) -> Gpt {
+    pub(crate) fn new(p: &nn::Path, s: &GptShape, dropout: f64) -> Gpt {
         let t = p / "transformer";
         let normal = Init::Randn { mean: 0.0, stdev: 0.02 };
         Gpt {

@@ -24,7 +24,7 @@ use crate::config::Activation;
 
 /// Fully connected layers (`layers.N`), activation and dropout after each, then a linear `head`.
 #[derive(Debug)]
-pub struct Mlp {
+pub(crate) struct Mlp {
     layers: Vec<nn::Linear>,
     head: nn::Linear,
     activation: Activation,
@@ -32,7 +32,14 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(p: &nn::Path, inputs: i64, hidden: &[i64], classes: i64, activation: Activation, dropout: f64) -> Mlp {
+    pub(crate) fn new(
+        p: &nn::Path,
+        inputs: i64,
+        hidden: &[i64],
+        classes: i64,
+        activation: Activation,
+        dropout: f64,
+    ) -> Mlp {
         let mut sizes = vec![inputs];
         sizes.extend_from_slice(hidden);
         let layers = sizes
@@ -45,7 +52,7 @@ impl Mlp {
     }
 
     /// The hidden stack without the head (shared with the CNN's classifier).
-    pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.layers.iter().fold(xs.flatten(1, -1), |x, layer| {
             let h = activate(&layer.forward(&x), self.activation);
             if self.dropout > 0.0 {

@@ -18,9 +18,10 @@ use tch::Tensor;
 use crate::config::{Activation, BadValue, ModelConfig, ModelKind};
 pub use cnn::Cnn;
 pub(crate) use fused::{FusedNet, Lookup};
-pub use gpt::{Gpt, GptShape};
-pub use mlp::Mlp;
-pub use torchscript::{TorchScript, HOW_TO_EXPORT};
+pub(crate) use gpt::{Gpt, GptShape};
+pub(crate) use mlp::Mlp;
+pub use torchscript::TorchScript;
+pub(crate) use torchscript::HOW_TO_EXPORT;
 
 /// What the trainer needs of a model: outputs from a batch of inputs (logits `[batch, classes]` from float
 /// inputs `[batch, features]`, or `[batch, T, vocab]` from token ids `[batch, T]`).

@@ -31,7 +31,7 @@ pub struct TorchScript {
 }
 
 /// How to export a module so spotrun can train it.
-pub const HOW_TO_EXPORT: &str =
+pub(crate) const HOW_TO_EXPORT: &str =
     "export it with `torch.jit.script(model).save(\"model.pt\")` (see README: \"Your own PyTorch model\")";
 
 impl TorchScript {

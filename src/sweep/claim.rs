@@ -23,7 +23,7 @@ use crate::trainer::{self, EpochHook, OwnerCheck, TrainOptions};
 
 /// How `spotrun worker` trains the runs it claims (the launcher passes them on to its children).
 #[derive(Debug, Clone, Default)]
-pub struct ClaimOptions {
+pub(crate) struct ClaimOptions {
     pub volume: Option<PathBuf>,
     /// CPU threads for each run (`train.threads`); None keeps the config's.
     pub threads: Option<usize>,
@@ -38,7 +38,7 @@ pub struct ClaimOptions {
 
 /// How claiming one run ended: trained (to its end: completed, stopped early or pruned), or found done already.
 #[derive(Debug)]
-pub enum ClaimEnd {
+pub(super) enum ClaimEnd {
     Trained { end: RunEnd, epochs: usize },
     AlreadyDone,
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// Which runs a `spotrun worker` claims: `--index I`, `--group G`, `--next`, or `--serve` (the launcher's jobs,
 /// one after another).
 #[derive(Debug, Clone, Copy)]
-pub enum WorkerMode {
+pub(crate) enum WorkerMode {
     Index(usize),
     Group(usize),
     /// Part `part` of `parts` of group `group` ([`super::groups::part`]), from the launcher.
@@ -31,7 +31,7 @@ pub enum WorkerMode {
 }
 
 /// `spotrun worker SWEEP --index I | --group G | --next | --serve`.
-pub fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Result<ExitCode> {
+pub(crate) fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Result<ExitCode> {
     // Started by `spotrun sweep`: stop (with a checkpoint) if that launcher dies, rather than train unsupervised.
     if let Some(parent) = std::env::var("SPOTRUN_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
         crate::ffi::die_with_parent(signal_hook::consts::SIGTERM);
@@ -196,7 +196,7 @@ pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitC
 }
 
 /// `spotrun estimate SWEEP --gpu NAME [--epoch-seconds S] [--workers N] [--rates FILE]`.
-pub fn estimate_cmd(
+pub(crate) fn estimate_cmd(
     sweep: &Path,
     volume: Option<&Path>,
     gpu: &str,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::config::ConfigError;
 
 use crate::error::Error;
-pub use crate::error::EXIT_BUSY;
+pub(super) use crate::error::EXIT_BUSY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {

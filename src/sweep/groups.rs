@@ -1,6 +1,6 @@
 //! Fused groups: which runs of a sweep train together as one fused model (`fuse = "auto"`), as a pure function
 //! of the expanded runs, so the launcher, every worker and every engine computes the same groups from the same
-//! sweep file. Runs fuse when [`crate::trainer::fusion_key`] gives them the same key; a group holds at most as
+//! sweep file. Runs fuse when `trainer::fusion_key` gives them the same key; a group holds at most as
 //! many runs as fit a fixed memory budget (and [`MAX_GROUP`]). Imports `trainer` (the key) and `model` (sizes).
 use super::expand::PlannedRun;
 use super::spec::Fuse;

@@ -10,7 +10,7 @@ use super::layout::{default_volume, Layout, Plan};
 use super::spec::{self, Fuse, Sweep};
 
 /// A loaded, expanded sweep with its place on the volume.
-pub struct LoadedSweep {
+pub(crate) struct LoadedSweep {
     pub sweep: Sweep,
     pub runs: Vec<PlannedRun>,
     pub duplicates: usize,
@@ -22,7 +22,7 @@ pub struct LoadedSweep {
 
 impl LoadedSweep {
     /// Loads and expands `path`; writes `sweep.json` under the volume unless `dry`.
-    pub fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<LoadedSweep, SweepError> {
+    pub(crate) fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<LoadedSweep, SweepError> {
         let sweep = spec::load(path)?;
         let e = expand(&sweep)?;
         let volume = volume.map_or_else(default_volume, Path::to_path_buf);
@@ -36,14 +36,14 @@ impl LoadedSweep {
     }
 
     /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.
-    pub fn with_fuse(mut self, fuse: Fuse) -> LoadedSweep {
+    pub(crate) fn with_fuse(mut self, fuse: Fuse) -> LoadedSweep {
         self.sweep.fuse = fuse;
         self.groups = groups::plan(&self.runs, fuse);
         self
     }
 
     /// Group `g`, or the error `--group` gets when it is out of range.
-    pub fn group(&self, g: usize) -> Result<&Group, SweepError> {
+    pub(crate) fn group(&self, g: usize) -> Result<&Group, SweepError> {
         self.groups.get(g).ok_or_else(|| {
             SweepError::Usage(format!(
                 "{}: --group {g} is out of range: the sweep has {} groups (0..={}; `spotrun sweep --dry-run` lists \
@@ -56,7 +56,7 @@ impl LoadedSweep {
     }
 
     /// Run `index`, or the error `--index` gets when it is out of range.
-    pub fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
+    pub(crate) fn run(&self, index: usize) -> Result<&PlannedRun, SweepError> {
         self.runs.get(index).ok_or_else(|| {
             SweepError::Usage(format!(
                 "{}: --index {index} is out of range: the sweep has {} runs (0..={})",

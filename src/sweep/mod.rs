@@ -2,7 +2,7 @@
 //! call, the local `sweep` launcher, and the readers built on the volume (`status`, results files, `estimate`,
 //! `report`).
 //!
-//! Every command starts from the loaded sweep ([`LoadedSweep`]: the file parsed, expanded, grouped, placed on a
+//! Every command starts from the loaded sweep (`LoadedSweep`: the file parsed, expanded, grouped, placed on a
 //! volume). "Worker" is the `spotrun worker` command, the one users and engines start; three parts do its work,
 //! each under one name:
 //! - the **claimer** (`claim.rs`): claim a run's lease, train it in this process, record how the attempt ended;
@@ -37,15 +37,21 @@ mod snapshot;
 mod spec;
 mod status;
 
-pub use claim::{ClaimEnd, ClaimOptions};
-pub use commands::{estimate_cmd, report_cmd, status_cmd, worker_cmd, WorkerMode};
-pub use error::{SweepError, EXIT_BUSY};
-pub use expand::{expand, Expansion, PlannedRun};
-pub use launcher::{launch, LaunchOptions};
+pub(crate) use claim::ClaimOptions;
+pub(crate) use commands::{estimate_cmd, worker_cmd, WorkerMode};
+pub use commands::{report_cmd, status_cmd};
+pub(crate) use error::SweepError;
+pub use expand::{expand, Expansion};
+
+pub use launcher::launch;
+pub(crate) use launcher::LaunchOptions;
 pub(crate) use layout::default_volume;
-pub use layout::{Layout, Plan, PlanRun};
-pub use loaded::LoadedSweep;
-pub use record::{Attempt, AttemptEnd, AttemptEvent, Done, Failed, RunEnd};
+pub use layout::{Layout, Plan};
+
+pub(crate) use loaded::LoadedSweep;
+pub use record::Done;
+
 pub(crate) use snapshot::Snapshot;
-pub use spec::{load, parse, Domain, Fuse, Method, Pruning, Sweep};
-pub use status::{collect, RunView, State};
+pub(crate) use spec::Fuse;
+pub use spec::{load, parse, Sweep};
+pub use status::collect;

@@ -23,7 +23,7 @@ use crate::task::{Eval, Split};
 /// Runs whose configs give the same key can be trained as one fused model; `Err` says why this one cannot.
 /// The key is the config with every per-run key (learning rate and the rest of the optimizer's numbers, the
 /// schedule, gradient clipping, seed, epochs, early stopping, checkpointing, logging) set to one value.
-pub fn fusion_key(cfg: &Config) -> Result<String, String> {
+pub(crate) fn fusion_key(cfg: &Config) -> Result<String, String> {
     if !matches!(cfg.model.kind, ModelKind::Mlp | ModelKind::Cnn) {
         let kind = serde_json::to_value(cfg.model.kind).ok().and_then(|v| v.as_str().map(str::to_string));
         return Err(format!(

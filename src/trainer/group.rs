@@ -24,7 +24,7 @@ use crate::checkpoint::Store;
 use crate::error::{Error, Result};
 use crate::task::Eval;
 
-/// Trains `members` (configs with one [`super::fused::fusion_key`]) as one fused model. One result per member, in
+/// Trains `members` (configs with one `fusion_key`) as one fused model. One result per member, in
 /// order; `say` prints the group's progress lines.
 pub fn train_group(members: &[TrainOptions], say: &dyn Fn(&str)) -> Vec<Result<TrainSummary>> {
     let mut results: Vec<Option<Result<TrainSummary>>> = members.iter().map(|_| None).collect();

@@ -41,11 +41,9 @@ mod types;
 
 pub(crate) use early::metric_value;
 pub use fit::{FitOutcome, Trainer};
-pub use fused::fusion_key;
+pub(crate) use fused::fusion_key;
 pub use group::train_group;
 pub use metrics::EpochMetrics;
-pub use outputs::named_variables;
-pub use prepare::default_run_dir;
 pub use progress::Progress;
 pub(crate) use signals::name as signal_name;
 pub use single::train;

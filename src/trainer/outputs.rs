@@ -89,7 +89,7 @@ fn save_module(p: &Prepared) -> Result<()> {
 
 /// The model's whole `state_dict` (PyTorch names, sorted): its variables in `vs` (or its own parameters), tied
 /// aliases and buffers, so the file loads with `strict=True`.
-pub fn named_variables(vs: &VarStore, net: &dyn model::Model) -> Vec<(String, tch::Tensor)> {
+pub(super) fn named_variables(vs: &VarStore, net: &dyn model::Model) -> Vec<(String, tch::Tensor)> {
     let params = net.parameters().unwrap_or_else(|| vs.variables().into_iter().collect());
     super::state::model_weights(params, net)
 }

@@ -229,7 +229,7 @@ fn test_startup_delay() {
 }
 
 /// `runs/<name>-<first 8 hex digits of the run id>`.
-pub fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
+pub(super) fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
     let name = cfg.train.name.as_deref().unwrap_or("run");
     PathBuf::from("runs").join(format!("{name}-{}", config::short_id(run_id)))
 }
