@@ -185,7 +185,13 @@ fn check_module(cfg: &Config, data: &Data, net: &dyn Model, dev: Device, lines: 
         tch::manual_seed(2);
         Ok((a, net.try_forward(&batch.x, false)?))
     })
-    .map_err(|e| bad(format!("forward failed on a batch of inputs shaped {:?}: {e}", batch.x.size())))?;
+    .map_err(|e| {
+        let message = format!("forward failed on a batch of inputs shaped {:?}: {e}", batch.x.size());
+        // Token windows ([B, T] integers): what the module could not take is most likely `model.block_size`.
+        let windows = batch.x.dim() == 2 && !batch.x.is_floating_point();
+        let key = if windows { "model.block_size" } else { "model.path" };
+        Error::from(ConfigError::Key { file: path.clone(), key: key.into(), message })
+    })?;
     let want = task.expected_output(&batch);
     if a.size() != want {
         return Err(bad(format!(

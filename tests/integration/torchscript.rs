@@ -332,7 +332,7 @@ fn the_banner_counts_the_modules_own_parameters() {
 }
 
 /// A language model whose position table (16) is shorter than the token window, `model.block_size` (default 256):
-/// one error line naming the file and `model.block_size`; the TorchScript trace is in the file that line names
+/// one error line naming the file and the key `model.block_size`; the TorchScript trace is in the file that line names
 /// (under `TMPDIR`), and the run directory was never made.
 #[test]
 fn a_token_window_past_the_modules_block_is_one_error_line_with_the_trace_in_a_file() {
@@ -343,7 +343,7 @@ fn a_token_window_past_the_modules_block_is_one_error_line_with_the_trace_in_a_f
     let sets: Vec<&str> = TOKENS.iter().copied().filter(|s| !s.starts_with("model.block_size")).collect();
     let err = Run::train(&run).sets(&sets).set(&path_set(&model)).env("TMPDIR", &traces.display().to_string()).bad();
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    let named = err.contains(&model.display().to_string()) && err.contains("model.block_size");
+    let named = err.contains(&format!("{}: model.block_size: ", model.display()));
     assert!(named && err.contains("windows of 256 tokens") && err.contains("index out of range"), "{err}");
     assert!(!run.exists(), "a run that never started leaves no run directory");
     let file = err.split("full TorchScript trace: ").nth(1).unwrap().trim_end().trim_end_matches(')');
