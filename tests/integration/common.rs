@@ -242,3 +242,17 @@ pub(crate) fn wait_delivered(pid: u32) {
         pending.is_none_or(|hex| u64::from_str_radix(hex, 16).is_ok_and(|v| v == 0))
     });
 }
+
+/// Stops process `pid` with SIGSTOP and waits until it is stopped (`State: T` in /proc/PID/status), so what it has
+/// written can be read without racing it; false when it is gone.
+#[track_caller]
+pub(crate) fn freeze(pid: u32) -> bool {
+    if !kill(pid, "STOP") {
+        return false;
+    }
+    let state = || std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    wait_until("the process to stop", std::time::Duration::from_secs(10), || {
+        state().is_none_or(|s| s.lines().any(|l| l.starts_with("State:") && l.contains('T')))
+    });
+    state().is_some()
+}

@@ -154,14 +154,16 @@ fn a_fused_group_killed_mid_epoch_resumes_byte_identical_each_run_once() {
     wait_until("a mid-epoch checkpoint of epoch 2", Duration::from_secs(300), || {
         killed.join("kill16/sweep.json").exists() && runs(&killed, "kill16").iter().any(|r| mid_epoch(r))
     });
-    assert!(kill(launcher.id(), "STOP"));
+    // Freeze the launcher and its worker, then check what the kill will leave: some runs still unfinished.
+    assert!(crate::common::freeze(launcher.id()));
     let workers = crate::common::children_of(launcher.id());
     assert_eq!(workers.len(), 1, "one worker process trains the fused group");
+    assert!(crate::common::freeze(workers[0]), "the worker exited before the kill");
+    let unfinished = runs(&killed, "kill16").iter().filter(|r| !r.join("done.json").exists()).count();
+    assert!(unfinished > 0, "the sweep finished before the kill");
     kill(workers[0], "KILL");
     assert!(kill(launcher.id(), "KILL"));
     let _ = launcher.wait();
-    let unfinished = runs(&killed, "kill16").iter().filter(|r| !r.join("done.json").exists()).count();
-    assert!(unfinished > 0, "the sweep finished before the kill");
 
     run_ok(&sweep_args(&sweep, &killed, &["--workers", "1"]));
     for (a, b) in runs(&straight, "kill16").iter().zip(runs(&killed, "kill16")) {
