@@ -438,12 +438,12 @@ fn sigterm_to_the_launcher_checkpoints_every_worker_and_the_same_command_finishe
     let (sweep, vol) = (six_runs(tmp.path(), SLOW), tmp.path().join("vol"));
     let launcher = launch(&sweep, &vol, &["--workers", "2"]);
     // Training, not just holding a lease: a worker writes config.toml after start-up, right before its first
-    // step. (A signal during start-up exits without a checkpoint, as there is nothing to save yet.)
-    // (Unfused, two workers hold two runs; a fused group holds all six, and writes their config.toml once it
-    // has claimed every one.)
+    // step. (A signal during start-up exits without a checkpoint, as there is nothing to save yet.) The six runs
+    // fuse into one group, which two slots train in two parts of three: wait until both parts hold and train
+    // all six, so no run is claimed between this check and the signal.
     let training = || {
         let held = run_dirs(&vol, "six").into_iter().filter(|r| lease_held(r)).collect::<Vec<_>>();
-        held.len() >= 2 && held.iter().all(|r| r.join("config.toml").exists())
+        held.len() == 6 && held.iter().all(|r| r.join("config.toml").exists())
     };
     wait_until("runs training", Duration::from_secs(120), training);
     let held = run_dirs(&vol, "six").into_iter().filter(|r| lease_held(r)).count();
