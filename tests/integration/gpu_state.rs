@@ -1,0 +1,69 @@
+//! What a run records of where it ran, and what follows from it, as far as a CPU machine can show it: every
+//! checkpoint manifest names the device type and the precision `train.precision` resolved to; a resume where
+//! `auto` resolves differently warns, naming both; an explicit `train.precision` is kept without a word; `spotrun
+//! inspect` shows both fields.
+//!
+//! `auto` resolves to bf16 on CUDA and fp32 on the CPU. A CPU machine has one device type, so the first process
+//! runs with `SPOTRUN_TEST_AUTO_AS_ON_CUDA=1` (a test hook: `auto` resolves as it does on CUDA, really running CPU
+//! bf16 autocast) and the resume without it: the same config and run id, only the resolution differs, as on a GPU
+//! run resumed where no GPU is seen. (Changing `train.precision` itself changes the run id and needs
+//! `--allow-config-change`: a different case, which the warning also covers.)
+use std::path::Path;
+
+use crate::common::{committed, text, Run};
+
+/// The newest committed checkpoint's manifest.
+fn newest_manifest(run_dir: &Path) -> serde_json::Value {
+    let newest = committed(run_dir).pop().expect("a committed checkpoint");
+    serde_json::from_str(&std::fs::read_to_string(newest.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// `spotrun train` on the CPU (the test must not depend on a GPU being seen), `epochs` long.
+fn train(dir: &Path, epochs: usize, precision: &str) -> Run {
+    Run::train(dir)
+        .set("train.device=cpu")
+        .set(&format!("train.epochs={epochs}"))
+        .set(&format!("train.precision=\"{precision}\""))
+}
+
+#[test]
+fn a_resume_where_auto_resolves_differently_warns_naming_both_and_inspect_shows_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("run");
+    let out = train(&d, 1, "auto").env("SPOTRUN_TEST_AUTO_AS_ON_CUDA", "1").ok();
+    assert!(text(&out.stderr).contains("precision bf16 autocast"), "{}", text(&out.stderr));
+    let m = newest_manifest(&d);
+    assert_eq!((m["device"].as_str(), m["precision"].as_str()), (Some("cpu"), Some("bf16")), "{m}");
+
+    // The same run, extended by one epoch (same run id): it resumes from the epoch-1 checkpoint, now in fp32.
+    let out = train(&d, 2, "auto").ok();
+    let err = text(&out.stderr);
+    assert!(err.contains("resuming from"), "{err}");
+    let warning = "warning: resuming on another device or precision: cpu with bf16 (the checkpoint) -> cpu with \
+                   fp32 (now); train.precision = \"auto\" resolves per device";
+    assert_eq!(err.matches(warning).count(), 1, "one warning line naming both:\n{err}");
+    let m = newest_manifest(&d);
+    assert_eq!((m["device"].as_str(), m["precision"].as_str()), (Some("cpu"), Some("fp32")), "{m}");
+
+    let out = Run::new(["inspect".to_string(), d.display().to_string()]).ok();
+    let report = text(&out.stdout);
+    assert!(report.contains("trained on: device cpu, precision bf16"), "{report}");
+    assert!(report.contains("trained on: device cpu, precision fp32"), "{report}");
+}
+
+#[test]
+fn an_explicit_precision_is_kept_and_an_unchanged_resume_says_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Explicit bf16: the hook changes only what `auto` resolves to, so both processes run bf16.
+    let d = tmp.path().join("bf16");
+    train(&d, 1, "bf16").env("SPOTRUN_TEST_AUTO_AS_ON_CUDA", "1").ok();
+    let err = text(&train(&d, 2, "bf16").ok().stderr);
+    assert!(err.contains("resuming from") && err.contains("precision bf16 autocast"), "{err}");
+    assert!(!err.contains("another device or precision"), "{err}");
+    assert_eq!(newest_manifest(&d)["precision"].as_str(), Some("bf16"));
+    // `auto` resolving the same both times (fp32 on the CPU): no warning either.
+    let d = tmp.path().join("auto");
+    train(&d, 1, "auto").ok();
+    let err = text(&train(&d, 2, "auto").ok().stderr);
+    assert!(err.contains("resuming from") && !err.contains("another device or precision"), "{err}");
+}
