@@ -67,3 +67,50 @@ fn an_explicit_precision_is_kept_and_an_unchanged_resume_says_nothing() {
     let err = text(&train(&d, 2, "auto").ok().stderr);
     assert!(err.contains("resuming from") && !err.contains("another device or precision"), "{err}");
 }
+
+/// `spotrun sample RUN_DIR ARGS…` (20 tokens).
+fn sample(run_dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["sample".to_string(), run_dir.display().to_string(), "--tokens".into(), "20".into()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    Run::new(all)
+}
+
+#[test]
+fn sample_runs_on_the_runs_device_and_refuses_one_that_is_not_there() {
+    let gpus = tch::Cuda::device_count();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("gpt");
+    Run::train(&d).sets(&crate::workloads::TINY_GPT).set("train.epochs=1").set("train.device=cpu").ok();
+    // The run's train.device (cpu), said on stderr.
+    let out = sample(&d, &[]).ok();
+    assert!(text(&out.stderr).contains(" on cpu\n"), "{}", text(&out.stderr));
+    // A device that is not there is an error naming it, never a silent CPU run.
+    if gpus == 0 {
+        let err = sample(&d, &["--device", "cuda"]).bad();
+        assert!(err.contains("cannot sample on cuda (--device)") && err.contains("--device cpu"), "{err}");
+    } else {
+        let out = sample(&d, &["--device", "cuda"]).ok();
+        assert!(text(&out.stderr).contains(" on cuda:0\n"), "{}", text(&out.stderr));
+    }
+    let err = sample(&d, &["--device", "gpu"]).bad();
+    assert!(err.contains("\"gpu\" is not one of auto, cpu, cuda, cuda:N"), "{err}");
+
+    // A run with train.device = "auto" whose checkpoint says it trained on CUDA: sampled on a GPU where there is
+    // one; where there is none, only when --device cpu asks for it.
+    let d = tmp.path().join("auto");
+    Run::train(&d).sets(&crate::workloads::TINY_GPT).set("train.epochs=1").set("train.device=auto").ok();
+    let newest = committed(&d).pop().unwrap().join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&newest).unwrap()).unwrap();
+    assert_eq!(m["device"].as_str(), Some(if gpus == 0 { "cpu" } else { "cuda" }), "{m}");
+    m["device"] = "cuda".into();
+    std::fs::write(&newest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    if gpus == 0 {
+        let err = sample(&d, &[]).bad();
+        assert!(err.contains("the run trained on cuda") && err.contains("--device cpu"), "{err}");
+        let out = sample(&d, &["--device", "cpu"]).ok();
+        assert!(text(&out.stderr).contains(" on cpu\n"), "{}", text(&out.stderr));
+    } else {
+        let out = sample(&d, &[]).ok();
+        assert!(text(&out.stderr).contains(" on cuda:0\n"), "{}", text(&out.stderr));
+    }
+}
