@@ -114,3 +114,14 @@ fn sample_runs_on_the_runs_device_and_refuses_one_that_is_not_there() {
         assert!(text(&out.stderr).contains(" on cuda:0\n"), "{}", text(&out.stderr));
     }
 }
+
+/// The memory check on the CPU is what it was: host memory, no GPU figures (the GPU budget, free memory plus this
+/// process's cached blocks within its `--per-gpu` share, is unit-tested in `device`; no GPU runs these tests).
+#[test]
+fn a_model_too_big_for_the_host_is_refused_with_the_host_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Run::train(&tmp.path().join("run")).set("train.device=cpu").set("model.hidden=[4000000000]").bad();
+    let (_, tail) = err.split_once(" with gradients and adamw state, but this machine has ").expect(&err);
+    assert!(tail.ends_with(" free; make it smaller (model.hidden)\n"), "{err}");
+    assert!(!err.contains("cached") && !err.contains("share"), "{err}");
+}
