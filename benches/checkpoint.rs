@@ -31,6 +31,8 @@ fn manifest(step: u64) -> Manifest {
         metrics: vec![],
         rng: String::new(),
         data_fingerprint: None,
+        device: None,
+        precision: None,
         best_step: None,
         files: vec![],
         reason: spotrun::checkpoint::SaveReason::Other,

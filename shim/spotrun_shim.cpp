@@ -6,6 +6,7 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <torch/script.h>
 #include <cstring>
 #include <exception>
@@ -183,6 +184,23 @@ long spotrun_torch_cuda_version() {
   } catch (...) {
     return -1;
   }
+}
+
+// What the CUDA caching allocator of this process holds on `device`: bytes reserved from the driver (in use or
+// cached) and bytes in live tensors (torch.cuda.memory_reserved / memory_allocated). Both 0 before the allocator is
+// initialised (nothing allocated yet). Touches no GPU memory and does not initialise CUDA.
+char* spotrun_cuda_allocator_bytes(int device, int64_t* reserved, int64_t* allocated) {
+  SHIM_PROTECT({
+    *reserved = 0;
+    *allocated = 0;
+    c10::DeviceAllocator* a = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    if (a->initialized()) {
+      const auto stats = a->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+      const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+      *reserved = stats.reserved_bytes[all].current;
+      *allocated = stats.allocated_bytes[all].current;
+    }
+  })
 }
 
 }  // extern "C"

@@ -201,6 +201,9 @@ pub struct SampleArgs {
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
+    /// auto, cpu, cuda or cuda:N (default: the run's train.device; an unavailable device is an error).
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `spotrun slurm`.
@@ -391,6 +394,7 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
         temperature: a.temperature,
         top_k: a.top_k,
         seed: a.seed,
+        device: a.device,
     };
     say!("{}", crate::sample::sample(&opts)?);
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,9 @@
 //! driver sees a GPU that libtorch cannot use), and listing CUDA GPUs and the driver's CUDA version through cudarc.
 //!
 //! cudarc loads libcuda dynamically, so this builds and runs on machines without CUDA; there the listing is
-//! simply empty. Imports no spotrun module but `ffi` (the driver and libtorch queries).
+//! simply empty. Also what a run may plan with on a GPU ([`GpuMemory::budget`]: the driver's free figure, this
+//! process's cached blocks, the card's share per `--per-gpu` worker). Imports no spotrun module but `ffi` (the
+//! driver and libtorch queries).
 use cudarc::driver::CudaContext;
 
 /// What `train.device` asked for.
@@ -162,6 +164,56 @@ pub fn gpu_info(ordinal: usize) -> Result<GpuInfo, String> {
     Ok(GpuInfo { ordinal, name, total_bytes, free_bytes, compute_capability })
 }
 
+/// What one GPU's memory looks like to this process: the inputs of [`GpuMemory::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    /// The card's memory (`cuMemGetInfo`).
+    pub total: u64,
+    /// What the driver reports free: excludes what this process's caching allocator holds, used or not.
+    pub free: u64,
+    /// Cached but unused by this process's caching allocator (reserved minus allocated): blocks left by earlier runs
+    /// in a long-lived worker, which the allocator reuses (and releases itself before it reports out of memory).
+    pub cached: u64,
+    /// In live tensors of this process (e.g. a worker's data, kept for its next run).
+    pub held: u64,
+    /// How many workers share the card (`spotrun sweep --per-gpu K`), at least 1.
+    pub workers: u64,
+}
+
+impl GpuMemory {
+    /// The bytes this process may plan a run with: what is free to it (the driver's figure plus its own cached
+    /// blocks), but no more than its share of the card (`total / workers`) minus what it already holds, so K
+    /// workers on one card do not each plan with half of it. Alone on a card this is `free + cached`.
+    pub fn budget(&self) -> u64 {
+        let share = self.total / self.workers.max(1);
+        self.free.saturating_add(self.cached).min(share.saturating_sub(self.held))
+    }
+}
+
+/// How many workers share each GPU in this process's sweep (`--per-gpu`); 1 unless [`set_workers_per_gpu`] said
+/// otherwise.
+static WORKERS_PER_GPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Records how many workers share this process's GPU (a sweep worker, told by its launcher with `--share`).
+pub fn set_workers_per_gpu(k: usize) {
+    WORKERS_PER_GPU.store(k.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Measures GPU `ordinal` for [`GpuMemory::budget`]: the driver's total and free figures, this process's caching
+/// allocator (through the shim), and the workers sharing the card.
+pub fn gpu_memory(ordinal: usize) -> Result<GpuMemory, String> {
+    let g = gpu_info(ordinal)?;
+    let (reserved, allocated) =
+        crate::ffi::cuda_allocator_bytes(ordinal).map_err(|e| format!("cuda:{ordinal}: {e}"))?;
+    Ok(GpuMemory {
+        total: g.total_bytes as u64,
+        free: g.free_bytes as u64,
+        cached: reserved.saturating_sub(allocated),
+        held: allocated,
+        workers: WORKERS_PER_GPU.load(std::sync::atomic::Ordering::Relaxed) as u64,
+    })
+}
+
 /// The CPU threads libtorch will use by default (all cores).
 pub fn cpu_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -238,6 +290,40 @@ mod tests {
         assert_eq!(e, "train.device = \"cuda:2\" but libtorch sees 2 CUDA device(s)");
         let e = decide(DeviceRequest::Cuda(0), &CPU_HOST).unwrap_err();
         assert!(e.ends_with("sees 0 CUDA device(s); use train.device = \"cpu\" or \"auto\""), "{e}");
+    }
+
+    const GB: u64 = 1_000_000_000;
+
+    #[test]
+    fn alone_on_a_card_the_budget_is_the_free_memory_plus_this_process_cached_blocks() {
+        let fresh = GpuMemory { total: 80 * GB, free: 79 * GB, cached: 0, held: 0, workers: 1 };
+        assert_eq!(fresh.budget(), 79 * GB);
+        // A worker --serve after a 30 GB run: the driver sees 30 GB less free, the allocator caches them.
+        let later = GpuMemory { total: 80 * GB, free: 49 * GB, cached: 30 * GB, held: 0, workers: 1 };
+        assert_eq!(later.budget(), 79 * GB);
+        // The data kept from the last run (10 GB, live) is not free; its cache is.
+        let kept = GpuMemory { total: 80 * GB, free: 49 * GB, cached: 20 * GB, held: 10 * GB, workers: 1 };
+        assert_eq!(kept.budget(), 69 * GB);
+        assert_eq!(GpuMemory { workers: 0, ..kept }.budget(), 69 * GB, "0 workers counts as 1");
+    }
+
+    #[test]
+    fn workers_sharing_a_card_each_plan_with_their_share() {
+        // The first of two workers on an empty 80 GB card: 40 GB, not the 79 GB free.
+        let first = GpuMemory { total: 80 * GB, free: 79 * GB, cached: 0, held: 0, workers: 2 };
+        assert_eq!(first.budget(), 40 * GB);
+        // Its sibling holds 30 GB: the second still gets its 40 GB share of the 49 GB free.
+        let second = GpuMemory { free: 49 * GB, ..first };
+        assert_eq!(second.budget(), 40 * GB);
+        // The first again (worker --serve), holding 10 GB of data and caching 20 GB: its share less what it holds.
+        let again = GpuMemory { total: 80 * GB, free: 19 * GB, cached: 20 * GB, held: 10 * GB, workers: 2 };
+        assert_eq!(again.budget(), 30 * GB);
+        // Siblings that took more than their share leave less than it: the free figure bounds the budget.
+        let crowded = GpuMemory { total: 80 * GB, free: 5 * GB, cached: 0, held: 0, workers: 4 };
+        assert_eq!(crowded.budget(), 5 * GB);
+        // Holding more than its share leaves nothing.
+        let over = GpuMemory { total: 80 * GB, free: 20 * GB, cached: 5 * GB, held: 30 * GB, workers: 4 };
+        assert_eq!(over.budget(), 0);
     }
 
     #[test]

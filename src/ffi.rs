@@ -402,3 +402,46 @@ pub(crate) fn cuda_driver_version() -> Option<i32> {
     let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
     (status == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0).then_some(v)
 }
+
+extern "C" {
+    fn spotrun_cuda_allocator_bytes(device: c_int, reserved: *mut i64, allocated: *mut i64) -> *mut c_char;
+}
+
+/// What this process's CUDA caching allocator holds on GPU `ordinal`: `(reserved, allocated)` bytes, as
+/// `torch.cuda.memory_reserved` and `memory_allocated` say; reserved minus allocated is cached but free (reusable
+/// by this process, invisible to the driver's free figure). `(0, 0)` before anything was allocated.
+pub(crate) fn cuda_allocator_bytes(ordinal: usize) -> Result<(u64, u64), ShimError> {
+    let (mut reserved, mut allocated) = (0i64, 0i64);
+    let device = c_int::try_from(ordinal).unwrap_or(c_int::MAX);
+    // SAFETY: the shim writes only the two integers it is given and catches every exception.
+    check(unsafe { spotrun_cuda_allocator_bytes(device, &mut reserved, &mut allocated) })?;
+    Ok((reserved.max(0) as u64, allocated.max(0) as u64))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cuda_caching_allocator_reports_what_this_process_holds() {
+        if torch_cuda_version().is_none() {
+            assert!(cuda_allocator_bytes(0).is_err(), "a CPU-only libtorch has no CUDA allocator: an error, no crash");
+            return;
+        }
+        if tch::Cuda::device_count() == 0 {
+            // A CUDA build of libtorch on a host without a GPU: the allocator was never initialised.
+            assert_eq!(cuda_allocator_bytes(0).unwrap(), (0, 0));
+            return;
+        }
+        let mib256 = 256u64 << 20;
+        let before = cuda_allocator_bytes(0).unwrap();
+        let t = Tensor::zeros([64 << 20], (tch::Kind::Float, tch::Device::Cuda(0)));
+        let (reserved, allocated) = cuda_allocator_bytes(0).unwrap();
+        assert!(allocated >= before.1 + mib256 && reserved >= allocated, "{before:?} -> {reserved} {allocated}");
+        drop(t);
+        // Freed into the cache, not to the driver: still reserved.
+        let (after, _) = cuda_allocator_bytes(0).unwrap();
+        assert!(after >= mib256, "{after}");
+    }
+}

@@ -64,6 +64,10 @@ pub fn report(dir: &Path, verify: bool) -> (String, bool) {
     if let Some(fp) = &m.data_fingerprint {
         out += &format!("  data: {fp}\n");
     }
+    if m.device.is_some() || m.precision.is_some() {
+        let (d, p) = (m.device.as_deref().unwrap_or("?"), m.precision.as_deref().unwrap_or("?"));
+        out += &format!("  trained on: device {d}, precision {p}\n");
+    }
     if let Some(last) = m.metrics.last() {
         out += &format!("  last epoch metrics: {last}\n");
     }

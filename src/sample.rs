@@ -3,17 +3,20 @@
 //! Reads the run's `config.toml`, the vocabulary (`meta.json` beside the token files, or the synthetic task's),
 //! and its final weights (`model.safetensors`, else the newest checkpoint that verifies), then samples with
 //! temperature and top-k from a seeded generator. Prompts are encoded with `itos` (longest match first) when the
-//! data has one, else read as space-separated token ids. Sits beside `trainer`: imports `config`, `data`,
-//! `model` and `checkpoint`, never `trainer` or `sweep`.
+//! data has one, else read as space-separated token ids. Runs on the run's device (`train.device`, or `--device`):
+//! a device that is not available is an error, as is a CPU run of a model whose checkpoint says it trained on CUDA
+//! unless `--device cpu` asks for it. Sits beside `trainer`: imports `config`, `data`, `device`, `model` and
+//! `checkpoint`, never `trainer` or `sweep`.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, Store};
+use crate::checkpoint::{self, Manifest, Store};
 use crate::config::{self, ModelKind};
 use crate::data::TokenData;
+use crate::device::{self, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::model::{self, Model};
 
@@ -26,6 +29,8 @@ pub struct SampleOptions {
     pub temperature: f64,
     pub top_k: Option<i64>,
     pub seed: u64,
+    /// `--device`: `auto`, `cpu`, `cuda` or `cuda:N` (default: the run's `train.device`).
+    pub device: Option<String>,
 }
 
 /// Generates `opts.tokens` tokens after the prompt; returns the prompt and the continuation, decoded.
@@ -49,24 +54,69 @@ pub fn sample(opts: &SampleOptions) -> Result<String> {
         )));
     }
     let (vocab, itos) = TokenData::vocabulary(&cfg.data, &cfg.model)?;
-    let vs = VarStore::new(Device::Cpu);
+    let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| opts.run_dir.join("checkpoints"));
+    let trained_on = trained_on(&ckpt_dir);
+    let dev = choose_device(opts.device.as_deref(), &cfg.train.device, trained_on.as_deref(), device::select)
+        .map_err(|e| Error::Device(format!("{}: {e}", opts.run_dir.display())))?;
+    let vs = VarStore::new(dev);
     let shape = model::gpt_shape(&cfg.model, vocab);
     let net = model::Gpt::new(&vs.root(), &shape, cfg.model.dropout);
-    let from = load_weights(&vs, &net, &opts.run_dir, cfg.checkpoint.dir.as_deref())?;
+    let from = load_weights(&vs, &net, &opts.run_dir, &ckpt_dir)?;
     let prompt = encode(opts.prompt.as_deref().unwrap_or(""), itos.as_deref(), vocab)?;
     tch::manual_seed(opts.seed as i64);
-    tell!("sampling {} tokens from {}", opts.tokens, from.display());
-    let ids = tch::no_grad(|| generate(&net, &prompt, opts, shape.block_size));
+    tell!("sampling {} tokens from {} on {}", opts.tokens, from.display(), device_name(dev));
+    let ids = tch::no_grad(|| generate(&net, &prompt, opts, shape.block_size, dev));
     Ok(decode(&ids, itos.as_deref()))
 }
 
+/// The device type the newest committed checkpoint's manifest records (`cpu`, `cuda`); `None` without one, or for
+/// checkpoints written before manifests recorded it.
+fn trained_on(ckpt_dir: &Path) -> Option<String> {
+    let listed = Store::new(ckpt_dir.to_path_buf(), 1).list().ok()?;
+    listed.iter().rev().find_map(|(_, dir)| Manifest::read(dir).ok()).and_then(|m| m.device)
+}
+
+/// The device to sample on: `--device` (`asked`) when given, else the run's `train.device`, resolved by `select`
+/// ([`device::select`]: an unavailable device is an error, never a silent CPU run). A run whose newest checkpoint
+/// says it trained on CUDA is not sampled on the CPU for want of a GPU unless `--device cpu` asks for it. `Err` is
+/// the message of an `error:` line.
+fn choose_device(
+    asked: Option<&str>,
+    run_device: &str,
+    trained_on: Option<&str>,
+    select: impl Fn(DeviceRequest) -> std::result::Result<Device, String>,
+) -> std::result::Result<Device, String> {
+    let (text, from) = match asked {
+        Some(a) => (a, "--device".to_string()),
+        None => (run_device, format!("train.device = {run_device:?} (the run's config)")),
+    };
+    let request =
+        device::parse_device(text).ok_or_else(|| format!("{from}: {text:?} is not one of auto, cpu, cuda, cuda:N"))?;
+    let dev = select(request)
+        .map_err(|e| format!("cannot sample on {text} ({from}): {e}; pass --device cpu to sample on the CPU"))?;
+    if asked.is_none() && dev == Device::Cpu && request == DeviceRequest::Auto && trained_on == Some("cuda") {
+        return Err("the run trained on cuda (its newest checkpoint says so) but libtorch sees no GPU here; pass \
+                    --device cpu to sample on the CPU"
+            .into());
+    }
+    Ok(dev)
+}
+
+/// `cpu` or `cuda:N`.
+fn device_name(dev: Device) -> String {
+    match dev {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
 /// Copies the run's final weights (or its newest good checkpoint's) into `vs`; every variable must be there.
-fn load_weights(vs: &VarStore, net: &dyn Model, run_dir: &Path, ckpt_dir: Option<&Path>) -> Result<PathBuf> {
+fn load_weights(vs: &VarStore, net: &dyn Model, run_dir: &Path, ckpt_dir: &Path) -> Result<PathBuf> {
     let file = run_dir.join("model.safetensors");
     let (tensors, from) = match std::fs::symlink_metadata(&file) {
         Ok(_) => (checkpoint::load(&file, Device::Cpu)?, file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dir = ckpt_dir.map_or_else(|| run_dir.join("checkpoints"), Path::to_path_buf);
+            let dir = ckpt_dir.to_path_buf();
             let found =
                 Store::new(dir.clone(), 1).latest_good(Device::Cpu, &mut |_| {}).map_err(|e| Error::io(&dir, e))?;
             let Some(l) = found else {
@@ -144,11 +194,11 @@ fn encode(prompt: &str, itos: Option<&[String]>, vocab: i64) -> Result<Vec<i64>>
 
 /// nanoGPT's `generate`: the last `block` tokens as context, logits of the last position over the temperature,
 /// top-k filtered, one multinomial draw per token.
-fn generate(net: &dyn Model, prompt: &[i64], opts: &SampleOptions, block: i64) -> Vec<i64> {
+fn generate(net: &dyn Model, prompt: &[i64], opts: &SampleOptions, block: i64, dev: Device) -> Vec<i64> {
     let mut ids = prompt.to_vec();
     for _ in 0..opts.tokens {
         let start = ids.len().saturating_sub(block as usize);
-        let ctx = Tensor::from_slice(&ids[start..]).unsqueeze(0);
+        let ctx = Tensor::from_slice(&ids[start..]).unsqueeze(0).to_device(dev);
         let logits = net.forward_t(&ctx, false).select(1, -1).squeeze_dim(0) / opts.temperature;
         let logits = match opts.top_k {
             Some(k) if k > 0 && k < logits.size()[0] => {
@@ -186,5 +236,29 @@ mod tests {
         assert_eq!(encode("3 1", None, 5).unwrap(), [3, 1]);
         assert!(encode("9", None, 5).is_err());
         assert_eq!(decode(&[3, 1], None), "3 1");
+    }
+
+    /// A host whose libtorch sees `gpus` GPUs and no driver beyond it.
+    fn host(gpus: usize) -> impl Fn(DeviceRequest) -> std::result::Result<Device, String> {
+        move |r| device::decide(r, &device::CudaFacts { torch_gpus: gpus, ..Default::default() })
+    }
+
+    #[test]
+    fn sampling_runs_on_the_runs_device_or_the_one_asked_for_and_never_falls_back_silently() {
+        assert_eq!(choose_device(None, "auto", Some("cuda"), host(1)), Ok(Device::Cuda(0)));
+        assert_eq!(choose_device(None, "cuda:1", None, host(2)), Ok(Device::Cuda(1)));
+        assert_eq!(choose_device(None, "auto", Some("cpu"), host(0)), Ok(Device::Cpu));
+        assert_eq!(choose_device(None, "auto", None, host(0)), Ok(Device::Cpu), "an old checkpoint says nothing");
+        assert_eq!(choose_device(Some("cpu"), "cuda", Some("cuda"), host(0)), Ok(Device::Cpu));
+        assert_eq!(choose_device(Some("cpu"), "auto", Some("cuda"), host(1)), Ok(Device::Cpu));
+        let e = choose_device(None, "auto", Some("cuda"), host(0)).unwrap_err();
+        assert!(e.contains("trained on cuda") && e.contains("--device cpu"), "{e}");
+        let e = choose_device(None, "cuda", None, host(0)).unwrap_err();
+        assert!(e.starts_with("cannot sample on cuda (train.device = \"cuda\" (the run's config))"), "{e}");
+        assert!(e.ends_with("pass --device cpu to sample on the CPU"), "{e}");
+        let e = choose_device(Some("cuda:2"), "auto", None, host(1)).unwrap_err();
+        assert!(e.starts_with("cannot sample on cuda:2 (--device)"), "{e}");
+        let e = choose_device(Some("gpu"), "auto", None, host(1)).unwrap_err();
+        assert_eq!(e, "--device: \"gpu\" is not one of auto, cpu, cuda, cuda:N");
     }
 }

@@ -29,11 +29,22 @@ impl Resolved {
 /// `auto` → bf16 on CUDA, fp32 on CPU; explicit choices are kept.
 pub(crate) fn resolve(p: Precision, cuda: bool) -> Resolved {
     match p {
-        Precision::Auto if cuda => Resolved::Bf16,
+        Precision::Auto if cuda || test_auto_as_on_cuda() => Resolved::Bf16,
         Precision::Auto | Precision::Fp32 => Resolved::Fp32,
         Precision::Bf16 => Resolved::Bf16,
         Precision::Fp16 => Resolved::Fp16,
     }
+}
+
+/// Test-only: `SPOTRUN_TEST_AUTO_AS_ON_CUDA=1` makes `auto` resolve on the CPU as it does on CUDA (bf16 autocast),
+/// so a CPU machine can show a resume whose `auto` resolved differently from the checkpoint's, under the same run
+/// id (compiled in only with the `test-hooks` feature).
+fn test_auto_as_on_cuda() -> bool {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var("SPOTRUN_TEST_AUTO_AS_ON_CUDA").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    false
 }
 
 /// An autocast region: entered on construction, left on drop. A no-op for fp32.

@@ -44,6 +44,14 @@ pub struct Manifest {
     /// `checkpoint.keep_best`: the step of the best epoch's checkpoint, which retention keeps beyond `keep_last`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_step: Option<u64>,
+    /// The device type the run trained on when this was written: `cpu` or `cuda` (`train.device` is outside the
+    /// run id, so a run may move). Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// What `train.precision` resolved to on that device: `fp32`, `bf16` or `fp16` (`auto` resolves per device).
+    /// Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     pub files: Vec<FileEntry>,
     /// Why it was written.
     pub reason: SaveReason,

@@ -42,6 +42,8 @@ pub(crate) fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Re
             });
         }
     }
+    // `--share K`: K workers on this worker's GPU (`spotrun sweep --per-gpu K`); each plans with its share of it.
+    crate::device::set_workers_per_gpu(o.share);
     let mut ctx = LoadedSweep::load(sweep, o.volume.as_deref(), true)?;
     if o.no_fuse {
         ctx = ctx.with_fuse(super::spec::Fuse::Off);

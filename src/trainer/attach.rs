@@ -14,10 +14,10 @@ use super::progress::Progress;
 use super::saver::{Saver, SaverStart};
 use super::signals::{self, Signals};
 use super::types::{TrainOptions, TrainSummary};
-use super::{early, open, outputs};
+use super::{early, open, outputs, resume, saver};
 use crate::boundary::{self, Phase};
 use crate::checkpoint::{self, Loaded};
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::model;
@@ -119,6 +119,13 @@ fn restore(trainer: &mut Trainer, found: Option<Loaded>, cfg: &Config, progress:
         cursor.1,
         l.manifest.step
     ));
+    let explicit = (cfg.train.precision != Precision::Auto)
+        .then(|| serde_json::to_value(cfg.train.precision).ok()?.as_str().map(str::to_string))
+        .flatten();
+    let was = (l.manifest.device.as_deref(), l.manifest.precision.as_deref());
+    if let Some(w) = resume::moved(was, saver::device_and_precision(trainer), explicit.as_deref()) {
+        progress.println(&format!("warning: {w}"));
+    }
     Ok(Start { cursor, metrics, resumed_step: Some(l.manifest.step), last_save_seconds: Some(l.manifest.save_seconds) })
 }
 

@@ -132,7 +132,7 @@ fn load_data_uncached(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load(&cfg.data, &cfg.model)?))?;
     test_startup_delay();
     let free = match dev {
-        Device::Cuda(i) => device::gpu_info(i).ok().map(|g| g.free_bytes as u64),
+        Device::Cuda(i) => device::gpu_memory(i).ok().map(|m| m.budget()),
         _ => None,
     };
     let mb = data.nbytes() as f64 / 1e6;
@@ -241,7 +241,9 @@ pub(super) fn default_run_dir(cfg: &Config, run_id: &str) -> PathBuf {
 }
 
 /// Refuses a model whose parameters, gradients and optimizer state cannot fit in the memory `dev` has left
-/// (counted without allocating anything), with what was asked and what to change.
+/// (counted without allocating anything), with what was asked and what to change. On a GPU "left" is this run's
+/// budget ([`device::GpuMemory::budget`]: free plus this process's cached blocks, within its `--per-gpu` share),
+/// and the refusal names what it was measured from.
 fn check_model_fits(cfg: &Config, data: &Data, dev: Device) -> Result<()> {
     let (shape, outputs) = data.model_io();
     let params = model::param_count(&cfg.model, &shape, outputs);
@@ -252,8 +254,15 @@ fn check_model_fits(cfg: &Config, data: &Data, dev: Device) -> Result<()> {
     };
     let needed = params * 4 * copies;
     let (available, place) = match dev {
-        Device::Cuda(i) => (device::gpu_info(i).ok().map(|g| g.free_bytes as u64), format!("cuda:{i} has")),
-        _ => (device::host_available_bytes(), "this machine has".to_string()),
+        Device::Cuda(i) => match device::gpu_memory(i) {
+            Ok(m) => (
+                Some(m.budget()),
+                format!("cuda:{i} has {} for this run ({})", human_bytes(m.budget().into()), measured(&m)),
+            ),
+            Err(_) => (None, String::new()),
+        },
+        _ => device::host_available_bytes()
+            .map_or((None, String::new()), |a| (Some(a), format!("this machine has {} free", human_bytes(a.into())))),
     };
     let Some(available) = available else { return Ok(()) };
     if needed <= available as u128 {
@@ -267,16 +276,30 @@ fn check_model_fits(cfg: &Config, data: &Data, dev: Device) -> Result<()> {
     };
     Err(Error::OutOfMemory {
         message: format!(
-            "the model ({}) has {params} parameters: {} as fp32, {} with gradients and {} state, but {place} {} \
-             free; make it smaller ({key})",
+            "the model ({}) has {params} parameters: {} as fp32, {} with gradients and {} state, but {place}; \
+             make it smaller ({key})",
             model::describe(&cfg.model, &shape, outputs),
             human_bytes(params * 4),
             human_bytes(needed),
             optim_name(cfg.optim.kind),
-            human_bytes(available as u128)
         ),
         before_training: true,
     })
+}
+
+/// What a GPU budget was worked out from, for a refusal: `80.0 GB total, 19.0 GB free, 20.0 GB cached by this
+/// process (10.0 GB in its tensors), a 1/2 share: 40.0 GB`.
+fn measured(m: &device::GpuMemory) -> String {
+    let share = m.total / m.workers.max(1);
+    format!(
+        "{} total, {} free, {} cached by this process ({} in its tensors), a 1/{} share: {}",
+        human_bytes(m.total.into()),
+        human_bytes(m.free.into()),
+        human_bytes(m.cached.into()),
+        human_bytes(m.held.into()),
+        m.workers.max(1),
+        human_bytes(share.into())
+    )
 }
 
 pub(crate) fn optim_name(k: OptimKind) -> &'static str {

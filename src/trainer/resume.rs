@@ -52,6 +52,33 @@ pub(super) fn same_data(
     }
 }
 
+/// A resume on another device type or another resolved precision than the checkpoint recorded (`was`: its
+/// manifest's `device` and `precision`, absent in older checkpoints; `now`: this process's): the warning naming
+/// both, or `None` when nothing recorded differs. `explicit`: `train.precision` is set (not `auto`), which
+/// resolves the same on every device and is kept; `auto` is bf16 on CUDA and fp32 on the CPU.
+pub(super) fn moved(was: (Option<&str>, Option<&str>), now: (&str, &str), explicit: Option<&str>) -> Option<String> {
+    let differs = |recorded: Option<&str>, current: &str| recorded.is_some_and(|r| r != current);
+    let (device, precision) = (differs(was.0, now.0), differs(was.1, now.1));
+    if !device && !precision {
+        return None;
+    }
+    let side = |d: Option<&str>, p: Option<&str>| format!("{} with {}", d.unwrap_or("?"), p.unwrap_or("?"));
+    let why = match (precision, explicit) {
+        (true, None) => "train.precision = \"auto\" resolves per device (bf16 on CUDA, fp32 on the CPU), so the rest \
+                         of the run computes differently from its start; resume on the checkpoint's device type to keep \
+                         it"
+            .to_string(),
+        (true, Some(p)) => format!("train.precision is \"{p}\" now"),
+        (false, Some(p)) => format!("train.precision = \"{p}\" is set explicitly and kept"),
+        (false, None) => "train.precision = \"auto\" resolves the same there".to_string(),
+    };
+    Some(format!(
+        "resuming on another device or precision: {} (the checkpoint) -> {} (now); {why}",
+        side(was.0, was.1),
+        side(Some(now.0), Some(now.1))
+    ))
+}
+
 /// Dotted paths of the leaves that differ between two configs (placement keys included; they are harmless).
 pub(super) fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
     let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
@@ -94,6 +121,27 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_resume_on_another_device_or_precision_names_both_and_old_checkpoints_pass() {
+        assert_eq!(moved((Some("cuda"), Some("bf16")), ("cuda", "bf16"), None), None);
+        assert_eq!(moved((None, None), ("cpu", "fp32"), None), None, "a checkpoint without the fields says nothing");
+        let w = moved((Some("cuda"), Some("bf16")), ("cpu", "fp32"), None).unwrap();
+        assert!(
+            w.starts_with(
+                "resuming on another device or precision: cuda with bf16 (the checkpoint) -> cpu with fp32 (now)"
+            ),
+            "{w}"
+        );
+        assert!(w.contains("\"auto\" resolves per device"), "{w}");
+        let w = moved((Some("cuda"), Some("bf16")), ("cpu", "bf16"), Some("bf16")).unwrap();
+        assert!(w.contains("cuda with bf16 (the checkpoint) -> cpu with bf16 (now)"), "{w}");
+        assert!(w.contains("set explicitly and kept"), "{w}");
+        let w = moved((Some("cpu"), Some("bf16")), ("cpu", "fp32"), Some("fp32")).unwrap();
+        assert!(w.contains("train.precision is \"fp32\" now"), "{w}");
+        let w = moved((None, Some("bf16")), ("cpu", "fp32"), None).unwrap();
+        assert!(w.contains("? with bf16 (the checkpoint) -> cpu with fp32"), "{w}");
+    }
 
     #[test]
     fn same_config_and_longer_runs_continue_others_are_refused_with_the_changed_keys() {

@@ -10,6 +10,7 @@ use super::metrics::EpochMetrics;
 use super::progress::Progress;
 use super::types::{CheckpointCost, OwnerCheck};
 use super::{rundir, signals};
+use crate::amp::Resolved;
 use crate::checkpoint::{Committed, Manifest, SaveReason, Snapshot, Store, Writer, FORMAT_VERSION};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -92,7 +93,7 @@ impl<'a> Saver<'a> {
         }
         let started = Instant::now();
         let (model, state) = t.snapshot();
-        let manifest = self.manifest(t.step, cursor, metrics, reason)?;
+        let manifest = self.manifest(t, cursor, metrics, reason)?;
         self.writer.save(Snapshot { model, state, manifest, started })?;
         self.mark_checkpointed()?;
         self.cost.saves += 1;
@@ -104,24 +105,27 @@ impl<'a> Saver<'a> {
 
     fn manifest(
         &self,
-        step: u64,
+        t: &Trainer,
         cursor: (usize, usize),
         metrics: &[EpochMetrics],
         reason: SaveReason,
     ) -> Result<Manifest> {
         let config = serde_json::to_value(self.cfg)
             .map_err(|e| Error::Runtime(format!("cannot record the config in the manifest: {e}")))?;
+        let (device, precision) = device_and_precision(t);
         Ok(Manifest {
             format_version: FORMAT_VERSION,
             run_id: self.run_id.to_string(),
             config,
             epoch: cursor.0,
             batch: cursor.1,
-            step,
+            step: t.step,
             finished: finished(self.cfg, cursor.0, metrics),
             metrics: metrics.iter().filter_map(|m| serde_json::to_value(m).ok()).collect(),
             rng: "reseeded from (train.seed, epoch, batch) before every step".into(),
             data_fingerprint: Some(self.data_fingerprint.clone()),
+            device: Some(device.to_string()),
+            precision: Some(precision.to_string()),
             best_step: self.cfg.checkpoint.keep_best.and_then(|m| super::early::best(metrics, m)).map(|b| b.step),
             files: Vec::new(),
             reason,
@@ -188,4 +192,16 @@ impl<'a> Saver<'a> {
             ),
         }
     }
+}
+
+/// What a manifest records of where a trainer runs: its device type (`cpu`, `cuda`) and the precision
+/// `train.precision` resolved to there (`fp32`, `bf16`, `fp16`).
+pub(super) fn device_and_precision(t: &Trainer) -> (&'static str, &'static str) {
+    let device = if t.device.is_cuda() { "cuda" } else { "cpu" };
+    let precision = match t.precision() {
+        Resolved::Fp32 => "fp32",
+        Resolved::Bf16 => "bf16",
+        Resolved::Fp16 => "fp16",
+    };
+    (device, precision)
 }

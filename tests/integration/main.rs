@@ -17,6 +17,7 @@ mod fixtures;
 mod fused;
 mod fuzz;
 mod gpu_ready;
+mod gpu_state;
 mod interop;
 mod no_loss;
 mod resume;
