@@ -294,8 +294,8 @@ impl Dataset {
     /// Gathers a batch by index and converts the inputs to float32 on `device` (uint8 scaled by 1/255).
     pub fn batch(x: &Tensor, y: &Tensor, idx: &Tensor, device: Device) -> (Tensor, Tensor) {
         let idx = idx.to_device(x.device());
-        let xb = x.index_select(0, &idx).to_device(device);
-        let yb = y.index_select(0, &idx).to_device(device);
+        let xb = to_device_async(&x.index_select(0, &idx), device);
+        let yb = to_device_async(&y.index_select(0, &idx), device);
         let xb = match xb.kind() {
             Kind::Float => xb,
             Kind::Uint8 => xb.to_kind(Kind::Float) / 255.0,
@@ -303,6 +303,21 @@ impl Dataset {
         };
         (xb, yb)
     }
+}
+
+/// `t` on `device`. A batch gathered in host RAM for a GPU goes through pinned (page-locked) memory with a
+/// non-blocking copy, so the host does not wait for the GPU: it gathers the next batch while the GPU still trains
+/// on this one (PyTorch's pinned allocator keeps the buffer until the copy is done). Anything else is a plain copy
+/// (none when `t` is already there).
+pub(crate) fn to_device_async(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == Device::Cpu && device.is_cuda() {
+        if let Ok(pinned) = t.f_pin_memory(device) {
+            if let Ok(on) = pinned.f_to_device_(device, pinned.kind(), true, false) {
+                return on;
+            }
+        }
+    }
+    t.to_device(device)
 }
 
 /// `crc32:<8 hex>` over each tensor's dtype, shape and bytes, in order. CRC-32 runs at several GB/s, so even a
@@ -445,6 +460,26 @@ fn label_range(y: &Tensor) -> (i64, i64) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The host path gives the same batch on every device: a plain copy on the CPU; on a GPU (when the suite runs
+    /// there, `scripts/gpu-check.sh`'s `cargo test` of the library) through pinned memory, non-blocking.
+    #[test]
+    fn a_batch_reaches_its_device_with_the_same_values() {
+        let x = Tensor::arange(24, (Kind::Float, Device::Cpu)).reshape([6, 4]);
+        let y = Tensor::arange(6, (Kind::Int64, Device::Cpu));
+        let idx = Tensor::from_slice(&[4i64, 0, 2]);
+        let mut devices = vec![Device::Cpu];
+        if tch::Cuda::is_available() {
+            devices.push(Device::Cuda(0));
+        }
+        for dev in devices {
+            let (xb, yb) = Dataset::batch(&x, &y, &idx, dev);
+            assert_eq!(xb.device(), dev);
+            let want = x.index_select(0, &idx);
+            assert!(xb.to_device(Device::Cpu).equal(&want), "{dev:?}");
+            assert_eq!(Vec::<i64>::try_from(yb.to_device(Device::Cpu)).unwrap(), [4, 0, 2]);
+        }
+    }
 
     #[test]
     fn fingerprint_sees_any_changed_value_shape_or_dtype() {

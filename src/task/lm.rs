@@ -58,7 +58,7 @@ impl Task for LanguageModel<'_> {
         let tokens = self.tokens(split);
         let span = Tensor::arange(self.block + 1, (Kind::Int64, tokens.device()));
         let at = idx.to_device(tokens.device()).unsqueeze(1) + span.unsqueeze(0);
-        let w = tokens.take(&at).to_device(device).to_kind(Kind::Int64);
+        let w = crate::data::to_device_async(&tokens.take(&at), device).to_kind(Kind::Int64);
         Batch { x: w.narrow(1, 0, self.block), y: w.narrow(1, 1, self.block) }
     }
 

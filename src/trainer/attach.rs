@@ -189,7 +189,7 @@ fn banner(p: &Prepared, t: &Trainer) -> String {
     let placement = match (p.device, p.data_on_device) {
         (Device::Cpu, _) => "in RAM",
         (_, true) => "in GPU memory",
-        (_, false) => "in host RAM, batches copied per step",
+        (_, false) => "in host RAM, batches copied per step through pinned memory, non-blocking",
     };
     let (shape, outputs) = data.model_io();
     format!(
