@@ -242,6 +242,7 @@ impl Fused {
     pub(super) fn step(&mut self, task: &dyn crate::task::Task, idx: &[Tensor], lrs: &[f64]) -> Result<Tensor, String> {
         let err = |e: tch::TchError| e.to_string();
         let runs = self.runs() as i64;
+        counts::add(counts::STEPS, 1);
         crate::ffi::grads_to_none(&self.leaves()).map_err(|e| e.to_string())?;
         let all = Tensor::f_cat(idx, 0).map_err(err)?;
         let batch = task.gather(&all, Split::Train, self.device);
@@ -263,11 +264,13 @@ impl Fused {
                 s[0] *= runs;
                 t.reshape(s.as_slice())
             };
+            counts::add(counts::LOSS_CALLS, 1);
             (task.loss(&flat(&out), &flat(&y)) * runs as f64, out)
         };
         total.f_backward().map_err(err)?;
         let losses = tch::no_grad(|| {
             let out = out.detach();
+            counts::add(counts::LOSS_CALLS, runs as u64);
             let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
             Tensor::f_stack(&per, 0)
         })
@@ -295,6 +298,7 @@ impl Fused {
         }
         let Some(sq) = sq else { return Ok(()) };
         let max: Vec<f64> = self.optim.iter().map(|o| o.grad_clip.unwrap_or(f64::INFINITY)).collect();
+        counts::add(counts::HOST_TENSORS, 1);
         let max = Tensor::from_slice(&max).to_device(self.device).to_kind(Kind::Float);
         let coef = (max / (sq.f_sqrt()? + 1e-6)).f_clamp_max(1.0)?;
         for g in &grads {
@@ -323,6 +327,7 @@ impl Fused {
                         let steps: Vec<Tensor> = pick.iter().map(|_| step.get(r)).collect();
                         let wd = if decay { o.weight_decay } else { 0.0 };
                         let (ps, gs, ms, vs) = (slice(&values), slice(&grads), slice(exp_avg), slice(exp_avg_sq));
+                        counts::add(counts::OPTIMIZER_CALLS, 1);
                         crate::ffi::fused_adamw(&ps, &gs, &ms, &vs, &steps, lr, o.betas, wd, o.eps, None)
                             .map_err(|e| tch::TchError::Torch(e.to_string()))?;
                     }
@@ -401,11 +406,53 @@ impl Fused {
         let mut shape = vec![1i64; like.dim()];
         shape[0] = values.len() as i64;
         let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        counts::add(counts::HOST_TENSORS, 1);
         Tensor::from_slice(&v).to_device(device).reshape(shape.as_slice())
     }
 
     /// Every run's learning rate at optimizer step `step` (each with its own schedule and length).
     pub(super) fn lrs(members: &[&Trainer], step: u64) -> Vec<f64> {
         members.iter().map(|t| optim::lr_at(&t.cfg.schedule, t.cfg.optim.lr, step, t.total_steps())).collect()
+    }
+}
+
+/// Test-only (`test-hooks`): what the fused steps of this process built and launched, for the bench that counts
+/// them (`benches/fused_counts.rs`). With `SPOTRUN_TEST_FUSED_COUNTS` set, [`counts::report`] prints the totals
+/// per step at every chunk's end as one `fused counts:` line on stderr. Without the feature every call is a no-op.
+pub(super) mod counts {
+    /// Fused steps taken.
+    pub(crate) const STEPS: usize = 0;
+    /// Tensors built from host values and sent to the device during a step (each a host-to-device copy on a GPU).
+    pub(crate) const HOST_TENSORS: usize = 1;
+    /// Calls of torch's fused optimizer kernel (`_fused_adamw_`).
+    pub(crate) const OPTIMIZER_CALLS: usize = 2;
+    /// Loss computations (`Task::loss`), the one that is backpropagated included.
+    pub(crate) const LOSS_CALLS: usize = 3;
+
+    #[cfg(feature = "test-hooks")]
+    static COUNTS: [std::sync::atomic::AtomicU64; 4] = [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+    /// Adds `n` to counter `which`.
+    pub(crate) fn add(which: usize, n: u64) {
+        #[cfg(feature = "test-hooks")]
+        COUNTS[which].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let _ = (which, n);
+    }
+
+    /// Prints the counts per step so far, and resets them, when `SPOTRUN_TEST_FUSED_COUNTS` is set.
+    pub(crate) fn report(runs: usize) {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var_os("SPOTRUN_TEST_FUSED_COUNTS").is_some() {
+            let take = |i: usize| COUNTS[i].swap(0, std::sync::atomic::Ordering::Relaxed);
+            let (steps, host, optim, loss) = (take(STEPS), take(HOST_TENSORS), take(OPTIMIZER_CALLS), take(LOSS_CALLS));
+            let per = |n: u64| n as f64 / steps.max(1) as f64;
+            eprintln!(
+                "fused counts: {runs} runs, {steps} steps; per step: {} host tensors, {} optimizer kernel calls, {} loss calls",
+                per(host),
+                per(optim),
+                per(loss)
+            );
+        }
+        let _ = runs;
     }
 }
