@@ -198,7 +198,7 @@ impl Fused {
             _ => None,
         };
         let lookup = Lookup::new(params.iter().map(|p| (p.name.as_str(), &p.value)));
-        let net = FusedNet::new(lookup, &first.cfg.model, image)?;
+        let net = FusedNet::new(lookup, &first.cfg.model, image, first.precision != Resolved::Fp32)?;
         let optim: Vec<crate::config::OptimConfig> = members.iter().map(|t| t.cfg.optim.clone()).collect();
         Ok(Fused {
             params,
@@ -314,7 +314,8 @@ impl Fused {
         ys[0] = len;
         ys.insert(0, runs);
         let y = batch.y.f_reshape(ys.as_slice()).map_err(err)?;
-        let (total, out) = {
+        let (total, losses) = {
+            // The losses, the logged ones too, are computed under autocast, as the unfused step computes its loss.
             let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| e.to_string())?;
             let out = self.net.forward(&x);
             // The mean over all R·B items times R: each run's gradient is that of its own batch's mean loss.
@@ -323,17 +324,17 @@ impl Fused {
                 s[0] *= runs;
                 t.reshape(s.as_slice())
             };
-            counts::add(counts::LOSS_CALLS, 1);
-            (task.loss(&flat(&out), &flat(&y)) * runs as f64, out)
+            counts::add(counts::LOSS_CALLS, 1 + runs as u64);
+            let total = task.loss(&flat(&out), &flat(&y)) * runs as f64;
+            let losses = tch::no_grad(|| {
+                let out = out.detach();
+                let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
+                Tensor::f_stack(&per, 0)
+            })
+            .map_err(err)?;
+            (total, losses)
         };
         total.f_backward().map_err(err)?;
-        let losses = tch::no_grad(|| {
-            let out = out.detach();
-            counts::add(counts::LOSS_CALLS, runs as u64);
-            let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
-            Tensor::f_stack(&per, 0)
-        })
-        .map_err(err)?;
         tch::no_grad(|| self.clip().and_then(|()| self.update(lrs))).map_err(err)?;
         let losses = losses.to_kind(Kind::Float);
         let _ = self.loss_sum.f_add_(&(&losses * len as f64)).map_err(err)?;
