@@ -74,16 +74,26 @@ impl<'a> Lookup<'a> {
 struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// Under autocast the bias goes into the matmul (`baddbmm`, as `nn.Linear`'s goes into `addmm`), so the layer
+    /// computes and returns what `nn.Linear` does there: bf16 in, bf16 out, the bias added in the GEMM (an fp32
+    /// bias added after a bf16 `bmm` gave fp32 outputs a bf16 rounding away from the unfused run's). In fp32 it
+    /// is `bmm + bias`, as it always was: `baddbmm` rounds differently there at some shapes (e.g. 10 outputs),
+    /// and fp32 fused runs keep their bits.
+    autocast: bool,
 }
 
 impl Linear {
-    fn new(p: &mut Lookup, at: &At) -> Result<Linear, String> {
-        Ok(Linear { weight: p.take(at, "weight")?, bias: p.take(at, "bias")? })
+    fn new(p: &mut Lookup, at: &At, autocast: bool) -> Result<Linear, String> {
+        Ok(Linear { weight: p.take(at, "weight")?, bias: p.take(at, "bias")?, autocast })
     }
 
     /// `[R, B, in]` to `[R, B, out]`: one batched matmul.
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.bmm(&self.weight) + self.bias.unsqueeze(1)
+        if self.autocast {
+            self.bias.unsqueeze(1).baddbmm(x, &self.weight, 1, 1)
+        } else {
+            x.bmm(&self.weight) + self.bias.unsqueeze(1)
+        }
     }
 }
 
@@ -116,9 +126,10 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: &mut Lookup, at: &At, hidden: usize, activation: Activation) -> Result<Mlp, String> {
-        let layers = (0..hidden).map(|i| Linear::new(p, &(at / "layers" / i))).collect::<Result<_, _>>()?;
-        Ok(Mlp { layers, head: Linear::new(p, &(at / "head"))?, activation })
+    fn new(p: &mut Lookup, at: &At, cfg: &ModelConfig, autocast: bool) -> Result<Mlp, String> {
+        let layers =
+            (0..cfg.hidden.len()).map(|i| Linear::new(p, &(at / "layers" / i), autocast)).collect::<Result<_, _>>()?;
+        Ok(Mlp { layers, head: Linear::new(p, &(at / "head"), autocast)?, activation: cfg.activation })
     }
 
     /// `[R, B, features]` to `[R, B, classes]`.
@@ -140,21 +151,24 @@ pub(crate) struct FusedNet {
 
 impl FusedNet {
     /// Builds the layers of `cfg`'s model from the stacked parameters in `p` (linear weights `[R, in, out]`, the
-    /// rest `[R, ...PyTorch's shape]`); `image` is a CNN's `[C, H, W]`. `Err` names a parameter that is missing
-    /// or left over, or a model kind that has no fused form.
-    pub(crate) fn new(mut p: Lookup, cfg: &ModelConfig, image: Option<[i64; 3]>) -> Result<FusedNet, String> {
+    /// rest `[R, ...PyTorch's shape]`); `image` is a CNN's `[C, H, W]`; `autocast`: the model runs under
+    /// autocast (bf16), where each linear layer computes as `nn.Linear` does there. `Err` names a parameter that
+    /// is missing or left over, or a model kind that has no fused form.
+    pub(crate) fn new(
+        mut p: Lookup,
+        cfg: &ModelConfig,
+        image: Option<[i64; 3]>,
+        autocast: bool,
+    ) -> Result<FusedNet, String> {
         let root = At::root();
-        let (hidden, activation) = (cfg.hidden.len(), cfg.activation);
         let net = match cfg.kind {
-            ModelKind::Mlp => {
-                FusedNet { convs: Vec::new(), image: None, mlp: Mlp::new(&mut p, &root, hidden, activation)? }
-            }
+            ModelKind::Mlp => FusedNet { convs: Vec::new(), image: None, mlp: Mlp::new(&mut p, &root, cfg, autocast)? },
             ModelKind::Cnn => {
                 let image = Some(image.ok_or("a cnn needs data.shape = [C, H, W]")?);
                 let convs = (0..cfg.channels.len())
                     .map(|i| Conv::new(&mut p, &(&root / "convs" / i)))
                     .collect::<Result<_, _>>()?;
-                FusedNet { convs, image, mlp: Mlp::new(&mut p, &(&root / "mlp"), hidden, activation)? }
+                FusedNet { convs, image, mlp: Mlp::new(&mut p, &(&root / "mlp"), cfg, autocast)? }
             }
             ModelKind::Gpt | ModelKind::Torchscript => return Err(format!("no fused form of {:?}", cfg.kind)),
         };
@@ -205,7 +219,33 @@ mod tests {
     }
 
     fn build(params: &[(String, Tensor)], cfg: &ModelConfig) -> Result<FusedNet, String> {
-        FusedNet::new(Lookup::new(params.iter().map(|(n, t)| (n.as_str(), t))), cfg, None)
+        FusedNet::new(Lookup::new(params.iter().map(|(n, t)| (n.as_str(), t))), cfg, None, false)
+    }
+
+    /// Under bf16 autocast (on the CPU here) a fused linear layer gives each run what `nn.Linear` (`linear`, i.e.
+    /// `addmm`) gives it under the same autocast: bf16 outputs, and on the 2-core VM's CPU the same values. PyTorch:
+    /// `with torch.autocast("cpu", torch.bfloat16): torch.baddbmm(b[:, None], x, w.transpose(1, 2))` equals
+    /// `torch.stack([F.linear(x[r], w[r], b[r]) for r in range(R)])`.
+    #[test]
+    fn under_bf16_autocast_a_fused_linear_layer_is_nn_linear_per_run() {
+        use tch::{Device, Kind};
+        tch::manual_seed(7);
+        let (runs, batch, inputs, outputs) = (3, 40, 24, 20);
+        let w = Tensor::randn([runs, outputs, inputs], (Kind::Float, Device::Cpu)) * 0.2;
+        let b = Tensor::randn([runs, outputs], (Kind::Float, Device::Cpu)) * 0.2;
+        let x = Tensor::randn([runs, batch, inputs], (Kind::Float, Device::Cpu));
+        let layer = Linear { weight: w.transpose(1, 2).contiguous(), bias: b.shallow_clone(), autocast: true };
+        let ac = crate::amp::Autocast::enter(crate::amp::Resolved::Bf16, false).unwrap();
+        let fused = layer.forward(&x);
+        let alone: Vec<Tensor> = (0..runs).map(|r| x.get(r).linear(&w.get(r), Some(b.get(r)))).collect();
+        drop(ac);
+        let alone = Tensor::stack(&alone, 0);
+        assert_eq!((fused.kind(), alone.kind()), (Kind::BFloat16, Kind::BFloat16));
+        let diff = (fused.to_kind(Kind::Float) - alone.to_kind(Kind::Float)).abs().max().double_value(&[]);
+        assert_eq!(diff, 0.0, "fused and nn.Linear outputs differ under bf16 autocast by {diff}");
+        // And in fp32, the fp32 layer: fp32 in and out, bmm + bias.
+        let fp32 = Linear { autocast: false, ..layer };
+        assert!(fp32.forward(&x).equal(&(x.bmm(&fp32.weight) + b.unsqueeze(1))));
     }
 
     #[test]

@@ -108,10 +108,67 @@ pub(crate) struct Fused {
     state: State,
     /// Per-run hyperparameters, one entry per run.
     optim: Vec<crate::config::OptimConfig>,
+    /// The same numbers as `[R]` tensors on the device, built once here (no host copy in a step).
+    per_run: PerRun,
     /// Per-run epoch accumulators (`[R]`): the loss sum of the epoch in progress.
     pub loss_sum: Tensor,
     precision: Resolved,
     device: Device,
+}
+
+/// The per-run numbers the fused step multiplies by, each `[R]` float32 on the training device: built once by
+/// [`Fused::gather`], so that a step sends nothing from the host but its learning rates (SGD: one `[R]` tensor;
+/// AdamW passes them to the kernel as arguments). Values are those the step built from host slices before (the
+/// f64 config values rounded to f32), so the arithmetic and its results are unchanged.
+struct PerRun {
+    weight_decay: Tensor,
+    /// `optim.momentum`.
+    momentum: Tensor,
+    /// `1 - optim.dampening`.
+    damp: Tensor,
+    /// Whether any run has weight decay (else the SGD step skips the term, as before).
+    any_decay: bool,
+    /// `optim.grad_clip` (infinity for a run without), or `None` when no run clips.
+    clip: Option<Tensor>,
+}
+
+impl PerRun {
+    fn new(optim: &[crate::config::OptimConfig], device: Device) -> PerRun {
+        let of = |f: &dyn Fn(&crate::config::OptimConfig) -> f64| {
+            let v: Vec<f64> = optim.iter().map(f).collect();
+            upload(&v, device, counts::GATHER_TENSORS)
+        };
+        let clips = optim.iter().any(|o| o.grad_clip.is_some());
+        PerRun {
+            weight_decay: of(&|o| o.weight_decay),
+            momentum: of(&|o| o.momentum),
+            damp: of(&|o| 1.0 - o.dampening),
+            any_decay: optim.iter().any(|o| o.weight_decay != 0.0),
+            clip: clips.then(|| of(&|o| o.grad_clip.unwrap_or(f64::INFINITY))),
+        }
+    }
+}
+
+/// `values` as a `[R]` float32 tensor on `device`. On CUDA the host copy is pinned and the transfer
+/// non-blocking: the host goes on queueing the step's kernels, which run after the copy in stream order (torch's
+/// caching host allocator keeps the pinned block alive until the copy has run). On the CPU it is the host tensor.
+/// `counter`: what [`counts`] counts it as.
+fn upload(values: &[f64], device: Device, counter: usize) -> Tensor {
+    counts::add(counter, 1);
+    let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    let host = Tensor::from_slice(&v);
+    if device.is_cuda() {
+        host.pin_memory(device).to_device_(device, Kind::Float, true, false)
+    } else {
+        host.to_device(device)
+    }
+}
+
+/// `v` (`[R]`) shaped to broadcast against parameter `like` (`[R, 1, ...]`): a view, no copy.
+fn along(v: &Tensor, like: &Tensor) -> Tensor {
+    let mut shape = vec![1i64; like.dim()];
+    shape[0] = -1;
+    v.view(shape.as_slice())
 }
 
 /// Stacks `f` of every member along a new first dimension (detached).
@@ -141,12 +198,14 @@ impl Fused {
             _ => None,
         };
         let lookup = Lookup::new(params.iter().map(|p| (p.name.as_str(), &p.value)));
-        let net = FusedNet::new(lookup, &first.cfg.model, image)?;
+        let net = FusedNet::new(lookup, &first.cfg.model, image, first.precision != Resolved::Fp32)?;
+        let optim: Vec<crate::config::OptimConfig> = members.iter().map(|t| t.cfg.optim.clone()).collect();
         Ok(Fused {
             params,
             net,
             state,
-            optim: members.iter().map(|t| t.cfg.optim.clone()).collect(),
+            per_run: PerRun::new(&optim, first.device),
+            optim,
             loss_sum: stack(members, &|t| t.loss_sum.shallow_clone())?,
             precision: first.precision,
             device: first.device,
@@ -242,6 +301,7 @@ impl Fused {
     pub(super) fn step(&mut self, task: &dyn crate::task::Task, idx: &[Tensor], lrs: &[f64]) -> Result<Tensor, String> {
         let err = |e: tch::TchError| e.to_string();
         let runs = self.runs() as i64;
+        counts::add(counts::STEPS, 1);
         crate::ffi::grads_to_none(&self.leaves()).map_err(|e| e.to_string())?;
         let all = Tensor::f_cat(idx, 0).map_err(err)?;
         let batch = task.gather(&all, Split::Train, self.device);
@@ -254,7 +314,8 @@ impl Fused {
         ys[0] = len;
         ys.insert(0, runs);
         let y = batch.y.f_reshape(ys.as_slice()).map_err(err)?;
-        let (total, out) = {
+        let (total, losses) = {
+            // The losses, the logged ones too, are computed under autocast, as the unfused step computes its loss.
             let _ac = Autocast::enter(self.precision, self.device.is_cuda()).map_err(|e| e.to_string())?;
             let out = self.net.forward(&x);
             // The mean over all R·B items times R: each run's gradient is that of its own batch's mean loss.
@@ -263,15 +324,17 @@ impl Fused {
                 s[0] *= runs;
                 t.reshape(s.as_slice())
             };
-            (task.loss(&flat(&out), &flat(&y)) * runs as f64, out)
+            counts::add(counts::LOSS_CALLS, 1 + runs as u64);
+            let total = task.loss(&flat(&out), &flat(&y)) * runs as f64;
+            let losses = tch::no_grad(|| {
+                let out = out.detach();
+                let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
+                Tensor::f_stack(&per, 0)
+            })
+            .map_err(err)?;
+            (total, losses)
         };
         total.f_backward().map_err(err)?;
-        let losses = tch::no_grad(|| {
-            let out = out.detach();
-            let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
-            Tensor::f_stack(&per, 0)
-        })
-        .map_err(err)?;
         tch::no_grad(|| self.clip().and_then(|()| self.update(lrs))).map_err(err)?;
         let losses = losses.to_kind(Kind::Float);
         let _ = self.loss_sum.f_add_(&(&losses * len as f64)).map_err(err)?;
@@ -280,9 +343,7 @@ impl Fused {
 
     /// `optim.grad_clip` per run, as `torch.nn.utils.clip_grad_norm_` over that run's gradients alone.
     fn clip(&self) -> Result<(), tch::TchError> {
-        if self.optim.iter().all(|o| o.grad_clip.is_none()) {
-            return Ok(());
-        }
+        let Some(max) = &self.per_run.clip else { return Ok(()) };
         let grads: Vec<Tensor> = self.params.iter().map(|p| p.value.grad()).collect();
         let mut sq: Option<Tensor> = None;
         for g in &grads {
@@ -294,13 +355,9 @@ impl Fused {
             });
         }
         let Some(sq) = sq else { return Ok(()) };
-        let max: Vec<f64> = self.optim.iter().map(|o| o.grad_clip.unwrap_or(f64::INFINITY)).collect();
-        let max = Tensor::from_slice(&max).to_device(self.device).to_kind(Kind::Float);
         let coef = (max / (sq.f_sqrt()? + 1e-6)).f_clamp_max(1.0)?;
         for g in &grads {
-            let mut shape = vec![1i64; g.dim()];
-            shape[0] = self.runs() as i64;
-            let _ = g.shallow_clone().f_mul_(&coef.f_reshape(shape.as_slice())?)?;
+            let _ = g.shallow_clone().f_mul_(&along(&coef, g))?;
         }
         Ok(())
     }
@@ -323,34 +380,32 @@ impl Fused {
                         let steps: Vec<Tensor> = pick.iter().map(|_| step.get(r)).collect();
                         let wd = if decay { o.weight_decay } else { 0.0 };
                         let (ps, gs, ms, vs) = (slice(&values), slice(&grads), slice(exp_avg), slice(exp_avg_sq));
+                        counts::add(counts::OPTIMIZER_CALLS, 1);
                         crate::ffi::fused_adamw(&ps, &gs, &ms, &vs, &steps, lr, o.betas, wd, o.eps, None)
                             .map_err(|e| tch::TchError::Torch(e.to_string()))?;
                     }
                 }
             }
             State::Sgd { buffers, step } => {
-                let o = &self.optim;
-                let wd: Vec<f64> = o.iter().map(|o| o.weight_decay).collect();
-                let mom: Vec<f64> = o.iter().map(|o| o.momentum).collect();
-                let damp: Vec<f64> = o.iter().map(|o| 1.0 - o.dampening).collect();
-                let neg_lr: Vec<f64> = lrs.iter().map(|l| -l).collect();
-                let nesterov = o.first().is_some_and(|o| o.nesterov);
+                let per = &self.per_run;
+                // The one tensor a step sends: every run's learning rate, negated.
+                let neg_lr = upload(&lrs.iter().map(|l| -l).collect::<Vec<_>>(), self.device, counts::HOST_TENSORS);
+                let nesterov = self.optim.first().is_some_and(|o| o.nesterov);
                 for (i, (param, g)) in self.params.iter().zip(&grads).enumerate() {
                     let p = &param.value;
-                    let pr = |v: &[f64]| Fused::per_run_on(self.device, v, p);
                     let mut g = g.shallow_clone();
-                    if param.decay && wd.iter().any(|&w| w != 0.0) {
-                        g = g.f_add(&(p * pr(&wd)))?;
+                    if param.decay && per.any_decay {
+                        g = g.f_add(&(p * along(&per.weight_decay, p)))?;
                     }
                     if let Some(buf) = buffers.get_mut(i) {
                         if *step == 0 {
                             buf.f_copy_(&g)?;
                         } else {
-                            let _ = buf.f_mul_(&pr(&mom))?.f_add_(&(&g * pr(&damp)))?;
+                            let _ = buf.f_mul_(&along(&per.momentum, p))?.f_add_(&(&g * along(&per.damp, p)))?;
                         }
-                        g = if nesterov { g.f_add(&(&*buf * pr(&mom)))? } else { buf.shallow_clone() };
+                        g = if nesterov { g.f_add(&(&*buf * along(&per.momentum, p)))? } else { buf.shallow_clone() };
                     }
-                    let _ = p.shallow_clone().f_add_(&(g * pr(&neg_lr)))?;
+                    let _ = p.shallow_clone().f_add_(&(g * along(&neg_lr, p)))?;
                 }
                 *step += 1;
             }
@@ -396,16 +451,53 @@ impl Fused {
         Ok(host.chunks(per.max(1)).map(|s| first.task.finish_eval(s, n)).collect())
     }
 
-    /// A per-run value as a tensor that broadcasts against parameter `like` (`[R, 1, ...]`).
-    fn per_run_on(device: Device, values: &[f64], like: &Tensor) -> Tensor {
-        let mut shape = vec![1i64; like.dim()];
-        shape[0] = values.len() as i64;
-        let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        Tensor::from_slice(&v).to_device(device).reshape(shape.as_slice())
-    }
-
     /// Every run's learning rate at optimizer step `step` (each with its own schedule and length).
     pub(super) fn lrs(members: &[&Trainer], step: u64) -> Vec<f64> {
         members.iter().map(|t| optim::lr_at(&t.cfg.schedule, t.cfg.optim.lr, step, t.total_steps())).collect()
+    }
+}
+
+/// Test-only (`test-hooks`): what the fused steps of this process built and launched, for the bench that counts
+/// them (`benches/fused_counts.rs`). With `SPOTRUN_TEST_FUSED_COUNTS` set, [`counts::report`] prints the totals
+/// per step at every chunk's end as one `fused counts:` line on stderr. Without the feature every call is a no-op.
+pub(super) mod counts {
+    /// Fused steps taken.
+    pub(crate) const STEPS: usize = 0;
+    /// Tensors built from host values and sent to the device during a step (each a host-to-device copy on a GPU).
+    pub(crate) const HOST_TENSORS: usize = 1;
+    /// Calls of torch's fused optimizer kernel (`_fused_adamw_`).
+    pub(crate) const OPTIMIZER_CALLS: usize = 2;
+    /// Loss computations (`Task::loss`), the one that is backpropagated included.
+    pub(crate) const LOSS_CALLS: usize = 3;
+    /// Tensors built from host values and sent to the device by [`super::Fused::gather`], once per chunk.
+    pub(crate) const GATHER_TENSORS: usize = 4;
+
+    #[cfg(feature = "test-hooks")]
+    static COUNTS: [std::sync::atomic::AtomicU64; 5] = [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+
+    /// Adds `n` to counter `which`.
+    pub(crate) fn add(which: usize, n: u64) {
+        #[cfg(feature = "test-hooks")]
+        COUNTS[which].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let _ = (which, n);
+    }
+
+    /// Prints the counts of the chunk that ends (per step, and those of its gather), and resets them, when `SPOTRUN_TEST_FUSED_COUNTS` is set.
+    pub(crate) fn report(runs: usize) {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var_os("SPOTRUN_TEST_FUSED_COUNTS").is_some() {
+            let take = |i: usize| COUNTS[i].swap(0, std::sync::atomic::Ordering::Relaxed);
+            let (steps, host, optim, loss) = (take(STEPS), take(HOST_TENSORS), take(OPTIMIZER_CALLS), take(LOSS_CALLS));
+            let per = |n: u64| n as f64 / steps.max(1) as f64;
+            eprintln!(
+                "fused counts: {runs} runs, {steps} steps; at the chunk's start: {} host tensors; per step: {} host \
+                 tensors, {} optimizer kernel calls, {} loss calls",
+                take(GATHER_TENSORS),
+                per(host),
+                per(optim),
+                per(loss)
+            );
+        }
+        let _ = runs;
     }
 }

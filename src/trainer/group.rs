@@ -144,6 +144,7 @@ impl Strategy for FusedSteps<'_> {
             _ => None,
         };
         fused.scatter(runs, self.step).map_err(runtime)?;
+        super::fused::counts::report(runs.len());
         Ok(evals)
     }
 
