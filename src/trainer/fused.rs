@@ -156,12 +156,7 @@ impl PerRun {
 fn upload(values: &[f64], device: Device, counter: usize) -> Tensor {
     counts::add(counter, 1);
     let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    let host = Tensor::from_slice(&v);
-    if device.is_cuda() {
-        host.pin_memory(device).to_device_(device, Kind::Float, true, false)
-    } else {
-        host.to_device(device)
-    }
+    crate::data::to_device_async(&Tensor::from_slice(&v), device)
 }
 
 /// `v` (`[R]`) shaped to broadcast against parameter `like` (`[R, 1, ...]`): a view, no copy.

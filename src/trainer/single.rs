@@ -47,7 +47,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
 /// Each run steps with its own trainer (one run at a time).
 #[derive(Default)]
 pub(super) struct Unfused {
-    /// The epoch in progress and its item order (a function of the seed and the epoch).
+    /// The epoch in progress and its item order (a function of the seed and the epoch; one run per `Unfused`).
     epoch: usize,
     order: Option<Tensor>,
 }
@@ -62,8 +62,11 @@ impl Strategy for Unfused {
         format!("training epoch {} (train.batch_size = {bs}, device {:?})", epoch + 1, first.device)
     }
 
+    /// The order is made once an epoch (chunks end at every mid-epoch save), as the run's own loop did.
     fn begin(&mut self, runs: &[&Trainer], epoch: usize) -> Result<()> {
-        (self.epoch, self.order) = (epoch, runs.first().map(|t| t.epoch_order(epoch)));
+        if self.order.is_none() || self.epoch != epoch {
+            (self.epoch, self.order) = (epoch, runs.first().map(|t| t.epoch_order(epoch)));
+        }
         Ok(())
     }
 
@@ -75,7 +78,6 @@ impl Strategy for Unfused {
     }
 
     fn end(&mut self, _: &mut [&mut Trainer], _: bool) -> Result<Option<Vec<Eval>>> {
-        self.order = None;
         Ok(None)
     }
 }
