@@ -32,6 +32,15 @@ if ! "${TB_VENV}/bin/python" -c "import tensorboard.backend.event_processing.eve
     "${TB_VENV}/bin/pip" install --quiet --disable-pip-version-check "tensorboard==2.21.0"
 fi
 export SPOTRUN_TB_PYTHON="${TB_VENV}/bin/python"
+# numpy, pyarrow, Pillow and tokenizers: the data-source tests make their inputs (and a real tokenizer.json) with the
+# libraries a user's data comes from (pinned, in their own venv, installed once).
+DATA_VENV="${SPOTRUN_DATA_VENV:-${HOME}/.cache/spotrun/testdata-1}"
+if ! "${DATA_VENV}/bin/python" -c "import numpy, pyarrow, PIL, tokenizers" 2>/dev/null; then
+    python3 -m venv "${DATA_VENV}"
+    "${DATA_VENV}/bin/pip" install --quiet --disable-pip-version-check \
+        "numpy==2.4.6" "pyarrow==26.0.1" "pillow==13.0.0" "tokenizers==0.23.3"
+fi
+export SPOTRUN_DATA_PYTHON="${DATA_VENV}/bin/python"
 cargo test --release --locked --features test-hooks
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
     echo "scripts/test.sh: a Slurm daemon is still running after the tests" >&2

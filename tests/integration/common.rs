@@ -149,6 +149,23 @@ pub(crate) fn python() -> PathBuf {
 }
 
 /// Reads `metrics.jsonl` as JSON values.
+/// The data venv's python: numpy, pyarrow, Pillow and tokenizers, which the data-source tests make their inputs with
+/// (scripts/test.sh installs it; SPOTRUN_DATA_PYTHON overrides).
+pub(crate) fn data_python() -> PathBuf {
+    let p = std::env::var_os("SPOTRUN_DATA_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/spotrun/testdata-1/bin/python")
+    });
+    assert!(p.exists(), "no data venv at {} (scripts/test.sh installs it)", p.display());
+    p
+}
+
+/// Runs `SCRIPT` (Python source) with the data venv's python and `args`; panics with its stderr when it fails.
+pub(crate) fn data_py(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new(data_python()).arg("-c").arg(script).args(args).output().unwrap();
+    assert!(o.status.success(), "data venv python failed: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
 pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     let t = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
     t.lines().map(|l| serde_json::from_str(l).expect("metrics line is JSON")).collect()
