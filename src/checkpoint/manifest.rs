@@ -74,6 +74,8 @@ pub enum SaveReason {
     Signal,
     /// The end of the run (every epoch done, early stopping, pruning).
     Final,
+    /// An adaptive sweep's scheduler paused the run at a rung (it resumes from here when promoted).
+    Pause,
     /// Written by something else (a benchmark, a newer spotrun).
     #[serde(other)]
     Other,

@@ -19,7 +19,7 @@ use super::status;
 use crate::checkpoint::Store;
 use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
-use crate::trainer::{self, EpochHook, OwnerCheck, TrainOptions};
+use crate::trainer::{self, EpochHook, EpochMetrics, OwnerCheck, StopAt, TrainOptions};
 
 /// How `spotrun worker` trains the runs it claims (the launcher passes them on to its children).
 #[derive(Debug, Clone, Default)]
@@ -36,10 +36,12 @@ pub(crate) struct ClaimOptions {
     pub no_fuse: bool,
 }
 
-/// How claiming one run ended: trained (to its end: completed, stopped early or pruned), or found done already.
+/// How claiming one run ended: trained (to its end: completed, stopped early, pruned or stopped at a rung),
+/// paused at an adaptive scheduler's rung, or found done already. `history` is every epoch's metrics so far.
 #[derive(Debug)]
 pub(super) enum ClaimEnd {
-    Trained { end: RunEnd, epochs: usize },
+    Trained { end: RunEnd, epochs: usize, history: Vec<EpochMetrics> },
+    Paused { history: Vec<EpochMetrics> },
     AlreadyDone,
 }
 
@@ -51,6 +53,9 @@ pub(super) fn run_index(ctx: &LoadedSweep, index: usize, o: &ClaimOptions) -> Re
 /// `spotrun worker --next`: trains free runs until none is left, a fused group at a time where the sweep fuses.
 /// The data and libtorch stay loaded from one run to the next. Returns (trained, failed) counts.
 pub(super) fn run_next(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<(usize, usize)> {
+    if ctx.sweep.schedule.is_some() {
+        return super::study::run(ctx, o).map(|t| (t.trained, t.failed));
+    }
     let mut tally = Tally::new(ctx, o);
     loop {
         let mut claimed = false;
@@ -105,7 +110,7 @@ impl Tally {
     fn count(&mut self, ctx: &LoadedSweep, i: usize, result: Result<ClaimEnd>) -> Result<bool> {
         let run = &ctx.runs[i];
         match result {
-            Ok(ClaimEnd::Trained { .. }) => self.trained += 1,
+            Ok(ClaimEnd::Trained { .. } | ClaimEnd::Paused { .. }) => self.trained += 1,
             Ok(ClaimEnd::AlreadyDone) | Err(Error::Busy(_)) => return Ok(false),
             Err(e @ (Error::Preempted { .. } | Error::NotOwner(_))) => return Err(e),
             Err(e) => {
@@ -138,10 +143,23 @@ impl Tally {
 }
 
 fn run_one(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<ClaimEnd> {
-    let held = match take(ctx, run, o)? {
+    run_until(ctx, run, o, None)
+}
+
+/// Claims and trains `run` as [`run_index`] does, up to where an adaptive scheduler ends it this time (`stop_at`):
+/// a pause (its checkpoint committed, the lease released, no `done.json`) or a stop (its final weights, and
+/// `done.json` with outcome `stopped`).
+pub(super) fn run_until(
+    ctx: &LoadedSweep,
+    run: &PlannedRun,
+    o: &ClaimOptions,
+    stop_at: Option<StopAt>,
+) -> Result<ClaimEnd> {
+    let mut held = match take(ctx, run, o)? {
         Taken::Done(outcome) => return Ok(outcome),
         Taken::Held(h) => h,
     };
+    held.opts.stop_at = stop_at;
     let started = Instant::now();
     let result = trainer::train(&held.opts);
     held.end(ctx, run, o, result, started, true)
@@ -276,6 +294,9 @@ impl Held {
                 let short = crate::config::short_id(&run.id);
                 Err(Error::NotOwner(format!("run #{} {short}: taken over before it was marked done", run.index)))
             }
+            Ok(summary) if summary.status == trainer::RunStatus::Paused => {
+                Claimed { ctx, run, o, dir: &dir, lease, results }.paused(end, summary)
+            }
             Ok(summary) => Claimed { ctx, run, o, dir: &dir, lease, results }.done(end, &summary, &device),
             Err(e) => Claimed { ctx, run, o, dir: &dir, lease, results }.failed(end, e),
         }
@@ -385,7 +406,20 @@ impl Claimed<'_> {
         if results {
             let _ = status::write_results(&ctx.layout, &ctx.plan);
         }
-        Ok(ClaimEnd::Trained { end: run_end, epochs: summary.metrics.len() })
+        Ok(ClaimEnd::Trained { end: run_end, epochs: summary.metrics.len(), history: summary.metrics.clone() })
+    }
+
+    /// The scheduler paused the run at a rung: the attempt's end, the lease released, no `done.json`.
+    fn paused(self, mut end: Attempt, summary: trainer::TrainSummary) -> Result<ClaimEnd> {
+        let Claimed { ctx, dir, lease, results, .. } = self;
+        end.step = summary.metrics.last().map_or(0, |m| m.step);
+        end.outcome = Some(AttemptEnd::Paused);
+        record::append_attempt(dir, &end)?;
+        lease.release();
+        if results {
+            let _ = status::write_results(&ctx.layout, &ctx.plan);
+        }
+        Ok(ClaimEnd::Paused { history: summary.metrics })
     }
 
     /// The attempt failed (or was preempted): its end recorded, and `failed.json` when the retry rule gives up

@@ -49,6 +49,17 @@ pub(crate) fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Re
         ctx = ctx.with_fuse(super::spec::Fuse::Off);
     }
     // Checked before anything is written.
+    if let (Some(s), WorkerMode::Index(_) | WorkerMode::Group(_) | WorkerMode::Part { .. }) = (ctx.sweep.schedule, mode)
+    {
+        return Err(SweepError::Usage(format!(
+            "{}: a sweep with scheduler = \"{}\" decides which trial trains next through its study on the volume; \
+             start generic workers with `spotrun worker {} --next` (no --index or --group)",
+            ctx.sweep.file.display(),
+            s.name(),
+            sweep.display()
+        ))
+        .into());
+    }
     match mode {
         WorkerMode::Index(i) => ctx.run(i).map(|_| ())?,
         WorkerMode::Group(g) => ctx.group(g).map(|_| ())?,
@@ -69,7 +80,8 @@ fn job(ctx: &LoadedSweep, mode: WorkerMode, o: &ClaimOptions) -> Result<u8> {
             let id = crate::config::short_id(&ctx.runs[i].id).to_string();
             match claim::run_index(ctx, i, o)? {
                 ClaimEnd::AlreadyDone => say!("run #{i} {id} is already done"),
-                ClaimEnd::Trained { end, epochs } => say!("run #{i} {id}: {}", after(end, epochs)),
+                ClaimEnd::Trained { end, epochs, .. } => say!("run #{i} {id}: {}", after(end, epochs)),
+                ClaimEnd::Paused { history } => say!("run #{i} {id}: paused after {} epochs", history.len()),
             }
             Ok(0)
         }
@@ -115,7 +127,8 @@ fn group_code(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<u8>
         let id = crate::config::short_id(&ctx.runs[i].id).to_string();
         match result {
             Ok(ClaimEnd::AlreadyDone) => say!("run #{i} {id} is already done"),
-            Ok(ClaimEnd::Trained { end, epochs }) => say!("run #{i} {id}: {}", after(end, epochs)),
+            Ok(ClaimEnd::Trained { end, epochs, .. }) => say!("run #{i} {id}: {}", after(end, epochs)),
+            Ok(ClaimEnd::Paused { history }) => say!("run #{i} {id}: paused after {} epochs", history.len()),
             Err(e @ Error::Preempted { .. }) => {
                 tell!("run #{i} {id}: {e}");
                 preempted = preempted.or(Some(e));

@@ -30,13 +30,16 @@ pub enum SweepError {
     /// The run failed for good (retries used up, or a permanent error).
     #[error("{0}")]
     RunFailed(String),
+    /// A record of an adaptive sweep's study that cannot be read or does not follow from the ones before it.
+    #[error("{path}: {message}")]
+    Study { path: PathBuf, message: String },
 }
 
 impl SweepError {
     pub fn code(&self) -> u8 {
         match self {
             SweepError::Read { .. } | SweepError::Syntax { .. } | SweepError::Key { .. } | SweepError::Config(_) => 2,
-            SweepError::Usage(_) => 2,
+            SweepError::Usage(_) | SweepError::Study { .. } => 2,
             SweepError::Busy(_) => EXIT_BUSY,
             SweepError::Io { .. } | SweepError::RunFailed(_) => 1,
         }
@@ -62,7 +65,8 @@ impl From<SweepError> for Error {
             e @ (SweepError::Read { .. }
             | SweepError::Syntax { .. }
             | SweepError::Key { .. }
-            | SweepError::Usage(_)) => Error::Input(e.to_string()),
+            | SweepError::Usage(_)
+            | SweepError::Study { .. }) => Error::Input(e.to_string()),
         }
     }
 }

@@ -47,7 +47,7 @@ pub struct LaunchOptions {
 
 /// Where a child runs.
 #[derive(Debug, Clone)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     pub name: String,
     pub cuda: Option<usize>,
     pub threads: Option<usize>,
@@ -108,6 +108,9 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
     let snapshot_path = ctx.layout.root.join(snapshot.launched_name());
     snapshot.write(&snapshot_path)?;
     let signals = Incoming::install()?;
+    if ctx.sweep.schedule.is_some() {
+        return super::study::launch::launch(&ctx, o, &slots, &snapshot_path, &signals);
+    }
     let mut l = Launcher::new(&ctx, o, &slots, &snapshot_path)?;
     l.display.line(&format!(
         "spotrun sweep {}: {} runs on {} slot(s) [{}] (slot = DEVICE/k: the k-th of the --per-gpu runs sharing \

@@ -261,9 +261,15 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 
 /// Creates `path` with `info` only if it does not exist; readers never see a partial file where hard links work.
 fn create_exclusive(path: &Path, info: &LeaseInfo) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(info).map_err(std::io::Error::other)?;
+    create_new_file(path, &serde_json::to_vec(info).map_err(std::io::Error::other)?)
+}
+
+/// Creates `path` holding `bytes` only if no file of that name exists (`AlreadyExists` otherwise): written and
+/// fsynced under a temporary name, then hard-linked into place (`link(2)` is atomic, also on NFS), so the name
+/// never shows a partial file. Where hard links fail (some FUSE volumes), an exclusive create, then the write.
+pub(super) fn create_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", crate::checkpoint::unique_suffix()));
-    std::fs::write(&tmp, &bytes)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
@@ -274,7 +280,7 @@ fn create_exclusive(path: &Path, info: &LeaseInfo) -> std::io::Result<()> {
             // No hard links (some FUSE volumes): exclusive create, then write.
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()
         }
     }

@@ -23,7 +23,11 @@ pub(crate) struct LoadedSweep {
 impl LoadedSweep {
     /// Loads and expands `path`; writes `sweep.json` under the volume unless `dry`.
     pub(crate) fn load(path: &Path, volume: Option<&Path>, dry: bool) -> Result<LoadedSweep, SweepError> {
-        let sweep = spec::load(path)?;
+        let mut sweep = spec::load(path)?;
+        if sweep.schedule.is_some() {
+            // Adaptive schedulers train one run per process for now (fusing a rung's trials is a later step).
+            sweep.fuse = Fuse::Off;
+        }
         let e = expand(&sweep)?;
         let volume = volume.map_or_else(default_volume, Path::to_path_buf);
         let layout = Layout::new(&volume, &sweep.name);

@@ -32,10 +32,12 @@ mod prune;
 mod record;
 pub(crate) mod report;
 mod retry;
+pub(crate) mod schedule;
 mod server;
 mod snapshot;
 mod spec;
 mod status;
+pub(crate) mod study;
 
 pub(crate) use claim::ClaimOptions;
 pub(crate) use commands::{estimate_cmd, worker_cmd, WorkerMode};

@@ -51,6 +51,8 @@ pub enum RunEnd {
     Completed,
     StoppedEarly,
     Pruned,
+    /// Stopped by an adaptive sweep's scheduler at a rung it could no longer be promoted from.
+    Stopped,
     /// Written by a newer spotrun.
     #[serde(other)]
     Other,
@@ -63,7 +65,10 @@ impl RunEnd {
         match status {
             RunStatus::StoppedEarly => RunEnd::StoppedEarly,
             RunStatus::Pruned => RunEnd::Pruned,
+            RunStatus::Stopped => RunEnd::Stopped,
             RunStatus::Completed | RunStatus::AlreadyFinished => RunEnd::Completed,
+            // Never a done run's end: a paused run gets no `done.json`.
+            RunStatus::Paused => RunEnd::Other,
         }
     }
 
@@ -73,6 +78,7 @@ impl RunEnd {
             RunEnd::Completed => "completed",
             RunEnd::StoppedEarly => "stopped early",
             RunEnd::Pruned => "pruned",
+            RunEnd::Stopped => "stopped at a rung",
             RunEnd::Other => "done",
         }
     }
@@ -93,6 +99,8 @@ pub enum AttemptEvent {
 #[serde(rename_all = "lowercase")]
 pub enum AttemptEnd {
     Done,
+    /// Paused by an adaptive sweep's scheduler at a rung (its checkpoint committed).
+    Paused,
     Preempted,
     Failed,
     /// Recorded by the launcher for a worker that died without recording its end.

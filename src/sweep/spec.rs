@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::SweepError;
+use super::schedule::{Schedule, SchedulerKind};
 use crate::config::{self, MetricName};
 
 /// The most runs one sweep expands to (seeds included): enough for any real search, and a `count = 1e9` typo is
@@ -61,6 +62,9 @@ pub struct Sweep {
     pub pruning: Option<Pruning>,
     /// `fuse`: train runs that differ only in per-run keys as one fused model (see [`super::groups`]).
     pub fuse: Fuse,
+    /// `scheduler`: an adaptive scheduler (ASHA, Hyperband) decides how far each run trains, through the study
+    /// on the volume (see [`super::study`]).
+    pub schedule: Option<Schedule>,
 }
 
 /// `fuse = "auto" | "off"`.
@@ -124,6 +128,9 @@ struct Raw {
     pruning: Option<Pruning>,
     #[serde(default)]
     fuse: Fuse,
+    scheduler: Option<SchedulerKind>,
+    min_epochs: Option<usize>,
+    eta: Option<usize>,
 }
 
 fn grid() -> Method {
@@ -206,6 +213,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     }
 
     let count = check_shape(&raw, &params, &runs, &file)?;
+    let schedule = check_schedule(&raw, &params, &runs, base_cfg.train.epochs).map_err(|(k, m)| key_err(k, m))?;
     Ok(Sweep {
         name: raw.name,
         file,
@@ -221,7 +229,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         lease_seconds: raw.lease_seconds,
         pruning: raw.pruning,
         fuse: raw.fuse,
+        schedule,
     })
+}
+
+/// `scheduler`, `min_epochs`, `eta`: checked against the base's `train.epochs` (which the sweep cannot vary,
+/// since every rung is counted in it), and against `[pruning]` (a scheduler replaces it).
+fn check_schedule(
+    raw: &Raw,
+    params: &[(String, Domain)],
+    runs: &[Vec<(String, toml::Value)>],
+    epochs: usize,
+) -> Result<Option<Schedule>, (&'static str, String)> {
+    let Some(kind) = raw.scheduler else {
+        if raw.min_epochs.is_some() || raw.eta.is_some() {
+            let key = if raw.eta.is_some() { "eta" } else { "min_epochs" };
+            return Err((key, format!("{key} needs a scheduler (scheduler = \"asha\" or \"hyperband\")")));
+        }
+        return Ok(None);
+    };
+    if raw.pruning.is_some() {
+        return Err(("pruning", "a sweep with a scheduler is pruned by its rungs; remove [pruning]".into()));
+    }
+    let swept = params.iter().map(|(k, _)| k).chain(runs.iter().flatten().map(|(k, _)| k));
+    if swept.into_iter().any(|k| k == "train.epochs") {
+        let m = "a scheduled sweep cannot vary train.epochs (its rungs count epochs of one schedule)";
+        return Err(("scheduler", m.into()));
+    }
+    Schedule::new(kind, raw.min_epochs, raw.eta, epochs).map(Some)
 }
 
 /// `metric`, or the task's default (`val_accuracy` for classification, `val_loss` otherwise); `Err` when the task

@@ -68,6 +68,10 @@ pub(super) fn attach<'a>(
         progress.finish();
         return outputs::already_finished(p, start.metrics).map(Attach::Finished);
     }
+    if let Some(s) = opts.stop_at.filter(|s| start.cursor.0 >= s.epochs) {
+        progress.finish();
+        return outputs::at_stop(p, &trainer, s, start.cursor, start.metrics).map(Attach::Finished);
+    }
     startup_signal(signals, start.resumed_step.is_some(), &progress)?;
     open::begin(p, o, &start.metrics, &|l| progress.println(l))?;
     let start_info = SaverStart {
@@ -93,6 +97,7 @@ impl<'a> Attached<'a> {
             obs: &self.obs,
             policy: SavePolicy::new(&p.cfg().checkpoint),
             epoch_hook: opts.epoch_hook.clone(),
+            stop_at: opts.stop_at,
             run_dir: p.run_dir.clone(),
         };
         let history = std::mem::take(&mut self.start.metrics);

@@ -12,7 +12,7 @@ use super::metrics::EpochMetrics;
 use super::observer::Observer;
 use super::policy::{Event, SavePolicy};
 use super::saver::Saver;
-use super::types::{EpochHook, LoopEnd};
+use super::types::{EpochHook, LoopEnd, StopAt};
 use crate::checkpoint::{self, SaveReason};
 use crate::config::Config;
 use crate::error::Result;
@@ -24,6 +24,7 @@ pub(super) struct RunEvents<'r, 'a> {
     pub obs: &'r Observer,
     pub policy: SavePolicy,
     pub epoch_hook: Option<EpochHook>,
+    pub stop_at: Option<StopAt>,
     pub run_dir: PathBuf,
 }
 
@@ -56,7 +57,11 @@ impl Events for RunEvents<'_, '_> {
         history.push(m);
         let stop = self.stop_after(epoch, history);
         let last = epoch + 1 == self.cfg.train.epochs || stop.is_some();
-        if let Some(why) = self.policy.decide(Event::EpochEnd { epochs_done: epoch + 1, last }) {
+        let why = match stop {
+            Some(LoopEnd::Paused) => Some(SaveReason::Pause),
+            _ => self.policy.decide(Event::EpochEnd { epochs_done: epoch + 1, last }),
+        };
+        if let Some(why) = why {
             self.save(t, (epoch + 1, 0), history, why)?;
         }
         Ok(stop.or(last.then_some(LoopEnd::Completed)))
@@ -85,13 +90,19 @@ impl RunEvents<'_, '_> {
         Ok(m)
     }
 
-    /// Whether the run ends after `epoch`: early stopping, else the pruning hook (never after the last epoch).
+    /// Whether the run ends after `epoch`: early stopping, else the scheduler's stop, else the pruning hook (never
+    /// after the last epoch).
     fn stop_after(&self, epoch: usize, metrics: &[EpochMetrics]) -> Option<LoopEnd> {
         let cfg = self.cfg;
         if let Some(es) = cfg.train.early_stopping.as_ref().filter(|es| super::early::should_stop(metrics, es)) {
             let what = es.metric.as_str();
             self.obs.line(&format!("early stopping after epoch {}: {what} stopped improving", epoch + 1));
             return Some(LoopEnd::EarlyStopped);
+        }
+        if let Some(s) = self.stop_at.filter(|s| epoch + 1 == s.epochs && s.epochs < cfg.train.epochs) {
+            let (verb, end) = if s.finish { ("stopped", LoopEnd::Stopped) } else { ("paused", LoopEnd::Paused) };
+            self.obs.line(&format!("{verb} by the sweep's scheduler after epoch {}", epoch + 1));
+            return Some(end);
         }
         let hook = self.epoch_hook.as_ref();
         if epoch + 1 < cfg.train.epochs && hook.is_some_and(|h| (h.0)(metrics)) {

@@ -48,5 +48,6 @@ pub use progress::Progress;
 pub(crate) use signals::name as signal_name;
 pub use single::train;
 pub use types::{
-    CheckpointCost, EpochHook, EpochHookFn, Hparams, OwnerCheck, OwnerCheckFn, RunStatus, TrainOptions, TrainSummary,
+    CheckpointCost, EpochHook, EpochHookFn, Hparams, OwnerCheck, OwnerCheckFn, RunStatus, StopAt, TrainOptions,
+    TrainSummary,
 };

@@ -10,7 +10,7 @@ use super::metrics::EpochMetrics;
 use super::observer::Observer;
 use super::prepare::Prepared;
 use super::saver::Saver;
-use super::types::{CheckpointCost, LoopEnd, RunStatus, TrainSummary};
+use super::types::{CheckpointCost, LoopEnd, RunStatus, StopAt, TrainSummary};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::model;
@@ -39,7 +39,9 @@ pub(super) fn conclude(
     saver.flush()?;
     saver.cost.loop_seconds = loop_started.elapsed().as_secs_f64();
     obs.ensure_owner()?;
-    write_outputs(p, trainer)?;
+    if end != LoopEnd::Paused {
+        write_outputs(p, trainer)?;
+    }
     let (run_id, run_dir, status) = (p.run_id.clone(), p.run_dir.clone(), end.status());
     Ok(TrainSummary { run_id, run_dir, status, metrics, checkpoints: saver.cost })
 }
@@ -56,6 +58,42 @@ pub(super) fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Resu
         run_id: p.run_id.clone(),
         run_dir: p.run_dir.clone(),
         status: RunStatus::AlreadyFinished,
+        metrics,
+        checkpoints: CheckpointCost::default(),
+    })
+}
+
+/// A run resumed from a checkpoint at (or past) where the sweep's scheduler ends it: paused again without
+/// training (a worker died before recording the pause), or stopped for good with that checkpoint's weights as
+/// its final ones. A checkpoint past the stop (mid-epoch, or a later epoch) is an error: the sweep's records and
+/// the run directory disagree.
+pub(super) fn at_stop(
+    p: &Prepared,
+    trainer: &Trainer,
+    s: StopAt,
+    cursor: (usize, usize),
+    metrics: Vec<EpochMetrics>,
+) -> Result<TrainSummary> {
+    if cursor != (s.epochs, 0) {
+        return Err(Error::RunDir(format!(
+            "{}: the newest checkpoint is at epoch {} batch {}, past where the sweep's scheduler ended this run \
+             (after epoch {}); its records and the run directory disagree",
+            p.run_dir.display(),
+            cursor.0 + 1,
+            cursor.1,
+            s.epochs
+        )));
+    }
+    let status = if s.finish {
+        write_outputs(p, trainer)?;
+        RunStatus::Stopped
+    } else {
+        RunStatus::Paused
+    };
+    Ok(TrainSummary {
+        run_id: p.run_id.clone(),
+        run_dir: p.run_dir.clone(),
+        status,
         metrics,
         checkpoints: CheckpointCost::default(),
     })

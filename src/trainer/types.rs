@@ -65,6 +65,18 @@ pub struct TrainOptions {
     pub owner_check: Option<OwnerCheck>,
     /// A sweep run's hyperparameters and the sweep's metric, for TensorBoard's HParams tab.
     pub hparams: Option<Hparams>,
+    /// Where a sweep's scheduler ends this process's training (an ASHA rung).
+    pub stop_at: Option<StopAt>,
+}
+
+/// Where an adaptive sweep's scheduler ends this process's training of a run: once `epochs` epochs are done,
+/// either **paused** (the epoch's checkpoint committed, no final weights; a later promotion resumes it exactly
+/// where it stopped) or, with `finish`, **stopped** for good (the final weights written from that checkpoint).
+/// `train.epochs` and so the LR schedule are the run's own either way: a pause changes nothing about the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopAt {
+    pub epochs: usize,
+    pub finish: bool,
 }
 
 /// What TensorBoard's HParams tab compares runs by: the swept keys' values and the metric tags.
@@ -84,6 +96,10 @@ pub enum RunStatus {
     Pruned,
     /// The newest checkpoint already covered every epoch; nothing was trained.
     AlreadyFinished,
+    /// Paused at [`TrainOptions::stop_at`]: a checkpoint, no final weights.
+    Paused,
+    /// Stopped for good at [`TrainOptions::stop_at`] (`finish`): the final weights are that epoch's.
+    Stopped,
 }
 
 /// The result of a `train` command.
@@ -119,6 +135,10 @@ pub(crate) enum LoopEnd {
     Pruned,
     /// A preemption signal arrived; `cursor` is (epoch in progress, batches done).
     Preempted { signal: i32, cursor: (usize, usize) },
+    /// [`TrainOptions::stop_at`] paused the run.
+    Paused,
+    /// [`TrainOptions::stop_at`] stopped the run for good.
+    Stopped,
 }
 
 impl LoopEnd {
@@ -127,6 +147,8 @@ impl LoopEnd {
         match self {
             LoopEnd::EarlyStopped => RunStatus::StoppedEarly,
             LoopEnd::Pruned => RunStatus::Pruned,
+            LoopEnd::Paused => RunStatus::Paused,
+            LoopEnd::Stopped => RunStatus::Stopped,
             _ => RunStatus::Completed,
         }
     }

@@ -1,0 +1,129 @@
+//! `scheduler = "asha" | "hyperband"` in a sweep file: the settings, checked, and the rung ladders they give (pure).
+//!
+//! A rung is an epoch count at which a trial pauses to be ranked: `min_epochs · eta^k` below `train.epochs`, and
+//! `train.epochs` itself as the last rung. Hyperband runs `floor(log_eta(train.epochs / min_epochs)) + 1` brackets,
+//! bracket `b` an asynchronous ASHA whose first rung is `min_epochs · eta^b`; configs go to brackets round-robin.
+//! Imports nothing of the sweep but its error type.
+use serde::Deserialize;
+
+/// Which adaptive scheduler decides how far each trial trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    /// Asynchronous successive halving (Li et al., MLSys 2020), with paused trials promoted from checkpoints.
+    Asha,
+    /// Several ASHA brackets with different first rungs.
+    Hyperband,
+}
+
+/// A checked `scheduler` with its `min_epochs` and `eta`, for a base config of `epochs` epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub kind: SchedulerKind,
+    pub min_epochs: usize,
+    pub eta: usize,
+    /// `train.epochs` of every run (a scheduled sweep cannot sweep it).
+    pub epochs: usize,
+}
+
+impl Schedule {
+    /// Checks the settings; `Err((key, message))` names the sweep key at fault.
+    pub fn new(
+        kind: SchedulerKind,
+        min_epochs: Option<usize>,
+        eta: Option<usize>,
+        epochs: usize,
+    ) -> Result<Schedule, (&'static str, String)> {
+        let (min_epochs, eta) = (min_epochs.unwrap_or(1), eta.unwrap_or(3));
+        if eta < 2 {
+            return Err(("eta", format!("eta = {eta}: the reduction factor must be at least 2 (3 is the usual)")));
+        }
+        if min_epochs == 0 || min_epochs > epochs {
+            let m = format!("min_epochs = {min_epochs} must be between 1 and train.epochs ({epochs})");
+            return Err(("min_epochs", m));
+        }
+        Ok(Schedule { kind, min_epochs, eta, epochs })
+    }
+
+    /// How many brackets: 1 for ASHA, `floor(log_eta(epochs / min_epochs)) + 1` for Hyperband.
+    pub fn brackets(&self) -> usize {
+        match self.kind {
+            SchedulerKind::Asha => 1,
+            // The k with min_epochs · eta^k <= epochs.
+            SchedulerKind::Hyperband => std::iter::successors(Some(self.min_epochs), |e| e.checked_mul(self.eta))
+                .take_while(|&e| e <= self.epochs)
+                .count(),
+        }
+    }
+
+    /// The bracket of the `i`-th config (round-robin).
+    pub fn bracket_of(&self, i: usize) -> usize {
+        i % self.brackets()
+    }
+
+    /// Bracket `b`'s rungs, in epochs, ascending; the last is always `epochs`.
+    pub fn rungs(&self, bracket: usize) -> Vec<usize> {
+        let first = (0..bracket).fold(self.min_epochs, |e, _| e.saturating_mul(self.eta));
+        let mut r = self.ladder_from(first);
+        r.push(self.epochs);
+        r
+    }
+
+    /// `first · eta^k` below `epochs`.
+    fn ladder_from(&self, first: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut e = first;
+        while e < self.epochs {
+            out.push(e);
+            e = e.saturating_mul(self.eta);
+        }
+        out
+    }
+
+    /// `asha` or `hyperband`.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            SchedulerKind::Asha => "asha",
+            SchedulerKind::Hyperband => "hyperband",
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn s(kind: SchedulerKind, min: usize, eta: usize, epochs: usize) -> Schedule {
+        Schedule::new(kind, Some(min), Some(eta), epochs).unwrap()
+    }
+
+    #[test]
+    fn asha_rungs_are_min_times_powers_of_eta_then_the_last_epoch() {
+        assert_eq!(s(SchedulerKind::Asha, 1, 3, 27).rungs(0), vec![1, 3, 9, 27]);
+        assert_eq!(s(SchedulerKind::Asha, 1, 3, 10).rungs(0), vec![1, 3, 9, 10], "10 is not on the ladder");
+        assert_eq!(s(SchedulerKind::Asha, 2, 2, 9).rungs(0), vec![2, 4, 8, 9]);
+        assert_eq!(s(SchedulerKind::Asha, 5, 3, 5).rungs(0), vec![5], "min_epochs = epochs: one rung");
+        assert_eq!(s(SchedulerKind::Asha, 1, 3, 10).brackets(), 1);
+    }
+
+    #[test]
+    fn hyperband_has_floor_log_eta_plus_one_brackets_each_starting_higher() {
+        let h = s(SchedulerKind::Hyperband, 1, 3, 27);
+        assert_eq!(h.brackets(), 4, "floor(log3(27)) + 1");
+        assert_eq!(h.rungs(0), vec![1, 3, 9, 27]);
+        assert_eq!(h.rungs(1), vec![3, 9, 27]);
+        assert_eq!(h.rungs(3), vec![27]);
+        assert_eq!(s(SchedulerKind::Hyperband, 1, 3, 10).brackets(), 3, "floor(log3(10)) + 1");
+        assert_eq!((0..7).map(|i| h.bracket_of(i)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 0, 1, 2]);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        assert_eq!(Schedule::new(SchedulerKind::Asha, None, Some(1), 9).unwrap_err().0, "eta");
+        assert_eq!(Schedule::new(SchedulerKind::Asha, Some(10), None, 9).unwrap_err().0, "min_epochs");
+        assert_eq!(Schedule::new(SchedulerKind::Asha, Some(0), None, 9).unwrap_err().0, "min_epochs");
+        let d = Schedule::new(SchedulerKind::Asha, None, None, 9).unwrap();
+        assert_eq!((d.min_epochs, d.eta), (1, 3), "the defaults");
+    }
+}

@@ -1,0 +1,252 @@
+//! An adaptive sweep's study: every decision (a trial started, a rung reached, a promotion, a stop) is a record
+//! in the journal on the sweep volume ([`journal`]), the state is a replay of those records ([`state`]), and the
+//! next decision a pure function of it ([`asha`]). This module is the worker's loop around them: read the
+//! records it has not seen, work on a trial nobody holds (train it to its target rung, or write a stopped trial's
+//! final weights), else decide, append the decision, and work on what it asks for. Any number of workers on any
+//! number of machines run the same loop on one volume; a killed worker's trial is resumed from its checkpoint by
+//! the next free worker, and a relaunched sweep continues the same study.
+//!
+//! Sits beside the claimer ([`super::claim`], which it trains through) and below the commands; nothing else in
+//! the sweep imports it but them.
+pub(crate) mod asha;
+pub(crate) mod journal;
+pub(crate) mod launch;
+pub(crate) mod state;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use self::asha::Action;
+use self::journal::{Appended, Decision, Journal, Record};
+use self::state::{Phase, StudyState};
+use super::claim::{self, ClaimEnd, ClaimOptions};
+use super::error::SweepError;
+use super::lease;
+use super::loaded::LoadedSweep;
+use super::record;
+use super::retry::{verdict, Failure, RetrySettings, Verdict};
+use super::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::trainer::{metric_value, EpochMetrics, StopAt};
+
+/// How often a worker with nothing to do looks at the journal again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What one worker did in a study: trials it trained (to a rung or to the end), and trials that failed for good.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub trained: usize,
+    pub failed: usize,
+}
+
+/// Runs this worker's part of the study until the study is complete.
+pub(crate) fn run(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<Tally> {
+    let mut w = Worker::open(ctx, o)?;
+    let mut tally = Tally::default();
+    loop {
+        w.sync()?;
+        if let Some(trial) = w.free_trial() {
+            w.work(trial, &mut tally)?;
+            continue;
+        }
+        let higher = ctx.sweep.metric.higher_is_better();
+        match asha::decide(&w.state, &w.schedule, ctx.runs.len(), higher) {
+            Action::Complete => return Ok(tally),
+            Action::Wait => std::thread::sleep(w.wait_for()),
+            Action::Promote { trial, from, to } => w.commit(Decision::Promoted { trial, from, to }).map(|_| ())?,
+            Action::Stop { trial, epoch } => w.commit(Decision::Stopped { trial, epoch }).map(|_| ())?,
+            Action::Create { bracket } => {
+                let i = w.state.trials.len();
+                let run = &ctx.runs[i];
+                let (origin, values) = (format!("{:?}", ctx.sweep.method).to_lowercase(), run.overrides.clone());
+                w.commit(Decision::Created { trial: i, index: i, run: run.id.clone(), origin, bracket, values })
+                    .map(|_| ())?;
+            }
+        }
+    }
+}
+
+/// The study's definition: what the records mean only under (the runs in order, the schedule, the metric). A
+/// sweep file edited so that any of these changed is refused by a study that began under another.
+pub(crate) fn definition(ctx: &LoadedSweep, s: &Schedule) -> String {
+    use sha2::{Digest, Sha256};
+    let ids: Vec<&str> = ctx.runs.iter().map(|r| r.id.as_str()).collect();
+    let text = format!("{ids:?}|{s:?}|{}", ctx.sweep.metric.as_str());
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// One worker's view of the study.
+struct Worker<'a> {
+    ctx: &'a LoadedSweep,
+    o: &'a ClaimOptions,
+    schedule: Schedule,
+    journal: Journal,
+    records: Vec<Record>,
+    state: StudyState,
+    /// Trials that failed in this process and wait for a retry: (errors, not before).
+    backoff: HashMap<usize, (usize, Instant)>,
+}
+
+impl<'a> Worker<'a> {
+    /// Reads the journal, beginning the study if nobody has, and checks that it is this sweep's.
+    fn open(ctx: &'a LoadedSweep, o: &'a ClaimOptions) -> Result<Worker<'a>> {
+        let schedule = ctx.sweep.schedule.ok_or_else(|| SweepError::Usage("not a scheduled sweep".into()))?;
+        let journal = Journal::new(&ctx.layout.root);
+        let mut w = Worker {
+            ctx,
+            o,
+            schedule,
+            journal,
+            records: Vec::new(),
+            state: StudyState::default(),
+            backoff: HashMap::new(),
+        };
+        let def = definition(ctx, &schedule);
+        let begin =
+            Decision::Begin { definition: def.clone(), scheduler: schedule.name().into(), configs: ctx.runs.len() };
+        if !w.journal.exists()? {
+            w.journal.append(0, &begin)?;
+        }
+        w.sync()?;
+        if w.state.definition.as_deref() != Some(def.as_str()) {
+            return Err(SweepError::Study {
+                path: w.journal.path(0),
+                message: format!(
+                    "this study began under another definition of sweep `{}` (its runs, scheduler or metric changed \
+                     since); a study's definition is the sweep as first launched: launch that file again, or give the \
+                     changed sweep a new name",
+                    ctx.sweep.name
+                ),
+            }
+            .into());
+        }
+        Ok(w)
+    }
+
+    /// Reads and applies the records this worker has not seen.
+    fn sync(&mut self) -> Result<()> {
+        let from = self.records.len();
+        self.journal.read_from(from as u64, &mut self.records)?;
+        for (seq, r) in self.records.iter().enumerate().skip(from) {
+            self.state.apply(&r.decision, &self.schedule).map_err(|message| SweepError::Study {
+                path: self.journal.path(seq as u64),
+                message: format!("{message}; the journal is damaged (edited by hand?)"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Appends `d` as the next record, unless it no longer follows from the records (another worker decided it,
+    /// or something that makes it moot, first). A lost race re-reads and tries again.
+    fn commit(&mut self, d: Decision) -> Result<bool> {
+        loop {
+            self.sync()?;
+            let mut next = self.state.clone();
+            if next.apply(&d, &self.schedule).is_err() {
+                return Ok(false);
+            }
+            match self.journal.append(self.state.applied, &d)? {
+                Appended::Written => {
+                    self.sync()?;
+                    return Ok(true);
+                }
+                Appended::Lost => continue,
+            }
+        }
+    }
+
+    /// A trial with work to do that no live worker holds: training to a rung, or stopped without its weights.
+    fn free_trial(&self) -> Option<usize> {
+        let now = Instant::now();
+        self.state.trials.iter().enumerate().find_map(|(i, t)| {
+            let needs_work = match t.phase {
+                Phase::Training { .. } => true,
+                Phase::Stopped { .. } => !record::maybe_present(&self.dir(i).join(record::DONE)),
+                _ => false,
+            };
+            let waiting = self.backoff.get(&i).is_some_and(|&(_, at)| at > now);
+            let held = lease::holder(&self.dir(i), self.ctx.sweep.lease_seconds).is_some();
+            (needs_work && !waiting && !held).then_some(i)
+        })
+    }
+
+    fn dir(&self, trial: usize) -> std::path::PathBuf {
+        self.ctx.layout.run_dir(&self.state.trials[trial].run)
+    }
+
+    /// How long to sleep when there is nothing to do: the poll interval, or less when a retry is due sooner.
+    fn wait_for(&self) -> Duration {
+        let now = Instant::now();
+        let soonest = self.backoff.values().map(|&(_, at)| at.saturating_duration_since(now)).min();
+        soonest.map_or(POLL, |d| d.clamp(Duration::from_millis(50), POLL))
+    }
+
+    /// Trains trial `i` to its target (or writes its final weights when it was stopped), and records the result.
+    fn work(&mut self, i: usize, tally: &mut Tally) -> Result<()> {
+        let t = &self.state.trials[i];
+        let run = self.ctx.runs.get(t.index).filter(|r| r.id == t.run).ok_or_else(|| SweepError::Study {
+            path: self.journal.path(0),
+            message: format!("trial {i} is run {} at index {}, which this sweep does not have", t.run, t.index),
+        })?;
+        let (stop_at, target) = match t.phase {
+            Phase::Training { to } if to < self.schedule.epochs => (Some(StopAt { epochs: to, finish: false }), to),
+            Phase::Training { to } => (None, to),
+            Phase::Stopped { at } => (Some(StopAt { epochs: at, finish: true }), at),
+            _ => return Ok(()),
+        };
+        let result = claim::run_until(self.ctx, run, self.o, stop_at);
+        let metric = self.ctx.sweep.metric;
+        let at = |h: &[EpochMetrics], e: usize| {
+            h.iter().find(|m| m.epoch == e).map(|m| metric_value(m, metric)).filter(|v| v.is_finite())
+        };
+        match result {
+            Ok(ClaimEnd::Paused { history }) => {
+                tally.trained += 1;
+                self.commit(Decision::Reached { trial: i, epoch: target, metric: at(&history, target) })?;
+            }
+            Ok(ClaimEnd::Trained { history, .. }) if stop_at.is_none_or(|s| !s.finish) => {
+                tally.trained += 1;
+                let epoch = history.last().map_or(target, |m| m.epoch);
+                self.commit(Decision::Finished { trial: i, epoch, metric: at(&history, epoch) })?;
+            }
+            Ok(ClaimEnd::Trained { .. }) => {}
+            Ok(ClaimEnd::AlreadyDone) => self.finished_elsewhere(i)?,
+            Err(Error::Busy(_)) => {}
+            Err(e @ (Error::Preempted { .. } | Error::NotOwner(_))) => return Err(e),
+            Err(e) => self.failed(i, &e, tally)?,
+        }
+        Ok(())
+    }
+
+    /// `done.json` was there already (a worker finished the run and died before recording it).
+    fn finished_elsewhere(&mut self, i: usize) -> Result<()> {
+        if !matches!(self.state.trials[i].phase, Phase::Training { .. }) {
+            return Ok(());
+        }
+        let dir = self.dir(i);
+        let done: Option<record::Done> = record::read_json(&dir.join(record::DONE));
+        let last = done.and_then(|d| d.last);
+        let epoch = last.as_ref().map_or(self.schedule.epochs, |m| m.epoch);
+        let metric = last.map(|m| metric_value(&m, self.ctx.sweep.metric)).filter(|v| v.is_finite());
+        self.commit(Decision::Finished { trial: i, epoch, metric }).map(|_| ())
+    }
+
+    /// A failed attempt: `failed` in the journal once the retry rule gave up (`failed.json` written), else a
+    /// retry after the rule's delay.
+    fn failed(&mut self, i: usize, e: &Error, tally: &mut Tally) -> Result<()> {
+        let short = crate::config::short_id(&self.state.trials[i].run).to_string();
+        tell!("error: trial {i} {short}: {e}");
+        if record::maybe_present(&self.dir(i).join(record::FAILED)) {
+            tally.failed += 1;
+            return self.commit(Decision::Failed { trial: i }).map(|_| ());
+        }
+        let errors = self.backoff.get(&i).map_or(0, |b| b.0) + 1;
+        let retries = self.o.retries.unwrap_or(self.ctx.sweep.retries) as usize;
+        let delay = match verdict(errors, Failure::of(e), RetrySettings { retries, backoff_seconds: 2.0 }) {
+            Verdict::Retry { delay_seconds } => delay_seconds,
+            Verdict::GiveUp => 3600.0,
+        };
+        self.backoff.insert(i, (errors, Instant::now() + Duration::from_secs_f64(delay)));
+        Ok(())
+    }
+}
