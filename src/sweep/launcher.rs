@@ -101,6 +101,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         print_plan(&ctx, &slots);
         return Ok(ExitCode::SUCCESS);
     }
+    super::study::check_definition(&ctx)?;
     ctx.plan.write(&ctx.layout)?;
     // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
     // index means under a running launcher.

@@ -21,6 +21,7 @@ mod gpu_state;
 mod interop;
 mod no_loss;
 mod resume;
+mod study;
 mod sweep;
 mod torchscript;
 mod train;

@@ -21,6 +21,7 @@ use crate::sweep::status::{self, State};
 /// One slot's worker process and how often it died unasked.
 struct SlotWorker {
     slot: Slot,
+    log: std::path::PathBuf,
     child: Option<Child>,
     deaths: u32,
     /// Exited 0: the study is complete as far as this worker can tell.
@@ -37,8 +38,10 @@ pub(in crate::sweep) fn launch(
     signals: &Incoming,
 ) -> Result<ExitCode> {
     let exe = std::env::current_exe().map_err(|e| SweepError::io("/proc/self/exe", e))?;
-    let mut workers: Vec<SlotWorker> =
-        slots.iter().map(|s| SlotWorker { slot: s.clone(), child: None, deaths: 0, finished: false }).collect();
+    let mut workers: Vec<SlotWorker> = slots
+        .iter()
+        .map(|s| SlotWorker { slot: s.clone(), log: log_path(ctx, s), child: None, deaths: 0, finished: false })
+        .collect();
     let retries = o.retries.unwrap_or(ctx.sweep.retries);
     let mut forwarded = 0;
     loop {
@@ -46,7 +49,7 @@ pub(in crate::sweep) fn launch(
         forward(&mut workers, signals, &mut forwarded);
         for w in workers.iter_mut().filter(|w| !w.finished) {
             if w.child.is_none() && stopping.is_none() && w.deaths <= retries {
-                w.child = Some(spawn(&exe, snapshot, ctx, &w.slot, o)?);
+                w.child = Some(spawn(&exe, snapshot, ctx, w, o)?);
             }
             reap(w, stopping.is_some(), o.quiet);
         }
@@ -89,6 +92,10 @@ fn reap(w: &mut SlotWorker, stopping: bool, quiet: bool) {
     w.child = None;
     if status.success() {
         w.finished = true;
+    } else if status.code() == Some(2) {
+        // Bad input (the sweep, a config, the journal): the same again on a restart; its log says what.
+        w.deaths = u32::MAX;
+        tell!("error: the worker on {} stopped on bad input; its log says why: {}", w.slot.name, w.log.display());
     } else if !stopping {
         w.deaths += 1;
         if !quiet {
@@ -100,12 +107,17 @@ fn reap(w: &mut SlotWorker, stopping: bool, quiet: bool) {
     }
 }
 
-/// Starts a slot's worker, its output appended to `VOLUME/<name>/workers/<slot>.log`.
-fn spawn(exe: &Path, snapshot: &Path, ctx: &LoadedSweep, slot: &Slot, o: &LaunchOptions) -> Result<Child> {
+/// `VOLUME/<name>/workers/<slot>.log`.
+fn log_path(ctx: &LoadedSweep, slot: &Slot) -> std::path::PathBuf {
+    ctx.layout.root.join("workers").join(format!("{}.log", slot.name.replace('/', "-").replace(':', "")))
+}
+
+/// Starts a slot's worker, its output appended to its log.
+fn spawn(exe: &Path, snapshot: &Path, ctx: &LoadedSweep, w: &SlotWorker, o: &LaunchOptions) -> Result<Child> {
+    let (slot, path) = (&w.slot, &w.log);
     let dir = ctx.layout.root.join("workers");
     std::fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
-    let path = dir.join(format!("{}.log", slot.name.replace('/', "-").replace(':', "")));
-    let open = || OpenOptions::new().create(true).append(true).open(&path).map_err(|e| SweepError::io(&path, e));
+    let open = || OpenOptions::new().create(true).append(true).open(path).map_err(|e| SweepError::io(path, e));
     let mut log = open()?;
     let _ = writeln!(log, "--- spotrun sweep: study worker started at unix_ms {} ---", crate::sweep::lease::now_ms());
     let mut cmd = Command::new(exe);

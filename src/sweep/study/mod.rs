@@ -75,6 +75,35 @@ pub(crate) fn definition(ctx: &LoadedSweep, s: &Schedule) -> String {
     Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Refuses a sweep whose study began under another definition (checked by the launcher before it starts workers;
+/// each worker checks again when it opens the study).
+pub(crate) fn check_definition(ctx: &LoadedSweep) -> Result<()> {
+    let Some(s) = ctx.sweep.schedule else { return Ok(()) };
+    let journal = Journal::new(&ctx.layout.root);
+    if !journal.exists()? {
+        return Ok(());
+    }
+    let mut first = Vec::new();
+    journal.read_from(0, &mut first)?;
+    match first.first().map(|r| &r.decision) {
+        Some(Decision::Begin { definition: d, .. }) if *d == definition(ctx, &s) => Ok(()),
+        _ => Err(changed(ctx, &journal)),
+    }
+}
+
+fn changed(ctx: &LoadedSweep, journal: &Journal) -> Error {
+    SweepError::Study {
+        path: journal.path(0),
+        message: format!(
+            "this study began under another definition of sweep `{}` (its runs, scheduler or metric changed since); \
+             a study's definition is the sweep as first launched: launch that file again, or give the changed sweep \
+             a new name",
+            ctx.sweep.name
+        ),
+    }
+    .into()
+}
+
 /// One worker's view of the study.
 struct Worker<'a> {
     ctx: &'a LoadedSweep,
@@ -109,16 +138,7 @@ impl<'a> Worker<'a> {
         }
         w.sync()?;
         if w.state.definition.as_deref() != Some(def.as_str()) {
-            return Err(SweepError::Study {
-                path: w.journal.path(0),
-                message: format!(
-                    "this study began under another definition of sweep `{}` (its runs, scheduler or metric changed \
-                     since); a study's definition is the sweep as first launched: launch that file again, or give the \
-                     changed sweep a new name",
-                    ctx.sweep.name
-                ),
-            }
-            .into());
+            return Err(changed(ctx, &w.journal));
         }
         Ok(w)
     }

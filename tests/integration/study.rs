@@ -1,0 +1,224 @@
+//! Adaptive sweeps (`scheduler = "asha" | "hyperband"`) through the real binary: a promoted trial ends
+//! byte-identical to the same config trained straight through, a SIGKILLed launcher relaunched makes the same
+//! decisions as one never killed, two launchers share one study, and bad settings are exit-2 errors.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::{attempts, children_of, freeze, kill, text, wait_until, Run};
+
+/// A 9-config random-search ASHA sweep (eta 3, rungs at 1, 3 and 9 epochs) of a tiny synthetic task, written as
+/// `DIR/NAME.toml`; `extra` lines go at the top level.
+fn asha_sweep(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\nmethod = \"random\"\ncount = 9\nseed = 7\nscheduler = \"asha\"\neta = 3\n{extra}\n\
+         [base]\ndata.synthetic = {{ train = 1000, val = 200, features = 16 }}\nmodel.hidden = [16]\n\
+         train = {{ batch_size = 100, epochs = 9, threads = 1, device = \"cpu\" }}\n\
+         [parameters]\n\"optim.lr\" = {{ log_uniform = [0.0001, 0.3] }}\n"
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn sweep(file: &Path, volume: &Path) -> Run {
+    Run::new(["sweep".as_ref(), file.as_os_str(), "--volume".as_ref(), volume.as_os_str(), "--quiet".as_ref()])
+}
+
+/// The study's decisions in order (each record's `decision`), read straight from the journal files.
+fn decisions(sweep_root: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for seq in 0.. {
+        let Ok(bytes) = std::fs::read(sweep_root.join("study").join(format!("{seq:08}.json"))) else { break };
+        let r: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(r["seq"], seq, "record {seq} holds its own number");
+        out.push(r["decision"].clone());
+    }
+    out
+}
+
+fn kind(d: &serde_json::Value) -> &str {
+    d["kind"].as_str().unwrap()
+}
+
+fn run_dirs(sweep_root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(sweep_root.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+fn done(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run_dir.join("done.json")).unwrap()).unwrap()
+}
+
+/// No run was trained by two workers at once or trained again past an end: every run's attempts hold increasing
+/// lease generations, an `end` closes the attempt just started (same lease), and each attempt starts at the step
+/// the last `end` reached (a SIGKILLed attempt has no `end`; the next one starts where its checkpoint is, at or
+/// past the killed one's start).
+fn assert_trained_once(sweep_root: &Path) {
+    for dir in run_dirs(sweep_root) {
+        let a = attempts(&dir);
+        let (mut last_end, mut open, mut lease) = (0, None::<(u64, u64)>, 0);
+        for r in &a {
+            let (step, gen) = (r["step"].as_u64().unwrap(), r["lease"].as_u64().unwrap());
+            let ctx = || format!("{}: {a:?}", dir.display());
+            if r["event"] == "start" {
+                assert!(gen > lease, "lease generations increase: {}", ctx());
+                let floor = open.map_or(last_end, |(s, _)| s.max(last_end));
+                assert!(step >= floor, "an attempt started behind an earlier one: {}", ctx());
+                assert!(open.is_none_or(|(s, _)| step == s || step >= last_end), "{}", ctx());
+                (open, lease) = (Some((step, gen)), gen);
+            } else {
+                let (s, g) = open.take().unwrap_or_else(|| panic!("an end without its start: {}", ctx()));
+                assert!(g == gen && step >= s, "{}", ctx());
+                last_end = step;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_promoted_asha_trial_ends_byte_identical_to_its_config_trained_straight_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = asha_sweep(tmp.path(), "asha", "");
+    let vol = tmp.path().join("vol");
+    let out = sweep(&file, &vol).arg("--workers").arg("1").ok();
+    let root = vol.join("asha");
+    let ds = decisions(&root);
+    assert_eq!(ds.iter().filter(|d| kind(d) == "created").count(), 9, "{}", text(&out.stdout));
+    let finished: Vec<usize> = ds
+        .iter()
+        .filter(|d| kind(d) == "finished" && d["epoch"] == 9)
+        .map(|d| d["trial"].as_u64().unwrap() as usize)
+        .collect();
+    assert!(!finished.is_empty(), "a trial trained to the last rung: {ds:?}");
+    let run_of = |t: usize| ds.iter().find(|d| kind(d) == "created" && d["trial"] == t).unwrap()["run"].clone();
+    let dir = root.join("runs").join(run_of(finished[0]).as_str().unwrap());
+    let paused = attempts(&dir).iter().filter(|a| a["outcome"] == "paused").count();
+    assert_eq!(paused, 2, "paused at rungs 1 and 3 before it was promoted to 9: {:?}", attempts(&dir));
+    let straight = tmp.path().join("straight");
+    Run::new(["train".as_ref(), dir.join("config.toml").as_os_str(), "--run-dir".as_ref(), straight.as_os_str()])
+        .arg("--quiet")
+        .ok();
+    let a = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let b = std::fs::read(straight.join("model.safetensors")).unwrap();
+    assert!(a == b, "the promoted trial's weights differ from the straight run's");
+
+    // Every other trial was stopped at a rung, with its weights of that epoch and done.json saying so.
+    let stopped = ds.iter().filter(|d| kind(d) == "stopped").count();
+    assert_eq!(stopped + finished.len(), 9, "{ds:?}");
+    let spent: u64 = run_dirs(&root).iter().map(|d| done(d)["epochs"].as_u64().unwrap()).sum();
+    assert!(spent <= 9 * 9 / 2, "ASHA trained {spent} epochs; a full search trains 81");
+    for d in run_dirs(&root) {
+        assert!(d.join("model.safetensors").exists(), "{}", d.display());
+        let outcome = done(&d)["outcome"].clone();
+        assert!(outcome == "stopped" || outcome == "completed", "{outcome}");
+    }
+    assert_trained_once(&root);
+}
+
+#[test]
+fn a_sigkilled_launcher_relaunched_makes_the_same_decisions_as_one_never_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = asha_sweep(tmp.path(), "asha", "");
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    sweep(&file, &whole).arg("--workers").arg("1").ok();
+
+    let mut launcher = sweep(&file, &killed).arg("--workers").arg("1").spawn();
+    let root = killed.join("asha");
+    // Precondition, observed: the study is under way (a promotion recorded), and not complete.
+    wait_until("a promotion in the journal", Duration::from_secs(120), || {
+        decisions(&root).iter().any(|d| kind(d) == "promoted")
+    });
+    let pid = launcher.id();
+    let workers = children_of(pid);
+    assert!(freeze(pid), "the launcher is still running");
+    for &w in &workers {
+        freeze(w);
+    }
+    let at_kill = decisions(&root).len();
+    assert!(kill(pid, "KILL"));
+    for &w in &workers {
+        kill(w, "KILL");
+    }
+    let _ = launcher.wait();
+    let full = decisions(&whole.join("asha"));
+    assert!(at_kill < full.len(), "killed after the study completed ({at_kill} records)");
+
+    sweep(&file, &killed).arg("--workers").arg("1").ok();
+    let relaunched = decisions(&root);
+    assert_eq!(relaunched, full, "the same decisions, none lost or repeated");
+    for d in run_dirs(&whole.join("asha")) {
+        let other = root.join("runs").join(d.file_name().unwrap());
+        let same = std::fs::read(d.join("model.safetensors")).unwrap()
+            == std::fs::read(other.join("model.safetensors")).unwrap();
+        assert!(same, "{}: weights differ after the kill and relaunch", d.display());
+    }
+    assert_trained_once(&root);
+}
+
+#[test]
+fn two_launchers_on_one_volume_share_one_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = asha_sweep(tmp.path(), "asha", "");
+    let vol = tmp.path().join("vol");
+    let a = sweep(&file, &vol).arg("--workers").arg("1").spawn();
+    let b = sweep(&file, &vol).arg("--workers").arg("1").spawn();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let root = vol.join("asha");
+    let ds = decisions(&root);
+    let created: Vec<u64> = ds.iter().filter(|d| kind(d) == "created").map(|d| d["trial"].as_u64().unwrap()).collect();
+    assert_eq!(created, (0..9).collect::<Vec<_>>(), "each config started once");
+    assert_eq!(run_dirs(&root).len(), 9);
+    for d in run_dirs(&root) {
+        assert!(d.join("done.json").exists() && d.join("model.safetensors").exists(), "{}", d.display());
+    }
+    assert_trained_once(&root);
+}
+
+#[test]
+fn bad_scheduler_settings_and_a_changed_sweep_are_exit_2_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tmp.path().join("vol");
+    for (extra, key) in [
+        ("min_epochs = 10", "min_epochs"),
+        ("min_epochs = 0", "min_epochs"),
+        ("[pruning]\nmethod = \"median\"", "pruning"),
+    ] {
+        let f = asha_sweep(tmp.path(), "bad", extra);
+        let err = sweep(&f, &vol).bad();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    let f = tmp.path().join("eta.toml");
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(asha_sweep(tmp.path(), "eta", "")).unwrap().replace("eta = 3", "eta = 1"),
+    )
+    .unwrap();
+    assert!(sweep(&f, &vol).bad().contains("eta = 1"));
+
+    let file = asha_sweep(tmp.path(), "asha", "");
+    let err = Run::new([
+        "worker".as_ref(),
+        file.as_os_str(),
+        "--index".as_ref(),
+        "0".as_ref(),
+        "--volume".as_ref(),
+        vol.as_os_str(),
+    ])
+    .bad();
+    assert!(err.contains("--next"), "{err}");
+    sweep(&file, &vol).arg("--workers").arg("1").ok();
+    let before = decisions(&vol.join("asha"));
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("count = 9", "count = 10")).unwrap();
+    let err = sweep(&file, &vol).bad();
+    assert!(err.contains("00000000.json") && err.contains("another definition"), "{err}");
+    assert_eq!(decisions(&vol.join("asha")), before, "nothing written");
+}
