@@ -173,8 +173,8 @@ pub(crate) fn render(ctx: &LoadedSweep, sweep_text: &str, o: &K8sOptions) -> Str
     };
     let volume = format!("{}/sweeps", o.mount.trim_end_matches('/'));
     let command = format!(
-        "exec spotrun worker /etc/spotrun/sweep.toml --group \"$JOB_COMPLETION_INDEX\"{} --volume {} --threads {}",
-        if ctx.sweep.fuse == crate::sweep::Fuse::Off { " --no-fuse" } else { "" },
+        "exec spotrun worker /etc/spotrun/sweep.toml {} --volume {} --threads {}",
+        super::worker_selector(ctx, "JOB_COMPLETION_INDEX"),
         super::shell_quote(&volume),
         o.cpus
     );

@@ -15,6 +15,17 @@ pub(crate) use commands::{k8s_cmd, plan_json, slurm_cmd, Target};
 /// SIGTERM (128 + signal), or the run is held by another live worker (75).
 pub(crate) const RETRY_EXIT_CODES: [i32; 6] = [75, 129, 130, 138, 140, 143];
 
+/// What an engine's task asks `spotrun worker` for: its group (`--group "$VAR"`, the task's index in `var`), or,
+/// for a scheduled sweep, the study's next work (`--next`: adaptive trials do not exist when the engine's tasks
+/// are submitted, so every task is a generic worker that pulls from the study on the volume).
+pub(crate) fn worker_selector(ctx: &crate::sweep::LoadedSweep, var: &str) -> String {
+    if ctx.sweep.schedule.is_some() {
+        return "--next".into();
+    }
+    let no_fuse = if ctx.sweep.fuse == crate::sweep::Fuse::Off { " --no-fuse" } else { "" };
+    format!("--group \"${var}\"{no_fuse}")
+}
+
 /// Single-quotes a string for a POSIX shell.
 pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@".contains(c)) {

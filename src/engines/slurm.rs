@@ -1,7 +1,8 @@
 //! `spotrun slurm`: an sbatch script for a job array with one task per worker process: a fused group of runs, or
 //! one run (every run alone with `fuse = "off"` or `--no-fuse`).
 //!
-//! Each task runs `spotrun worker SWEEP --group $SLURM_ARRAY_TASK_ID` in the background of the batch shell.
+//! Each task runs `spotrun worker SWEEP --group $SLURM_ARRAY_TASK_ID` in the background of the batch shell (for a
+//! scheduled sweep, `--next`: every task is a generic worker of the study on the volume).
 //! `#SBATCH --signal=B:USR1@GRACE` makes Slurm signal that shell GRACE seconds before the time limit (and
 //! `scancel --batch --signal=USR1`, or partition preemption with `preempt_send_user_signal`, do the same); the
 //! shell passes the signal to the worker, which checkpoints and exits 128 + signal, and the shell then requeues
@@ -162,7 +163,7 @@ fn script_body(s: &mut String, ctx: &LoadedSweep, spotrun: &Path, sweep: &Path, 
         .iter()
         .map(|g| format!("\"{}\"", g.runs.iter().map(|&i| ctx.runs[i].id.as_str()).collect::<Vec<_>>().join(" ")))
         .collect();
-    let no_fuse = if ctx.sweep.fuse == crate::sweep::Fuse::Off { " --no-fuse" } else { "" };
+    let select = super::worker_selector(ctx, "SLURM_ARRAY_TASK_ID");
     let _ = write!(
         *s,
         r#"
@@ -181,7 +182,7 @@ worker=
 trapped=0
 trap 'trapped=1; [ -z "$worker" ] || kill -USR1 "$worker" 2>/dev/null' USR1
 trap 'trapped=1; [ -z "$worker" ] || kill -TERM "$worker" 2>/dev/null' TERM
-"$spotrun" worker "$sweep" --group "$SLURM_ARRAY_TASK_ID"{no_fuse} --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
+"$spotrun" worker "$sweep" {select} --volume "$volume" --threads "${{SLURM_CPUS_PER_TASK:-1}}" &
 worker=$!
 [ "$trapped" = 0 ] || kill -USR1 "$worker" 2>/dev/null  # a signal that came before the worker existed
 rc=0; wait "$worker" || rc=$?

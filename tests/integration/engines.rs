@@ -317,3 +317,55 @@ fn modal_app_defines_the_app_the_gpu_function_and_the_entrypoint() {
     let s = text(&out.stdout);
     assert!(s.contains("ok: app spotrun"), "{s}");
 }
+
+#[test]
+fn slurm_array_of_generic_workers_runs_an_asha_study_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(cluster) = Cluster::start(&tmp.path().join("slurm")) else { return };
+    let sweep = tmp.path().join("eng.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"eng\"\nmethod = \"random\"\ncount = 6\nseed = 3\nscheduler = \"asha\"\neta = 3\n[base]\n\
+         data.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [16]\n\
+         train = { batch_size = 100, epochs = 9, threads = 1, device = \"cpu\" }\n\
+         [parameters]\n\"optim.lr\" = { log_uniform = [0.0001, 0.3] }\n",
+    )
+    .unwrap();
+    let vol = tmp.path().join("vol");
+    let out = cluster
+        .cmd(env!("CARGO_BIN_EXE_spotrun"))
+        .args(["slurm", &sweep.display().to_string(), "--volume", &vol.display().to_string(), "--submit"])
+        .args(["--cpus-per-task", "1", "--max-parallel", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let first = said.lines().next().unwrap();
+    let script = std::fs::read_to_string(first.rsplit_once(": ").unwrap().1.trim()).unwrap();
+    assert!(script.contains("--next") && !script.contains("--group"), "generic workers: {script}");
+    let job = text(&out.stdout).split_whitespace().nth(3).unwrap().to_string();
+    wait_until("the array to leave the queue", Duration::from_secs(300), || {
+        let q = cluster.cmd("squeue").args(["-h", "-j", &job]).output().unwrap();
+        text(&q.stdout).trim().is_empty()
+    });
+    let runs: Vec<PathBuf> = std::fs::read_dir(vol.join("eng/runs")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(runs.len(), 6);
+    for r in &runs {
+        let done: Value = serde_json::from_slice(&std::fs::read(r.join("done.json")).unwrap()).unwrap();
+        assert!(done["outcome"] == "completed" || done["outcome"] == "stopped", "{done}");
+    }
+    // The journal replays from outside: one more worker reads every record strictly and finds nothing to do.
+    let again = run_ok(&[
+        "worker".into(),
+        sweep.display().to_string(),
+        "--next".into(),
+        "--volume".into(),
+        vol.display().to_string(),
+    ]);
+    assert!(text(&again.stdout).contains("trained 0 run(s), 0 failed"), "{}", text(&again.stdout));
+    let finished = (0..)
+        .map_while(|i| std::fs::read(vol.join(format!("eng/study/{i:08}.json"))).ok())
+        .filter(|b| String::from_utf8_lossy(b).contains("\"kind\":\"finished\""))
+        .count();
+    assert!(finished >= 1, "a trial trained to the last rung");
+}
