@@ -18,4 +18,7 @@ run() {
     grep -E '^fuzz |^test result' "${TMPDIR:-/tmp}/spotrun-fuzz.log"
 }
 run "${N}" fuzz:: --skip fuzz_the_binary
+# The study's journal (damaged, reordered, duplicated records), an in-crate target.
+SPOTRUN_FUZZ_CASES="${N}" cargo test --release --locked --features test-hooks --lib study::fuzz -- --nocapture 2>&1 \
+    | grep -E '^fuzz |^test result|panicked'
 run "$(( N / 100 > 1 ? N / 100 : 1 ))" fuzz::fuzz_the_binary

@@ -9,6 +9,8 @@
 //! Sits beside the claimer ([`super::claim`], which it trains through) and below the commands; nothing else in
 //! the sweep imports it but them.
 pub(crate) mod asha;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod journal;
 pub(crate) mod launch;
 pub(crate) mod state;
