@@ -22,6 +22,7 @@ mod interop;
 mod no_loss;
 mod resume;
 mod sweep;
+mod tabular;
 mod torchscript;
 mod train;
 mod workloads;
