@@ -369,7 +369,7 @@ fn routes(cfg: &DataConfig, train: &[Part], val: &[Part]) -> Result<(i64, i64, V
 
 /// `n_val` of `n` rows marked for validation: the first `n_val` of a Fisher-Yates shuffle keyed by `seed` only.
 pub(super) fn split_mask(n: usize, n_val: usize, seed: u64) -> Vec<bool> {
-    let mut rng = SplitMix64::keyed(&[seed, 0x7370_6c69_74]); // "split"
+    let mut rng = SplitMix64::keyed(&[seed, 0x0073_706c_6974]); // "split"
     let mut idx: Vec<usize> = (0..n).collect();
     let mut mask = vec![false; n];
     for i in 0..n_val.min(n) {

@@ -587,7 +587,7 @@ pq.write_table(t, os.path.join(d, "zstd.parquet"), compression="zstd", row_group
     std::fs::create_dir(&case).unwrap();
     fuzz(
         "npy headers",
-        cases(1000),
+        cases(200),
         (edits(), words, any::<(u8, u16)>()),
         |((_, _, ops, structured), word, (which, at))| {
             for (k, b) in &npys {
