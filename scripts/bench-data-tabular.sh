@@ -39,6 +39,7 @@ spot() { cargo bench --locked --bench data_load -- "$@" 2>/dev/null | grep '^{';
 py() {
     "${PY}" - "${DIR}" "$1" <<'PY'
 import json, os, sys, time
+import warnings; warnings.filterwarnings("ignore")
 import numpy as np, torch, pyarrow.parquet as pq
 torch.set_num_threads(1)
 torch.zeros(1).sum()
@@ -71,7 +72,8 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     above = (r["peak_rss"] - r["base_rss"]) / 1e6
-    print(f"{r[\"tool\"]:<40} {r[\"seconds\"]:>7.3f} s  peak RSS above baseline {above:>7.1f} MB  tensors {r[\"tensor_bytes\"] / 1e6:>6.1f} MB  ratio {above * 1e6 / r[\"tensor_bytes\"]:.2f}")
+    mb = r["tensor_bytes"] / 1e6
+    print("%-40s %7.3f s  peak RSS above baseline %7.1f MB  tensors %6.1f MB  ratio %.2f" % (r["tool"], r["seconds"], above, mb, above / mb))
 '
 }
 echo "data: ${ROWS} rows x 64 float32 + int64 label ($(du -sh "${DIR}/data.npz" | cut -f1) .npz, $(du -ch "${DIR}"/*.parquet | tail -1 | cut -f1) parquet); $(nproc) cores"
