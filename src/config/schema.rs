@@ -28,6 +28,10 @@ pub enum DataSource {
     /// Token ids in nanoGPT's format: `data.path` = a directory with `train.bin`, `val.bin` and `meta.json`;
     /// without `data.path`, the built-in synthetic token stream sized by `[data.synthetic]`.
     Tokens,
+    /// NumPy arrays: `data.path` = an `.npz` file or a directory of `NAME.npy` files, named by `data.x_train` ….
+    Npy,
+    /// Parquet: `data.path` = a file, a directory or a glob; columns chosen by `data.features` / `data.target`.
+    Parquet,
 }
 
 /// `data.task`: what the targets of safetensors data are.
@@ -91,6 +95,23 @@ pub struct DataConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<i64>>,
     pub synthetic: SyntheticConfig,
+    /// `parquet`: the input columns (numeric columns, or one list / fixed-size-list column); default: every numeric
+    /// column but `data.target`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+    /// `parquet`: the label (integer or string; strings become class indices in sorted order) or regression
+    /// column; default `label` (Hugging Face's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `parquet`: the validation file(s) (a file, a directory or a glob), read like `data.path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_path: Option<PathBuf>,
+    /// `parquet` without `data.val_path`: the share of rows held out for validation, chosen by `data.split_seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+    /// The seed of the `data.val_fraction` split (not `train.seed`: a seed sweep keeps one validation set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
 }
 
 impl Default for DataConfig {
@@ -107,6 +128,11 @@ impl Default for DataConfig {
             y_val: "y_val".into(),
             shape: None,
             synthetic: SyntheticConfig::default(),
+            features: None,
+            target: None,
+            val_path: None,
+            val_fraction: None,
+            split_seed: None,
         }
     }
 }

@@ -207,8 +207,12 @@ fn gpt(c: &Config) -> Checked {
 /// `data.task` and the metrics the task offers.
 fn task(c: &Config) -> Checked {
     let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
-    if c.data.task == TaskKind::Regression && c.data.source != DataSource::Safetensors {
-        return err("data.task", "\"regression\" reads float targets from data.source = \"safetensors\"".into());
+    let float_targets = [DataSource::Safetensors, DataSource::Npy, DataSource::Parquet];
+    if c.data.task == TaskKind::Regression && !float_targets.contains(&c.data.source) {
+        return err(
+            "data.task",
+            "\"regression\" reads float targets from data.source = \"safetensors\", \"npy\" or \"parquet\"".into(),
+        );
     }
     let task = c.task();
     let offered: Vec<&str> = task.metrics().iter().map(|m| m.as_str()).collect();
@@ -271,6 +275,49 @@ fn data(c: &Config) -> Checked {
             }
         }
         DataSource::Safetensors | DataSource::Tokens => {}
+        DataSource::Npy | DataSource::Parquet => tabular(c)?,
+    }
+    if c.data.source != DataSource::Parquet {
+        let set = [
+            ("data.features", c.data.features.is_some()),
+            ("data.target", c.data.target.is_some()),
+            ("data.val_path", c.data.val_path.is_some()),
+            ("data.val_fraction", c.data.val_fraction.is_some()),
+            ("data.split_seed", c.data.split_seed.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+            return err(key, "is only used with data.source = \"parquet\"".into());
+        }
     }
     Ok(())
+}
+
+/// `data.source = "npy"` and `"parquet"`: a path, and (Parquet) one way of getting a validation set.
+fn tabular(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
+    let d = &c.data;
+    let name = if d.source == DataSource::Npy { "npy" } else { "parquet" };
+    if d.path.is_none() {
+        return err("data.path", format!("data.source = \"{name}\" needs data.path"));
+    }
+    if d.source == DataSource::Npy {
+        return Ok(());
+    }
+    match (&d.val_path, d.val_fraction) {
+        (Some(_), Some(_)) => err("data.val_fraction", "set data.val_path or data.val_fraction, not both".into()),
+        (None, None) => err(
+            "data.val_path",
+            "parquet data needs a validation set: data.val_path, or data.val_fraction (e.g. 0.1)".into(),
+        ),
+        (None, Some(f)) if !(f > 0.0 && f < 1.0) => {
+            err("data.val_fraction", format!("must be between 0 and 1 (exclusive), got {f}"))
+        }
+        (Some(_), None) if d.split_seed.is_some() => {
+            err("data.split_seed", "seeds the data.val_fraction split; data.val_path is used as it is".into())
+        }
+        _ if matches!(&d.features, Some(f) if f.is_empty()) => {
+            err("data.features", "is empty; name the input columns, or leave it out for every numeric column".into())
+        }
+        _ => Ok(()),
+    }
 }

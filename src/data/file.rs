@@ -19,7 +19,7 @@ use crate::config::{DataConfig, TaskKind};
 
 /// What a tensor in the file is for: it decides the dtypes and shapes accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     Inputs,
     Labels,
     Targets,
@@ -67,7 +67,7 @@ pub(super) fn read(path: &Path, cfg: &DataConfig) -> Result<RawSplits, DataError
         )));
     }
     let source = Source { file, meta, data_start, path };
-    let y = if cfg.task == TaskKind::Regression { Role::Targets } else { Role::Labels };
+    let y = target_role(cfg);
     Ok(RawSplits {
         x_train: source.tensor("data.x_train", &cfg.x_train, Role::Inputs)?,
         y_train: source.tensor("data.y_train", &cfg.y_train, y)?,
@@ -116,18 +116,7 @@ impl Source<'_> {
         })?;
         let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
         let shape_err = |message: String| DataError::Shape { path: path.to_path_buf(), key: key.into(), message };
-        if role == Role::Labels && shape.len() != 1 {
-            return Err(shape_err(format!("labels `{name}` must be 1-D [N], got {shape:?}")));
-        }
-        if role == Role::Targets && !(1..=2).contains(&shape.len()) {
-            return Err(shape_err(format!("regression targets `{name}` must be [N] or [N, D], got {shape:?}")));
-        }
-        if role == Role::Inputs && shape.len() < 2 {
-            return Err(shape_err(format!("inputs `{name}` must be [N, ...features], got {shape:?}")));
-        }
-        if shape[0] == 0 {
-            return Err(shape_err(format!("`{name}` has no samples")));
-        }
+        check_shape(&shape, role, name).map_err(shape_err)?;
         let offset = self.data_start + info.data_offsets.0 as u64;
         let t = crate::ffi::cpu_tensor_filled(&shape, kind, |bytes| self.file.read_exact_at(bytes, offset))
             .map_err(|e| shape_err(e.to_string()))?
@@ -138,6 +127,32 @@ impl Source<'_> {
             Role::Inputs => t,
         })
     }
+}
+
+/// The role of `data.y_*`: class labels, or regression targets with `data.task = "regression"`.
+pub(super) fn target_role(cfg: &DataConfig) -> Role {
+    if cfg.task == TaskKind::Regression {
+        Role::Targets
+    } else {
+        Role::Labels
+    }
+}
+
+/// The shape rules every file source shares: labels `[N]`, targets `[N]` or `[N, D]`, inputs `[N, ...]`, N > 0.
+pub(super) fn check_shape(shape: &[i64], role: Role, name: &str) -> Result<(), String> {
+    if role == Role::Labels && shape.len() != 1 {
+        return Err(format!("labels `{name}` must be 1-D [N], got {shape:?}"));
+    }
+    if role == Role::Targets && !(1..=2).contains(&shape.len()) {
+        return Err(format!("regression targets `{name}` must be [N] or [N, D], got {shape:?}"));
+    }
+    if role == Role::Inputs && shape.len() < 2 {
+        return Err(format!("inputs `{name}` must be [N, ...features], got {shape:?}"));
+    }
+    if shape.first() == Some(&0) {
+        return Err(format!("`{name}` has no samples"));
+    }
+    Ok(())
 }
 
 /// The tensor kind for a stored dtype, if spotrun accepts it for inputs (`labels = false`) or labels.

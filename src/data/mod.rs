@@ -1,12 +1,15 @@
 //! Data: the dataset held in memory once (on the accelerator when it fits), epoch order, and batches.
 //!
-//! Owns loading (built-in synthetic tasks, a safetensors file, or nanoGPT token files), every check on the data
+//! Owns loading (built-in synthetic tasks, a safetensors file, NumPy arrays, Parquet files, or nanoGPT token
+//! files), every check on the data
 //! (dtypes, shapes, label range, token ids, agreement with `model.inputs` / `model.classes` / `data.shape` /
 //! `model.vocab_size`), and the per-epoch permutation.
 //! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config` (and `ffi` for a
 //! read-only view of tensor bytes, to fingerprint the data).
 mod file;
+mod npy;
 mod order;
+mod parquet;
 pub(crate) mod rng;
 mod synthetic;
 mod tokens;
@@ -67,6 +70,7 @@ impl Data {
                 y_val: d.y_val.shallow_clone(),
                 sample_shape: d.sample_shape.clone(),
                 classes: d.classes,
+                class_names: d.class_names.clone(),
                 origin: d.origin.clone(),
                 fingerprint: d.fingerprint.clone(),
                 warnings: d.warnings.clone(),
@@ -168,6 +172,8 @@ pub struct Dataset {
     pub sample_shape: Vec<i64>,
     /// Classes, or regression targets per sample.
     pub classes: i64,
+    /// The class names, when the labels were strings (class `i` is `class_names[i]`, in sorted order).
+    pub class_names: Option<Vec<String>>,
     /// Where the data came from, for messages.
     pub origin: String,
     /// `crc32:<8 hex>` over the four tensors as loaded (see [`fingerprint`]); checkpoints record it so a resume on
@@ -196,6 +202,26 @@ impl Dataset {
             DataSource::Safetensors | DataSource::Tokens => {
                 let path = data.path.clone().unwrap_or_default();
                 (file::read(&path, data)?, path)
+            }
+            DataSource::Npy => {
+                let path = data.path.clone().unwrap_or_default();
+                let (raw, notes) = npy::read(&path, data)?;
+                let mut d = Self::check(raw, &path, data, model)?;
+                d.warnings.extend(notes);
+                return Ok(d);
+            }
+            DataSource::Parquet => {
+                let path = data.path.clone().unwrap_or_default();
+                let (raw, extras) = parquet::read(data)?;
+                let mut d = Self::check(raw, &path, data, model)?;
+                d.warnings.extend(extras.notes);
+                if let Some(names) = extras.class_names {
+                    // The names are part of the data: a resume where they changed is a resume on other data.
+                    let joined = Tensor::from_slice(names.join("\n").as_bytes());
+                    d.fingerprint = fingerprint(&[&d.x_train, &d.y_train, &d.x_val, &d.y_val, &joined]);
+                    d.class_names = Some(names);
+                }
+                return Ok(d);
             }
         };
         Self::check(raw, &path, data, model)
@@ -265,6 +291,7 @@ impl Dataset {
             y_val: raw.y_val,
             sample_shape,
             classes,
+            class_names: None,
             origin: path.display().to_string(),
             fingerprint,
             warnings,
@@ -302,6 +329,34 @@ impl Dataset {
             _ => xb.to_kind(Kind::Float),
         };
         (xb, yb)
+    }
+}
+
+/// Every file `data` reads for `data.source = "npy"` or `"parquet"` (the `.npz`, each `.npy`, each Parquet file);
+/// `None` for other sources or when a file set cannot be listed. A long-lived worker keys its data cache on them.
+pub fn source_files(data: &DataConfig) -> Option<Vec<PathBuf>> {
+    let path = data.path.clone()?;
+    match data.source {
+        DataSource::Npy if path.is_dir() => Some(
+            [&data.x_train, &data.y_train, &data.x_val, &data.y_val]
+                .iter()
+                .map(|n| path.join(format!("{n}.npy")))
+                .collect(),
+        ),
+        DataSource::Npy => Some(vec![path]),
+        DataSource::Parquet => parquet::files(data).ok(),
+        _ => None,
+    }
+}
+
+/// Bytes the tensors of `data.source = "npy"` or `"parquet"` data will take, from the headers or footers alone
+/// (for the memory check before loading); `None` for other sources, or when the headers are unreadable (loading
+/// then reports why).
+pub fn planned_bytes(data: &DataConfig) -> Option<u64> {
+    match data.source {
+        DataSource::Npy => npy::planned_bytes(data),
+        DataSource::Parquet => parquet::planned_bytes(data),
+        _ => None,
     }
 }
 

@@ -65,6 +65,11 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     rundir::check_creatable(&run_dir)?;
     let (data, data_on_device) = load_data(cfg, dev)?;
     lines.extend(data.warnings().iter().map(|w| format!("warning: {w}")));
+    if let Data::Samples(crate::data::Dataset { class_names: Some(names), .. }) = &data {
+        let shown: Vec<String> = names.iter().take(20).enumerate().map(|(i, n)| format!("{i}={n}")).collect();
+        let more = if names.len() > 20 { format!(" and {} more", names.len() - 20) } else { String::new() };
+        lines.push(format!("note: string labels as classes in sorted order: {}{more}", shown.join(", ")));
+    }
     check_model_fits(cfg, &data, dev)?;
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(dev);
@@ -109,7 +114,12 @@ fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
 fn data_key(cfg: &Config, dev: Device) -> Option<String> {
     let shape = (&cfg.model.kind, cfg.model.inputs, cfg.model.classes, cfg.model.block_size, cfg.model.vocab_size);
     let mut key = format!("{}|{shape:?}|{dev:?}", serde_json::to_string(&cfg.data).ok()?);
-    if let Some(path) = &cfg.data.path {
+    if let Some(files) = crate::data::source_files(&cfg.data) {
+        for f in files {
+            let m = std::fs::metadata(&f).ok()?;
+            key.push_str(&format!("|{}:{}:{:?}", f.display(), m.len(), m.modified().ok()?));
+        }
+    } else if let Some(path) = &cfg.data.path {
         let meta = std::fs::metadata(path).ok()?;
         let files = if meta.is_dir() {
             ["train.bin", "val.bin", "meta.json"].iter().map(|f| path.join(f)).collect()
@@ -128,6 +138,7 @@ fn data_key(cfg: &Config, dev: Device) -> Option<String> {
 fn load_data_uncached(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     check_tokens_fit(cfg)?;
+    check_tabular_fits(cfg)?;
     let loading = || format!("loading the data ({source})");
     let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load(&cfg.data, &cfg.model)?))?;
     test_startup_delay();
@@ -160,6 +171,27 @@ fn check_tokens_fit(cfg: &Config) -> Result<()> {
             dir.display(),
             human_bytes(raw),
             human_bytes(needed),
+            human_bytes(available as u128)
+        ),
+        before_training: true,
+    })
+}
+
+/// NumPy and Parquet data: refuses, before reading, tensors (sized from the headers or footers) that do not fit
+/// in the host memory available.
+fn check_tabular_fits(cfg: &Config) -> Result<()> {
+    let Some(needed) = crate::data::planned_bytes(&cfg.data) else { return Ok(()) };
+    let Some(available) = device::host_available_bytes() else { return Ok(()) };
+    if needed <= available {
+        return Ok(());
+    }
+    let path = cfg.data.path.clone().unwrap_or_default();
+    Err(Error::OutOfMemory {
+        message: format!(
+            "{}: the data takes {} in memory, but this machine has {} free (data.path); use a machine with more \
+             memory or less data",
+            path.display(),
+            human_bytes(needed as u128),
             human_bytes(available as u128)
         ),
         before_training: true,

@@ -23,6 +23,7 @@ mod no_loss;
 mod resume;
 mod study;
 mod sweep;
+mod tabular;
 mod torchscript;
 mod train;
 mod workloads;
