@@ -36,6 +36,9 @@ mod server;
 mod snapshot;
 mod spec;
 mod status;
+/// Public (hidden) only so that `examples/tpe_objective.rs`, the Optuna comparison, can call the sampler.
+#[doc(hidden)]
+pub mod tpe;
 
 pub(crate) use claim::ClaimOptions;
 pub(crate) use commands::{estimate_cmd, worker_cmd, WorkerMode};
