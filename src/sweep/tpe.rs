@@ -3,16 +3,18 @@
 //!
 //! A port of Optuna's `TPESampler` with its defaults (optuna 5.0, `optuna/samplers/_tpe/`): the first
 //! `n_startup_trials` (10) trials are sampled uniformly at random; after that the finished trials are split into the
-//! best `gamma(n) = min(ceil(0.1 n), 25)` ("below", l(x)) and the rest ("above", g(x)); each parameter is sampled
-//! on its own (univariate, Optuna's `multivariate=False`) as the best of `n_ei_candidates` (24) draws from l(x) by
-//! `log l(x) − log g(x)`. Each density is a mixture of one kernel per trial (weights: `default_weights`, flat up to
-//! 25 trials, then older trials ramp down) plus a prior kernel (`prior_weight` 1). Numeric kernels are Gaussians
-//! truncated to the domain, with Optuna's bandwidth rule (distance to the farther neighbour, first and last by their
-//! one neighbour, clipped to `[range / min(100, 1 + kernels), range]`: `consider_magic_clip`, not
-//! `consider_endpoints`), in log space for `log_uniform`; `int` is discretized with step 1 on bounds widened by ±0.5.
-//! Categories: each trial's kernel is its category plus `prior_weight` spread over all. With the constant liar
-//! (default on) running trials join "above", so parallel workers do not all propose the same point; failed trials
-//! (and values outside the domain) are ignored.
+//! best `gamma(n) = min(ceil(0.1 n), 25)` ("below", l(x)) and the rest ("above", g(x)), and the proposal is the best
+//! of `n_ei_candidates` (24) draws from l(x) by `log l(x) − log g(x)`. Each density is a mixture with one component
+//! per trial (weights: `default_weights`, flat up to 25 trials, then older trials ramp down) plus a prior component
+//! (`prior_weight` 1); a component is a product of one kernel per parameter, so that parameters are drawn jointly
+//! (Optuna ≥ 5 uses the multivariate TPE for one objective by default; `multivariate: false` samples each parameter
+//! on its own, Optuna's `multivariate=False`). Numeric kernels are Gaussians truncated to the domain, with Optuna's
+//! bandwidth rule (distance to the farther neighbour, first and last by their one neighbour, clipped to
+//! `[range / min(100, 1 + kernels), range]`: `consider_magic_clip`, not `consider_endpoints`), in log space for
+//! `log_uniform`; `int` is discretized with step 1 on bounds widened by ±0.5. Categories: each trial's kernel is
+//! its category plus `prior_weight` spread over all. With the constant liar (default on) running trials join
+//! "above", so parallel workers do not all propose the same point; failed trials (and values outside the domain)
+//! are ignored.
 //!
 //! Same inputs and seed → same proposal; the caller derives the seed from the study seed and the trial number.
 //! Owns no I/O and imports only the sweep's `Domain` and the crate's RNG; nothing here knows about journals,
@@ -65,6 +67,9 @@ pub struct TpeSettings {
     pub consider_endpoints: bool,
     /// Running trials count as "above" (worse than the best), so they are not proposed again.
     pub constant_liar: bool,
+    /// One joint density over all parameters (Optuna's default for one objective since 5.0, `multivariate=None`
+    /// → True); false: each parameter on its own (`multivariate=False`).
+    pub multivariate: bool,
 }
 
 impl Default for TpeSettings {
@@ -76,6 +81,7 @@ impl Default for TpeSettings {
             consider_magic_clip: true,
             consider_endpoints: false,
             constant_liar: true,
+            multivariate: true,
         }
     }
 }
@@ -91,27 +97,47 @@ pub fn propose(
     settings: &TpeSettings,
 ) -> Vec<toml::Value> {
     let n = past.iter().filter(|t| finished_value(t.state).is_some()).count();
-    let split = (n >= settings.n_startup_trials).then(|| split_trials(past, direction, gamma(n), settings));
-    params
+    let spaces: Vec<Space> = params.iter().map(|(_, d)| Space::of(d)).collect();
+    let mut x: Vec<f64> = spaces
         .iter()
         .enumerate()
-        .map(|(i, (_, domain))| {
-            let mut rng = SplitMix64::keyed(&[seed, i as u64]);
-            let space = Space::of(domain);
-            let x = match &split {
-                None => space.sample_uniform(&mut rng),
-                Some((below, above)) => {
-                    let observed = |trials: &[usize]| -> Vec<f64> {
-                        trials.iter().filter_map(|&t| space.internal(past[t].values.get(i)?)).collect()
-                    };
-                    let l = Parzen::new(&space, &observed(below), settings);
-                    let g = Parzen::new(&space, &observed(above), settings);
-                    best_candidate(&l, &g, settings.n_ei_candidates, &mut rng)
-                }
-            };
-            space.external(domain, x)
-        })
-        .collect()
+        .map(|(i, space)| space.sample_uniform(&mut SplitMix64::keyed(&[seed, i as u64])))
+        .collect();
+    if n >= settings.n_startup_trials {
+        let (below, above) = split_trials(past, direction, gamma(n), settings);
+        // single-point domains (int [a, a]) are not searched, as Optuna leaves `single()` distributions out
+        let searched: Vec<usize> = (0..params.len()).filter(|&i| !spaces[i].single()).collect();
+        let groups: Vec<Vec<usize>> =
+            if settings.multivariate { vec![searched] } else { searched.into_iter().map(|i| vec![i]).collect() };
+        for (g, dims) in groups.iter().enumerate() {
+            let mut rng = SplitMix64::keyed(&[seed, u64::MAX - g as u64]);
+            let proposal = sample_tpe(&spaces, dims, past, (&below, &above), settings, &mut rng);
+            for (&i, v) in dims.iter().zip(proposal) {
+                x[i] = v;
+            }
+        }
+    }
+    params.iter().zip(&spaces).zip(x).map(|(((_, domain), space), x)| space.external(domain, x)).collect()
+}
+
+/// The TPE draw for the parameters `dims` jointly: l(x) from the `below` trials, g(x) from `above`, each trial
+/// that has a value in the domain of every one of `dims` (Optuna leaves a trial without one of them out).
+fn sample_tpe(
+    spaces: &[Space],
+    dims: &[usize],
+    past: &[PastTrial],
+    (below, above): (&[usize], &[usize]),
+    settings: &TpeSettings,
+    rng: &mut SplitMix64,
+) -> Vec<f64> {
+    let observed = |trials: &[usize]| -> Vec<Vec<f64>> {
+        let values = |t: usize| dims.iter().map(|&i| spaces[i].internal(past[t].values.get(i)?)).collect();
+        trials.iter().filter_map(|&t| values(t)).collect()
+    };
+    let dim_spaces: Vec<Space> = dims.iter().map(|&i| spaces[i]).collect();
+    let l = Parzen::new(&dim_spaces, &observed(below), settings);
+    let g = Parzen::new(&dim_spaces, &observed(above), settings);
+    best_candidate(&l, &g, settings.n_ei_candidates, rng)
 }
 
 /// Optuna's `default_gamma`: how many of `n` finished trials make the "below" (good) group.
@@ -213,6 +239,14 @@ impl<'a> Space<'a> {
         }
     }
 
+    /// A domain of one value: nothing to search.
+    fn single(&self) -> bool {
+        match *self {
+            Space::Categorical(list) => list.len() <= 1,
+            Space::Numeric { lo, hi, int, .. } => int && hi - lo <= 1.0,
+        }
+    }
+
     /// A uniform draw (Optuna's `RandomSampler`: uniform on the transformed bounds, ints rounded).
     fn sample_uniform(&self, rng: &mut SplitMix64) -> f64 {
         match *self {
@@ -244,13 +278,15 @@ fn round6(x: f64) -> f64 {
     format!("{x:.5e}").parse().unwrap_or(x)
 }
 
-/// One density, l(x) or g(x): a mixture of one kernel per observed trial (in trial order) and the prior, last.
+/// One density, l(x) or g(x): a mixture over the observed trials (in trial order) and the prior, last, of products
+/// of one kernel per parameter (Optuna's `_MixtureOfProductDistribution`; one parameter when univariate).
 #[derive(Debug, Clone)]
 struct Parzen {
     weights: Vec<f64>,
-    kernels: Kernels,
+    dims: Vec<Kernels>,
 }
 
+/// One parameter's kernels, one per observed trial plus the prior.
 #[derive(Debug, Clone)]
 enum Kernels {
     /// Each kernel's probability of each category.
@@ -260,25 +296,51 @@ enum Kernels {
 }
 
 impl Parzen {
-    /// Optuna's `_ParzenEstimator` for one parameter and the trials' values `observed` (estimator space).
-    fn new(space: &Space, observed: &[f64], settings: &TpeSettings) -> Parzen {
+    /// Optuna's `_ParzenEstimator` over `spaces`, from the observed trials' values (`observed[trial][dim]`, in
+    /// the estimator's space).
+    fn new(spaces: &[Space], observed: &[Vec<f64>], settings: &TpeSettings) -> Parzen {
         let mut weights = default_weights(observed.len());
         weights.push(if observed.is_empty() { 1.0 } else { settings.prior_weight });
         let total: f64 = weights.iter().sum();
         weights.iter_mut().for_each(|w| *w /= total);
-        let kernels = match *space {
-            Space::Categorical(list) => Kernels::Categorical(categorical_rows(list.len(), observed, settings)),
-            Space::Numeric { lo, hi, int, .. } => {
-                let (mus, sigmas) = numeric_kernels(observed, lo, hi, settings);
-                Kernels::Numeric { mus, sigmas, lo, hi, int }
-            }
-        };
-        Parzen { weights, kernels }
+        let dims = spaces
+            .iter()
+            .enumerate()
+            .map(|(d, space)| {
+                let column: Vec<f64> = observed.iter().map(|o| o[d]).collect();
+                match *space {
+                    Space::Categorical(list) => Kernels::Categorical(categorical_rows(list.len(), &column, settings)),
+                    Space::Numeric { lo, hi, int, .. } => {
+                        let (mus, sigmas) = numeric_kernels(&column, lo, hi, settings);
+                        Kernels::Numeric { mus, sigmas, lo, hi, int }
+                    }
+                }
+            })
+            .collect();
+        Parzen { weights, dims }
     }
 
-    fn sample(&self, rng: &mut SplitMix64) -> f64 {
+    /// One draw: a kernel chosen by weight, then each parameter from that kernel.
+    fn sample(&self, rng: &mut SplitMix64) -> Vec<f64> {
         let k = choose(&self.weights, rng);
-        match &self.kernels {
+        self.dims.iter().map(|d| d.sample(k, rng)).collect()
+    }
+
+    fn log_pdf(&self, x: &[f64]) -> f64 {
+        let terms: Vec<f64> = (0..self.weights.len())
+            .map(|k| self.weights[k].ln() + self.dims.iter().zip(x).map(|(d, &xd)| d.log_pdf(k, xd)).sum::<f64>())
+            .collect();
+        let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if max == f64::NEG_INFINITY {
+            return max;
+        }
+        max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+    }
+}
+
+impl Kernels {
+    fn sample(&self, k: usize, rng: &mut SplitMix64) -> f64 {
+        match self {
             Kernels::Categorical(rows) => choose(&rows[k], rng) as f64,
             Kernels::Numeric { mus, sigmas, lo, hi, int } => {
                 let x = truncated_normal(mus[k], sigmas[k], *lo, *hi, rng);
@@ -293,18 +355,8 @@ impl Parzen {
         }
     }
 
-    fn log_pdf(&self, x: f64) -> f64 {
-        let terms: Vec<f64> =
-            (0..self.weights.len()).map(|k| self.weights[k].ln() + self.kernel_log_pdf(k, x)).collect();
-        let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if max == f64::NEG_INFINITY {
-            return max;
-        }
-        max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
-    }
-
-    fn kernel_log_pdf(&self, k: usize, x: f64) -> f64 {
-        match &self.kernels {
+    fn log_pdf(&self, k: usize, x: f64) -> f64 {
+        match self {
             Kernels::Categorical(rows) => rows[k].get(x as usize).map_or(f64::NEG_INFINITY, |p| p.ln()),
             Kernels::Numeric { mus, sigmas, lo, hi, int } => {
                 let (mu, sigma) = (mus[k], sigmas[k]);
@@ -370,16 +422,16 @@ fn numeric_kernels(observed: &[f64], lo: f64, hi: f64, settings: &TpeSettings) -
 }
 
 /// The best of `n` draws from `l` by `log l(x) − log g(x)` (the first on ties, as `np.argmax`).
-fn best_candidate(l: &Parzen, g: &Parzen, n: usize, rng: &mut SplitMix64) -> f64 {
-    let mut best = (f64::NEG_INFINITY, f64::NAN);
+fn best_candidate(l: &Parzen, g: &Parzen, n: usize, rng: &mut SplitMix64) -> Vec<f64> {
+    let mut best = (f64::NEG_INFINITY, None);
     for _ in 0..n.max(1) {
         let x = l.sample(rng);
-        let score = l.log_pdf(x) - g.log_pdf(x);
-        if best.1.is_nan() || score > best.0 {
-            best = (score, x);
+        let score = l.log_pdf(&x) - g.log_pdf(&x);
+        if best.1.is_none() || score > best.0 {
+            best = (score, Some(x));
         }
     }
-    best.1
+    best.1.unwrap_or_default()
 }
 
 /// An index drawn with probabilities `p` (summing to 1): the number of cumulative sums at or below a uniform draw.
@@ -556,9 +608,10 @@ mod tests {
     /// endpoints, default_weights) at the same points, given in the estimator's space.
     #[track_caller]
     fn assert_log_pdf(space: Space, observed: &[f64], points: &[f64], optuna: &[f64]) {
-        let pe = Parzen::new(&space, observed, &TpeSettings::default());
+        let observed: Vec<Vec<f64>> = observed.iter().map(|&o| vec![o]).collect();
+        let pe = Parzen::new(&[space], &observed, &TpeSettings::default());
         for (x, want) in points.iter().zip(optuna) {
-            let got = pe.log_pdf(*x);
+            let got = pe.log_pdf(&[*x]);
             assert!(close(got, *want), "x={x}: {got} vs optuna {want}");
         }
     }
@@ -634,25 +687,36 @@ mod tests {
         assert!(tpe < 0.5 * random, "median decades from the optimum: tpe {tpe}, random {random}");
     }
 
+    /// A width category and an lr: jointly (the default) and each on its own, the best width is proposed most
+    /// and the lr closes in on its optimum.
     #[test]
     fn the_best_category_is_proposed_most() {
         let widths = [16, 32, 64, 128];
-        let params =
-            vec![("model.width".to_string(), Domain::Values(widths.iter().map(|&w| Value::Integer(w)).collect()))];
-        let loss = |v: &[Value]| match v[0].as_integer() {
-            Some(64) => 0.0,
-            Some(32) => 0.2,
-            Some(128) => 0.6,
-            _ => 1.0,
+        let mut params = vec![("model.width".to_string(), Domain::Values(widths.map(Value::Integer).to_vec()))];
+        params.extend(lr_param());
+        let loss = |v: &[Value]| {
+            let width = match v[0].as_integer() {
+                Some(64) => 0.0,
+                Some(32) => 0.2,
+                Some(128) => 0.6,
+                _ => 1.0,
+            };
+            width + 0.2 * decades_off(&v[1]).powi(2)
         };
-        let mut counts = [0usize; 4];
-        for seed in 0..6 {
-            for t in study(&params, loss, 30, seed, &TpeSettings::default()).split_off(10) {
-                counts[widths.iter().position(|&w| Value::Integer(w) == t.values[0]).unwrap()] += 1;
+        for multivariate in [true, false] {
+            let settings = TpeSettings { multivariate, ..TpeSettings::default() };
+            let (mut counts, mut off) = ([0usize; 4], Vec::new());
+            for seed in 0..6 {
+                for t in study(&params, loss, 30, seed, &settings).split_off(10) {
+                    counts[widths.iter().position(|&w| Value::Integer(w) == t.values[0]).unwrap()] += 1;
+                    off.push(decades_off(&t.values[1]));
+                }
             }
+            let most = (0..4).max_by_key(|&i| counts[i]).unwrap();
+            assert_eq!(widths[most], 64, "multivariate {multivariate}: proposals per width {widths:?}: {counts:?}");
+            // uniform on [-5, -1] decades: median 1.0 from -3
+            assert!(median(off.clone()) < 0.75, "multivariate {multivariate}: lr off by {}", median(off));
         }
-        let most = (0..4).max_by_key(|&i| counts[i]).unwrap();
-        assert_eq!(widths[most], 64, "proposals per width {widths:?}: {counts:?}");
     }
 
     #[test]
@@ -766,6 +830,27 @@ mod tests {
         assert!(
             matches!(v[..], [Value::Float(lr), Value::Integer(d)] if (1e-5..=1e-1).contains(&lr) && (1..=4).contains(&d))
         );
+    }
+
+    /// The joint (multivariate) density: a mixture of products, against Optuna's `_ParzenEstimator` over
+    /// {lr: log 1e-5..1e-1, w: [64, 128, 256], n: int 1..8} with the same four trials.
+    #[test]
+    fn joint_parzen_estimator_is_optunas() {
+        let domains = [
+            Domain::LogUniform(1e-5, 1e-1),
+            Domain::Values([64, 128, 256].map(Value::Integer).to_vec()),
+            Domain::Int(1, 8),
+        ];
+        let spaces: Vec<Space> = domains.iter().map(Space::of).collect();
+        let trial = |lr: f64, w: f64, n: f64| vec![lr.ln(), w, n];
+        let observed = [trial(1e-3, 0.0, 3.0), trial(2e-3, 2.0, 3.0), trial(5e-4, 2.0, 5.0), trial(3e-2, 1.0, 8.0)];
+        let pe = Parzen::new(&spaces, &observed, &TpeSettings::default());
+        let points = [trial(1e-3, 0.0, 3.0), trial(1e-3, 2.0, 3.0), trial(3e-2, 1.0, 8.0), trial(1e-5, 0.0, 1.0)];
+        let optuna = [-4.230304749393275, -4.345032898834794, -4.747627242175933, -6.978131390733321];
+        for (x, want) in points.iter().zip(optuna) {
+            let got = pe.log_pdf(x);
+            assert!(close(got, want), "x={x:?}: {got} vs optuna {want}");
+        }
     }
 
     /// Pruned trials rank after every complete one, the deepest first, then by value (Optuna's `_split_trials`).
