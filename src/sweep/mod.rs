@@ -38,6 +38,9 @@ mod snapshot;
 mod spec;
 mod status;
 pub(crate) mod study;
+/// Public (hidden) only so that `examples/tpe_objective.rs`, the Optuna comparison, can call the sampler.
+#[doc(hidden)]
+pub mod tpe;
 
 pub(crate) use claim::ClaimOptions;
 pub(crate) use commands::{estimate_cmd, worker_cmd, WorkerMode};
