@@ -65,7 +65,7 @@ pub(crate) fn worker_cmd(sweep: &Path, mode: WorkerMode, o: &ClaimOptions) -> Re
         WorkerMode::Group(g) => ctx.group(g).map(|_| ())?,
         WorkerMode::Part { .. } | WorkerMode::Next | WorkerMode::Serve => {}
     }
-    ctx.plan.write(&ctx.layout)?;
+    ctx.write_plan()?;
     match mode {
         WorkerMode::Serve => super::server::serve(parse_job, |mode| job(&ctx, mode, o)),
         _ => job(&ctx, mode, o).map(ExitCode::from),

@@ -35,6 +35,8 @@ pub fn expand(s: &Sweep) -> Result<Expansion, SweepError> {
         Method::Grid => grid(&s.params),
         Method::Random => (0..s.count).map(|i| sample(&s.params, s.seed, i as u64)).collect(),
         Method::List => s.runs.clone(),
+        // Proposed one at a time by the study, from the metrics of the trials before.
+        Method::Tpe => Vec::new(),
     };
     let mut with_seeds = Vec::new();
     for p in points {
@@ -52,27 +54,37 @@ pub fn expand(s: &Sweep) -> Result<Expansion, SweepError> {
     let mut seen = HashSet::new();
     let mut duplicates = 0;
     for overrides in with_seeds {
-        let mut t = s.base.clone();
-        for (k, v) in &overrides {
-            config::set_value(&mut t, k, v.clone(), &s.file)?;
-        }
-        // TensorBoard is on in sweeps unless the sweep says otherwise (a placement key: the run id is the same).
-        let tb_set = t.get("train").and_then(|t| t.get("tensorboard")).is_some();
-        let mut cfg = config::from_table(t, &s.file)?;
-        if cfg.train.name.is_none() {
-            cfg.train.name = Some(s.name.clone());
-        }
-        if !tb_set {
-            cfg.train.tensorboard = true;
-        }
-        let id = config::config_hash(&cfg)?;
-        if !seen.insert(id.clone()) {
+        let run = resolve(s, runs.len(), overrides)?;
+        if !seen.insert(run.id.clone()) {
             duplicates += 1;
             continue;
         }
-        runs.push(PlannedRun { index: runs.len(), id, overrides, config: cfg });
+        runs.push(run);
     }
     Ok(Expansion { runs, duplicates })
+}
+
+/// Run `index` of `s` with these overrides of the base: its config and id. Pure.
+pub(crate) fn resolve(
+    s: &Sweep,
+    index: usize,
+    overrides: Vec<(String, toml::Value)>,
+) -> Result<PlannedRun, SweepError> {
+    let mut t = s.base.clone();
+    for (k, v) in &overrides {
+        config::set_value(&mut t, k, v.clone(), &s.file)?;
+    }
+    // TensorBoard is on in sweeps unless the sweep says otherwise (a placement key: the run id is the same).
+    let tb_set = t.get("train").and_then(|t| t.get("tensorboard")).is_some();
+    let mut cfg = config::from_table(t, &s.file)?;
+    if cfg.train.name.is_none() {
+        cfg.train.name = Some(s.name.clone());
+    }
+    if !tb_set {
+        cfg.train.tensorboard = true;
+    }
+    let id = config::config_hash(&cfg)?;
+    Ok(PlannedRun { index, id, overrides, config: cfg })
 }
 
 /// The cartesian product of the value lists, the last parameter varying fastest.

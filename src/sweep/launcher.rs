@@ -102,7 +102,7 @@ pub fn launch(sweep_path: &Path, o: &LaunchOptions) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     super::study::check_definition(&ctx)?;
-    ctx.plan.write(&ctx.layout)?;
+    ctx.write_plan()?;
     // Children read a snapshot of the sweep (base inlined), so editing the file mid-sweep cannot shift what an
     // index means under a running launcher.
     let snapshot = Snapshot::of(sweep_path)?;

@@ -10,6 +10,7 @@ use super::layout::{default_volume, Layout, Plan};
 use super::spec::{self, Fuse, Sweep};
 
 /// A loaded, expanded sweep with its place on the volume.
+#[derive(Clone)]
 pub(crate) struct LoadedSweep {
     pub sweep: Sweep,
     pub runs: Vec<PlannedRun>,
@@ -32,11 +33,29 @@ impl LoadedSweep {
         let volume = volume.map_or_else(default_volume, Path::to_path_buf);
         let layout = Layout::new(&volume, &sweep.name);
         let plan = Plan::new(&sweep, &e.runs);
-        if !dry {
-            plan.write(&layout)?;
-        }
         let groups = groups::plan(&e.runs, sweep.fuse);
-        Ok(LoadedSweep { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan, groups })
+        let loaded = LoadedSweep { sweep, runs: e.runs, duplicates: e.duplicates, layout, plan, groups };
+        if !dry {
+            loaded.write_plan()?;
+        }
+        Ok(loaded)
+    }
+
+    /// Writes `sweep.json`, except for a TPE sweep, whose plan its study's workers write as trials are created
+    /// (the plan at load time is empty, and must not replace theirs).
+    pub(crate) fn write_plan(&self) -> Result<(), SweepError> {
+        if self.sweep.method == spec::Method::Tpe && self.runs.is_empty() {
+            return Ok(());
+        }
+        self.plan.write(&self.layout)
+    }
+
+    /// The same sweep with these runs (a TPE study's trials so far, proposed one at a time), regrouped.
+    pub(crate) fn with_runs(mut self, runs: Vec<PlannedRun>) -> LoadedSweep {
+        self.plan = Plan::new(&self.sweep, &runs);
+        self.groups = groups::plan(&runs, self.sweep.fuse);
+        self.runs = runs;
+        self
     }
 
     /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.

@@ -14,6 +14,8 @@ pub enum SchedulerKind {
     Asha,
     /// Several ASHA brackets with different first rungs.
     Hyperband,
+    /// No early stop: every trial trains to `train.epochs` (`method = "tpe"` without a scheduler).
+    None,
 }
 
 /// A checked `scheduler` with its `min_epochs` and `eta`, for a base config of `epochs` epochs.
@@ -48,7 +50,7 @@ impl Schedule {
     /// How many brackets: 1 for ASHA, `floor(log_eta(epochs / min_epochs)) + 1` for Hyperband.
     pub fn brackets(&self) -> usize {
         match self.kind {
-            SchedulerKind::Asha => 1,
+            SchedulerKind::Asha | SchedulerKind::None => 1,
             // The k with min_epochs · eta^k <= epochs.
             SchedulerKind::Hyperband => std::iter::successors(Some(self.min_epochs), |e| e.checked_mul(self.eta))
                 .take_while(|&e| e <= self.epochs)
@@ -63,6 +65,9 @@ impl Schedule {
 
     /// Bracket `b`'s rungs, in epochs, ascending; the last is always `epochs`.
     pub fn rungs(&self, bracket: usize) -> Vec<usize> {
+        if self.kind == SchedulerKind::None {
+            return vec![self.epochs];
+        }
         let first = (0..bracket).fold(self.min_epochs, |e, _| e.saturating_mul(self.eta));
         let mut r = self.ladder_from(first);
         r.push(self.epochs);
@@ -85,6 +90,7 @@ impl Schedule {
         match self.kind {
             SchedulerKind::Asha => "asha",
             SchedulerKind::Hyperband => "hyperband",
+            SchedulerKind::None => "none",
         }
     }
 }

@@ -24,6 +24,21 @@ pub enum Method {
     Random,
     /// Exactly the `[[runs]]` tables, in order.
     List,
+    /// `count` trials proposed one after another by a tree-structured Parzen estimator (Optuna's defaults) from
+    /// the metrics of the trials before, through the study on the volume.
+    Tpe,
+}
+
+impl Method {
+    /// As the sweep file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Grid => "grid",
+            Method::Random => "random",
+            Method::List => "list",
+            Method::Tpe => "tpe",
+        }
+    }
 }
 
 /// Where a parameter's values come from.
@@ -246,6 +261,10 @@ fn check_schedule(
             let key = if raw.eta.is_some() { "eta" } else { "min_epochs" };
             return Err((key, format!("{key} needs a scheduler (scheduler = \"asha\" or \"hyperband\")")));
         }
+        // TPE runs through the study too: every trial trained to train.epochs.
+        if raw.method == Method::Tpe {
+            return Schedule::new(SchedulerKind::None, Some(epochs), None, epochs).map(Some);
+        }
         return Ok(None);
     };
     if raw.pruning.is_some() {
@@ -336,17 +355,31 @@ fn check_shape(
                 ));
             }
         }
-        Method::Random if params.is_empty() => {
-            return Err(key_err("parameters", "method = \"random\" needs at least one parameter".into()))
+        Method::Random | Method::Tpe if params.is_empty() => {
+            return Err(key_err(
+                "parameters",
+                format!("method = \"{}\" needs at least one parameter", raw.method.name()),
+            ))
+        }
+        Method::Tpe if !runs.is_empty() => {
+            return Err(key_err("runs", "[[runs]] tables need method = \"list\"".into()))
+        }
+        Method::Tpe if !raw.seeds.is_empty() => {
+            return Err(key_err(
+                "seeds",
+                "method = \"tpe\" learns from each trial's metric; replicate seeds would be separate trials it \
+                 ranks against each other: sweep train.seed as a parameter, or use method = \"random\""
+                    .into(),
+            ))
         }
         _ => {}
     }
     let count = match (raw.method, raw.count) {
-        (Method::Random, None | Some(0)) => {
-            return Err(key_err("count", "method = \"random\" needs count = N (N >= 1)".into()))
+        (Method::Random | Method::Tpe, None | Some(0)) => {
+            return Err(key_err("count", format!("method = \"{}\" needs count = N (N >= 1)", raw.method.name())))
         }
-        (Method::Random, Some(n)) => n,
-        (_, Some(_)) => return Err(key_err("count", "count is only used with method = \"random\"".into())),
+        (Method::Random | Method::Tpe, Some(n)) => n,
+        (_, Some(_)) => return Err(key_err("count", "count is only used with method = \"random\" or \"tpe\"".into())),
         (_, None) => 0,
     };
     let points = match raw.method {
@@ -354,12 +387,12 @@ fn check_shape(
             Domain::Values(v) => n.saturating_mul(v.len()),
             _ => n,
         }),
-        Method::Random => count,
+        Method::Random | Method::Tpe => count,
         Method::List => runs.len(),
     };
     let total = points.saturating_mul(raw.seeds.len().max(1));
     if total > MAX_RUNS {
-        let key = if raw.method == Method::Random { "count" } else { "parameters" };
+        let key = if matches!(raw.method, Method::Random | Method::Tpe) { "count" } else { "parameters" };
         return Err(key_err(key, format!("{total} runs is more than one sweep takes ({MAX_RUNS}); split it")));
     }
     check_seeds(raw, params, runs).map_err(|m| key_err("seeds", m))?;

@@ -222,3 +222,57 @@ fn bad_scheduler_settings_and_a_changed_sweep_are_exit_2_errors() {
     assert!(err.contains("00000000.json") && err.contains("another definition"), "{err}");
     assert_eq!(decisions(&vol.join("asha")), before, "nothing written");
 }
+
+/// A TPE sweep over `params` (TOML lines under `[parameters]`), `count` trials, `extra` at the top level.
+fn tpe_sweep(dir: &Path, name: &str, count: usize, params: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\nmethod = \"tpe\"\ncount = {count}\nseed = 5\n{extra}\n[base]\n\
+         data.synthetic = {{ train = 1000, val = 200, features = 16 }}\nmodel.hidden = [16]\n\
+         train = {{ batch_size = 100, epochs = 3, threads = 1, device = \"cpu\" }}\n[parameters]\n{params}\n"
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn tpe_with_parallel_workers_never_starts_the_same_config_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Six configs in all, twelve trials asked for: repeats are certain unless proposals are deduplicated.
+    let params = "\"model.hidden\" = [[8], [16]]\n\"optim.lr\" = [0.001, 0.01, 0.1]";
+    let file = tpe_sweep(tmp.path(), "tpe", 12, params, "");
+    let vol = tmp.path().join("vol");
+    let out = sweep(&file, &vol).arg("--workers").arg("3").ok();
+    let root = vol.join("tpe");
+    let ds = decisions(&root);
+    let mut runs: Vec<&str> = ds.iter().filter(|d| kind(d) == "created").map(|d| d["run"].as_str().unwrap()).collect();
+    assert_eq!(runs.len(), 6, "every config once, then the space is used up: {}", text(&out.stdout));
+    runs.sort_unstable();
+    runs.dedup();
+    assert_eq!(runs.len(), 6, "no config created twice");
+    assert!(ds.iter().all(|d| kind(d) != "created" || d["origin"] == "tpe"));
+    assert_eq!(run_dirs(&root).len(), 6);
+    for d in run_dirs(&root) {
+        assert_eq!(done(&d)["epochs"], 3, "{}", d.display());
+    }
+    assert_trained_once(&root);
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(plan["runs"].as_array().unwrap().len(), 6, "sweep.json lists the trials");
+}
+
+#[test]
+fn tpe_under_asha_with_one_worker_decides_the_same_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = "\"optim.lr\" = { log_uniform = [0.0001, 0.3] }\n\"model.hidden\" = [[8], [16], [32]]";
+    let file = tpe_sweep(tmp.path(), "tpe", 12, params, "scheduler = \"asha\"");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    sweep(&file, &a).arg("--workers").arg("1").ok();
+    sweep(&file, &b).arg("--workers").arg("1").ok();
+    let (da, db) = (decisions(&a.join("tpe")), decisions(&b.join("tpe")));
+    assert_eq!(da, db, "one worker, one seed: the same decisions");
+    let created = da.iter().filter(|d| kind(d) == "created").count();
+    assert_eq!(created, 12);
+    assert!(da.iter().any(|d| kind(d) == "promoted") && da.iter().any(|d| kind(d) == "stopped"), "{da:?}");
+    let tpe_seeds_err = sweep(&tpe_sweep(tmp.path(), "seeds", 4, params, "seeds = [1, 2]"), &a).bad();
+    assert!(tpe_seeds_err.contains("seeds"), "{tpe_seeds_err}");
+}

@@ -143,10 +143,12 @@ fn spawn(exe: &Path, snapshot: &Path, ctx: &LoadedSweep, w: &SlotWorker, o: &Lau
     cmd.spawn().map_err(|e| SweepError::io(exe, e).into())
 }
 
-/// The study is complete (or its workers gave up): the results table; 0 when every run is done.
+/// The study is complete (or its workers gave up): the results table (from `sweep.json` as the workers left it:
+/// a TPE study's runs are its trials); 0 when every run is done.
 fn finish(ctx: &LoadedSweep, all_finished: bool) -> ExitCode {
-    let views = status::results_or_warn(&ctx.layout, &ctx.plan);
-    let _ = write!(std::io::stdout().lock(), "{}", status::table(&ctx.plan, &views));
+    let plan = crate::sweep::Plan::read(&ctx.layout.root).unwrap_or_else(|_| ctx.plan.clone());
+    let views = status::results_or_warn(&ctx.layout, &plan);
+    let _ = write!(std::io::stdout().lock(), "{}", status::table(&plan, &views));
     let _ = writeln!(std::io::stdout().lock(), "results: {}", ctx.layout.results_csv().display());
     if all_finished && views.iter().all(|v| v.state == State::Done) {
         ExitCode::SUCCESS

@@ -13,6 +13,7 @@ pub(crate) mod asha;
 mod fuzz;
 pub(crate) mod journal;
 pub(crate) mod launch;
+mod propose;
 pub(crate) mod state;
 
 use std::collections::HashMap;
@@ -43,37 +44,51 @@ pub(crate) struct Tally {
 
 /// Runs this worker's part of the study until the study is complete.
 pub(crate) fn run(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<Tally> {
-    let mut w = Worker::open(ctx, o)?;
+    let mut w = Worker::open(ctx.clone(), o)?;
     let mut tally = Tally::default();
+    let higher = ctx.sweep.metric.higher_is_better();
     loop {
         w.sync()?;
         if let Some(trial) = w.free_trial() {
             w.work(trial, &mut tally)?;
             continue;
         }
-        let higher = ctx.sweep.metric.higher_is_better();
-        match asha::decide(&w.state, &w.schedule, ctx.runs.len(), higher) {
+        match asha::decide(&w.state, &w.schedule, w.configs(), higher) {
             Action::Complete => return Ok(tally),
             Action::Wait => std::thread::sleep(w.wait_for()),
             Action::Promote { trial, from, to } => w.commit(Decision::Promoted { trial, from, to }).map(|_| ())?,
             Action::Stop { trial, epoch } => w.commit(Decision::Stopped { trial, epoch }).map(|_| ())?,
-            Action::Create { bracket } => {
-                let i = w.state.trials.len();
-                let run = &ctx.runs[i];
-                let (origin, values) = (format!("{:?}", ctx.sweep.method).to_lowercase(), run.overrides.clone());
-                w.commit(Decision::Created { trial: i, index: i, run: run.id.clone(), origin, bracket, values })
-                    .map(|_| ())?;
-            }
+            Action::Create { bracket } => match propose::next(&w.ctx, &w.state)? {
+                Some(p) => {
+                    let (trial, origin) = (w.state.trials.len(), ctx.sweep.method.name().to_string());
+                    let d =
+                        Decision::Created { trial, index: p.index, run: p.id, origin, bracket, values: p.overrides };
+                    w.commit(d).map(|_| ())?;
+                }
+                // Every proposal repeats a trial: the search space is used up (the same in every worker).
+                None => w.exhausted = true,
+            },
         }
     }
 }
 
-/// The study's definition: what the records mean only under (the runs in order, the schedule, the metric). A
-/// sweep file edited so that any of these changed is refused by a study that began under another.
+/// The study's definition: what its records mean only under (the method, its seed and count, the parameters,
+/// the base config, the runs a fixed method expands to, the schedule, the metric). A sweep file edited so that
+/// any of these changed is refused by a study that began under another; `retries`, `lease_seconds` and the like
+/// may change.
 pub(crate) fn definition(ctx: &LoadedSweep, s: &Schedule) -> String {
     use sha2::{Digest, Sha256};
+    let sw = &ctx.sweep;
     let ids: Vec<&str> = ctx.runs.iter().map(|r| r.id.as_str()).collect();
-    let text = format!("{ids:?}|{s:?}|{}", ctx.sweep.metric.as_str());
+    let text = format!(
+        "{}|{}|{}|{:?}|{}|{ids:?}|{s:?}|{}",
+        sw.method.name(),
+        sw.seed,
+        sw.count,
+        sw.params,
+        sw.base,
+        sw.metric.as_str()
+    );
     Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -108,7 +123,8 @@ fn changed(ctx: &LoadedSweep, journal: &Journal) -> Error {
 
 /// One worker's view of the study.
 struct Worker<'a> {
-    ctx: &'a LoadedSweep,
+    /// The sweep; for TPE, its runs are the trials created so far (rebuilt from the journal).
+    ctx: LoadedSweep,
     o: &'a ClaimOptions,
     schedule: Schedule,
     journal: Journal,
@@ -116,13 +132,18 @@ struct Worker<'a> {
     state: StudyState,
     /// Trials that failed in this process and wait for a retry: (errors, not before).
     backoff: HashMap<usize, (usize, Instant)>,
+    /// No proposal is new any more: the study has as many configs as trials.
+    exhausted: bool,
 }
 
 impl<'a> Worker<'a> {
     /// Reads the journal, beginning the study if nobody has, and checks that it is this sweep's.
-    fn open(ctx: &'a LoadedSweep, o: &'a ClaimOptions) -> Result<Worker<'a>> {
+    fn open(ctx: LoadedSweep, o: &'a ClaimOptions) -> Result<Worker<'a>> {
         let schedule = ctx.sweep.schedule.ok_or_else(|| SweepError::Usage("not a scheduled sweep".into()))?;
         let journal = Journal::new(&ctx.layout.root);
+        let def = definition(&ctx, &schedule);
+        let configs = propose::configs(&ctx);
+        let begin = Decision::Begin { definition: def.clone(), scheduler: schedule.name().into(), configs };
         let mut w = Worker {
             ctx,
             o,
@@ -131,29 +152,43 @@ impl<'a> Worker<'a> {
             records: Vec::new(),
             state: StudyState::default(),
             backoff: HashMap::new(),
+            exhausted: false,
         };
-        let def = definition(ctx, &schedule);
-        let begin =
-            Decision::Begin { definition: def.clone(), scheduler: schedule.name().into(), configs: ctx.runs.len() };
         if !w.journal.exists()? {
             w.journal.append(0, &begin)?;
         }
         w.sync()?;
         if w.state.definition.as_deref() != Some(def.as_str()) {
-            return Err(changed(ctx, &w.journal));
+            return Err(changed(&w.ctx, &w.journal));
         }
         Ok(w)
     }
 
-    /// Reads and applies the records this worker has not seen.
+    /// How many configs the study starts: the sweep's, or the trials so far once proposals are used up.
+    fn configs(&self) -> usize {
+        if self.exhausted {
+            self.state.trials.len()
+        } else {
+            propose::configs(&self.ctx)
+        }
+    }
+
+    /// Reads and applies the records this worker has not seen (for TPE, the new trials become the sweep's runs,
+    /// and `sweep.json` lists them).
     fn sync(&mut self) -> Result<()> {
         let from = self.records.len();
+        let trials = self.state.trials.len();
         self.journal.read_from(from as u64, &mut self.records)?;
         for (seq, r) in self.records.iter().enumerate().skip(from) {
             self.state.apply(&r.decision, &self.schedule).map_err(|message| SweepError::Study {
                 path: self.journal.path(seq as u64),
                 message: format!("{message}; the journal is damaged (edited by hand?)"),
             })?;
+        }
+        if self.state.trials.len() > trials && self.ctx.sweep.method == super::spec::Method::Tpe {
+            let runs = propose::trial_runs(&self.ctx, &self.state, &self.journal)?;
+            self.ctx = self.ctx.clone().with_runs(runs);
+            self.ctx.plan.write(&self.ctx.layout)?;
         }
         Ok(())
     }
@@ -216,7 +251,7 @@ impl<'a> Worker<'a> {
             Phase::Stopped { at } => (Some(StopAt { epochs: at, finish: true }), at),
             _ => return Ok(()),
         };
-        let result = claim::run_until(self.ctx, run, self.o, stop_at);
+        let result = claim::run_until(&self.ctx, run, self.o, stop_at);
         let metric = self.ctx.sweep.metric;
         let at = |h: &[EpochMetrics], e: usize| {
             h.iter().find(|m| m.epoch == e).map(|m| metric_value(m, metric)).filter(|v| v.is_finite())
