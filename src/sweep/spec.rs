@@ -78,7 +78,7 @@ pub struct Sweep {
     /// `fuse`: train runs that differ only in per-run keys as one fused model (see [`super::groups`]).
     pub fuse: Fuse,
     /// `scheduler`: an adaptive scheduler (ASHA, Hyperband) decides how far each run trains, through the study
-    /// on the volume (see [`super::study`]).
+    /// on the volume.
     pub schedule: Option<Schedule>,
 }
 
