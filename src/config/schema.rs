@@ -28,6 +28,12 @@ pub enum DataSource {
     /// Token ids in nanoGPT's format: `data.path` = a directory with `train.bin`, `val.bin` and `meta.json`;
     /// without `data.path`, the built-in synthetic token stream sized by `[data.synthetic]`.
     Tokens,
+    /// UTF-8 text files (`data.path`: a file, a directory or a glob), tokenized once with `data.tokenizer` into
+    /// the data cache as nanoGPT token files.
+    Text,
+    /// An image folder (`data.path`: `train/<class>/*.png|jpg` and `val/<class>/...`), decoded once into the data
+    /// cache as uint8 `[N, C, H, W]` at `data.shape`.
+    Images,
 }
 
 /// `data.task`: what the targets of safetensors data are.
@@ -91,6 +97,42 @@ pub struct DataConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<i64>>,
     pub synthetic: SyntheticConfig,
+    /// `text`: `"gpt2"` (the default: GPT-2's BPE, built in), `"chars"`, or the path of a Hugging Face
+    /// `tokenizer.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// `text`: the share of the token stream (its end) held out for validation (default 0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+    /// Where prepared data (tokenized text, decoded images) is cached (default `~/.cache/spotrun/data`); a
+    /// placement key: not part of the run id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// `images`: per-channel mean and standard deviation the batches are normalised with, on the device, after
+    /// scaling to [0, 1] (default 0 and 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+    /// `images`: skip (and count) images that do not decode instead of refusing the data.
+    #[serde(skip_serializing_if = "is_false")]
+    pub skip_bad: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl DataConfig {
+    /// `data.val_fraction`, or its default 0.1.
+    pub fn val_fraction(&self) -> f64 {
+        self.val_fraction.unwrap_or(0.1)
+    }
+
+    /// `data.tokenizer`, or its default `gpt2`.
+    pub fn tokenizer(&self) -> &str {
+        self.tokenizer.as_deref().unwrap_or("gpt2")
+    }
 }
 
 impl Default for DataConfig {
@@ -107,6 +149,12 @@ impl Default for DataConfig {
             y_val: "y_val".into(),
             shape: None,
             synthetic: SyntheticConfig::default(),
+            tokenizer: None,
+            val_fraction: None,
+            cache_dir: None,
+            mean: None,
+            std: None,
+            skip_bad: false,
         }
     }
 }
@@ -405,7 +453,7 @@ impl Config {
     /// The task this config trains.
     pub fn task(&self) -> Task {
         match (self.data.source, self.data.task) {
-            (DataSource::Tokens, _) => Task::LanguageModel,
+            (DataSource::Tokens | DataSource::Text, _) => Task::LanguageModel,
             (_, TaskKind::Regression) => Task::Regression,
             _ => Task::Classification,
         }
