@@ -65,7 +65,8 @@ impl Codec {
     }
 
     /// The id placed between documents: GPT-2's `<|endoftext|>`; for a `tokenizer.json`, its first special token
-    /// named in [`EOS_NAMES`] (none when it has none); never for `chars`.
+    /// among `<|endoftext|>`, `</s>`, `<|end_of_text|>`, `<eos>`, `<|eot_id|>` (none when it has none); never
+    /// for `chars`.
     pub fn eot(&self) -> Option<u32> {
         match self {
             Codec::Gpt2(_) => Some(GPT2_EOT),

@@ -88,9 +88,12 @@ fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A named tokenizer, with the bytes of its `tokenizer.json` when it is one.
+type Named = (Codec, Option<Vec<u8>>);
+
 /// The tokenizer `data.tokenizer` names, with its bytes when it is a file (they are part of the key and copied
-/// into the entry). `chars` is built from the text later.
-fn tokenizer(cfg: &DataConfig) -> Result<Option<(Codec, Option<Vec<u8>>)>, DataError> {
+/// into the entry). `chars` (`None`) is built from the text later.
+fn tokenizer(cfg: &DataConfig) -> Result<Option<Named>, DataError> {
     match cfg.tokenizer() {
         "gpt2" => Ok(Some((Codec::gpt2(), None))),
         "chars" => Ok(None),

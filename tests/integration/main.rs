@@ -22,6 +22,7 @@ mod interop;
 mod no_loss;
 mod resume;
 mod sweep;
+mod text;
 mod torchscript;
 mod train;
 mod workloads;
