@@ -28,10 +28,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a trained GPT run (its final weights, else its newest checkpoint).
     Sample(SampleArgs),
-    /// Tokenize a text source (or decode an image folder) into the data cache, and print the entry's directory; a
-    /// sweep or a Slurm array then prepares once and trains many.
+    /// Tokenize a text source into the data cache and print the entry's directory; a sweep or a Slurm array then
+    /// prepares once and trains many.
     Prepare {
-        /// A TOML config with data.source = "text" or "images".
+        /// A TOML config with data.source = "text".
         config: PathBuf,
         /// Override a config key, as for train. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]

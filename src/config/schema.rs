@@ -31,9 +31,6 @@ pub enum DataSource {
     /// UTF-8 text files (`data.path`: a file, a directory or a glob), tokenized once with `data.tokenizer` into
     /// the data cache as nanoGPT token files.
     Text,
-    /// An image folder (`data.path`: `train/<class>/*.png|jpg` and `val/<class>/...`), decoded once into the data
-    /// cache as uint8 `[N, C, H, W]` at `data.shape`.
-    Images,
 }
 
 /// `data.task`: what the targets of safetensors data are.
@@ -104,23 +101,10 @@ pub struct DataConfig {
     /// `text`: the share of the token stream (its end) held out for validation (default 0.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
-    /// Where prepared data (tokenized text, decoded images) is cached (default `~/.cache/spotrun/data`); a
+    /// Where prepared data (tokenized text) is cached (default `~/.cache/spotrun/data`); a
     /// placement key: not part of the run id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
-    /// `images`: per-channel mean and standard deviation the batches are normalised with, on the device, after
-    /// scaling to [0, 1] (default 0 and 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub std: Option<Vec<f64>>,
-    /// `images`: skip (and count) images that do not decode instead of refusing the data.
-    #[serde(skip_serializing_if = "is_false")]
-    pub skip_bad: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 impl DataConfig {
@@ -152,9 +136,6 @@ impl Default for DataConfig {
             tokenizer: None,
             val_fraction: None,
             cache_dir: None,
-            mean: None,
-            std: None,
-            skip_bad: false,
         }
     }
 }

@@ -274,18 +274,17 @@ fn data(c: &Config) -> Checked {
             }
         }
         DataSource::Safetensors | DataSource::Tokens => {}
-        DataSource::Text | DataSource::Images => prepared(c)?,
+        DataSource::Text => prepared(c)?,
     }
     Ok(())
 }
 
-/// The keys of the sources spotrun prepares into its data cache (`text`, `images`).
+/// `data.source = "text"`: the keys of a source spotrun prepares into its data cache.
 fn prepared(c: &Config) -> Checked {
     let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
     let d = &c.data;
-    let what = if d.source == DataSource::Text { "text" } else { "images" };
     if d.path.is_none() {
-        return err("data.path", format!("data.source = \"{what}\" needs data.path"));
+        return err("data.path", "data.source = \"text\" needs data.path (a file, a directory or a glob)".into());
     }
     if let Some(f) = d.val_fraction {
         if !(f > 0.0 && f < 1.0) {
@@ -294,38 +293,6 @@ fn prepared(c: &Config) -> Checked {
     }
     if matches!(&d.tokenizer, Some(t) if t.is_empty()) {
         return err("data.tokenizer", "must be \"gpt2\", \"chars\" or the path of a tokenizer.json".into());
-    }
-    let only = |key: &str, src: &str| err(key, format!("is only used with data.source = \"{src}\""));
-    match d.source {
-        DataSource::Text if d.mean.is_some() => only("data.mean", "images"),
-        DataSource::Text if d.std.is_some() => only("data.std", "images"),
-        DataSource::Text if d.skip_bad => only("data.skip_bad", "images"),
-        DataSource::Images if d.tokenizer.is_some() => only("data.tokenizer", "text"),
-        DataSource::Images if d.val_fraction.is_some() => {
-            err("data.val_fraction", "images are split by folder: data.path/train and data.path/val".into())
-        }
-        DataSource::Images => images(c),
-        _ => Ok(()),
-    }
-}
-
-/// `data.source = "images"`: `data.shape` and the normalisation.
-fn images(c: &Config) -> Checked {
-    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
-    let Some(shape) = &c.data.shape else {
-        return err("data.shape", "data.source = \"images\" needs data.shape = [C, H, W] (C = 1, 3 or 4)".into());
-    };
-    if !matches!(shape.first(), Some(1 | 3 | 4)) {
-        return err("data.shape", format!("images have 1 (grey), 3 (RGB) or 4 (RGBA) channels, got {shape:?}"));
-    }
-    for (key, v) in [("data.mean", &c.data.mean), ("data.std", &c.data.std)] {
-        let Some(v) = v else { continue };
-        if v.len() as i64 != shape[0] {
-            return err(key, format!("has {} values; data.shape has {} channels", v.len(), shape[0]));
-        }
-        if v.iter().any(|x| !x.is_finite()) || (key == "data.std" && v.iter().any(|&x| x <= 0.0)) {
-            return err(key, format!("must be finite numbers (std above 0), got {v:?}"));
-        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The data cache: where prepared data (tokenized text, decoded images) lives, keyed by what it was made from.
+//! The data cache: where prepared data (tokenized text) lives, keyed by what it was made from.
 //!
 //! An entry is a directory `<root>/<kind>-<key>` whose key is a SHA-256 over the inputs' identity (path, size and
 //! modification time of every file, and the settings that shape the result), so changed inputs make a new entry and
@@ -31,7 +31,7 @@ pub(crate) fn root(cfg: &DataConfig) -> PathBuf {
 pub(crate) struct Key(Sha256);
 
 impl Key {
-    /// A key for entries of `kind` (`text`, `images`) made by format `version` of spotrun's writer.
+    /// A key for entries of `kind` (`text`) made by format `version` of spotrun's writer.
     pub(crate) fn new(kind: &str, version: u32) -> Key {
         let mut k = Key(Sha256::new());
         k.part(kind.as_bytes());

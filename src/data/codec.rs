@@ -109,7 +109,10 @@ impl Codec {
                 .decode_bytes(ids)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| format!("token id {} is not in GPT-2's vocabulary", e.token)),
-            Codec::Json(t) => t.decode(ids, false).map_err(|e| format!("tokenizer.json failed to decode: {e}")),
+            Codec::Json(t) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.decode(ids, false))) {
+                Ok(out) => out.map_err(|e| format!("tokenizer.json failed to decode: {e}")),
+                Err(_) => Err("the tokenizers library panicked while decoding".into()),
+            },
             Codec::Chars { itos, .. } => ids
                 .iter()
                 .map(|&i| {

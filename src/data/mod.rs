@@ -44,7 +44,7 @@ pub enum DataError {
     NonFinite { path: PathBuf, key: String, name: String, index: Vec<i64>, value: String },
     #[error("{path}: {key}: {message}")]
     Labels { path: PathBuf, key: String, message: String },
-    /// An input of a prepared source (text, images): a file or folder that cannot be used, with the key naming it.
+    /// An input of a prepared source (text): a file or folder that cannot be used, with the key naming it.
     #[error("{path}: {key}: {message}")]
     Input { path: PathBuf, key: String, message: String },
     #[error("{path}: cannot write the data cache (data.cache_dir): {source}")]
@@ -87,7 +87,7 @@ impl Data {
         })
     }
 
-    /// Prepares a text or image source into the data cache (nothing to do for the others, `Ok(None)`).
+    /// Prepares a text source into the data cache (nothing to do for the others, `Ok(None)`).
     pub fn prepare(data: &DataConfig, progress: bool) -> Result<Option<PreparedText>, DataError> {
         match data.source {
             DataSource::Text => text::prepare(data, progress).map(Some),
@@ -258,7 +258,7 @@ impl Dataset {
                 };
                 (raw, PathBuf::from("<synthetic>"))
             }
-            DataSource::Safetensors | DataSource::Tokens | DataSource::Text | DataSource::Images => {
+            DataSource::Safetensors | DataSource::Tokens | DataSource::Text => {
                 let path = data.path.clone().unwrap_or_default();
                 (file::read(&path, data)?, path)
             }

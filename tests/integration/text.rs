@@ -238,7 +238,7 @@ fn bad_text_inputs_exit_2_naming_the_file_and_the_key_and_write_nothing() {
         (vec![p(&good), t(&missing)], missing.display().to_string(), "data.tokenizer"),
         (vec![p(&good), t(&broken)], broken.display().to_string(), "data.tokenizer"),
         (vec![p(&good), "data.val_fraction=1.5".into()], config.display().to_string(), "data.val_fraction"),
-        (vec![p(&good), "data.mean=[0.5]".into()], config.display().to_string(), "data.mean"),
+        (vec![p(&good), "data.tokenizer=\"\"".into()], config.display().to_string(), "data.tokenizer"),
     ];
     for (sets, file, key) in cases {
         for cmd in ["prepare", "train"] {
