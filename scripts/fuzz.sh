@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # More fuzz/property inputs than scripts/test.sh runs: N per in-process target (default 20000; config TOML and
 # --set values, sweep files, manifests, tensor files, data-file headers, .npy/.npz/Parquet data files, sweep-volume
-# records) and N/100 for the target that starts a real `spotrun train` per input. Prints "fuzz <target>: N inputs,
-# 0 panics" per target.
+# records, tokenizer.json files) and N/100 for the target that starts a real `spotrun train` per input. Prints
+# "fuzz <target>: N inputs, 0 panics" per target.
 # Usage: scripts/fuzz.sh [N]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

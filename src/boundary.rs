@@ -23,11 +23,17 @@ pub(crate) enum Phase {
     Training,
 }
 
-/// Installs a panic hook that prints nothing for panics a [`catch`] will report, and the default report otherwise.
+/// Third-party decoders of untrusted bytes whose every call spotrun wraps in `catch_unwind` (`data::codec`): a
+/// panic inside them becomes an `error:` line naming the file, on whatever thread it ran.
+const CAUGHT_CRATES: [&str; 1] = ["/tokenizers-"];
+
+/// Installs a panic hook that prints nothing for panics a [`catch`] will report (or that arise inside one of the
+/// [`CAUGHT_CRATES`]), and the default report otherwise.
 pub(crate) fn install_quiet_hook() {
     let default = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
-        if CATCHING.with(Cell::get) == 0 {
+        let caught_crate = info.location().is_some_and(|l| CAUGHT_CRATES.iter().any(|c| l.file().contains(c)));
+        if CATCHING.with(Cell::get) == 0 && !caught_crate {
             default(info);
         }
     }));

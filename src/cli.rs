@@ -28,6 +28,18 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a trained GPT run (its final weights, else its newest checkpoint).
     Sample(SampleArgs),
+    /// Tokenize a text source into the data cache and print the entry's directory; a sweep or a Slurm array then
+    /// prepares once and trains many.
+    Prepare {
+        /// A TOML config with data.source = "text".
+        config: PathBuf,
+        /// Override a config key, as for train. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]
+        sets: Vec<String>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Summarise checkpoints (a checkpoint directory, a checkpoints directory, or a run directory).
     Inspect {
         /// A checkpoint directory (ckpt-*), a checkpoints directory, or a run directory.
@@ -350,7 +362,23 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::K8s(a) => k8s_cmd(a),
         Command::Inspect { path, verify } => Ok(inspect_cmd(&path, verify)),
         Command::Sample(a) => sample_cmd(a),
+        Command::Prepare { config, sets, quiet } => prepare_cmd(&config, &sets, quiet),
     }
+}
+
+/// `spotrun prepare`: the data cache entry's directory on stdout (whether made now or found).
+fn prepare_cmd(config: &std::path::Path, sets: &[String], quiet: bool) -> Result<ExitCode> {
+    let loaded = crate::config::load(Some(config), sets)?;
+    match crate::data::Data::prepare(&loaded.config.data, !quiet)? {
+        Some(p) => {
+            if !quiet {
+                tell!("{}", p.describe());
+            }
+            say!("{}", p.dir.display());
+        }
+        None => tell!("{}: this data source is read as it is; nothing to prepare", config.display()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `spotrun slurm`: the arguments as [`engines::slurm_cmd`] takes them.

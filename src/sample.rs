@@ -3,7 +3,8 @@
 //! Reads the run's `config.toml`, the vocabulary (`meta.json` beside the token files, or the synthetic task's),
 //! and its final weights (`model.safetensors`, else the newest checkpoint that verifies), then samples with
 //! temperature and top-k from a seeded generator. Prompts are encoded with `itos` (longest match first) when the
-//! data has one, else read as space-separated token ids. Runs on the run's device (`train.device`, or `--device`):
+//! data has one, else read as space-separated token ids; a `data.source = "text"` run encodes and decodes with its
+//! own tokenizer (the run directory's `vocab.json` / `tokenizer.json`, else its data-cache entry). Runs on the run's device (`train.device`, or `--device`):
 //! a device that is not available is an error, as is a CPU run of a model whose checkpoint says it trained on CUDA
 //! unless `--device cpu` asks for it. Sits beside `trainer`: imports `config`, `data`, `device`, `model` and
 //! `checkpoint`, never `trainer` or `sweep`.
@@ -15,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Manifest, Store};
 use crate::config::{self, ModelKind};
-use crate::data::TokenData;
+use crate::data::{Codec, TokenData};
 use crate::device::{self, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::model::{self, Model};
@@ -53,7 +54,14 @@ pub fn sample(opts: &SampleOptions) -> Result<String> {
             path.display()
         )));
     }
-    let (vocab, itos) = TokenData::vocabulary(&cfg.data, &cfg.model)?;
+    let codec = match cfg.data.source {
+        config::DataSource::Text => Some(crate::data::run_codec(&opts.run_dir, &cfg.data)?),
+        _ => None,
+    };
+    let (vocab, itos) = match &codec {
+        Some(c) => (c.vocab_size(), None),
+        None => TokenData::vocabulary(&cfg.data, &cfg.model)?,
+    };
     let ckpt_dir = cfg.checkpoint.dir.clone().unwrap_or_else(|| opts.run_dir.join("checkpoints"));
     let trained_on = trained_on(&ckpt_dir);
     let dev = choose_device(opts.device.as_deref(), &cfg.train.device, trained_on.as_deref(), device::select)
@@ -62,11 +70,37 @@ pub fn sample(opts: &SampleOptions) -> Result<String> {
     let shape = model::gpt_shape(&cfg.model, vocab);
     let net = model::Gpt::new(&vs.root(), &shape, cfg.model.dropout);
     let from = load_weights(&vs, &net, &opts.run_dir, &ckpt_dir)?;
-    let prompt = encode(opts.prompt.as_deref().unwrap_or(""), itos.as_deref(), vocab)?;
+    let prompt = match &codec {
+        Some(c) => encode_with(c, opts.prompt.as_deref().unwrap_or(""))?,
+        None => encode(opts.prompt.as_deref().unwrap_or(""), itos.as_deref(), vocab)?,
+    };
     tch::manual_seed(opts.seed as i64);
     tell!("sampling {} tokens from {} on {}", opts.tokens, from.display(), device_name(dev));
     let ids = tch::no_grad(|| generate(&net, &prompt, opts, shape.block_size, dev));
-    Ok(decode(&ids, itos.as_deref()))
+    match &codec {
+        Some(c) => {
+            let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+            c.decode(&ids).map_err(|e| Error::Input(format!("{}: {e}", opts.run_dir.display())))
+        }
+        None => Ok(decode(&ids, itos.as_deref())),
+    }
+}
+
+/// Token ids of `prompt` with the run's tokenizer. An empty prompt starts from a newline when the tokenizer
+/// encodes one, else from the end-of-text token, else id 0 (as nanoGPT's `sample.py` starts from "\n").
+fn encode_with(codec: &Codec, prompt: &str) -> Result<Vec<i64>> {
+    let text = if prompt.is_empty() { "\n" } else { prompt };
+    let ids = match codec.encode(text) {
+        Ok(ids) => ids,
+        Err(_) if prompt.is_empty() => vec![],
+        Err(e) => return Err(Error::Input(format!("--prompt: {e}"))),
+    };
+    let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+    Ok(match (ids.is_empty(), codec.eot()) {
+        (false, _) => ids,
+        (true, Some(eot)) => vec![eot as i64],
+        (true, None) => vec![0],
+    })
 }
 
 /// The device type the newest committed checkpoint's manifest records (`cpu`, `cuda`); `None` without one, or for

@@ -2,7 +2,7 @@
 //!
 //! Canonical = the config as JSON with sorted keys, minus the keys that say *where* a run executes rather than
 //! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `train.tensorboard`,
-//! `data.on_device`, and
+//! `data.on_device`, `data.cache_dir`, and
 //! the whole `[checkpoint]` section). Moving a run to another GPU, thread count or volume therefore keeps its id,
 //! so it can resume there. Keys added in later versions ([`LATER_KEYS`]) count only when they differ from their
 //! default, so an existing run keeps its id (and its default run directory) after an upgrade.
@@ -12,13 +12,14 @@ use super::load::ConfigError;
 use super::schema::Config;
 
 /// Keys left out of the hash, as `(section, key)`.
-pub(super) const PLACEMENT_KEYS: [(&str, &str); 6] = [
+pub(super) const PLACEMENT_KEYS: [(&str, &str); 7] = [
     ("train", "name"),
     ("train", "device"),
     ("train", "threads"),
     ("train", "log_every"),
     ("train", "tensorboard"),
     ("data", "on_device"),
+    ("data", "cache_dir"),
 ];
 
 /// Keys added after the first release, as paths: hashed only when set to something other than their default.

@@ -32,6 +32,9 @@ pub enum DataSource {
     Npy,
     /// Parquet: `data.path` = a file, a directory or a glob; columns chosen by `data.features` / `data.target`.
     Parquet,
+    /// UTF-8 text files (`data.path`: a file, a directory or a glob), tokenized once with `data.tokenizer` into
+    /// the data cache as nanoGPT token files.
+    Text,
 }
 
 /// `data.task`: what the targets of safetensors data are.
@@ -106,12 +109,33 @@ pub struct DataConfig {
     /// `parquet`: the validation file(s) (a file, a directory or a glob), read like `data.path`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_path: Option<PathBuf>,
-    /// `parquet` without `data.val_path`: the share of rows held out for validation, chosen by `data.split_seed`.
+    /// The share held out for validation: `parquet` without `data.val_path`, rows chosen by `data.split_seed`;
+    /// `text`, the end of the token stream. Default 0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
     /// The seed of the `data.val_fraction` split (not `train.seed`: a seed sweep keeps one validation set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_seed: Option<u64>,
+    /// `text`: `"gpt2"` (the default: GPT-2's BPE, built in), `"chars"`, or the path of a Hugging Face
+    /// `tokenizer.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Where prepared data (tokenized text) is cached (default `~/.cache/spotrun/data`); a
+    /// placement key: not part of the run id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DataConfig {
+    /// `data.val_fraction`, or its default 0.1.
+    pub fn val_fraction(&self) -> f64 {
+        self.val_fraction.unwrap_or(0.1)
+    }
+
+    /// `data.tokenizer`, or its default `gpt2`.
+    pub fn tokenizer(&self) -> &str {
+        self.tokenizer.as_deref().unwrap_or("gpt2")
+    }
 }
 
 impl Default for DataConfig {
@@ -133,6 +157,8 @@ impl Default for DataConfig {
             val_path: None,
             val_fraction: None,
             split_seed: None,
+            tokenizer: None,
+            cache_dir: None,
         }
     }
 }
@@ -431,7 +457,7 @@ impl Config {
     /// The task this config trains.
     pub fn task(&self) -> Task {
         match (self.data.source, self.data.task) {
-            (DataSource::Tokens, _) => Task::LanguageModel,
+            (DataSource::Tokens | DataSource::Text, _) => Task::LanguageModel,
             (_, TaskKind::Regression) => Task::Regression,
             _ => Task::Classification,
         }

@@ -177,13 +177,16 @@ fn gpt(c: &Config) -> Checked {
         (false, Some(_)) => return err("model.path", "is only used with model.kind = \"torchscript\"".into()),
         _ => {}
     }
-    match (m.kind == ModelKind::Gpt, c.data.source == DataSource::Tokens) {
-        (true, false) => return err("model.kind", "\"gpt\" trains on token data: set data.source = \"tokens\"".into()),
+    match (m.kind == ModelKind::Gpt, matches!(c.data.source, DataSource::Tokens | DataSource::Text)) {
+        (true, false) => {
+            return err("model.kind", "\"gpt\" trains on token data: set data.source = \"tokens\" or \"text\"".into())
+        }
         (false, true) if m.kind == ModelKind::Torchscript => return Ok(()),
         (false, true) => {
             return err(
                 "model.kind",
-                "data.source = \"tokens\" needs model.kind = \"gpt\" or \"torchscript\" (mlp and cnn take samples)"
+                "data.source = \"tokens\" or \"text\" needs model.kind = \"gpt\" or \"torchscript\" (mlp and cnn take \
+                 samples)"
                     .into(),
             )
         }
@@ -276,18 +279,42 @@ fn data(c: &Config) -> Checked {
         }
         DataSource::Safetensors | DataSource::Tokens => {}
         DataSource::Npy | DataSource::Parquet => tabular(c)?,
+        DataSource::Text => prepared(c)?,
     }
     if c.data.source != DataSource::Parquet {
         let set = [
             ("data.features", c.data.features.is_some()),
             ("data.target", c.data.target.is_some()),
             ("data.val_path", c.data.val_path.is_some()),
-            ("data.val_fraction", c.data.val_fraction.is_some()),
             ("data.split_seed", c.data.split_seed.is_some()),
         ];
         if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
             return err(key, "is only used with data.source = \"parquet\"".into());
         }
+    }
+    if !matches!(c.data.source, DataSource::Parquet | DataSource::Text) && c.data.val_fraction.is_some() {
+        return err("data.val_fraction", "is only used with data.source = \"parquet\" or \"text\"".into());
+    }
+    if c.data.source != DataSource::Text && c.data.tokenizer.is_some() {
+        return err("data.tokenizer", "is only used with data.source = \"text\"".into());
+    }
+    Ok(())
+}
+
+/// `data.source = "text"`: the keys of a source spotrun prepares into its data cache.
+fn prepared(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
+    let d = &c.data;
+    if d.path.is_none() {
+        return err("data.path", "data.source = \"text\" needs data.path (a file, a directory or a glob)".into());
+    }
+    if let Some(f) = d.val_fraction {
+        if !(f > 0.0 && f < 1.0) {
+            return err("data.val_fraction", format!("must be in (0, 1), got {f}"));
+        }
+    }
+    if matches!(&d.tokenizer, Some(t) if t.is_empty()) {
+        return err("data.tokenizer", "must be \"gpt2\", \"chars\" or the path of a tokenizer.json".into());
     }
     Ok(())
 }

@@ -6,12 +6,15 @@
 //! `model.vocab_size`), and the per-epoch permutation.
 //! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config` (and `ffi` for a
 //! read-only view of tensor bytes, to fingerprint the data).
+mod cache;
+mod codec;
 mod file;
 mod npy;
 mod order;
 mod parquet;
 pub(crate) mod rng;
 mod synthetic;
+mod text;
 mod tokens;
 
 use std::path::PathBuf;
@@ -19,8 +22,10 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice, TaskKind};
+pub use codec::Codec;
 pub(crate) use order::epoch_permutation;
 pub(crate) use rng::SplitMix64;
+pub use text::{run_codec, PreparedText};
 pub use tokens::TokenData;
 
 /// Bad data: always names the file (or `<synthetic>`) and the config key or tensor involved.
@@ -42,6 +47,11 @@ pub enum DataError {
     NonFinite { path: PathBuf, key: String, name: String, index: Vec<i64>, value: String },
     #[error("{path}: {key}: {message}")]
     Labels { path: PathBuf, key: String, message: String },
+    /// An input of a prepared source (text): a file or folder that cannot be used, with the key naming it.
+    #[error("{path}: {key}: {message}")]
+    Input { path: PathBuf, key: String, message: String },
+    #[error("{path}: cannot write the data cache (data.cache_dir): {source}")]
+    Cache { path: PathBuf, source: std::io::Error },
 }
 
 /// A run's data, in memory once: samples `(x, y)` for the classifiers and regression, or token streams.
@@ -53,10 +63,64 @@ pub enum Data {
 impl Data {
     /// Loads and checks what `data` describes.
     pub fn load(data: &DataConfig, model: &ModelConfig) -> Result<Data, DataError> {
+        Self::load_with(data, model, false)
+    }
+
+    /// [`Data::load`], with progress bars (on a terminal) and a line saying where prepared data is cached when
+    /// `progress`.
+    pub fn load_with(data: &DataConfig, model: &ModelConfig, progress: bool) -> Result<Data, DataError> {
         Ok(match data.source {
             DataSource::Tokens => Data::Tokens(TokenData::load(data, model)?),
+            DataSource::Text => {
+                let p = text::prepare(data, progress)?;
+                if progress {
+                    tell!("{}", p.describe());
+                }
+                let tokens = DataConfig {
+                    source: DataSource::Tokens,
+                    path: Some(p.dir.clone()),
+                    token_dtype: p.token_dtype,
+                    ..data.clone()
+                };
+                let mut t = TokenData::load(&tokens, model)?;
+                t.prepared = Some(p.dir);
+                Data::Tokens(t)
+            }
             _ => Data::Samples(Dataset::load(data, model)?),
         })
+    }
+
+    /// Prepares a text source into the data cache (nothing to do for the others, `Ok(None)`).
+    pub fn prepare(data: &DataConfig, progress: bool) -> Result<Option<PreparedText>, DataError> {
+        match data.source {
+            DataSource::Text => text::prepare(data, progress).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The data-cache entry of a prepared source (`None` for the others), without preparing it: `Err` when an input
+    /// cannot be looked at.
+    pub fn entry_dir(data: &DataConfig) -> Option<Result<PathBuf, DataError>> {
+        match data.source {
+            DataSource::Text => Some(text::entry_dir(data)),
+            _ => None,
+        }
+    }
+
+    /// Files the run directory keeps so the run can be used without the data: for tokenized text, `vocab.json`
+    /// (the entry's meta.json) and the `tokenizer.json` copy.
+    pub fn run_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>, DataError> {
+        let Data::Tokens(TokenData { prepared: Some(dir), .. }) = self else { return Ok(vec![]) };
+        let mut out = Vec::new();
+        for (from, to) in [("meta.json", "vocab.json"), ("tokenizer.json", "tokenizer.json")] {
+            let path = dir.join(from);
+            match std::fs::read(&path) {
+                Ok(bytes) => out.push((to, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && from != "meta.json" => {}
+                Err(source) => return Err(DataError::Read { path, source }),
+            }
+        }
+        Ok(out)
     }
 
     /// Another handle on the same tensors (no copy): what a long-lived worker hands each run of the data it
@@ -83,6 +147,7 @@ impl Data {
                 unigram_entropy: t.unigram_entropy,
                 origin: t.origin.clone(),
                 fingerprint: t.fingerprint.clone(),
+                prepared: t.prepared.clone(),
             }),
         }
     }
@@ -199,7 +264,7 @@ impl Dataset {
                 };
                 (raw, PathBuf::from("<synthetic>"))
             }
-            DataSource::Safetensors | DataSource::Tokens => {
+            DataSource::Safetensors | DataSource::Tokens | DataSource::Text => {
                 let path = data.path.clone().unwrap_or_default();
                 (file::read(&path, data)?, path)
             }

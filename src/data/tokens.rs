@@ -26,6 +26,8 @@ pub struct TokenData {
     pub origin: String,
     /// `crc32:<8 hex>` over both splits (see [`super::fingerprint`]).
     pub fingerprint: String,
+    /// The data-cache entry the ids were read from, for `data.source = "text"`.
+    pub prepared: Option<std::path::PathBuf>,
 }
 
 /// `meta.json`.
@@ -63,7 +65,7 @@ impl TokenData {
         let unigram_entropy = entropy(&train, vocab_size);
         let (train, val) = (Tensor::from_slice(&train), Tensor::from_slice(&val));
         let fingerprint = super::fingerprint(&[&train, &val]);
-        TokenData { train, val, vocab_size, itos, unigram_entropy, origin, fingerprint }
+        TokenData { train, val, vocab_size, itos, unigram_entropy, origin, fingerprint, prepared: None }
     }
 
     /// Bytes the int32 ids of both splits take.

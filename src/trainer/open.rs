@@ -91,7 +91,12 @@ pub(crate) fn begin(p: &Prepared, o: &mut Opened, metrics: &[EpochMetrics], say:
         }
     }
     rundir::claim(&p.run_dir, &p.ckpt_dir)?;
-    write_run_files(&p.run_dir, &p.loaded, &p.run_id, metrics)
+    write_run_files(&p.run_dir, &p.loaded, &p.run_id, metrics)?;
+    for (name, bytes) in p.data.run_files()? {
+        let path = p.run_dir.join(name);
+        write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// A default run directory is named by the run id, which covers `train.epochs`: `--set train.epochs=12` on a

@@ -63,7 +63,7 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     tch::set_num_threads(threads as i32);
     let run_dir = opts.run_dir.clone().unwrap_or_else(|| default_run_dir(cfg, &run_id));
     rundir::check_creatable(&run_dir)?;
-    let (data, data_on_device) = load_data(cfg, dev)?;
+    let (data, data_on_device) = load_data(cfg, dev, !opts.quiet)?;
     lines.extend(data.warnings().iter().map(|w| format!("warning: {w}")));
     if let Data::Samples(crate::data::Dataset { class_names: Some(names), .. }) = &data {
         let shown: Vec<String> = names.iter().take(20).enumerate().map(|(i, n)| format!("{i}={n}")).collect();
@@ -89,7 +89,7 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
 /// Loads and checks the data once per process: a worker that trains run after run on the same data (same
 /// `[data]`, model shape keys, device and files on disk) reuses the tensors it loaded for the first, on the device
 /// they were placed on. One entry: a sweep over two datasets holds one at a time.
-fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
+fn load_data(cfg: &Config, dev: Device, progress: bool) -> Result<(Data, bool)> {
     thread_local! {
         static LOADED: std::cell::RefCell<Option<(String, Data, bool)>> = const { std::cell::RefCell::new(None) };
     }
@@ -102,7 +102,7 @@ fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
         return Ok(hit);
     }
     LOADED.with_borrow_mut(|c| *c = None);
-    let (data, on_device) = load_data_uncached(cfg, dev)?;
+    let (data, on_device) = load_data_uncached(cfg, dev, progress)?;
     if let Some(key) = key {
         LOADED.with_borrow_mut(|c| *c = Some((key, data.shallow_clone(), on_device)));
     }
@@ -114,6 +114,10 @@ fn load_data(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
 fn data_key(cfg: &Config, dev: Device) -> Option<String> {
     let shape = (&cfg.model.kind, cfg.model.inputs, cfg.model.classes, cfg.model.block_size, cfg.model.vocab_size);
     let mut key = format!("{}|{shape:?}|{dev:?}", serde_json::to_string(&cfg.data).ok()?);
+    if let Some(entry) = Data::entry_dir(&cfg.data) {
+        // A prepared source: its cache entry's name covers every input file and the settings.
+        return Some(format!("{key}|{}", entry.ok()?.display()));
+    }
     if let Some(files) = crate::data::source_files(&cfg.data) {
         for f in files {
             let m = std::fs::metadata(&f).ok()?;
@@ -135,12 +139,12 @@ fn data_key(cfg: &Config, dev: Device) -> Option<String> {
 }
 
 /// Loads and checks the data, then places it on the device when it fits (allocation failures are errors).
-fn load_data_uncached(cfg: &Config, dev: Device) -> Result<(Data, bool)> {
+fn load_data_uncached(cfg: &Config, dev: Device, progress: bool) -> Result<(Data, bool)> {
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     check_tokens_fit(cfg)?;
     check_tabular_fits(cfg)?;
     let loading = || format!("loading the data ({source})");
-    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load(&cfg.data, &cfg.model)?))?;
+    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load_with(&cfg.data, &cfg.model, progress)?))?;
     test_startup_delay();
     let free = match dev {
         Device::Cuda(i) => device::gpu_memory(i).ok().map(|m| m.budget()),

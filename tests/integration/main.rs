@@ -24,6 +24,7 @@ mod resume;
 mod study;
 mod sweep;
 mod tabular;
+mod text;
 mod torchscript;
 mod train;
 mod workloads;
