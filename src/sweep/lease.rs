@@ -62,10 +62,16 @@ fn host_key() -> String {
     format!("{}|{}|{}", hostname(), boot.trim(), ns)
 }
 
-/// Start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists.
+/// Start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists and has not
+/// exited: a zombie (state `Z`, or `X`: dead, not yet reaped, e.g. a SIGKILLed worker whose launcher was killed
+/// too) holds nothing.
 pub(crate) fn proc_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 pub(super) fn lease_path(run_dir: &Path, gen: u64) -> PathBuf {
@@ -327,5 +333,32 @@ mod tests {
         assert!(!is_live(&dead_here, 60.0, now), "a lease of a dead process on this host is free at once");
         let l = Lease::claim(d.path(), 60.0).unwrap();
         assert_eq!(l.info().gen, 4);
+    }
+
+    #[test]
+    fn an_exited_worker_not_yet_reaped_holds_no_lease() {
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let pid = child.id();
+        let now = now_ms();
+        let started = proc_start(pid);
+        let lease = LeaseInfo {
+            gen: 1,
+            host: hostname(),
+            host_key: host_key(),
+            pid,
+            proc_start: started,
+            started_unix_ms: now,
+            heartbeat_unix_ms: now,
+            released: false,
+        };
+        assert!(started.is_some() && is_live(&lease, 60.0, now), "a running holder");
+        let state = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let t0 = std::time::Instant::now();
+        while !state().rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+            assert!(t0.elapsed().as_secs() < 10, "the child never exited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!is_live(&lease, 60.0, now_ms()), "a zombie (exited, not yet reaped) holds nothing");
+        child.wait().unwrap();
     }
 }
