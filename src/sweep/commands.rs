@@ -189,6 +189,7 @@ pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitC
     } else {
         status::collect(&layout, &plan)
     };
+    let study = super::study::summary::read(&layout.root, plan.metric.higher_is_better())?;
     if json {
         let counts: serde_json::Map<String, serde_json::Value> =
             status::counts(&views).into_iter().map(|(k, v)| (k.as_str().to_string(), v.into())).collect();
@@ -201,11 +202,15 @@ pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitC
             "metric": plan.metric.as_str(),
             "counts": counts,
             "best": best,
+            "study": study,
             "runs": status::rows(&plan, &views),
         });
         say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         let _ = write!(std::io::stdout().lock(), "{}", status::table(&plan, &views));
+        if let Some(s) = &study {
+            let _ = write!(std::io::stdout().lock(), "{}", s.lines(plan.metric.as_str()));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -154,6 +154,24 @@ fn print_plan(ctx: &LoadedSweep, slots: &[Slot]) {
         let id = crate::config::short_id(&r.id);
         let _ = writeln!(out, "{:>4}  {id}  {} epochs  {}", r.index, r.epochs, r.label());
     }
+    if let Some(s) = ctx.sweep.schedule {
+        let configs = if ctx.sweep.method == super::spec::Method::Tpe { ctx.sweep.count } else { ctx.runs.len() };
+        let brackets: Vec<String> = (0..s.brackets())
+            .map(|b| s.rungs(b).iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+            .collect();
+        let _ = writeln!(
+            out,
+            "study: {} configs ({} proposes them), scheduler {}: rungs at epochs [{}]; every decision is a record in \
+             {}/study/, shared by every worker on this volume. Adaptive sweeps train one run per process (unfused) \
+             for now.",
+            configs,
+            ctx.sweep.method.name(),
+            s.name(),
+            brackets.join("] and ["),
+            ctx.layout.root.display()
+        );
+        return;
+    }
     let _ = write!(out, "{}", super::groups::describe(&ctx.groups, ctx.sweep.fuse));
     let jobs = super::groups::jobs(&ctx.groups, devices(slots));
     if jobs.len() != ctx.groups.len() {

@@ -85,7 +85,19 @@ impl Schedule {
         out
     }
 
-    /// `asha` or `hyperband`.
+    /// The schedule a study's `begin` record names (`scheduler` as [`Schedule::name`] spells it).
+    pub fn from_record(scheduler: &str, min_epochs: usize, eta: usize, epochs: usize) -> Option<Schedule> {
+        let kind = match scheduler {
+            "asha" => SchedulerKind::Asha,
+            "hyperband" => SchedulerKind::Hyperband,
+            "none" => SchedulerKind::None,
+            _ => return None,
+        };
+        let s = Schedule::new(kind, Some(min_epochs), Some(eta), epochs).ok()?;
+        Some(s)
+    }
+
+    /// `asha`, `hyperband` or `none`.
     pub fn name(&self) -> &'static str {
         match self.kind {
             SchedulerKind::Asha => "asha",

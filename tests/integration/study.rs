@@ -86,8 +86,13 @@ fn a_promoted_asha_trial_ends_byte_identical_to_its_config_trained_straight_thro
     let tmp = tempfile::tempdir().unwrap();
     let file = asha_sweep(tmp.path(), "asha", "");
     let vol = tmp.path().join("vol");
+    let dry = text(&sweep(&file, &vol).arg("--dry-run").ok().stdout);
+    assert!(dry.contains("scheduler asha: rungs at epochs [1, 3, 9]") && dry.contains("unfused"), "{dry}");
     let out = sweep(&file, &vol).arg("--workers").arg("1").ok();
     let root = vol.join("asha");
+    let st = text(&Run::new(["status".as_ref(), root.as_os_str()]).ok().stdout);
+    assert!(st.contains("study: asha (eta 3, min_epochs 1): 9 of 9 configs started"), "{st}");
+    assert!(st.contains("epoch 1: 9 reached, 3 promoted"), "ASHA promotes a third of rung 1: {st}");
     let ds = decisions(&root);
     assert_eq!(ds.iter().filter(|d| kind(d) == "created").count(), 9, "{}", text(&out.stdout));
     let finished: Vec<usize> = ds

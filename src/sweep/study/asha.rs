@@ -142,7 +142,14 @@ mod tests {
     /// `i` has the metric `quality(i) + epoch / 100` at every epoch (higher is better). Returns the decisions.
     fn simulate(s: &Schedule, configs: usize, quality: impl Fn(usize) -> f64) -> (StudyState, Vec<Decision>) {
         let mut st = StudyState::default();
-        let mut log = vec![Decision::Begin { definition: "d".into(), scheduler: s.name().into(), configs }];
+        let mut log = vec![Decision::Begin {
+            definition: "d".into(),
+            scheduler: s.name().into(),
+            min_epochs: 1,
+            eta: 3,
+            epochs: 9,
+            configs,
+        }];
         st.apply(&log[0], s).unwrap();
         for _ in 0..10_000 {
             let d = match decide(&st, s, configs, true) {
@@ -219,7 +226,18 @@ mod tests {
     fn a_rung_promotes_as_soon_as_a_trial_ranks_in_its_top_third() {
         let s = Schedule::new(SchedulerKind::Asha, Some(1), Some(3), 9).unwrap();
         let mut st = StudyState::default();
-        st.apply(&Decision::Begin { definition: "d".into(), scheduler: "asha".into(), configs: 9 }, &s).unwrap();
+        st.apply(
+            &Decision::Begin {
+                definition: "d".into(),
+                scheduler: "asha".into(),
+                min_epochs: 1,
+                eta: 3,
+                epochs: 9,
+                configs: 9,
+            },
+            &s,
+        )
+        .unwrap();
         for (i, m) in [0.5, 0.9, 0.1].iter().enumerate() {
             let created = Decision::Created {
                 trial: i,
@@ -245,7 +263,18 @@ mod tests {
         let mut st = StudyState::default();
         let reached = Decision::Reached { trial: 0, epoch: 1, metric: Some(0.5) };
         assert!(st.apply(&reached, &s).is_err(), "begin first");
-        st.apply(&Decision::Begin { definition: "d".into(), scheduler: "asha".into(), configs: 2 }, &s).unwrap();
+        st.apply(
+            &Decision::Begin {
+                definition: "d".into(),
+                scheduler: "asha".into(),
+                min_epochs: 1,
+                eta: 3,
+                epochs: 9,
+                configs: 2,
+            },
+            &s,
+        )
+        .unwrap();
         assert!(st.apply(&reached, &s).unwrap_err().contains("never created"));
         let c0 = Decision::Created {
             trial: 0,

@@ -45,7 +45,17 @@ fn write_study(journal: &Journal) -> usize {
         st.apply(&d, &s).unwrap_or_else(|e| panic!("{e}"));
         seq += 1;
     };
-    put(&mut st, Decision::Begin { definition: "d".into(), scheduler: "hyperband".into(), configs: 10 });
+    put(
+        &mut st,
+        Decision::Begin {
+            definition: "d".into(),
+            scheduler: "hyperband".into(),
+            min_epochs: 1,
+            eta: 3,
+            epochs: 9,
+            configs: 10,
+        },
+    );
     loop {
         let a = decide(&st, &s, 10, true);
         if let Some(d) = carry_out(&st, a) {

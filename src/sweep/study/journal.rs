@@ -20,8 +20,9 @@ use crate::sweep::lease;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Decision {
-    /// The study began: the sweep definition it follows (the launched snapshot's hash), and its scheduler.
-    Begin { definition: String, scheduler: String, configs: usize },
+    /// The study began: the sweep definition it follows (a hash), its scheduler and rung settings (so the study
+    /// can be read from the volume alone), and how many configs it starts.
+    Begin { definition: String, scheduler: String, min_epochs: usize, eta: usize, epochs: usize, configs: usize },
     /// Trial `trial` exists: sweep run `index` (`run` its id, `values` the swept keys), in `bracket`, proposed by
     /// `origin` (`grid`, `random`, `list`, `tpe`).
     Created {

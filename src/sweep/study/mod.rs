@@ -15,6 +15,7 @@ pub(crate) mod journal;
 pub(crate) mod launch;
 mod propose;
 pub(crate) mod state;
+pub(crate) mod summary;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -143,7 +144,14 @@ impl<'a> Worker<'a> {
         let journal = Journal::new(&ctx.layout.root);
         let def = definition(&ctx, &schedule);
         let configs = propose::configs(&ctx);
-        let begin = Decision::Begin { definition: def.clone(), scheduler: schedule.name().into(), configs };
+        let begin = Decision::Begin {
+            definition: def.clone(),
+            scheduler: schedule.name().into(),
+            min_epochs: schedule.min_epochs,
+            eta: schedule.eta,
+            epochs: schedule.epochs,
+            configs,
+        };
         let mut w = Worker {
             ctx,
             o,
