@@ -342,6 +342,71 @@ def overhead(args):
             f"| {label} | {walls} | {w:.2f} | {rs[0]['runs']} | {rs[0]['epochs']} | "
             f"{recs} | {added} |"
         )
+    print()
+    print("ASHA's closing phase read from its journal (all 8 workers deciding stops; each stop also writes that")
+    print("trial's weights and done.json): the journal advanced one record per")
+    spans = [stop_phase(out / "vol" / f"ov-random-asha-{rep}" / "study") for rep in range(args.reps)]
+    print(", ".join(f"{ms / max(n - 1, 1):.1f} ms ({n} records in {ms} ms)" for n, ms in spans) + " (per repetition).")
+    n, wall = journal_floor(out)
+    print()
+    print(f"The journal's file-system protocol alone (Python, 8 processes racing for numbered records on this disk):")
+    print(f"{n} records in {wall:.2f} s = {wall / n * 1000:.2f} ms per record of wall time with 8 writers.")
+    print()
+
+
+def stop_phase(study):
+    """The study's closing phase, read from its own records: after the last trial reached a rung, every record is a
+    `stopped` (sync + decide + temp file, fsync, link) or a `finished`, written by all workers at once, each worker
+    also writing the stopped trial's weights and done.json in between. Returns (records, span ms) of that tail."""
+    recs, seq = [], 0
+    while (study / f"{seq:08}.json").exists():
+        recs.append(json.loads((study / f"{seq:08}.json").read_text()))
+        seq += 1
+    k = max(i for i, r in enumerate(recs) if r["decision"]["kind"] not in ("stopped", "finished"))
+    tail = recs[k + 1 :]
+    return len(tail), (tail[-1]["unix_ms"] - tail[0]["unix_ms"]) if tail else 0
+
+
+def _journal_writer(args):
+    """The journal's file-system protocol alone (what spotrun's journal.rs does per record, in Python): read
+    records by name from the last one seen, then write the next under a temporary name, fsync, link(2) to its
+    number; a lost race reads on and tries the next number. Returns how many records this writer wrote."""
+    directory, writes, me = args
+    seen, written = 0, 0
+    while written < writes:
+        while True:  # catch up, by name
+            try:
+                json.loads((directory / f"{seen:08}.json").read_text())
+                seen += 1
+            except FileNotFoundError:
+                break
+        body = json.dumps({"seq": seen, "nonce": f"{me}-{written}", "decision": {"kind": "stopped", "trial": written, "epoch": 1}})
+        tmp = directory / f".{seen:08}.tmp-{me}-{written}"
+        tmp.write_text(body)
+        fd = os.open(tmp, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        try:
+            os.link(tmp, directory / f"{seen:08}.json")
+            written += 1
+        except FileExistsError:
+            pass
+        os.unlink(tmp)
+    return written
+
+
+def journal_floor(out, writers=8, writes=100):
+    directory = out / "journal-floor"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    import multiprocessing
+
+    with multiprocessing.Pool(writers) as pool:
+        t0 = time.monotonic()
+        n = sum(pool.map(_journal_writer, [(directory, writes, i) for i in range(writers)]))
+        wall = time.monotonic() - t0
+    return n, wall
 
 
 def main():
@@ -353,7 +418,7 @@ def main():
     ap.add_argument("--datasets", default="digits,synthetic")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--overhead-count", type=int, default=64)
-    ap.add_argument("--overhead-epochs", type=int, default=1)
+    ap.add_argument("--overhead-epochs", type=int, default=3)
     args = ap.parse_args()
     args.datasets = args.datasets.split(",")
     search(args) if args.part == "search" else overhead(args)

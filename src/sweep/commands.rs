@@ -235,8 +235,25 @@ pub(crate) fn estimate_cmd(
             rates.names()
         ))
     })?;
-    let views = status::collect(&ctx.layout, &ctx.plan);
-    let inputs = estimate::inputs(&views, epoch_seconds).map_err(SweepError::Usage)?;
+    let plan = Plan::read(&ctx.layout.root).unwrap_or_else(|_| ctx.plan.clone());
+    let views = status::collect(&ctx.layout, &plan);
+    let inputs = match ctx.sweep.schedule {
+        Some(s) => {
+            let configs = if ctx.sweep.method == super::spec::Method::Tpe { ctx.sweep.count } else { ctx.runs.len() };
+            let budget = s.budget(configs);
+            say!(
+                "scheduler {}: {} configs spend about {} epochs, successive halving's budget (asynchronous promotions \
+                 can add a few; a full search spends {})",
+                s.name(),
+                configs,
+                budget.iter().sum::<usize>(),
+                configs * s.epochs
+            );
+            estimate::budget_inputs(&budget, &views, epoch_seconds)
+        }
+        None => estimate::inputs(&views, epoch_seconds),
+    }
+    .map_err(SweepError::Usage)?;
     let e = estimate::estimate(&inputs, workers.max(1), rate);
     let on_cpu = views.iter().filter(|v| v.done.as_ref().is_some_and(|d| d.device == "cpu")).count();
     if on_cpu > 0 {

@@ -127,6 +127,35 @@ pub(crate) fn inputs(views: &[RunView], given: Option<f64>) -> Result<Vec<RunInp
         .collect()
 }
 
+/// The inputs of a scheduled sweep: one per config, each priced at the epochs its schedule gives it (`budget`,
+/// from [`super::schedule::Schedule::budget`]), less what the volume shows trained; epoch times as [`inputs`]
+/// finds them (the sweep's measured mean, else `given`).
+pub(crate) fn budget_inputs(budget: &[usize], views: &[RunView], given: Option<f64>) -> Result<Vec<RunInput>, String> {
+    let measured = inputs(views, given).unwrap_or_default();
+    let mean =
+        (!measured.is_empty()).then(|| measured.iter().map(|r| r.epoch_seconds).sum::<f64>() / measured.len() as f64);
+    let (epoch_seconds, source) = match (given, mean) {
+        (Some(g), _) if g.is_finite() && g > 0.0 => (g, "given"),
+        (Some(g), _) => return Err(format!("--epoch-seconds must be a positive number, got {g}")),
+        (None, Some(m)) => (m, "sweep mean"),
+        (None, None) => {
+            return Err("no epochs measured on this volume yet: pass --epoch-seconds S (e.g. from one `spotrun train` \
+                        epoch on the target GPU)"
+                .to_string())
+        }
+    };
+    let mut trained: usize = views.iter().map(|v| v.metrics.last().map_or(0, |m| m.epoch)).sum();
+    Ok(budget
+        .iter()
+        .enumerate()
+        .map(|(index, &epochs)| {
+            let done = trained.min(epochs);
+            trained -= done;
+            RunInput { index, epochs, epochs_left: epochs - done, epoch_seconds, source }
+        })
+        .collect())
+}
+
 /// Device hours, cost at `rate` $/h, and the ETA on `workers` devices.
 pub(crate) fn estimate(runs: &[RunInput], workers: usize, rate: f64) -> Estimate {
     let total: f64 = runs.iter().map(|r| r.epochs as f64 * r.epoch_seconds).sum::<f64>() + 0.0;

@@ -74,6 +74,31 @@ impl Schedule {
         r
     }
 
+    /// The epochs each of `configs` configs trains under this schedule, as synchronous successive halving spends
+    /// them (what ASHA approaches once its rungs close): in each bracket (configs dealt round-robin), all reach the
+    /// first rung, and `max(1, floor(n / eta^k))` of them rung `k`. Sorted, most first. What `estimate` prices.
+    pub fn budget(&self, configs: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(configs);
+        for b in 0..self.brackets() {
+            let n = (0..configs).filter(|&i| self.bracket_of(i) == b).count();
+            let rungs = self.rungs(b);
+            for rank in 0..n {
+                let mut reached = rungs[0];
+                let mut survivors = n;
+                for &r in &rungs[1..] {
+                    survivors = (survivors / self.eta).max(1);
+                    if rank >= survivors {
+                        break;
+                    }
+                    reached = r;
+                }
+                out.push(reached);
+            }
+        }
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out
+    }
+
     /// `first · eta^k` below `epochs`.
     fn ladder_from(&self, first: usize) -> Vec<usize> {
         let mut out = Vec::new();
@@ -134,6 +159,18 @@ mod tests {
         assert_eq!(h.rungs(3), vec![27]);
         assert_eq!(s(SchedulerKind::Hyperband, 1, 3, 10).brackets(), 3, "floor(log3(10)) + 1");
         assert_eq!((0..7).map(|i| h.bracket_of(i)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 0, 1, 2]);
+    }
+
+    #[test]
+    fn the_budget_is_successive_halvings() {
+        let a = s(SchedulerKind::Asha, 1, 3, 9);
+        assert_eq!(a.budget(9), vec![9, 3, 3, 1, 1, 1, 1, 1, 1], "9 at rung 1, 3 at rung 3, 1 at 9");
+        assert_eq!(a.budget(9).iter().sum::<usize>(), 21, "of the 81 a full search spends");
+        assert_eq!(a.budget(2), vec![9, 1], "at least one config trains to the end");
+        let none = Schedule::new(SchedulerKind::None, Some(5), None, 5).unwrap();
+        assert_eq!(none.budget(3), vec![5, 5, 5]);
+        let h = s(SchedulerKind::Hyperband, 1, 3, 9);
+        assert_eq!(h.budget(6), vec![9, 9, 9, 9, 3, 1], "brackets [1,3,9], [3,9], [9], 2 configs each: 9+1, 9+3, 9+9");
     }
 
     #[test]

@@ -220,6 +220,14 @@ fn bad_scheduler_settings_and_a_changed_sweep_are_exit_2_errors() {
     ])
     .bad();
     assert!(err.contains("--next"), "{err}");
+    let est = Run::new(["estimate".as_ref(), file.as_os_str(), "--volume".as_ref(), vol.as_os_str()])
+        .arg("--gpu")
+        .arg("H100")
+        .arg("--epoch-seconds")
+        .arg("60")
+        .ok();
+    let est = text(&est.stdout);
+    assert!(est.contains("9 runs, 21 epochs in all") && est.contains("a full search spends 81"), "{est}");
     sweep(&file, &vol).arg("--workers").arg("1").ok();
     let before = decisions(&vol.join("asha"));
     std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("count = 9", "count = 10")).unwrap();
