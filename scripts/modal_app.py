@@ -13,6 +13,10 @@ checkpoints and exits 130, and the restarted call resumes. Failures are retried 
 The volume is committed whenever a new checkpoint becomes visible (its manifest.json, written last, is renamed
 into place: the checkpoint's commit point), and once more when the call ends; never per file write.
 
+A scheduled sweep (`scheduler = "asha"`, `method = "tpe"`, ...) runs as one `run_study` call: one container running
+`spotrun worker SWEEP --next`, the only writer of the study's journal (Modal Volumes have no atomic create), training
+the trials one after another.
+
 Limits (see README "Scaling out"): Modal Volumes have no hard links and no cross-container atomic create, so the
 one-worker-per-run guarantee comes from Modal itself (one container per input at a time), not from spotrun's
 lease files; run one `modal run` per sweep at a time. With `fuse = "off"` in the sweep file every group is one
@@ -69,33 +73,37 @@ def committed_checkpoints(run_dir: pathlib.Path) -> set[str]:
     return {str(p) for p in run_dir.glob("checkpoints/*/manifest.json")}
 
 
-def commit_on_checkpoints(run_dir: pathlib.Path, stop: threading.Event, every: float = 2.0) -> None:
-    """Commits the volume each time a new checkpoint manifest (the commit point) appears."""
-    seen = committed_checkpoints(run_dir)
+def study_commit_points(sweep_dir: pathlib.Path) -> set[str]:
+    """A study's commit points: every run's checkpoint manifests, its done.json files, and the journal's records."""
+    return (
+        {str(p) for p in sweep_dir.glob("runs/*/checkpoints/*/manifest.json")}
+        | {str(p) for p in sweep_dir.glob("runs/*/done.json")}
+        | {str(p) for p in sweep_dir.glob("study/*.json")}
+    )
+
+
+def commit_on_checkpoints(run_dir: pathlib.Path, stop: threading.Event, every: float = 2.0, points=None) -> None:
+    """Commits the volume each time a new checkpoint manifest (the commit point) appears (or what `points` lists)."""
+    points = points or committed_checkpoints
+    seen = points(run_dir)
     while not stop.wait(every):
-        now = committed_checkpoints(run_dir)
+        now = points(run_dir)
         if now - seen:
             volume.commit()
         seen = now
 
 
-@app.function(
-    gpu=GPU,
-    volumes={VOLUME_PATH: volume},
-    timeout=TIMEOUT_SECONDS,
-    retries=modal.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0),
-)
-def train_group(sweep_toml: str, group: int, run_rels: list) -> list:
-    """Trains group `group` of the sweep (a fused group of runs, or one run), resuming or skipping each run."""
+def run_worker(sweep_toml: str, select: list, watch: list) -> int:
+    """Runs `spotrun worker SWEEP SELECT --volume /vol` in this container, committing the volume at each new commit
+    point under the `watch` (directory, points function) pairs and when it ends; forwards SIGINT/SIGTERM; waits
+    and goes again on "held elsewhere" rather than spend one of Modal's retries. Returns the worker's exit code."""
     volume.reload()
     sweep = pathlib.Path("/tmp/sweep.toml")
     sweep.write_text(sweep_toml)
     env = dict(os.environ, LD_LIBRARY_PATH=torch_lib_dir())
-    cmd = ["spotrun", "worker", str(sweep), "--group", str(group), "--volume", VOLUME_PATH]
+    cmd = ["spotrun", "worker", str(sweep), *select, "--volume", VOLUME_PATH]
     stop = threading.Event()
-    watchers = [
-        threading.Thread(target=commit_on_checkpoints, args=(pathlib.Path(VOLUME_PATH) / rel, stop)) for rel in run_rels
-    ]
+    watchers = [threading.Thread(target=commit_on_checkpoints, args=(d, stop, 2.0, points)) for d, points in watch]
     for w in watchers:
         w.start()
     interrupted = threading.Event()
@@ -133,6 +141,18 @@ def train_group(sweep_toml: str, group: int, run_rels: list) -> list:
         for w in watchers:
             w.join()
         volume.commit()
+    return rc
+
+
+@app.function(
+    gpu=GPU,
+    volumes={VOLUME_PATH: volume},
+    timeout=TIMEOUT_SECONDS,
+    retries=modal.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0),
+)
+def train_group(sweep_toml: str, group: int, run_rels: list) -> list:
+    """Trains group `group` of the sweep (a fused group of runs, or one run), resuming or skipping each run."""
+    rc = run_worker(sweep_toml, ["--group", str(group)], [(pathlib.Path(VOLUME_PATH) / rel, None) for rel in run_rels])
     if rc in RETRY_EXIT_CODES:
         raise RuntimeError(f"group {group}: preempted (worker exit {rc}); Modal restarts this input and it resumes")
     if rc != 0:
@@ -142,6 +162,25 @@ def train_group(sweep_toml: str, group: int, run_rels: list) -> list:
         done = pathlib.Path(VOLUME_PATH) / rel / "done.json"
         out.append(json.loads(done.read_text()) if done.exists() else {"run": rel})
     return out
+
+
+@app.function(
+    gpu=GPU,
+    volumes={VOLUME_PATH: volume},
+    timeout=TIMEOUT_SECONDS,
+    retries=modal.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0),
+)
+def run_study(sweep_toml: str, name: str) -> int:
+    """A scheduled sweep (ASHA, Hyperband, TPE): one generic worker, `spotrun worker SWEEP --next`, in one container.
+    Modal Volumes have no atomic create, so this one container is the study's coordinator, the only writer of its
+    journal; it trains the trials one after another, each resumed from its checkpoint after a preemption."""
+    sweep_dir = pathlib.Path(VOLUME_PATH) / name
+    rc = run_worker(sweep_toml, ["--next"], [(sweep_dir, study_commit_points)])
+    if rc in RETRY_EXIT_CODES:
+        raise RuntimeError(f"study {name}: preempted (worker exit {rc}); Modal restarts it and the study continues")
+    if rc != 0:
+        raise RuntimeError(f"study {name}: worker failed with exit code {rc}; see the Modal logs")
+    return rc
 
 
 @app.function(volumes={VOLUME_PATH: volume}, timeout=600)
@@ -161,6 +200,11 @@ def main(sweep: str) -> None:
     plan = json.loads(
         subprocess.run([str(BINARY), "sweep", sweep, "--dry-run", "--json"], check=True, capture_output=True, text=True).stdout
     )
+    if plan.get("scheduler"):
+        print(f"spotrun sweep {plan['name']}: a {plan['scheduler']} study on Modal ({GPU}), one coordinating container")
+        run_study.remote(plan["sweep_toml"], plan["name"])
+        print(summarize.remote(plan["name"]))
+        return
     runs, groups = plan["runs"], plan["groups"]
     print(f"spotrun sweep {plan['name']}: {len(runs)} runs in {len(groups)} worker tasks on Modal ({GPU}), volume {VOLUME_NAME}")
     rel = lambda i: f"{plan['name']}/runs/{runs[i]['id']}"

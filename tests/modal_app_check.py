@@ -14,7 +14,7 @@ app = mod.app
 assert isinstance(app, modal.App), type(app)
 assert app.name == "spotrun", app.name
 functions = app.registered_functions
-assert {"train_group", "summarize"} <= set(functions), sorted(functions)
+assert {"train_group", "run_study", "summarize"} <= set(functions), sorted(functions)
 assert isinstance(mod.train_group, modal.Function), type(mod.train_group)
 assert "main" in app.registered_entrypoints, sorted(app.registered_entrypoints)
 assert isinstance(mod.volume, modal.Volume), type(mod.volume)
@@ -41,4 +41,14 @@ with tempfile.TemporaryDirectory() as d:
     stop.set()
     t.join()
     assert commits == [1], commits
+# a study's watcher commits on a new journal record (and on checkpoint manifests and done.json of any run)
+with tempfile.TemporaryDirectory() as d:
+    sweep = pathlib.Path(d)
+    (sweep / "study").mkdir()
+    before = mod.study_commit_points(sweep)
+    (sweep / "study" / "00000000.json").write_text("{}")
+    (sweep / "runs" / "r" / "checkpoints" / "ckpt-1").mkdir(parents=True)
+    (sweep / "runs" / "r" / "checkpoints" / "ckpt-1" / "manifest.json").write_text("{}")
+    after = mod.study_commit_points(sweep)
+    assert len(after - before) == 2, after - before
 print(f"ok: app {app.name}, functions {sorted(functions)}, entrypoint main, volume {mod.VOLUME_NAME}")

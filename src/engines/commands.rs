@@ -44,6 +44,7 @@ pub(crate) fn plan_json(sweep_path: &Path, volume: Option<PathBuf>) -> Result<Ex
         "sweep_toml": text,
         "runs": ctx.plan.runs,
         "groups": ctx.groups.iter().map(|g| serde_json::json!({"runs": g.runs, "alone": g.alone})).collect::<Vec<_>>(),
+        "scheduler": ctx.sweep.schedule.map(|s| s.name()),
     });
     say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
