@@ -53,9 +53,6 @@ pub(super) fn run_index(ctx: &LoadedSweep, index: usize, o: &ClaimOptions) -> Re
 /// `spotrun worker --next`: trains free runs until none is left, a fused group at a time where the sweep fuses.
 /// The data and libtorch stay loaded from one run to the next. Returns (trained, failed) counts.
 pub(super) fn run_next(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<(usize, usize)> {
-    if ctx.sweep.schedule.is_some() {
-        return super::study::run(ctx, o).map(|t| (t.trained, t.failed));
-    }
     let mut tally = Tally::new(ctx, o);
     loop {
         let mut claimed = false;

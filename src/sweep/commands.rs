@@ -90,7 +90,11 @@ fn job(ctx: &LoadedSweep, mode: WorkerMode, o: &ClaimOptions) -> Result<u8> {
             group_code(ctx, super::groups::part(&ctx.group(group)?.runs, part, parts), o)
         }
         WorkerMode::Next | WorkerMode::Serve => {
-            let (trained, failed) = claim::run_next(ctx, o)?;
+            let (trained, failed) = match ctx.sweep.schedule {
+                // A scheduled sweep's runs are the study's trials: its loop decides what trains next.
+                Some(_) => super::study::run(ctx, o).map(|t| (t.trained, t.failed))?,
+                None => claim::run_next(ctx, o)?,
+            };
             let views = status::write_results(&ctx.layout, &ctx.plan)?;
             let left =
                 views.iter().filter(|v| v.state != status::State::Done && v.state != status::State::Failed).count();

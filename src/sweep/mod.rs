@@ -34,6 +34,7 @@ pub(crate) mod report;
 mod retry;
 pub(crate) mod schedule;
 mod server;
+mod slots;
 mod snapshot;
 mod spec;
 mod status;
@@ -49,9 +50,9 @@ pub(crate) use error::SweepError;
 pub use expand::{expand, Expansion};
 
 pub use launcher::launch;
-pub(crate) use launcher::LaunchOptions;
 pub(crate) use layout::default_volume;
 pub use layout::{Layout, Plan};
+pub(crate) use slots::LaunchOptions;
 
 pub(crate) use loaded::LoadedSweep;
 pub use record::Done;

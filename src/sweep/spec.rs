@@ -322,6 +322,58 @@ fn check_seeds(raw: &Raw, params: &[(String, Domain)], runs: &[Vec<(String, toml
     }
 }
 
+/// The method against the parameters and runs it was given; `Err((key, message))`.
+fn check_method(
+    raw: &Raw,
+    params: &[(String, Domain)],
+    runs: &[Vec<(String, toml::Value)>],
+) -> Result<(), (String, String)> {
+    match raw.method {
+        Method::Grid | Method::Random if !runs.is_empty() => {
+            return Err(("runs".into(), "[[runs]] tables need method = \"list\"".into()))
+        }
+        Method::List if runs.is_empty() => {
+            return Err(("runs".into(), "method = \"list\" needs at least one [[runs]] table".into()))
+        }
+        Method::List if !params.is_empty() => {
+            return Err(("parameters".into(), "method = \"list\" takes [[runs]] tables, not [parameters]".into()))
+        }
+        Method::Grid if params.is_empty() && raw.seeds.is_empty() => {
+            return Err((
+                "parameters".into(),
+                "the grid is empty: add e.g. \"optim.lr\" = [1e-3, 3e-3] under [parameters], or seeds = [0, 1]".into(),
+            ))
+        }
+        Method::Grid => {
+            if let Some((k, _)) = params.iter().find(|(_, d)| !matches!(d, Domain::Values(_))) {
+                return Err((
+                    format!("parameters.\"{k}\""),
+                    "a grid needs a list of values; ranges are for method = \"random\"".into(),
+                ));
+            }
+        }
+        Method::Random | Method::Tpe if params.is_empty() => {
+            return Err((
+                "parameters".into(),
+                format!("method = \"{}\" needs at least one parameter", raw.method.name()),
+            ))
+        }
+        Method::Tpe if !runs.is_empty() => {
+            return Err(("runs".into(), "[[runs]] tables need method = \"list\"".into()))
+        }
+        Method::Tpe if !raw.seeds.is_empty() => {
+            return Err((
+                "seeds".into(),
+                "method = \"tpe\" learns from each trial's metric; replicate seeds would be separate trials it \
+                 ranks against each other: sweep train.seed as a parameter, or use method = \"random\""
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The checks on the sweep's shape and scalars: method against parameters and runs, `count`, the run limit,
 /// seeds, `lease_seconds`, pruning. Returns `count`.
 fn check_shape(
@@ -331,49 +383,7 @@ fn check_shape(
     file: &Path,
 ) -> Result<usize, SweepError> {
     let key_err = |key: &str, message: String| SweepError::Key { file: file.to_path_buf(), key: key.into(), message };
-    match raw.method {
-        Method::Grid | Method::Random if !runs.is_empty() => {
-            return Err(key_err("runs", "[[runs]] tables need method = \"list\"".into()))
-        }
-        Method::List if runs.is_empty() => {
-            return Err(key_err("runs", "method = \"list\" needs at least one [[runs]] table".into()))
-        }
-        Method::List if !params.is_empty() => {
-            return Err(key_err("parameters", "method = \"list\" takes [[runs]] tables, not [parameters]".into()))
-        }
-        Method::Grid if params.is_empty() && raw.seeds.is_empty() => {
-            return Err(key_err(
-                "parameters",
-                "the grid is empty: add e.g. \"optim.lr\" = [1e-3, 3e-3] under [parameters], or seeds = [0, 1]".into(),
-            ))
-        }
-        Method::Grid => {
-            if let Some((k, _)) = params.iter().find(|(_, d)| !matches!(d, Domain::Values(_))) {
-                return Err(key_err(
-                    &format!("parameters.\"{k}\""),
-                    "a grid needs a list of values; ranges are for method = \"random\"".into(),
-                ));
-            }
-        }
-        Method::Random | Method::Tpe if params.is_empty() => {
-            return Err(key_err(
-                "parameters",
-                format!("method = \"{}\" needs at least one parameter", raw.method.name()),
-            ))
-        }
-        Method::Tpe if !runs.is_empty() => {
-            return Err(key_err("runs", "[[runs]] tables need method = \"list\"".into()))
-        }
-        Method::Tpe if !raw.seeds.is_empty() => {
-            return Err(key_err(
-                "seeds",
-                "method = \"tpe\" learns from each trial's metric; replicate seeds would be separate trials it \
-                 ranks against each other: sweep train.seed as a parameter, or use method = \"random\""
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
+    check_method(raw, params, runs).map_err(|(k, m)| key_err(&k, m))?;
     let count = match (raw.method, raw.count) {
         (Method::Random | Method::Tpe, None | Some(0)) => {
             return Err(key_err("count", format!("method = \"{}\" needs count = N (N >= 1)", raw.method.name())))

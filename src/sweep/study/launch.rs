@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::sweep::error::SweepError;
 use crate::sweep::incoming::Incoming;
-use crate::sweep::launcher::{LaunchOptions, Slot};
 use crate::sweep::loaded::LoadedSweep;
+use crate::sweep::slots::{LaunchOptions, Slot};
 use crate::sweep::status::{self, State};
 
 /// One slot's worker process and how often it died unasked.
