@@ -9,7 +9,7 @@
 //! a copy of the `tokenizer.json` if any, and `meta.json` (tokenizer, vocabulary size, `itos` for `chars`, the
 //! end-of-text id, the dtype) written last; [`super::TokenData`] loads it as any token directory. Imports `config`
 //! and its siblings `cache` and `codec`.
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -193,24 +193,26 @@ pub(crate) fn prepare(cfg: &DataConfig, progress: bool) -> Result<PreparedText, 
         let meta = read_meta(&dir)?;
         return Ok(PreparedText { dir, made: false, token_dtype: meta.token_dtype });
     }
-    let texts = read_texts(&files)?;
     let (codec, json) = match tok {
         Some((c, j)) => (c, j),
-        None => (Codec::chars_of(texts.iter().map(String::as_str)), None),
+        None => (chars_codec(&files)?, None),
     };
-    let ids = encode_all(&codec, &files, &texts, progress)?;
-    drop(texts);
     let token_dtype = if codec.vocab_size() <= 1 << 16 { TokenDtype::Uint16 } else { TokenDtype::Uint32 };
-    let n_train = (ids.len() as f64 * (1.0 - cfg.val_fraction())) as usize;
-    if n_train == 0 || n_train == ids.len() {
+    let scratch = Scratch::new(
+        &cache::root(cfg),
+        &dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    )?;
+    let all = scratch.dir.join("train.bin");
+    let n = encode_to(&codec, &files, &all, token_dtype, progress)?;
+    let n_train = (n as f64 * (1.0 - cfg.val_fraction())) as usize;
+    if n_train == 0 || n_train == n {
         return Err(DataError::Input {
             path: cfg.path.clone().unwrap_or_default(),
             key: "data.val_fraction".into(),
             message: format!(
-                "splits {} tokens into {n_train} train and {} val tokens; both need some (more text, or another \
+                "splits {n} tokens into {n_train} train and {} val tokens; both need some (more text, or another \
                  val_fraction)",
-                ids.len(),
-                ids.len() - n_train
+                n - n_train
             ),
         });
     }
@@ -225,10 +227,21 @@ pub(crate) fn prepare(cfg: &DataConfig, progress: bool) -> Result<PreparedText, 
         token_dtype,
         files: files.len(),
         train_tokens: n_train,
-        val_tokens: ids.len() - n_train,
+        val_tokens: n - n_train,
     };
-    write_entry(cfg, &dir, &ids, &meta, json.as_deref())?;
+    split_tail(&scratch, &all, n_train, token_dtype)?;
+    finish_entry(scratch, &dir, &meta, json.as_deref())?;
     Ok(PreparedText { dir, made: true, token_dtype })
+}
+
+/// The `chars` vocabulary: every character of every file (read one at a time).
+fn chars_codec(files: &[PathBuf]) -> Result<Codec, DataError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for f in files {
+        let t = read_texts(std::slice::from_ref(f))?;
+        seen.extend(t.iter().flat_map(|t| t.chars()));
+    }
+    Ok(Codec::from_itos(seen.into_iter().collect()))
 }
 
 fn read_meta(dir: &Path) -> Result<TextMeta, DataError> {
@@ -255,8 +268,55 @@ fn read_texts(files: &[PathBuf]) -> Result<Vec<String>, DataError> {
         .collect()
 }
 
-/// The token stream: each file's ids (its pieces encoded in parallel), the end-of-text id between files.
-fn encode_all(codec: &Codec, files: &[PathBuf], texts: &[String], progress: bool) -> Result<Vec<u32>, DataError> {
+/// How much text is read and encoded at a time: memory holds one window's text and ids (or one larger file),
+/// never the whole corpus.
+const WINDOW: u64 = 4 << 20;
+
+/// Writes the token stream to `out` as `dtype` and returns its length: the files in order, each cut into pieces
+/// encoded in parallel, a window of files at a time, the end-of-text id between files.
+fn encode_to(
+    codec: &Codec,
+    files: &[PathBuf],
+    out: &Path,
+    dtype: TokenDtype,
+    progress: bool,
+) -> Result<usize, DataError> {
+    let sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).collect();
+    let bar = bar(progress, sizes.iter().sum(), "tokenizing");
+    let io = |e: std::io::Error| cache::cache_err(out, e);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
+    let (mut n, mut start) = (0usize, 0usize);
+    while start < files.len() {
+        let mut end = start + 1;
+        let mut bytes = sizes[start];
+        while end < files.len() && bytes + sizes[end] <= WINDOW {
+            bytes += sizes[end];
+            end += 1;
+        }
+        let texts = read_texts(&files[start..end])?;
+        for (k, first_piece, ids) in encode_window(codec, &files[start..end], &texts, &bar)? {
+            let eot = if first_piece && start + k > 0 { codec.eot() } else { None };
+            for id in eot.into_iter().chain(ids) {
+                match dtype {
+                    TokenDtype::Uint16 => w.write_all(&(id as u16).to_le_bytes()),
+                    TokenDtype::Uint32 => w.write_all(&id.to_le_bytes()),
+                }
+                .map_err(io)?;
+                n += 1;
+            }
+        }
+        start = end;
+    }
+    bar.finish_and_clear();
+    w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    Ok(n)
+}
+
+/// One window's pieces, encoded in parallel, in order: (file in the window, whether the piece is the file's
+/// first, its ids).
+type Pieces = Vec<(usize, bool, Vec<u32>)>;
+
+fn encode_window(codec: &Codec, files: &[PathBuf], texts: &[String], bar: &ProgressBar) -> Result<Pieces, DataError> {
     let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
     for (i, t) in texts.iter().enumerate() {
         let mut start = 0;
@@ -265,9 +325,7 @@ fn encode_all(codec: &Codec, files: &[PathBuf], texts: &[String], progress: bool
             start = cut;
         }
     }
-    let total: u64 = texts.iter().map(|t| t.len() as u64).sum();
-    let bar = bar(progress, total, "tokenizing");
-    let encoded: Vec<Vec<u32>> = pieces
+    pieces
         .par_iter()
         .map(|&(i, a, b)| {
             let ids = codec.encode(&texts[i][a..b]).map_err(|message| DataError::Input {
@@ -276,19 +334,9 @@ fn encode_all(codec: &Codec, files: &[PathBuf], texts: &[String], progress: bool
                 message,
             });
             bar.inc((b - a) as u64);
-            ids
+            ids.map(|ids| (i, a == 0, ids))
         })
-        .collect::<Result<_, _>>()?;
-    bar.finish_and_clear();
-    let eot = codec.eot();
-    let mut ids = Vec::with_capacity(encoded.iter().map(Vec::len).sum::<usize>() + files.len());
-    for (k, (piece, &(i, _, _))) in encoded.into_iter().zip(&pieces).enumerate() {
-        if k > 0 && pieces[k - 1].0 != i {
-            ids.extend(eot);
-        }
-        ids.extend(piece);
-    }
-    Ok(ids)
+        .collect()
 }
 
 /// A progress bar over `total` units on a terminal (hidden otherwise, and when `progress` is false).
@@ -302,26 +350,27 @@ pub(crate) fn bar(progress: bool, total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Writes the entry: the two splits, the tokenizer.json copy, and meta.json last; then renames it into place.
-fn write_entry(
-    cfg: &DataConfig,
-    dir: &Path,
-    ids: &[u32],
-    meta: &TextMeta,
-    json: Option<&[u8]>,
-) -> Result<(), DataError> {
-    let root = cache::root(cfg);
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let scratch = Scratch::new(&root, &name)?;
-    let (train, val) = ids.split_at(meta.train_tokens);
-    let bytes = |ids: &[u32]| -> Vec<u8> {
-        match meta.token_dtype {
-            TokenDtype::Uint16 => ids.iter().flat_map(|&i| (i as u16).to_le_bytes()).collect(),
-            TokenDtype::Uint32 => ids.iter().flat_map(|&i| i.to_le_bytes()).collect(),
-        }
+/// Moves the stream's tail (from token `n_train`) out of `all` into `val.bin` and cuts `all` (the entry's
+/// `train.bin`) there: nanoGPT's split, the last `val_fraction` of the stream.
+fn split_tail(scratch: &Scratch, all: &Path, n_train: usize, dtype: TokenDtype) -> Result<(), DataError> {
+    use std::io::{Seek, SeekFrom};
+    let width = match dtype {
+        TokenDtype::Uint16 => 2,
+        TokenDtype::Uint32 => 4,
     };
-    scratch.write("train.bin", &bytes(train))?;
-    scratch.write("val.bin", &bytes(val))?;
+    let io = |e: std::io::Error| cache::cache_err(all, e);
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(all).map_err(io)?;
+    f.seek(SeekFrom::Start((n_train * width) as u64)).map_err(io)?;
+    let val = scratch.dir.join("val.bin");
+    let mut out = std::fs::File::create(&val).map_err(|e| cache::cache_err(&val, e))?;
+    std::io::copy(&mut f, &mut out).map_err(io)?;
+    out.sync_all().map_err(|e| cache::cache_err(&val, e))?;
+    f.set_len((n_train * width) as u64).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+/// The tokenizer.json copy and meta.json (last) into the entry; then renames it into place.
+fn finish_entry(scratch: Scratch, dir: &Path, meta: &TextMeta, json: Option<&[u8]>) -> Result<(), DataError> {
     if let Some(json) = json {
         scratch.write("tokenizer.json", json)?;
     }

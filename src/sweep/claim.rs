@@ -37,11 +37,13 @@ pub(crate) struct ClaimOptions {
 }
 
 /// How claiming one run ended: trained (to its end: completed, stopped early, pruned or stopped at a rung),
-/// paused at an adaptive scheduler's rung, or found done already. `history` is every epoch's metrics so far.
+/// paused at an adaptive scheduler's rung, or found done already. `history` is every epoch's metrics so far. A
+/// paused run's lease is still held (`lease`), so that the study records the pause before another worker can
+/// claim the run; it is released when dropped.
 #[derive(Debug)]
 pub(super) enum ClaimEnd {
     Trained { end: RunEnd, epochs: usize, history: Vec<EpochMetrics> },
-    Paused { history: Vec<EpochMetrics> },
+    Paused { history: Vec<EpochMetrics>, lease: Lease },
     AlreadyDone,
 }
 
@@ -406,17 +408,16 @@ impl Claimed<'_> {
         Ok(ClaimEnd::Trained { end: run_end, epochs: summary.metrics.len(), history: summary.metrics.clone() })
     }
 
-    /// The scheduler paused the run at a rung: the attempt's end, the lease released, no `done.json`.
+    /// The scheduler paused the run at a rung: the attempt's end, no `done.json`; the lease goes to the caller.
     fn paused(self, mut end: Attempt, summary: trainer::TrainSummary) -> Result<ClaimEnd> {
         let Claimed { ctx, dir, lease, results, .. } = self;
         end.step = summary.metrics.last().map_or(0, |m| m.step);
         end.outcome = Some(AttemptEnd::Paused);
         record::append_attempt(dir, &end)?;
-        lease.release();
         if results {
             let _ = status::write_results(&ctx.layout, &ctx.plan);
         }
-        Ok(ClaimEnd::Paused { history: summary.metrics })
+        Ok(ClaimEnd::Paused { history: summary.metrics, lease })
     }
 
     /// The attempt failed (or was preempted): its end recorded, and `failed.json` when the retry rule gives up

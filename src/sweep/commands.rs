@@ -81,7 +81,7 @@ fn job(ctx: &LoadedSweep, mode: WorkerMode, o: &ClaimOptions) -> Result<u8> {
             match claim::run_index(ctx, i, o)? {
                 ClaimEnd::AlreadyDone => say!("run #{i} {id} is already done"),
                 ClaimEnd::Trained { end, epochs, .. } => say!("run #{i} {id}: {}", after(end, epochs)),
-                ClaimEnd::Paused { history } => say!("run #{i} {id}: paused after {} epochs", history.len()),
+                ClaimEnd::Paused { history, .. } => say!("run #{i} {id}: paused after {} epochs", history.len()),
             }
             Ok(0)
         }
@@ -132,7 +132,7 @@ fn group_code(ctx: &LoadedSweep, runs: &[usize], o: &ClaimOptions) -> Result<u8>
         match result {
             Ok(ClaimEnd::AlreadyDone) => say!("run #{i} {id} is already done"),
             Ok(ClaimEnd::Trained { end, epochs, .. }) => say!("run #{i} {id}: {}", after(end, epochs)),
-            Ok(ClaimEnd::Paused { history }) => say!("run #{i} {id}: paused after {} epochs", history.len()),
+            Ok(ClaimEnd::Paused { history, .. }) => say!("run #{i} {id}: paused after {} epochs", history.len()),
             Err(e @ Error::Preempted { .. }) => {
                 tell!("run #{i} {id}: {e}");
                 preempted = preempted.or(Some(e));

@@ -138,6 +138,7 @@ pub(crate) fn still_newest(run_dir: &Path, gen: u64) -> bool {
 }
 
 /// A held lease; heartbeats on a background thread until released or dropped.
+#[derive(Debug)]
 pub(crate) struct Lease {
     path: PathBuf,
     info: LeaseInfo,

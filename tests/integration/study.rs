@@ -184,6 +184,10 @@ fn two_launchers_on_one_volume_share_one_study() {
     assert_eq!(run_dirs(&root).len(), 9);
     for d in run_dirs(&root) {
         assert!(d.join("done.json").exists() && d.join("model.safetensors").exists(), "{}", d.display());
+        // Nobody claimed a trial just paused to pause it again (the pause is recorded before its lease goes).
+        let a = attempts(&d);
+        let empty = a.windows(2).filter(|w| w[0]["event"] == "start" && w[1]["outcome"] == "paused");
+        assert!(empty.clone().all(|w| w[0]["step"] != w[1]["step"]), "{}: {a:?}", d.display());
     }
     assert_trained_once(&root);
 }

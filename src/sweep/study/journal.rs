@@ -103,7 +103,12 @@ impl Journal {
             let path = self.path(seq);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.no_gap_after(seq),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.no_gap_after(seq)? {
+                    // Written between our look and the probe of the numbers after it (a record's number exists
+                    // before the next one is taken): read it now.
+                    true => std::fs::read(&path).map_err(|e| SweepError::io(&path, e))?,
+                    false => return Ok(()),
+                },
                 Err(e) => return Err(SweepError::io(path, e)),
             };
             out.push(parse(&path, seq, &bytes)?);
@@ -119,12 +124,16 @@ impl Journal {
         Ok(out)
     }
 
-    fn no_gap_after(&self, missing: u64) -> Result<(), SweepError> {
+    /// After record `missing` was not found: Ok(false) when none of the next few numbers exists either (the end of
+    /// the journal), Ok(true) when `missing` exists after all (another worker wrote it and more records since our
+    /// look), an error when a later record exists and `missing` still does not (a gap).
+    fn no_gap_after(&self, missing: u64) -> Result<bool, SweepError> {
         for later in missing + 1..=missing + GAP_PROBE {
             let p = self.path(later);
             match std::fs::symlink_metadata(&p) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(SweepError::io(p, e)),
+                Ok(_) if self.path(missing).exists() => return Ok(true),
                 Ok(_) => {
                     return Err(SweepError::Study {
                         path: self.path(missing),
@@ -136,7 +145,7 @@ impl Journal {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Writes `decision` as record `seq` unless another worker wrote `seq` first.
@@ -210,6 +219,21 @@ mod tests {
         assert_eq!(j.append_record(&mine).unwrap(), Appended::Written, "the record there carries our nonce");
         let other = Record { nonce: "b".into(), ..mine.clone() };
         assert_eq!(j.append_record(&other).unwrap(), Appended::Lost, "same number, another writer's nonce");
+    }
+
+    #[test]
+    fn a_record_written_after_our_look_but_before_the_probe_is_read_not_called_a_gap() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::new(d.path());
+        for i in 0..3 {
+            j.append(i, &reached(i as usize)).unwrap();
+        }
+        // The reader looked for 1 before it existed; by the time it probes 2, both 1 and 2 are there.
+        assert!(j.no_gap_after(1).unwrap(), "record 1 exists now: read it");
+        let mut out = Vec::new();
+        j.read_from(1, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(!j.no_gap_after(3).unwrap(), "the end of the journal");
     }
 
     #[test]

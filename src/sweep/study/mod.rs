@@ -265,9 +265,11 @@ impl<'a> Worker<'a> {
             h.iter().find(|m| m.epoch == e).map(|m| metric_value(m, metric)).filter(|v| v.is_finite())
         };
         match result {
-            Ok(ClaimEnd::Paused { history }) => {
+            Ok(ClaimEnd::Paused { history, lease }) => {
                 tally.trained += 1;
+                // Recorded while the lease is held: no other worker claims the run to pause it again.
                 self.commit(Decision::Reached { trial: i, epoch: target, metric: at(&history, target) })?;
+                lease.release();
             }
             Ok(ClaimEnd::Trained { history, .. }) if stop_at.is_none_or(|s| !s.finish) => {
                 tally.trained += 1;
