@@ -363,15 +363,17 @@ pub fn decode_image(bytes: &[u8], shape: ImageShape) -> Result<Vec<u8>, String> 
     decode_into(bytes, shape, &mut out).map(|_| out)
 }
 
+/// [`decode_caught`] with a decoder's panic caught; the error is one line (decoders' messages may hold newlines).
 fn decode_into(bytes: &[u8], shape: ImageShape, out: &mut [u8]) -> Result<(), String> {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_caught(bytes, shape, out)));
-    caught.unwrap_or_else(|payload| {
+    let one_line = |e: String| e.split_whitespace().collect::<Vec<_>>().join(" ");
+    caught.map(|r| r.map_err(one_line)).unwrap_or_else(|payload| {
         let text = payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        Err(format!("the image decoder panicked: {text}"))
+        Err(one_line(format!("the image decoder panicked: {text}")))
     })
 }
 

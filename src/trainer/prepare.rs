@@ -182,9 +182,9 @@ fn check_tokens_fit(cfg: &Config) -> Result<()> {
     })
 }
 
-/// NumPy and Parquet data: refuses, before reading, tensors (sized from the headers or footers) that do not fit
-/// in the host memory available.
-fn check_tabular_fits(cfg: &Config) -> Result<()> {
+/// NumPy, Parquet and image data: refuses, before reading or decoding, tensors (sized from the headers, footers or
+/// the image count and `data.shape`) that do not fit in the host memory available.
+pub(crate) fn check_tabular_fits(cfg: &Config) -> Result<()> {
     let Some(needed) = crate::data::planned_bytes(&cfg.data) else { return Ok(()) };
     let Some(available) = device::host_available_bytes() else { return Ok(()) };
     if needed <= available {
