@@ -4,7 +4,8 @@
 # uint8 [N, 3, 32, 32] tensors (Resize(32) + CenterCrop(32)) by `spotrun prepare` (cold cache, then cached), by a
 # PIL loop (open, exif_transpose, convert RGB, resize, crop, numpy stack, torch.from_numpy) and by torchvision's
 # ImageFolder iterated once through a DataLoader with 2 workers (PILToTensor, torch.cat). Prints wall time and peak
-# RSS (/usr/bin/time) of each, one invocation each, on $(nproc) threads.
+# RSS (/usr/bin/time; CPU = user + sys of the process and its waited-for children) of each, one invocation each,
+# on $(nproc) threads.
 # Python: the torch venv plus torchvision 0.26.0 (the release for torch 2.11.0) and Pillow, installed once under
 # ~/.cache/spotrun/bench-images-1. Usage: scripts/bench_images.sh [N]
 set -euo pipefail
@@ -29,7 +30,7 @@ d, n = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
 for i in range(n):
     split = "val" if i % 10 == 0 else "train"
-    c = i % 10
+    c = (i // 10) % 10
     os.makedirs(f"{d}/{split}/c{c}", exist_ok=True)
     w, h = (64, 48) if i % 3 else (48, 64)
     a = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
@@ -49,9 +50,10 @@ threads="$(nproc)"
 echo "images bench: ${N} images ($(du -sm "${DIR}" | cut -f1) MB on disk) -> uint8 [N, 3, 32, 32] ($(( N * 3072 / 1000000 )) MB), ${threads} threads, $(date -I)"
 measure() {  # label, command...
     local label="$1"; shift
-    /usr/bin/time -f "%e %M" -o "${W}/t" "$@" >/dev/null
-    read -r secs kb < "${W}/t"
-    printf '%-52s %7.2f s  peak RSS %6.0f MB\n' "${label}" "${secs}" "$((kb / 1024))"
+    /usr/bin/time -f "%e %M %U %S" -o "${W}/t" "$@" >/dev/null
+    read -r secs kb user sys < "${W}/t"
+    printf '%-52s %7.2f s  (CPU %6.2f s)  peak RSS %6.0f MB\n' "${label}" "${secs}" "$(echo "${user} + ${sys}" | bc)" \
+        "$((kb / 1024))"
 }
 measure "spotrun prepare (cold cache)" "${BIN}" prepare -q "${W}/c.toml" --set "data.cache_dir=\"${W}/cache\""
 measure "spotrun prepare (cached)" "${BIN}" prepare -q "${W}/c.toml" --set "data.cache_dir=\"${W}/cache\""
