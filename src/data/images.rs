@@ -354,8 +354,9 @@ fn compact(bytes: &mut [u8], per: usize, failures: &[Option<String>]) {
 }
 
 /// Decodes one PNG or JPEG file's bytes to `shape` as uint8 CHW (what the dataset holds for it): EXIF orientation
-/// applied; the channel rule ([`to_channels`]); the shorter side resized to `max(H, W)` with a triangle
-/// (bilinear, antialiased) filter and the result centre-cropped to `H × W`, as torchvision's `Resize` +
+/// applied; the channel rule (Pillow's `convert("RGB")`: grey replicated, palette expanded, alpha dropped; or
+/// ITU-R 601-2 luma for one channel; 16-bit scaled to 8 bits first); the shorter side resized to `max(H, W)` with a
+/// triangle (bilinear, antialiased) filter and the result centre-cropped to `H × W`, as torchvision's `Resize` +
 /// `CenterCrop` on a PIL image. The decoders are bounded ([`image::Limits`]: sides up to 16384, 256 MiB); a panic
 /// inside one is caught and returned as an error.
 pub fn decode_image(bytes: &[u8], shape: ImageShape) -> Result<Vec<u8>, String> {
