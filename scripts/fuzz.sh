@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # More fuzz/property inputs than scripts/test.sh runs: N per in-process target (default 20000; config TOML and
 # --set values, sweep files, manifests, tensor files, data-file headers, .npy/.npz/Parquet data files, sweep-volume
-# records, tokenizer.json files) and N/100 for the target that starts a real `spotrun train` per input. Prints
+# records, tokenizer.json files, PNG and JPEG bytes) and N/100 for the target that starts a real `spotrun train` per input. Prints
 # "fuzz <target>: N inputs, 0 panics" per target.
 # Usage: scripts/fuzz.sh [N]
 set -euo pipefail

@@ -369,6 +369,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
 /// `spotrun prepare`: the data cache entry's directory on stdout (whether made now or found).
 fn prepare_cmd(config: &std::path::Path, sets: &[String], quiet: bool) -> Result<ExitCode> {
     let loaded = crate::config::load(Some(config), sets)?;
+    crate::trainer::check_tabular_fits(&loaded.config)?;
     match crate::data::Data::prepare(&loaded.config.data, !quiet)? {
         Some(p) => {
             if !quiet {

@@ -18,5 +18,5 @@ pub(crate) use manifest::{ManifestError, MANIFEST};
 pub use store::{load as load_checkpoint, verify, Snapshot, Store};
 pub(crate) use store::{CheckpointError, Committed, Loaded, Skipped, STATE_FILE};
 pub(crate) use tensors::TensorIoError;
-pub use tensors::{from_bytes, load, save};
+pub use tensors::{from_bytes, load, save, save_with_metadata};
 pub(crate) use writer::Writer;

@@ -1,7 +1,7 @@
 //! Named tensors ↔ safetensors bytes, readable by Python's `safetensors.torch.load_file`.
 //!
-//! Files are byte-deterministic: tensors are ordered by name and no metadata is written, so equal tensors
-//! give identical files (what the resume tests compare).
+//! Files are byte-deterministic: tensors are ordered by name and metadata (only a run's final weights carry any:
+//! the class names) is sorted by key, so equal tensors give identical files (what the resume tests compare).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -73,12 +73,22 @@ pub struct Written {
     pub crc32: u32,
 }
 
-/// Streams `tensors` in the safetensors format to `w`: sorted by name, no metadata, each tensor copied to host
-/// memory one at a time (no whole-file buffer), with a CRC-32 computed on the way.
-pub(super) fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
+/// Streams `tensors` in the safetensors format to `w`: sorted by name, `metadata` as the header's `__metadata__`
+/// (string keys and values, as the format allows; omitted when empty), each tensor copied to host memory one at a
+/// time (no whole-file buffer), with a CRC-32 computed on the way.
+fn write_to(
+    w: &mut dyn Write,
+    tensors: &[(String, Tensor)],
+    metadata: &[(String, String)],
+) -> Result<Written, TensorIoError> {
     let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    }
     let mut offset = 0u64;
     for (name, t) in &order {
         let dtype = dtype_of(t.kind()).ok_or_else(|| TensorIoError::Tensor {
@@ -125,15 +135,25 @@ pub(super) fn write_to(w: &mut dyn Write, tensors: &[(String, Tensor)]) -> Resul
 #[cfg(test)]
 pub(super) fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, TensorIoError> {
     let mut out = Vec::new();
-    write_to(&mut out, tensors)?;
+    write_to(&mut out, tensors, &[])?;
     Ok(out)
 }
 
 /// Writes `tensors` to `path` atomically (scratch file, fsync, rename, fsync dir); returns size and CRC-32.
 pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<Written, TensorIoError> {
+    save_with_metadata(path, tensors, &[])
+}
+
+/// [`save`], with string `metadata` in the header's `__metadata__` (read by Python's
+/// `safe_open(path, "pt").metadata()`).
+pub fn save_with_metadata(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &[(String, String)],
+) -> Result<Written, TensorIoError> {
     let mut tensor_err = None;
     let result = write_atomic_with(path, &mut |w| {
-        write_to(w, tensors).map_err(|e| match e {
+        write_to(w, tensors, metadata).map_err(|e| match e {
             TensorIoError::Stream(io) => io,
             other => {
                 tensor_err = Some(other);
@@ -186,5 +206,10 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&back["b"].flatten(0, -1)).unwrap(), [1.0, 2.0, 3.0, 4.0]);
         assert_eq!(back["a"].int64_value(&[0]), 7);
         assert!(from_bytes(&bytes[..bytes.len() - 3], Path::new("x"), Device::Cpu).is_err());
+        let mut with = Vec::new();
+        write_to(&mut with, &a, &[("spotrun.classes".into(), "[\"a\"]".into())]).unwrap();
+        let st = SafeTensors::read_metadata(&with).unwrap().1;
+        assert_eq!(st.metadata().as_ref().unwrap()["spotrun.classes"], "[\"a\"]");
+        assert_eq!(from_bytes(&with, Path::new("x"), Device::Cpu).unwrap().len(), 2);
     }
 }

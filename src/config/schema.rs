@@ -35,6 +35,9 @@ pub enum DataSource {
     /// UTF-8 text files (`data.path`: a file, a directory or a glob), tokenized once with `data.tokenizer` into
     /// the data cache as nanoGPT token files.
     Text,
+    /// An image folder (`data.path/train/<class>/*.png|jpg|jpeg` and `data.path/val/<class>/…`, torchvision's
+    /// `ImageFolder` layout), decoded once to uint8 `data.shape` tensors into the data cache.
+    Images,
 }
 
 /// `data.task`: what the targets of safetensors data are.
@@ -124,6 +127,15 @@ pub struct DataConfig {
     /// placement key: not part of the run id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// `images`: per-channel mean and standard deviation applied to each batch after scaling to [0, 1]
+    /// (`(x / 255 - mean) / std`, as torchvision's `ToTensor` + `Normalize`); default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+    /// `images`: skip (and count) files that do not decode instead of stopping with an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_bad: Option<bool>,
 }
 
 impl DataConfig {
@@ -159,6 +171,9 @@ impl Default for DataConfig {
             split_seed: None,
             tokenizer: None,
             cache_dir: None,
+            mean: None,
+            std: None,
+            skip_bad: None,
         }
     }
 }

@@ -280,6 +280,7 @@ fn data(c: &Config) -> Checked {
         DataSource::Safetensors | DataSource::Tokens => {}
         DataSource::Npy | DataSource::Parquet => tabular(c)?,
         DataSource::Text => prepared(c)?,
+        DataSource::Images => images(c)?,
     }
     if c.data.source != DataSource::Parquet {
         let set = [
@@ -297,6 +298,43 @@ fn data(c: &Config) -> Checked {
     }
     if c.data.source != DataSource::Text && c.data.tokenizer.is_some() {
         return err("data.tokenizer", "is only used with data.source = \"text\"".into());
+    }
+    if c.data.source != DataSource::Images {
+        let set = [
+            ("data.mean", c.data.mean.is_some()),
+            ("data.std", c.data.std.is_some()),
+            ("data.skip_bad", c.data.skip_bad.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+            return err(key, "is only used with data.source = \"images\"".into());
+        }
+    }
+    Ok(())
+}
+
+/// `data.source = "images"`: a folder, `data.shape` with 1 or 3 channels, and `data.mean` / `data.std` with one
+/// finite value per channel (std positive).
+fn images(c: &Config) -> Checked {
+    let err = |k: &str, m: String| Err(BadValue { key: k.to_string(), message: m });
+    let d = &c.data;
+    if d.path.is_none() {
+        return err("data.path", "data.source = \"images\" needs data.path (a folder with train/ and val/)".into());
+    }
+    let Some(shape) = &d.shape else {
+        return err("data.shape", "data.source = \"images\" needs data.shape = [C, H, W] (C = 1 or 3)".into());
+    };
+    if shape.len() != 3 || !matches!(shape[0], 1 | 3) || shape[1..].iter().any(|&s| !(1..=65_535).contains(&s)) {
+        return err("data.shape", format!("must be [C, H, W] with C = 1 or 3 and sides 1..=65535, got {shape:?}"));
+    }
+    for (key, values, positive) in [("data.mean", &d.mean, false), ("data.std", &d.std, true)] {
+        let Some(v) = values else { continue };
+        if v.len() as i64 != shape[0] {
+            return err(key, format!("needs one value per channel ({}), got {}", shape[0], v.len()));
+        }
+        if let Some(x) = v.iter().find(|x| !x.is_finite() || (positive && **x <= 0.0)) {
+            let what = if positive { "positive finite numbers" } else { "finite numbers" };
+            return err(key, format!("must hold {what}, got {x}"));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Data: the dataset held in memory once (on the accelerator when it fits), epoch order, and batches.
 //!
-//! Owns loading (built-in synthetic tasks, a safetensors file, NumPy arrays, Parquet files, or nanoGPT token
-//! files), every check on the data
+//! Owns loading (built-in synthetic tasks, a safetensors file, NumPy arrays, Parquet files, image folders, or
+//! nanoGPT token files), every check on the data
 //! (dtypes, shapes, label range, token ids, agreement with `model.inputs` / `model.classes` / `data.shape` /
 //! `model.vocab_size`), and the per-epoch permutation.
 //! After [`Dataset::load`] returns, no training step touches the disk. Imports only `config` (and `ffi` for a
@@ -9,6 +9,7 @@
 mod cache;
 mod codec;
 mod file;
+mod images;
 mod npy;
 mod order;
 mod parquet;
@@ -23,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice, TaskKind};
 pub use codec::Codec;
+pub use images::{decode_image, ImageShape};
 pub(crate) use order::epoch_permutation;
 pub(crate) use rng::SplitMix64;
 pub use text::{run_codec, PreparedText};
@@ -86,16 +88,24 @@ impl Data {
                 t.prepared = Some(p.dir);
                 Data::Tokens(t)
             }
+            DataSource::Images => Data::Samples(Dataset::images(data, model, progress)?),
             _ => Data::Samples(Dataset::load(data, model)?),
         })
     }
 
-    /// Prepares a text source into the data cache (nothing to do for the others, `Ok(None)`).
-    pub fn prepare(data: &DataConfig, progress: bool) -> Result<Option<PreparedText>, DataError> {
-        match data.source {
-            DataSource::Text => text::prepare(data, progress).map(Some),
-            _ => Ok(None),
-        }
+    /// Prepares a text or image source into the data cache (nothing to do for the others, `Ok(None)`).
+    pub fn prepare(data: &DataConfig, progress: bool) -> Result<Option<PreparedData>, DataError> {
+        Ok(match data.source {
+            DataSource::Text => {
+                let p = text::prepare(data, progress)?;
+                Some(PreparedData { line: p.describe(), dir: p.dir })
+            }
+            DataSource::Images => {
+                let p = images::prepare(data, progress)?;
+                Some(PreparedData { line: p.describe(), dir: p.dir })
+            }
+            _ => None,
+        })
     }
 
     /// The data-cache entry of a prepared source (`None` for the others), without preparing it: `Err` when an input
@@ -103,13 +113,19 @@ impl Data {
     pub fn entry_dir(data: &DataConfig) -> Option<Result<PathBuf, DataError>> {
         match data.source {
             DataSource::Text => Some(text::entry_dir(data)),
+            DataSource::Images => Some(images::entry_dir(data)),
             _ => None,
         }
     }
 
     /// Files the run directory keeps so the run can be used without the data: for tokenized text, `vocab.json`
     /// (the entry's meta.json) and the `tokenizer.json` copy.
+    /// With class names (image folders, string labels), `classes.json`: the names as a JSON list, class `i` at
+    /// index `i`.
     pub fn run_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>, DataError> {
+        if let Some(names) = self.class_names() {
+            return Ok(vec![("classes.json", (serde_json::json!(names).to_string() + "\n").into_bytes())]);
+        }
         let Data::Tokens(TokenData { prepared: Some(dir), .. }) = self else { return Ok(vec![]) };
         let mut out = Vec::new();
         for (from, to) in [("meta.json", "vocab.json"), ("tokenizer.json", "tokenizer.json")] {
@@ -135,6 +151,7 @@ impl Data {
                 sample_shape: d.sample_shape.clone(),
                 classes: d.classes,
                 class_names: d.class_names.clone(),
+                norm: d.norm.clone(),
                 origin: d.origin.clone(),
                 fingerprint: d.fingerprint.clone(),
                 warnings: d.warnings.clone(),
@@ -149,6 +166,15 @@ impl Data {
                 fingerprint: t.fingerprint.clone(),
                 prepared: t.prepared.clone(),
             }),
+        }
+    }
+
+    /// The names of the classes (class `i` is `names[i]`), when the data has them: an image folder's class
+    /// folders, or string labels.
+    pub fn class_names(&self) -> Option<&[String]> {
+        match self {
+            Data::Samples(d) => d.class_names.as_deref(),
+            Data::Tokens(_) => None,
         }
     }
 
@@ -237,8 +263,11 @@ pub struct Dataset {
     pub sample_shape: Vec<i64>,
     /// Classes, or regression targets per sample.
     pub classes: i64,
-    /// The class names, when the labels were strings (class `i` is `class_names[i]`, in sorted order).
+    /// The class names, when the labels were strings or class folders (class `i` is `class_names[i]`, in sorted
+    /// order).
     pub class_names: Option<Vec<String>>,
+    /// Per-channel normalisation of uint8 image inputs in each batch (`data.mean` / `data.std`).
+    pub norm: Option<Normalize>,
     /// Where the data came from, for messages.
     pub origin: String,
     /// `crc32:<8 hex>` over the four tensors as loaded (see [`fingerprint`]); checkpoints record it so a resume on
@@ -281,15 +310,43 @@ impl Dataset {
                 let mut d = Self::check(raw, &path, data, model)?;
                 d.warnings.extend(extras.notes);
                 if let Some(names) = extras.class_names {
-                    // The names are part of the data: a resume where they changed is a resume on other data.
-                    let joined = Tensor::from_slice(names.join("\n").as_bytes());
-                    d.fingerprint = fingerprint(&[&d.x_train, &d.y_train, &d.x_val, &d.y_val, &joined]);
-                    d.class_names = Some(names);
+                    d.name_classes(names);
                 }
                 return Ok(d);
             }
+            DataSource::Images => return Self::images(data, model, false),
         };
         Self::check(raw, &path, data, model)
+    }
+
+    /// An image folder: decoded (or read from the data cache), checked, its classes named, with the batch
+    /// normalisation `data.mean` / `data.std` ask for. `progress`: a bar while decoding and a line saying where the
+    /// tensors are cached.
+    fn images(data: &DataConfig, model: &ModelConfig, progress: bool) -> Result<Dataset, DataError> {
+        let loaded = images::load(data, progress)?;
+        if progress {
+            tell!("{}", loaded.prepared.describe());
+        }
+        let path = data.path.clone().unwrap_or_default();
+        let mut d = Self::check(loaded.raw, &path, data, model)?;
+        d.warnings.extend(loaded.notes);
+        d.name_classes(loaded.classes);
+        if data.mean.is_some() || data.std.is_some() {
+            let c = d.sample_shape.first().copied().unwrap_or(1) as usize;
+            d.norm = Some(Normalize {
+                mean: data.mean.clone().unwrap_or_else(|| vec![0.0; c]),
+                std: data.std.clone().unwrap_or_else(|| vec![1.0; c]),
+            });
+        }
+        Ok(d)
+    }
+
+    /// Records the class names; they are part of the data, so the fingerprint covers them (a resume where they
+    /// changed is a resume on other data).
+    fn name_classes(&mut self, names: Vec<String>) {
+        let joined = Tensor::from_slice(names.join("\n").as_bytes());
+        self.fingerprint = fingerprint(&[&self.x_train, &self.y_train, &self.x_val, &self.y_val, &joined]);
+        self.class_names = Some(names);
     }
 
     fn check(
@@ -357,6 +414,7 @@ impl Dataset {
             sample_shape,
             classes,
             class_names: None,
+            norm: None,
             origin: path.display().to_string(),
             fingerprint,
             warnings,
@@ -383,8 +441,9 @@ impl Dataset {
             .sum()
     }
 
-    /// Gathers a batch by index and converts the inputs to float32 on `device` (uint8 scaled by 1/255).
-    pub fn batch(x: &Tensor, y: &Tensor, idx: &Tensor, device: Device) -> (Tensor, Tensor) {
+    /// Gathers a batch by index and converts the inputs to float32 on `device`: uint8 scaled by 1/255, then
+    /// `norm` applied (the one place inputs become what the model sees; uint8 crosses to the device as uint8).
+    pub fn batch(x: &Tensor, y: &Tensor, idx: &Tensor, device: Device, norm: Option<&Normalize>) -> (Tensor, Tensor) {
         let idx = idx.to_device(x.device());
         let xb = to_device_async(&x.index_select(0, &idx), device);
         let yb = to_device_async(&y.index_select(0, &idx), device);
@@ -393,7 +452,42 @@ impl Dataset {
             Kind::Uint8 => xb.to_kind(Kind::Float) / 255.0,
             _ => xb.to_kind(Kind::Float),
         };
+        let xb = match norm {
+            Some(n) => n.apply(&xb),
+            None => xb,
+        };
         (xb, yb)
+    }
+}
+
+/// `(x - mean[c]) / std[c]` per channel `c` of `[B, C·H·W]` inputs already scaled to [0, 1], as torchvision's
+/// `Normalize` after `ToTensor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalize {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Normalize {
+    fn apply(&self, xb: &Tensor) -> Tensor {
+        let c = self.mean.len() as i64;
+        let dev = xb.device();
+        let as_t = |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).to_device(dev).view([1, c, 1]);
+        let (b, f) = (xb.size()[0], xb.size()[1]);
+        ((xb.view([b, c, f / c]) - as_t(&self.mean)) / as_t(&self.std)).view([b, f])
+    }
+}
+
+/// A source prepared into the data cache (`spotrun prepare`): the entry, and the console line saying so.
+pub struct PreparedData {
+    pub dir: PathBuf,
+    line: String,
+}
+
+impl PreparedData {
+    /// `data: tokenized into DIR`, `data: decoded N images into DIR` or `data: cached in DIR`.
+    pub fn describe(&self) -> String {
+        self.line.clone()
     }
 }
 
@@ -421,6 +515,7 @@ pub fn planned_bytes(data: &DataConfig) -> Option<u64> {
     match data.source {
         DataSource::Npy => npy::planned_bytes(data),
         DataSource::Parquet => parquet::planned_bytes(data),
+        DataSource::Images => images::planned_bytes(data),
         _ => None,
     }
 }
@@ -593,7 +688,7 @@ mod tests {
             devices.push(Device::Cuda(0));
         }
         for dev in devices {
-            let (xb, yb) = Dataset::batch(&x, &y, &idx, dev);
+            let (xb, yb) = Dataset::batch(&x, &y, &idx, dev, None);
             assert_eq!(xb.device(), dev);
             let want = x.index_select(0, &idx);
             assert!(xb.to_device(Device::Cpu).equal(&want), "{dev:?}");

@@ -47,8 +47,8 @@ impl<O: Objective> Task for Samples<'_, O> {
     fn gather(&self, idx: &Tensor, split: Split, device: Device) -> Batch {
         let d = self.data;
         let (x, y) = match split {
-            Split::Train => Dataset::batch(&d.x_train, &d.y_train, idx, device),
-            Split::Val => Dataset::batch(&d.x_val, &d.y_val, idx, device),
+            Split::Train => Dataset::batch(&d.x_train, &d.y_train, idx, device, d.norm.as_ref()),
+            Split::Val => Dataset::batch(&d.x_val, &d.y_val, idx, device, d.norm.as_ref()),
         };
         Batch { x, y }
     }

@@ -44,6 +44,7 @@ pub use fit::{FitOutcome, Trainer};
 pub(crate) use fused::fusion_key;
 pub use group::train_group;
 pub use metrics::EpochMetrics;
+pub(crate) use prepare::check_tabular_fits;
 pub use progress::Progress;
 pub(crate) use signals::name as signal_name;
 pub use single::train;

@@ -51,7 +51,7 @@ pub(super) fn already_finished(p: &Prepared, metrics: Vec<EpochMetrics>) -> Resu
     let weights = p.run_dir.join("model.safetensors");
     if matches!(std::fs::symlink_metadata(&weights), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         std::fs::create_dir_all(&p.run_dir).map_err(|e| Error::io(&p.run_dir, e))?;
-        checkpoint::save(&weights, &named_variables(&p.vs, p.net.as_ref()))?;
+        checkpoint::save_with_metadata(&weights, &named_variables(&p.vs, p.net.as_ref()), &weights_metadata(p))?;
         save_module(p)?;
     }
     Ok(TrainSummary {
@@ -102,11 +102,24 @@ pub(super) fn at_stop(
 /// The final weights (`model.safetensors`), the EMA's (`ema.safetensors`, with `train.ema`) and, for a
 /// TorchScript run, the trained module (`model.pt`).
 fn write_outputs(p: &Prepared, trainer: &Trainer) -> Result<()> {
-    checkpoint::save(&p.run_dir.join("model.safetensors"), &named_variables(&p.vs, p.net.as_ref()))?;
+    let meta = weights_metadata(p);
+    checkpoint::save_with_metadata(
+        &p.run_dir.join("model.safetensors"),
+        &named_variables(&p.vs, p.net.as_ref()),
+        &meta,
+    )?;
     if let Some(ema) = trainer.ema_weights() {
-        checkpoint::save(&p.run_dir.join("ema.safetensors"), &ema)?;
+        checkpoint::save_with_metadata(&p.run_dir.join("ema.safetensors"), &ema, &meta)?;
     }
     save_module(p)
+}
+
+/// The final weights' safetensors metadata: `spotrun.classes`, the class names as a JSON list (class `i` at index
+/// `i`), when the data has them (an image folder, string labels); nothing otherwise.
+fn weights_metadata(p: &Prepared) -> Vec<(String, String)> {
+    p.data
+        .class_names()
+        .map_or_else(Vec::new, |names| vec![("spotrun.classes".into(), serde_json::json!(names).to_string())])
 }
 
 /// A TorchScript run also leaves the trained module, `RUN_DIR/model.pt` (written to a scratch name, fsynced,

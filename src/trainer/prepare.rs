@@ -65,10 +65,11 @@ pub(crate) fn prepare(loaded: LoadedConfig, opts: &TrainOptions) -> Result<Prepa
     rundir::check_creatable(&run_dir)?;
     let (data, data_on_device) = load_data(cfg, dev, !opts.quiet)?;
     lines.extend(data.warnings().iter().map(|w| format!("warning: {w}")));
-    if let Data::Samples(crate::data::Dataset { class_names: Some(names), .. }) = &data {
+    if let Some(names) = data.class_names() {
         let shown: Vec<String> = names.iter().take(20).enumerate().map(|(i, n)| format!("{i}={n}")).collect();
         let more = if names.len() > 20 { format!(" and {} more", names.len() - 20) } else { String::new() };
-        lines.push(format!("note: string labels as classes in sorted order: {}{more}", shown.join(", ")));
+        let what = if cfg.data.source == DataSource::Images { "class folders" } else { "string labels" };
+        lines.push(format!("note: {what} as classes in sorted order: {}{more}", shown.join(", ")));
     }
     check_model_fits(cfg, &data, dev)?;
     tch::manual_seed(cfg.train.seed as i64);
@@ -181,9 +182,9 @@ fn check_tokens_fit(cfg: &Config) -> Result<()> {
     })
 }
 
-/// NumPy and Parquet data: refuses, before reading, tensors (sized from the headers or footers) that do not fit
-/// in the host memory available.
-fn check_tabular_fits(cfg: &Config) -> Result<()> {
+/// NumPy, Parquet and image data: refuses, before reading or decoding, tensors (sized from the headers, footers or
+/// the image count and `data.shape`) that do not fit in the host memory available.
+pub(crate) fn check_tabular_fits(cfg: &Config) -> Result<()> {
     let Some(needed) = crate::data::planned_bytes(&cfg.data) else { return Ok(()) };
     let Some(available) = device::host_available_bytes() else { return Ok(()) };
     if needed <= available {

@@ -18,6 +18,7 @@ mod fused;
 mod fuzz;
 mod gpu_ready;
 mod gpu_state;
+mod images;
 mod interop;
 mod no_loss;
 mod resume;
