@@ -244,6 +244,11 @@ fn take(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<Taken> 
     if let Some(t) = o.threads {
         cfg.train.threads = t;
     }
+    // Text and image folders are prepared once per sweep, on its volume (every worker, on any machine, finds the
+    // entry there), unless the sweep names a data.cache_dir (a placement key: the run id is the same).
+    if matches!(cfg.data.source, crate::config::DataSource::Text | crate::config::DataSource::Images) {
+        cfg.data.cache_dir.get_or_insert_with(|| ctx.layout.root.join("data"));
+    }
     let owner = {
         let (dir, gen) = (dir.clone(), attempt.gen);
         OwnerCheck(Arc::new(move || {

@@ -144,6 +144,19 @@ fn load_data_uncached(cfg: &Config, dev: Device, progress: bool) -> Result<(Data
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     check_tokens_fit(cfg)?;
     check_tabular_fits(cfg)?;
+    // Text and image folders: tokenized or decoded into the data cache first (streaming, bounded memory), then
+    // what loads is the cache entry, checked against the memory available.
+    let preparing = || format!("preparing the data ({source})");
+    let prepared = boundary::catch(Phase::Setup, &preparing, || Ok(Data::prepare(&cfg.data, progress)?))?;
+    if let Some(p) = &prepared {
+        if progress {
+            tell!("{}", p.describe());
+        }
+        if cfg.data.source == DataSource::Text {
+            check_prepared_tokens_fit(&p.dir)?;
+        }
+    }
+    let progress = progress && prepared.is_none();
     let loading = || format!("loading the data ({source})");
     let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load_with(&cfg.data, &cfg.model, progress)?))?;
     test_startup_delay();
@@ -160,10 +173,24 @@ fn load_data_uncached(cfg: &Config, dev: Device, progress: bool) -> Result<(Data
 /// Token files are read whole and held as int32: refuses, before reading, a corpus whose load (the raw bytes
 /// plus two int32 copies at the peak) does not fit in the host memory available.
 fn check_tokens_fit(cfg: &Config) -> Result<()> {
-    let (DataSource::Tokens, Some(dir)) = (cfg.data.source, &cfg.data.path) else { return Ok(()) };
+    match (cfg.data.source, &cfg.data.path) {
+        (DataSource::Tokens, Some(dir)) => token_files_fit(dir, cfg.data.token_dtype.size() as u128),
+        _ => Ok(()),
+    }
+}
+
+/// Tokenized text's cache entry (its `meta.json` names the id width) against the host memory available.
+fn check_prepared_tokens_fit(entry: &std::path::Path) -> Result<()> {
+    let meta: serde_json::Value =
+        std::fs::read(entry.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let per_token = if meta["token_dtype"] == "uint32" { 4 } else { 2 };
+    token_files_fit(entry, per_token)
+}
+
+/// Token files in `dir` (`train.bin`, `val.bin`, `per_token` bytes an id) against the host memory available.
+fn token_files_fit(dir: &std::path::Path, per_token: u128) -> Result<()> {
     let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0) as u128;
     let raw = size("train.bin") + size("val.bin");
-    let per_token = cfg.data.token_dtype.size() as u128;
     let needed = raw + 2 * 4 * (raw / per_token);
     let Some(available) = device::host_available_bytes() else { return Ok(()) };
     if needed <= available as u128 {

@@ -22,6 +22,7 @@ mod images;
 mod interop;
 mod no_loss;
 mod resume;
+mod sources;
 mod study;
 mod sweep;
 mod tabular;
