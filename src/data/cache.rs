@@ -125,6 +125,25 @@ pub(crate) fn cache_err(path: &Path, source: std::io::Error) -> DataError {
     DataError::Cache { path: path.to_path_buf(), source }
 }
 
+/// The files under `dir`, recursively, that `keep` accepts (names starting with `.` skipped, as hidden): what a
+/// text or image-folder source reads, and what its cache key covers.
+pub(crate) fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p, keep)?);
+        } else if keep(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

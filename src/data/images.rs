@@ -169,8 +169,9 @@ fn split_files(dir: &Path, classes: &[String], all: &[String]) -> Result<Vec<(Pa
     for name in classes {
         let label = all.binary_search(name).unwrap_or_default() as i64;
         let class_dir = dir.join(name);
-        let mut files = Vec::new();
-        walk(&class_dir, &mut files).map_err(|e| input_err(&class_dir, format!("cannot be listed: {e}")))?;
+        // Image files, recursively; extensions compared case-insensitively, as torchvision does.
+        let mut files = super::cache::files_under(&class_dir, &|p| is_image_name(p))
+            .map_err(|e| input_err(&class_dir, format!("cannot be listed: {e}")))?;
         if files.is_empty() {
             return Err(input_err(&class_dir, "holds no .png, .jpg or .jpeg files (an empty class)".into()));
         }
@@ -178,24 +179,6 @@ fn split_files(dir: &Path, classes: &[String], all: &[String]) -> Result<Vec<(Pa
         out.extend(files.into_iter().map(|f| (f, label)));
     }
     Ok(out)
-}
-
-/// Image files under `dir`, recursively (hidden names skipped; extensions compared case-insensitively, as
-/// torchvision does).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = entry.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_image_name(&p) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 fn is_image_name(p: &Path) -> bool {

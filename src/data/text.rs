@@ -58,7 +58,8 @@ pub(crate) fn inputs(path: &Path, key: &str) -> Result<Vec<PathBuf>, DataError> 
         paths.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect()
     } else {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => walk(path).map_err(|e| bad(format!("cannot list the directory: {e}")))?,
+            Ok(m) if m.is_dir() => super::cache::files_under(path, &|p| p.is_file())
+                .map_err(|e| bad(format!("cannot list the directory: {e}")))?,
             Ok(_) => vec![path.to_path_buf()],
             Err(e) => return Err(bad(format!("cannot be read: {e}"))),
         }
@@ -68,24 +69,6 @@ pub(crate) fn inputs(path: &Path, key: &str) -> Result<Vec<PathBuf>, DataError> 
         return Err(bad("names no files (empty directory, or a glob that matches nothing)".into()));
     }
     Ok(files)
-}
-
-/// Every regular file under `dir` (hidden names skipped).
-fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(walk(&p)?);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-    Ok(out)
 }
 
 /// A named tokenizer, with the bytes of its `tokenizer.json` when it is one.
