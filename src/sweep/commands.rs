@@ -280,7 +280,8 @@ pub fn report_cmd(dir: &Path, volume: Option<&Path>, out: Option<PathBuf>) -> Re
     let (layout, plan) = sweep_dir(dir, volume)?;
     let views = status::collect(&layout, &plan);
     let out = out.unwrap_or_else(|| layout.root.join("report"));
-    let files = super::report::write(&plan, &views, &out)?;
+    let study = super::study::summary::read(&layout.root, plan.metric.higher_is_better())?;
+    let files = super::report::write(&plan, &views, study.as_ref(), &out)?;
     say!("report: {} ({} charts)", out.join("index.html").display(), files.saturating_sub(1));
     Ok(ExitCode::SUCCESS)
 }

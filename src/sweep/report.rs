@@ -20,9 +20,26 @@ const COLORS: [&str; 10] =
     ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 /// Writes `out/index.html` plus one SVG per chart; returns how many files were written.
-pub(crate) fn write(plan: &Plan, views: &[RunView], out: &Path) -> Result<usize, SweepError> {
+/// With a `study` (an adaptive sweep), also its rung chart: each trial's metric at each rung it reached.
+pub(crate) fn write(
+    plan: &Plan,
+    views: &[RunView],
+    study: Option<&super::study::summary::Summary>,
+    out: &Path,
+) -> Result<usize, SweepError> {
     std::fs::create_dir_all(out).map_err(|e| SweepError::io(out, e))?;
     let mut charts: Vec<(String, String)> = Vec::new();
+    if let Some(s) = study {
+        let series: Vec<(String, Vec<(f64, f64)>)> = s
+            .trials
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(t, r)| (format!("trial {t}"), r.iter().map(|&(e, m)| (e as f64, m)).collect()))
+            .collect();
+        let title = format!("{} at each rung ({}, eta {})", plan.metric.as_str(), s.scheduler, s.eta);
+        charts.push(("rungs.svg".into(), line_chart(&title, "epoch (rung)", plan.metric.as_str(), &series)));
+    }
     // The curves of every metric some run has (a task's metrics; accuracy means nothing for a language model).
     let metrics =
         [MetricName::TrainLoss, MetricName::ValLoss, MetricName::ValAccuracy, MetricName::ValPpl, MetricName::ValMae];

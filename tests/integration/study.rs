@@ -93,6 +93,9 @@ fn a_promoted_asha_trial_ends_byte_identical_to_its_config_trained_straight_thro
     let st = text(&Run::new(["status".as_ref(), root.as_os_str()]).ok().stdout);
     assert!(st.contains("study: asha (eta 3, min_epochs 1): 9 of 9 configs started"), "{st}");
     assert!(st.contains("epoch 1: 9 reached, 3 promoted"), "ASHA promotes a third of rung 1: {st}");
+    Run::new(["report".as_ref(), root.as_os_str()]).ok();
+    let rungs = std::fs::read_to_string(root.join("report/rungs.svg")).unwrap();
+    assert!(rungs.contains("val_accuracy at each rung (asha, eta 3)") && rungs.contains("trial 8"), "{rungs}");
     let ds = decisions(&root);
     assert_eq!(ds.iter().filter(|d| kind(d) == "created").count(), 9, "{}", text(&out.stdout));
     let finished: Vec<usize> = ds

@@ -27,6 +27,8 @@ pub(crate) struct Summary {
     pub rungs: Vec<(usize, usize, usize)>,
     /// The best trial at the highest epoch any trial reached: (trial, run id, epoch, metric).
     pub best: Option<(usize, String, usize, f64)>,
+    /// Each trial's (epoch, metric) at the rungs it reached, by trial number.
+    pub trials: Vec<Vec<(usize, f64)>>,
     pub decisions: u64,
 }
 
@@ -72,6 +74,7 @@ pub(crate) fn read(root: &Path, higher_is_better: bool) -> Result<Option<Summary
         failed: phase(|p| matches!(p, Phase::Failed)),
         rungs: rungs.iter().map(|&e| (e, reached(e), promoted.get(&e).copied().unwrap_or(0))).collect(),
         best: best(&st, higher_is_better),
+        trials: st.trials.iter().map(|t| t.rungs.clone()).collect(),
         decisions: st.applied,
     }))
 }
