@@ -255,8 +255,17 @@ impl EventWriter {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let name = format!("events.out.tfevents.{secs:010}.{}.{}", host.trim(), std::process::id());
-        let path = dir.join(name);
-        let file = std::fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
+        // A long-lived worker can resume the same run twice within a second (an adaptive sweep's promotion): the
+        // next file takes a suffix, and sorts after the first.
+        let (file, path) = (0..1000)
+            .find_map(|k| {
+                let path = dir.join(if k == 0 { name.clone() } else { format!("{name}.{k}") });
+                match std::fs::OpenOptions::new().create_new(true).write(true).open(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                    other => Some(other.map(|f| (f, path))),
+                }
+            })
+            .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))?;
         let mut w = EventWriter { file: std::io::BufWriter::new(file), path };
         w.write(&event(0, What::FileVersion("brain.Event:2".into())))?;
         let start = SessionLog { status: SessionStatus::Start as i32 };

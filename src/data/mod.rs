@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{DataConfig, DataSource, ModelConfig, OnDevice, TaskKind};
+pub(crate) use cache::files_under;
 pub use codec::Codec;
 pub use images::{decode_image, ImageShape};
 pub(crate) use order::epoch_permutation;

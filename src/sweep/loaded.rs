@@ -41,10 +41,10 @@ impl LoadedSweep {
         Ok(loaded)
     }
 
-    /// Writes `sweep.json`, except for a TPE sweep, whose plan its study's workers write as trials are created
-    /// (the plan at load time is empty, and must not replace theirs).
+    /// Writes `sweep.json`, except for a TPE or PBT sweep, whose plan its study's workers write as trials are
+    /// created or exploit (the plan at load time is empty, or names runs by config, and must not replace theirs).
     pub(crate) fn write_plan(&self) -> Result<(), SweepError> {
-        if self.sweep.method == spec::Method::Tpe && self.runs.is_empty() {
+        if (self.sweep.method == spec::Method::Tpe && self.runs.is_empty()) || self.sweep.pbt.is_some() {
             return Ok(());
         }
         self.plan.write(&self.layout)

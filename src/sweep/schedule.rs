@@ -16,7 +16,23 @@ pub enum SchedulerKind {
     Hyperband,
     /// No early stop: every trial trains to `train.epochs` (`method = "tpe"` without a scheduler).
     None,
+    /// Population-based training: every trial pauses every `interval` epochs (kept here as `min_epochs`), where
+    /// one in the bottom quantile copies a top trial's checkpoint and explores new hyperparameters.
+    Pbt,
 }
+
+/// `scheduler = "pbt"`'s settings beyond its interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PbtSettings {
+    /// The share of the trials at an interval that exploits (bottom) and is exploited (top); default 0.25.
+    pub quantile: f64,
+    /// The chance that an explored value is drawn afresh from its domain instead of perturbed; default 0.25.
+    pub resample_probability: f64,
+}
+
+/// The per-run keys PBT may explore: hyperparameters that change nothing about the weights' shapes or the data.
+pub(crate) const EXPLORABLE: [&str; 6] =
+    ["optim.lr", "optim.weight_decay", "optim.momentum", "optim.betas", "optim.grad_clip", "model.dropout"];
 
 /// A checked `scheduler` with its `min_epochs` and `eta`, for a base config of `epochs` epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +66,7 @@ impl Schedule {
     /// How many brackets: 1 for ASHA, `floor(log_eta(epochs / min_epochs)) + 1` for Hyperband.
     pub fn brackets(&self) -> usize {
         match self.kind {
-            SchedulerKind::Asha | SchedulerKind::None => 1,
+            SchedulerKind::Asha | SchedulerKind::None | SchedulerKind::Pbt => 1,
             // The k with min_epochs · eta^k <= epochs.
             SchedulerKind::Hyperband => std::iter::successors(Some(self.min_epochs), |e| e.checked_mul(self.eta))
                 .take_while(|&e| e <= self.epochs)
@@ -68,6 +84,12 @@ impl Schedule {
         if self.kind == SchedulerKind::None {
             return vec![self.epochs];
         }
+        if self.kind == SchedulerKind::Pbt {
+            let every = self.min_epochs.max(1);
+            let mut r: Vec<usize> = (1..).map(|k| k * every).take_while(|&e| e < self.epochs).collect();
+            r.push(self.epochs);
+            return r;
+        }
         let first = (0..bracket).fold(self.min_epochs, |e, _| e.saturating_mul(self.eta));
         let mut r = self.ladder_from(first);
         r.push(self.epochs);
@@ -78,6 +100,9 @@ impl Schedule {
     /// them (what ASHA approaches once its rungs close): in each bracket (configs dealt round-robin), all reach the
     /// first rung, and `max(1, floor(n / eta^k))` of them rung `k`. Sorted, most first. What `estimate` prices.
     pub fn budget(&self, configs: usize) -> Vec<usize> {
+        if self.kind == SchedulerKind::Pbt {
+            return vec![self.epochs; configs];
+        }
         let mut out = Vec::with_capacity(configs);
         for b in 0..self.brackets() {
             let n = (0..configs).filter(|&i| self.bracket_of(i) == b).count();
@@ -116,6 +141,7 @@ impl Schedule {
             "asha" => SchedulerKind::Asha,
             "hyperband" => SchedulerKind::Hyperband,
             "none" => SchedulerKind::None,
+            "pbt" => SchedulerKind::Pbt,
             _ => return None,
         };
         let s = Schedule::new(kind, Some(min_epochs), Some(eta), epochs).ok()?;
@@ -128,6 +154,7 @@ impl Schedule {
             SchedulerKind::Asha => "asha",
             SchedulerKind::Hyperband => "hyperband",
             SchedulerKind::None => "none",
+            SchedulerKind::Pbt => "pbt",
         }
     }
 }

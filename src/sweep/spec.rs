@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::SweepError;
-use super::schedule::{Schedule, SchedulerKind};
+use super::schedule::{PbtSettings, Schedule, SchedulerKind, EXPLORABLE};
 use crate::config::{self, MetricName};
 
 /// The most runs one sweep expands to (seeds included): enough for any real search, and a `count = 1e9` typo is
@@ -80,6 +80,8 @@ pub struct Sweep {
     /// `scheduler`: an adaptive scheduler (ASHA, Hyperband) decides how far each run trains, through the study
     /// on the volume.
     pub schedule: Option<Schedule>,
+    /// `scheduler = "pbt"`: its quantile and resampling probability.
+    pub pbt: Option<PbtSettings>,
 }
 
 /// `fuse = "auto" | "off"`.
@@ -146,6 +148,9 @@ struct Raw {
     scheduler: Option<SchedulerKind>,
     min_epochs: Option<usize>,
     eta: Option<usize>,
+    interval: Option<usize>,
+    quantile: Option<f64>,
+    resample_probability: Option<f64>,
 }
 
 fn grid() -> Method {
@@ -170,14 +175,7 @@ pub fn load(path: &Path) -> Result<Sweep, SweepError> {
 pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     let file = path.to_path_buf();
     let key_err = |key: &str, message: String| SweepError::Key { file: file.clone(), key: key.into(), message };
-    let table = text
-        .parse::<toml::Table>()
-        .map_err(|e| SweepError::Syntax { file: file.clone(), message: e.to_string().trim().to_string() })?;
-    let raw: Raw = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let (key, message) = config::describe_serde_error(e);
-        let hint = config::spelling_hint(&message);
-        key_err(&key, config::with_hint(message, hint))
-    })?;
+    let raw = read_raw(text, &file)?;
     check_name(&raw.name).map_err(|m| key_err("name", m))?;
 
     let (base, base_origin, inline) = base_table(&raw, path)?;
@@ -228,7 +226,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
     }
 
     let count = check_shape(&raw, &params, &runs, &file)?;
-    let schedule = check_schedule(&raw, &params, &runs, base_cfg.train.epochs).map_err(|(k, m)| key_err(k, m))?;
+    let (schedule, pbt) = scheduling(&raw, &params, &runs, base_cfg.train.epochs).map_err(|(k, m)| key_err(&k, m))?;
     Ok(Sweep {
         name: raw.name,
         file,
@@ -245,7 +243,31 @@ pub fn parse(text: &str, path: &Path) -> Result<Sweep, SweepError> {
         pruning: raw.pruning,
         fuse: raw.fuse,
         schedule,
+        pbt,
     })
+}
+
+/// The sweep file's TOML as its raw keys (unknown keys and wrong types are errors naming the key).
+fn read_raw(text: &str, file: &Path) -> Result<Raw, SweepError> {
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| SweepError::Syntax { file: file.into(), message: e.to_string().trim().to_string() })?;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let (key, message) = config::describe_serde_error(e);
+        let hint = config::spelling_hint(&message);
+        SweepError::Key { file: file.into(), key, message: config::with_hint(message, hint) }
+    })
+}
+
+/// The scheduler and, for PBT, its settings; `Err((key, message))`.
+fn scheduling(
+    raw: &Raw,
+    params: &[(String, Domain)],
+    runs: &[Vec<(String, toml::Value)>],
+    epochs: usize,
+) -> Result<(Option<Schedule>, Option<PbtSettings>), (String, String)> {
+    let schedule = check_schedule(raw, params, runs, epochs).map_err(|(k, m)| (k.to_string(), m))?;
+    Ok((schedule, check_pbt(raw, params, schedule)?))
 }
 
 /// `scheduler`, `min_epochs`, `eta`: checked against the base's `train.epochs` (which the sweep cannot vary,
@@ -275,7 +297,74 @@ fn check_schedule(
         let m = "a scheduled sweep cannot vary train.epochs (its rungs count epochs of one schedule)";
         return Err(("scheduler", m.into()));
     }
+    if kind == SchedulerKind::Pbt {
+        if raw.min_epochs.is_some() || raw.eta.is_some() {
+            let key = if raw.eta.is_some() { "eta" } else { "min_epochs" };
+            return Err((key, "PBT pauses every `interval` epochs; eta and min_epochs are ASHA's".into()));
+        }
+        let every = raw.interval.unwrap_or(1);
+        if every == 0 || every >= epochs {
+            return Err((
+                "interval",
+                format!("interval = {every} must be at least 1 and below train.epochs ({epochs})"),
+            ));
+        }
+        return Ok(Some(Schedule { kind, min_epochs: every, eta: 2, epochs }));
+    }
+    if raw.interval.is_some() {
+        return Err(("interval", "interval is PBT's (scheduler = \"pbt\")".into()));
+    }
     Schedule::new(kind, raw.min_epochs, raw.eta, epochs).map(Some)
+}
+
+/// `scheduler = "pbt"`: a population of at least two, random/grid/list configs without replicate seeds, only
+/// explorable keys swept, and its quantile and resampling probability in range.
+fn check_pbt(
+    raw: &Raw,
+    params: &[(String, Domain)],
+    s: Option<Schedule>,
+) -> Result<Option<PbtSettings>, (String, String)> {
+    if s.is_none_or(|s| s.kind != SchedulerKind::Pbt) {
+        if raw.quantile.is_some() || raw.resample_probability.is_some() {
+            let key = if raw.quantile.is_some() { "quantile" } else { "resample_probability" };
+            return Err((key.into(), format!("{key} is PBT's (scheduler = \"pbt\")")));
+        }
+        return Ok(None);
+    }
+    if raw.method == Method::Tpe || !raw.seeds.is_empty() {
+        let key = if raw.method == Method::Tpe { "method" } else { "seeds" };
+        return Err((
+            key.into(),
+            "PBT's population is the sweep's configs (method random, grid or list, no seeds)".into(),
+        ));
+    }
+    if params.is_empty() {
+        return Err(("parameters".into(), format!("PBT needs a key to explore: one of {}", EXPLORABLE.join(", "))));
+    }
+    if let Some((k, _)) = params.iter().find(|(k, _)| !EXPLORABLE.contains(&k.as_str())) {
+        return Err((
+            format!("parameters.\"{k}\""),
+            format!(
+                "PBT changes a trial's hyperparameters mid-run; only per-run ones can change ({}), not the architecture, \
+                 the batch size or the data",
+                EXPLORABLE.join(", ")
+            ),
+        ));
+    }
+    let unit = |key: &str, v: Option<f64>, d: f64, hi: f64| match v.unwrap_or(d) {
+        x if x > 0.0 && x <= hi => Ok(x),
+        x => Err((key.to_string(), format!("{key} = {x} must be in (0, {hi}]"))),
+    };
+    Ok(Some(PbtSettings {
+        quantile: unit("quantile", raw.quantile, 0.25, 0.5)?,
+        resample_probability: unit("resample_probability", raw.resample_probability, 0.25, 1.0).or_else(|e| {
+            if raw.resample_probability == Some(0.0) {
+                Ok(0.0)
+            } else {
+                Err(e)
+            }
+        })?,
+    }))
 }
 
 /// `metric`, or the task's default (`val_accuracy` for classification, `val_loss` otherwise); `Err` when the task

@@ -200,8 +200,10 @@ fn two_launchers_on_one_volume_train_every_run_exactly_once_never_concurrently()
         assert_eq!(at[0]["pid"], at[1]["pid"]);
         pids.insert(at[0]["pid"].as_u64().unwrap());
     }
-    // The six runs differ only in per-run keys, so they fuse into one group: one worker process trained them.
-    assert_eq!(pids.len(), 1, "one fused worker process for the six runs");
+    // The six runs differ only in per-run keys, so they fuse into one group. Each launcher's worker claims the
+    // group's runs one lease at a time, so when both start at the same instant they may split it: at most one
+    // process per launcher, each training its share in one attempt (checked above), never a run twice.
+    assert!((1..=2).contains(&pids.len()), "one fused worker process per launcher at most: {pids:?}");
 }
 
 #[test]

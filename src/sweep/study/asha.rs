@@ -21,6 +21,12 @@ pub(crate) enum Action {
     Create {
         bracket: usize,
     },
+    /// PBT: the paused `trial` continues from `donor`'s checkpoint of `epoch`, with explored values.
+    Exploit {
+        trial: usize,
+        donor: usize,
+        epoch: usize,
+    },
     Stop {
         trial: usize,
         epoch: usize,
@@ -161,6 +167,7 @@ mod tests {
                 }
                 Action::Promote { trial, from, to } => Decision::Promoted { trial, from, to },
                 Action::Stop { trial, epoch } => Decision::Stopped { trial, epoch },
+                Action::Exploit { .. } => unreachable!("ASHA never exploits"),
                 Action::Wait => {
                     let (i, to) = st
                         .trials

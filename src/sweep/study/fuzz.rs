@@ -31,6 +31,7 @@ fn carry_out(st: &StudyState, a: Action) -> Option<Decision> {
         }
         Action::Promote { trial, from, to } => Decision::Promoted { trial, from, to },
         Action::Stop { trial, epoch } => Decision::Stopped { trial, epoch },
+        Action::Exploit { trial, donor, epoch } => Decision::Exploited { trial, donor, epoch, values: vec![] },
         Action::Wait | Action::Complete => return None,
     })
 }

@@ -37,6 +37,9 @@ pub(crate) enum Decision {
     Reached { trial: usize, epoch: usize, metric: Option<f64> },
     /// The paused trial ranked in its rung's top 1/eta: it trains on from rung `from` to rung `to`.
     Promoted { trial: usize, from: usize, to: usize },
+    /// PBT: the trial, paused at `epoch` in its interval's bottom quantile, continues from `donor`'s checkpoint of
+    /// that epoch (copied whole and verified) with these explored values.
+    Exploited { trial: usize, donor: usize, epoch: usize, values: Vec<(String, toml::Value)> },
     /// The paused trial's rung is closed and it was not promoted: it ends with its weights of epoch `epoch`.
     Stopped { trial: usize, epoch: usize },
     /// The trial trained to its end (the last rung, or early stopping) at `epoch`.

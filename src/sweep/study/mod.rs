@@ -9,10 +9,12 @@
 //! Sits beside the claimer ([`super::claim`], which it trains through) and below the commands; nothing else in
 //! the sweep imports it but them.
 pub(crate) mod asha;
+mod exploit;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod journal;
 pub(crate) mod launch;
+pub(crate) mod pbt;
 mod propose;
 pub(crate) mod state;
 pub(crate) mod summary;
@@ -29,7 +31,8 @@ use super::lease;
 use super::loaded::LoadedSweep;
 use super::record;
 use super::retry::{verdict, Failure, RetrySettings, Verdict};
-use super::schedule::Schedule;
+use super::schedule::{PbtSettings, Schedule, SchedulerKind};
+use crate::data::SplitMix64;
 use crate::error::{Error, Result};
 use crate::trainer::{metric_value, EpochMetrics, StopAt};
 
@@ -47,28 +50,16 @@ pub(crate) struct Tally {
 pub(crate) fn run(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<Tally> {
     let mut w = Worker::open(ctx.clone(), o)?;
     let mut tally = Tally::default();
-    let higher = ctx.sweep.metric.higher_is_better();
     loop {
         w.sync()?;
         if let Some(trial) = w.free_trial() {
             w.work(trial, &mut tally)?;
             continue;
         }
-        match asha::decide(&w.state, &w.schedule, w.configs(), higher) {
+        match w.next_action() {
             Action::Complete => return Ok(tally),
             Action::Wait => std::thread::sleep(w.wait_for()),
-            Action::Promote { trial, from, to } => w.commit(Decision::Promoted { trial, from, to }).map(|_| ())?,
-            Action::Stop { trial, epoch } => w.commit(Decision::Stopped { trial, epoch }).map(|_| ())?,
-            Action::Create { bracket } => match propose::next(&w.ctx, &w.state)? {
-                Some(p) => {
-                    let (trial, origin) = (w.state.trials.len(), ctx.sweep.method.name().to_string());
-                    let d =
-                        Decision::Created { trial, index: p.index, run: p.id, origin, bracket, values: p.overrides };
-                    w.commit(d).map(|_| ())?;
-                }
-                // Every proposal repeats a trial: the search space is used up (the same in every worker).
-                None => w.exhausted = true,
-            },
+            a => w.act(a)?,
         }
     }
 }
@@ -126,6 +117,8 @@ fn changed(ctx: &LoadedSweep, journal: &Journal) -> Error {
 struct Worker<'a> {
     /// The sweep; for TPE, its runs are the trials created so far (rebuilt from the journal).
     ctx: LoadedSweep,
+    /// The sweep as loaded: the configs a fixed method expands to, where new trials come from.
+    base: LoadedSweep,
     o: &'a ClaimOptions,
     schedule: Schedule,
     journal: Journal,
@@ -153,6 +146,7 @@ impl<'a> Worker<'a> {
             configs,
         };
         let mut w = Worker {
+            base: ctx.clone(),
             ctx,
             o,
             schedule,
@@ -172,12 +166,53 @@ impl<'a> Worker<'a> {
         Ok(w)
     }
 
+    /// What the scheduler decides next from the records so far (ASHA and Hyperband, or PBT).
+    fn next_action(&self) -> Action {
+        let (sw, higher) = (&self.ctx.sweep, self.ctx.sweep.metric.higher_is_better());
+        match (self.schedule.kind, sw.pbt) {
+            (SchedulerKind::Pbt, Some(p)) => {
+                pbt::decide(&self.state, &self.schedule, &p, self.configs(), higher, sw.seed)
+            }
+            _ => asha::decide(&self.state, &self.schedule, self.configs(), higher),
+        }
+    }
+
+    /// Records the decision `a` asks for (a lost race is decided again on the next round).
+    fn act(&mut self, a: Action) -> Result<()> {
+        let d = match a {
+            Action::Promote { trial, from, to } => Decision::Promoted { trial, from, to },
+            Action::Stop { trial, epoch } => Decision::Stopped { trial, epoch },
+            Action::Exploit { trial, donor, epoch } => {
+                let (sw, p) = (
+                    &self.ctx.sweep,
+                    self.ctx.sweep.pbt.unwrap_or(PbtSettings { quantile: 0.25, resample_probability: 0.25 }),
+                );
+                let seed = SplitMix64::keyed(&[sw.seed, trial as u64, epoch as u64]).next_u64();
+                let values = pbt::explore(&self.state.trials[donor].values, &sw.params, &p, seed);
+                Decision::Exploited { trial, donor, epoch, values }
+            }
+            Action::Create { bracket } => match propose::next(&self.base, &self.state)? {
+                Some(p) => {
+                    let (trial, origin) = (self.state.trials.len(), self.ctx.sweep.method.name().to_string());
+                    Decision::Created { trial, index: p.index, run: p.id, origin, bracket, values: p.overrides }
+                }
+                // Every proposal repeats a trial: the search space is used up (the same in every worker).
+                None => {
+                    self.exhausted = true;
+                    return Ok(());
+                }
+            },
+            Action::Wait | Action::Complete => return Ok(()),
+        };
+        self.commit(d).map(|_| ())
+    }
+
     /// How many configs the study starts: the sweep's, or the trials so far once proposals are used up.
     fn configs(&self) -> usize {
         if self.exhausted {
             self.state.trials.len()
         } else {
-            propose::configs(&self.ctx)
+            propose::configs(&self.base)
         }
     }
 
@@ -193,7 +228,8 @@ impl<'a> Worker<'a> {
                 message: format!("{message}; the journal is damaged (edited by hand?)"),
             })?;
         }
-        if self.state.trials.len() > trials && self.ctx.sweep.method == super::spec::Method::Tpe {
+        let pbt = self.schedule.kind == SchedulerKind::Pbt && self.records.len() > from;
+        if pbt || (self.state.trials.len() > trials && self.ctx.sweep.method == super::spec::Method::Tpe) {
             let runs = propose::trial_runs(&self.ctx, &self.state, &self.journal)?;
             self.ctx = self.ctx.clone().with_runs(runs);
             self.ctx.plan.write(&self.ctx.layout)?;
@@ -259,7 +295,15 @@ impl<'a> Worker<'a> {
             Phase::Stopped { at } => (Some(StopAt { epochs: at, finish: true }), at),
             _ => return Ok(()),
         };
-        let result = claim::run_until(&self.ctx, run, self.o, stop_at);
+        let pbt = self.schedule.kind == SchedulerKind::Pbt;
+        if let (true, Some(&(donor, epoch))) = (pbt, t.exploits.last()) {
+            let seq = self
+                .records
+                .iter()
+                .rposition(|r| matches!(r.decision, Decision::Exploited { trial, .. } if trial == i));
+            exploit::apply(&self.dir(i), &self.dir(donor), epoch, seq.unwrap_or(0) as u64)?;
+        }
+        let result = claim::run_until(&self.ctx, run, self.o, stop_at, pbt);
         let metric = self.ctx.sweep.metric;
         let at = |h: &[EpochMetrics], e: usize| {
             h.iter().find(|m| m.epoch == e).map(|m| metric_value(m, metric)).filter(|v| v.is_finite())
@@ -267,6 +311,10 @@ impl<'a> Worker<'a> {
         match result {
             Ok(ClaimEnd::Paused { history, lease }) => {
                 tally.trained += 1;
+                if pbt {
+                    // Kept before the pause is recorded: a later exploit copies exactly this epoch's state.
+                    exploit::keep_interval(&self.dir(i), target)?;
+                }
                 // Recorded while the lease is held: no other worker claims the run to pause it again.
                 self.commit(Decision::Reached { trial: i, epoch: target, metric: at(&history, target) })?;
                 lease.release();

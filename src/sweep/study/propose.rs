@@ -36,7 +36,7 @@ pub(super) fn next(ctx: &LoadedSweep, st: &StudyState) -> Result<Option<Proposal
     let i = st.trials.len();
     if ctx.sweep.method != Method::Tpe {
         let Some(run) = ctx.runs.get(i) else { return Ok(None) };
-        return Ok(Some(Proposal { index: i, id: run.id.clone(), overrides: run.overrides.clone() }));
+        return Ok(Some(Proposal { index: i, id: trial_id(ctx, i, &run.id), overrides: run.overrides.clone() }));
     }
     let params = &ctx.sweep.params;
     let past: Vec<PastTrial> = st.trials.iter().map(|t| past_trial(ctx, t)).collect();
@@ -69,11 +69,22 @@ fn past_trial(ctx: &LoadedSweep, t: &Trial) -> PastTrial {
     PastTrial { values, state }
 }
 
-/// The study's trials as runs of the sweep (TPE: run `i` is trial `i`, resolved from its recorded values).
+/// A trial's run id: its config's hash, except under PBT, whose trials change hyperparameters on the way and are
+/// named by number (`pbt-0003`).
+fn trial_id(ctx: &LoadedSweep, i: usize, config_hash: &str) -> String {
+    match ctx.sweep.pbt {
+        Some(_) => format!("pbt-{i:04}"),
+        None => config_hash.to_string(),
+    }
+}
+
+/// The study's trials as runs of the sweep (TPE and PBT: run `i` is trial `i`, resolved from its recorded values:
+/// under PBT, the values since its last exploit).
 pub(super) fn trial_runs(ctx: &LoadedSweep, st: &StudyState, journal: &Journal) -> Result<Vec<PlannedRun>> {
     let mut runs = Vec::with_capacity(st.trials.len());
     for (i, t) in st.trials.iter().enumerate() {
-        let run = resolve(&ctx.sweep, i, t.values.clone())?;
+        let mut run = resolve(&ctx.sweep, i, t.values.clone())?;
+        run.id = trial_id(ctx, i, &run.id);
         if run.id != t.run {
             return Err(SweepError::Study {
                 path: journal.path(0),

@@ -36,6 +36,8 @@ pub(crate) struct Trial {
     pub phase: Phase,
     /// (epoch, metric) at each rung reached, ascending; a metric that was not a number is NaN.
     pub rungs: Vec<(usize, f64)>,
+    /// PBT: (donor, epoch) of each exploit, in order: the trial's lineage.
+    pub exploits: Vec<(usize, usize)>,
 }
 
 impl Trial {
@@ -101,6 +103,7 @@ impl StudyState {
             values: values.to_vec(),
             phase: Phase::Training { to: first },
             rungs: Vec::new(),
+            exploits: Vec::new(),
         });
         Ok(())
     }
@@ -112,9 +115,16 @@ impl StudyState {
             | Decision::Promoted { trial, .. }
             | Decision::Stopped { trial, .. }
             | Decision::Finished { trial, .. }
+            | Decision::Exploited { trial, .. }
             | Decision::Failed { trial } => *trial,
             Decision::Begin { .. } | Decision::Created { .. } => return Err("not a trial's decision".into()),
         };
+        if let Decision::Exploited { donor, epoch, .. } = d {
+            let ok = *donor != trial && self.trials.get(*donor).is_some_and(|t| t.at(*epoch).is_some());
+            if !ok {
+                return Err(format!("{} names donor {donor}, which did not reach epoch {epoch}", describe(d)));
+            }
+        }
         let t = self.trials.get_mut(trial).ok_or_else(|| format!("trial {trial} was never created"))?;
         let rungs = s.rungs(t.bracket);
         let last = *rungs.last().unwrap_or(&s.epochs);
@@ -133,6 +143,14 @@ impl StudyState {
                 Phase::Training { to: *to }
             }
             (Decision::Stopped { epoch, .. }, Phase::Paused { at }) if *epoch == at => Phase::Stopped { at },
+            (Decision::Exploited { donor, epoch, values, .. }, Phase::Paused { at })
+                if *epoch == at && rungs.iter().position(|&r| r == at).and_then(|i| rungs.get(i + 1)).is_some() =>
+            {
+                let to = rungs[rungs.iter().position(|&r| r == at).unwrap_or(0) + 1];
+                t.values = values.clone();
+                t.exploits.push((*donor, *epoch));
+                Phase::Training { to }
+            }
             (Decision::Failed { .. }, Phase::Training { .. }) => Phase::Failed,
             (d, phase) => return Err(format!("{} does not follow: trial {trial} is {phase:?}", describe(d))),
         };
@@ -151,5 +169,6 @@ pub(crate) fn describe(d: &Decision) -> String {
         Decision::Stopped { trial, epoch } => format!("`stopped` trial {trial} at {epoch}"),
         Decision::Finished { trial, epoch, .. } => format!("`finished` trial {trial} at {epoch}"),
         Decision::Failed { trial } => format!("`failed` trial {trial}"),
+        Decision::Exploited { trial, donor, epoch, .. } => format!("`exploited` trial {donor} by {trial} at {epoch}"),
     }
 }

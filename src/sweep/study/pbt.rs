@@ -1,0 +1,196 @@
+//! Population-based training's decisions, as pure functions of the study's state (asynchronous, no generations;
+//! Jaderberg et al. 2017, as Ray Tune's `PopulationBasedTraining` runs it): every trial pauses at each interval.
+//! A trial paused at epoch `e` whose metric there ranks in the bottom `quantile` of the trials that reached `e`
+//! **exploits** a trial of the top `quantile` (drawn by a seeded stream): it continues from that trial's checkpoint
+//! of epoch `e` with **explored** values; any other continues as it is. The first trials at an interval, with
+//! nobody to rank against, continue.
+use super::asha::Action;
+use super::state::{Phase, StudyState};
+use crate::data::rng::SplitMix64;
+use crate::sweep::schedule::{PbtSettings, Schedule};
+use crate::sweep::spec::Domain;
+
+/// The next action of a PBT study of `configs` trials.
+pub(crate) fn decide(st: &StudyState, s: &Schedule, p: &PbtSettings, configs: usize, hib: bool, seed: u64) -> Action {
+    // The whole population first, so that its members train side by side.
+    if st.trials.len() < configs {
+        return Action::Create { bracket: 0 };
+    }
+    let rungs = s.rungs(0);
+    for (i, t) in st.trials.iter().enumerate() {
+        let Phase::Paused { at } = t.phase else { continue };
+        let Some(k) = rungs.iter().position(|&r| r == at).filter(|k| k + 1 < rungs.len()) else { continue };
+        let ranked = ranking(st, at, hib);
+        let n = ((ranked.len() as f64 * p.quantile).floor() as usize).max(1);
+        let (top, bottom) = (&ranked[..n.min(ranked.len())], &ranked[ranked.len().saturating_sub(n)..]);
+        if ranked.len() >= 2 && bottom.contains(&i) && !top.contains(&i) {
+            let mut rng = SplitMix64::keyed(&[seed, i as u64, at as u64, 0x9b7]);
+            let donor = top[rng.below(top.len() as u64) as usize];
+            return Action::Exploit { trial: i, donor, epoch: at };
+        }
+        return Action::Promote { trial: i, from: at, to: rungs[k + 1] };
+    }
+    if st.trials.iter().any(|t| matches!(t.phase, Phase::Training { .. })) {
+        return Action::Wait;
+    }
+    Action::Complete
+}
+
+/// The trials that reached `epoch`, best first (ties by trial number, NaN last).
+fn ranking(st: &StudyState, epoch: usize, higher_is_better: bool) -> Vec<usize> {
+    let mut r: Vec<(usize, f64)> =
+        st.trials.iter().enumerate().filter_map(|(i, t)| t.at(epoch).map(|m| (i, m))).collect();
+    let key = |m: f64| if higher_is_better { -m } else { m };
+    r.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+        (false, false) => key(a.1).total_cmp(&key(b.1)).then(a.0.cmp(&b.0)),
+        (x, y) => x.cmp(&y).then(a.0.cmp(&b.0)),
+    });
+    r.into_iter().map(|(i, _)| i).collect()
+}
+
+/// The donor's values explored (Ray Tune's rules): with probability `resample_probability` a value is drawn
+/// afresh from its domain; otherwise a number is multiplied by 0.8 or 1.2 (clipped to its range; integers
+/// rounded) and a list value moves to a neighbour. `seed` keys the stream (study seed, trial, epoch).
+pub(crate) fn explore(
+    donor: &[(String, toml::Value)],
+    params: &[(String, Domain)],
+    p: &PbtSettings,
+    seed: u64,
+) -> Vec<(String, toml::Value)> {
+    let mut rng = SplitMix64::keyed(&[seed, 0xe71]);
+    params
+        .iter()
+        .map(|(k, d)| {
+            let current = donor.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+            let resample = rng.next_f64() < p.resample_probability;
+            let up = rng.next_f64() < 0.5;
+            let fresh = rng.next_u64();
+            let v = match (current, resample) {
+                (Some(v), false) => perturb(&v, d, up),
+                _ => draw(d, fresh),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn perturb(v: &toml::Value, d: &Domain, up: bool) -> toml::Value {
+    let f = if up { 1.2 } else { 0.8 };
+    match (d, v) {
+        (Domain::Values(vs), _) => {
+            let i = vs.iter().position(|x| x == v).unwrap_or(0);
+            let j = if up { (i + 1).min(vs.len() - 1) } else { i.saturating_sub(1) };
+            vs[j].clone()
+        }
+        (Domain::Uniform(a, b) | Domain::LogUniform(a, b), toml::Value::Float(x)) => {
+            toml::Value::Float(round6((x * f).clamp(*a, *b)))
+        }
+        (Domain::Int(a, b), toml::Value::Integer(x)) => {
+            let y = ((*x as f64) * f).round() as i64;
+            toml::Value::Integer(if y == *x { x + if up { 1 } else { -1 } } else { y }.clamp(*a, *b))
+        }
+        _ => v.clone(),
+    }
+}
+
+/// A fresh value from `d` (as `method = "random"` draws one).
+fn draw(d: &Domain, seed: u64) -> toml::Value {
+    let mut rng = SplitMix64::keyed(&[seed]);
+    match d {
+        Domain::Values(vs) => vs[rng.below(vs.len() as u64) as usize].clone(),
+        Domain::Uniform(a, b) => toml::Value::Float(round6(a + rng.next_f64() * (b - a))),
+        Domain::LogUniform(a, b) => {
+            let (la, lb) = (a.ln(), b.ln());
+            toml::Value::Float(round6((la + rng.next_f64() * (lb - la)).exp().clamp(*a, *b)))
+        }
+        Domain::Int(a, b) => {
+            let span = (*b as i128 - *a as i128 + 1).min(u64::MAX as i128) as u64;
+            toml::Value::Integer((*a as i128 + rng.below(span) as i128) as i64)
+        }
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    format!("{x:.5e}").parse().unwrap_or(x)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::sweep::study::journal::Decision;
+
+    fn settings() -> PbtSettings {
+        PbtSettings { quantile: 0.25, resample_probability: 0.0 }
+    }
+
+    #[test]
+    fn the_bottom_quarter_exploits_the_top_and_the_rest_continue() {
+        let s = Schedule { kind: crate::sweep::schedule::SchedulerKind::Pbt, min_epochs: 2, eta: 2, epochs: 6 };
+        assert_eq!(s.rungs(0), vec![2, 4, 6]);
+        let mut st = StudyState::default();
+        let begin = Decision::Begin {
+            definition: "d".into(),
+            scheduler: "pbt".into(),
+            min_epochs: 2,
+            eta: 2,
+            epochs: 6,
+            configs: 4,
+        };
+        st.apply(&begin, &s).unwrap();
+        for i in 0..4 {
+            let c = Decision::Created {
+                trial: i,
+                index: i,
+                run: format!("pbt-{i}"),
+                origin: "random".into(),
+                bracket: 0,
+                values: vec![],
+            };
+            st.apply(&c, &s).unwrap();
+        }
+        assert_eq!(decide(&st, &s, &settings(), 4, true, 1), Action::Wait);
+        st.apply(&Decision::Reached { trial: 3, epoch: 2, metric: Some(0.1) }, &s).unwrap();
+        assert_eq!(
+            decide(&st, &s, &settings(), 4, true, 1),
+            Action::Promote { trial: 3, from: 2, to: 4 },
+            "alone at 2"
+        );
+        for (i, m) in [(0, 0.9), (1, 0.5), (2, 0.7)] {
+            st.apply(&Decision::Reached { trial: i, epoch: 2, metric: Some(m) }, &s).unwrap();
+        }
+        // 4 at epoch 2: quarter = 1; trial 3 (0.1) is the bottom, trial 0 (0.9) the top.
+        assert_eq!(decide(&st, &s, &settings(), 4, true, 1), Action::Promote { trial: 0, from: 2, to: 4 });
+        st.apply(&Decision::Promoted { trial: 0, from: 2, to: 4 }, &s).unwrap();
+        st.apply(&Decision::Promoted { trial: 1, from: 2, to: 4 }, &s).unwrap();
+        st.apply(&Decision::Promoted { trial: 2, from: 2, to: 4 }, &s).unwrap();
+        assert_eq!(decide(&st, &s, &settings(), 4, true, 1), Action::Exploit { trial: 3, donor: 0, epoch: 2 });
+        let values = vec![("optim.lr".to_string(), toml::Value::Float(0.01))];
+        st.apply(&Decision::Exploited { trial: 3, donor: 0, epoch: 2, values }, &s).unwrap();
+        assert_eq!(st.trials[3].phase, Phase::Training { to: 4 });
+        assert_eq!(st.trials[3].exploits, vec![(0, 2)]);
+        let again = Decision::Exploited { trial: 3, donor: 0, epoch: 2, values: vec![] };
+        assert!(st.apply(&again, &s).is_err(), "an exploit is applied once");
+    }
+
+    #[test]
+    fn explore_perturbs_by_a_fifth_within_the_domain_and_moves_list_values_to_a_neighbour() {
+        let params = vec![
+            ("optim.lr".to_string(), Domain::LogUniform(1e-4, 1e-1)),
+            ("model.dropout".to_string(), Domain::Values(vec![0.0.into(), 0.1.into(), 0.2.into()])),
+        ];
+        let donor = vec![("optim.lr".to_string(), 0.01.into()), ("model.dropout".to_string(), 0.1.into())];
+        for seed in 0..50 {
+            let v = explore(&donor, &params, &settings(), seed);
+            let lr = v[0].1.as_float().unwrap();
+            assert!((lr - 0.008).abs() < 1e-12 || (lr - 0.012).abs() < 1e-12, "{lr}");
+            let dropout = v[1].1.as_float().unwrap();
+            assert!(dropout == 0.0 || dropout == 0.2, "{dropout}");
+        }
+        let edge = vec![("optim.lr".to_string(), 0.1.into()), ("model.dropout".to_string(), 0.2.into())];
+        let v = explore(&edge, &params, &settings(), 3);
+        assert!(v[0].1.as_float().unwrap() <= 0.1, "clipped to the range");
+        let all = PbtSettings { quantile: 0.25, resample_probability: 1.0 };
+        assert_eq!(explore(&donor, &params, &all, 7), explore(&donor, &params, &all, 7), "seeded");
+    }
+}
