@@ -122,6 +122,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1, hide = true)]
         share: usize,
     },
+    /// Retrains a PBT trial's whole lineage as one run (its ancestors' segments, then its own, with the recorded
+    /// values) and says whether it ends byte-identical to the trial's weights.
+    Replay {
+        /// The sweep file the study ran (the same file: its definition must match the study's).
+        sweep: PathBuf,
+        /// The trial number (`pbt-NNNN`'s NNNN).
+        trial: usize,
+        /// The volume the sweep ran on (default $SPOTRUN_VOLUME or ./sweeps).
+        #[arg(long)]
+        volume: Option<PathBuf>,
+        /// Where to train the replay (default VOLUME/<name>/replay-NNNN; it must not hold another run).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Done / running / failed / pending runs of a sweep, with the best metric so far; rewrites results.csv.
     Status {
         /// A sweep directory (VOLUME/<name>) or a sweep file (with --volume).
@@ -354,6 +370,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             sweep::worker_cmd(&sweep, mode, &ClaimOptions { volume, threads, retries, quiet, share, no_fuse })
         }
         Command::Status { dir, volume, json } => sweep::status_cmd(&dir, volume.as_deref(), json),
+        Command::Replay { sweep, trial, volume, run_dir, quiet } => {
+            sweep::replay_cmd(&sweep, trial, volume.as_deref(), run_dir, quiet)
+        }
         Command::Estimate { sweep, gpu, epoch_seconds, workers, volume, rates } => {
             sweep::estimate_cmd(&sweep, volume.as_deref(), &gpu, epoch_seconds, workers, rates.as_deref())
         }

@@ -219,6 +219,30 @@ pub fn status_cmd(dir: &Path, volume: Option<&Path>, json: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `spotrun replay SWEEP TRIAL`: exit 0 when the replay ends byte-identical to the trial, 1 when it does not.
+pub(crate) fn replay_cmd(
+    sweep: &Path,
+    trial: usize,
+    volume: Option<&Path>,
+    run_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let ctx = LoadedSweep::load(sweep, volume, true)?;
+    if ctx.sweep.pbt.is_none() {
+        let m = format!(
+            "{}: replay retrains a PBT trial's lineage; this sweep has no scheduler = \"pbt\"",
+            sweep.display()
+        );
+        return Err(SweepError::Usage(m).into());
+    }
+    super::study::check_definition(&ctx)?;
+    let dir = run_dir.unwrap_or_else(|| ctx.layout.root.join(format!("replay-{trial:04}")));
+    let same = super::study::replay::replay(&ctx, trial, Some(dir.clone()), quiet)?;
+    let verdict = if same { "byte-identical to" } else { "DIFFERENT from" };
+    say!("replay of trial {trial}: {} is {verdict} the trial's weights", dir.join("model.safetensors").display());
+    Ok(if same { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// `spotrun estimate SWEEP --gpu NAME [--epoch-seconds S] [--workers N] [--rates FILE]`.
 pub(crate) fn estimate_cmd(
     sweep: &Path,

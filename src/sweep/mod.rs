@@ -44,7 +44,7 @@ pub(crate) mod study;
 pub mod tpe;
 
 pub(crate) use claim::ClaimOptions;
-pub(crate) use commands::{estimate_cmd, worker_cmd, WorkerMode};
+pub(crate) use commands::{estimate_cmd, replay_cmd, worker_cmd, WorkerMode};
 pub use commands::{report_cmd, status_cmd};
 pub(crate) use error::SweepError;
 pub use expand::{expand, Expansion};

@@ -359,7 +359,23 @@ fn a_pbt_exploit_starts_from_the_donors_checkpoint_byte_for_byte_with_explored_v
         assert_eq!(done(&dir(t))["epochs"], 8, "every member trains to the end");
     }
     let st = text(&Run::new(["status".as_ref(), root.as_os_str()]).ok().stdout);
-    assert!(st.contains("study: pbt"), "{st}");
+    assert!(st.contains("study: pbt (interval 2): 6 of 6 configs started") && st.contains("exploits: "), "{st}");
+
+    // Replay: the lineage of the trial exploited most (its ancestors' segments, then its own) retrained as one
+    // run ends byte-identical to the trial.
+    let most = (0..6u64).max_by_key(|t| exploits.iter().filter(|(_, d)| d["trial"] == *t).count()).unwrap();
+    let out = Run::new([
+        "replay".as_ref(),
+        file.as_os_str(),
+        most.to_string().as_ref(),
+        "--volume".as_ref(),
+        vol.as_os_str(),
+    ])
+    .arg("--quiet")
+    .ok();
+    assert!(text(&out.stdout).contains("byte-identical"), "{}", text(&out.stdout));
+    let replayed = std::fs::read(root.join(format!("replay-{most:04}/model.safetensors"))).unwrap();
+    assert!(replayed == std::fs::read(dir(most).join("model.safetensors")).unwrap(), "replay of trial {most}");
 }
 
 #[test]

@@ -120,6 +120,13 @@ impl Journal {
     }
 
     /// Every record, in order.
+    pub(crate) fn read_all_records(&self) -> Result<Vec<Record>, SweepError> {
+        let mut out = Vec::new();
+        self.read_from(0, &mut out)?;
+        Ok(out)
+    }
+
+    /// Every record, in order.
     #[cfg(test)]
     pub(crate) fn read_all(&self) -> Result<Vec<Record>, SweepError> {
         let mut out = Vec::new();

@@ -16,6 +16,7 @@ pub(crate) mod journal;
 pub(crate) mod launch;
 pub(crate) mod pbt;
 mod propose;
+pub(crate) mod replay;
 pub(crate) mod state;
 pub(crate) mod summary;
 

@@ -29,6 +29,8 @@ pub(crate) struct Summary {
     pub best: Option<(usize, String, usize, f64)>,
     /// Each trial's (epoch, metric) at the rungs it reached, by trial number.
     pub trials: Vec<Vec<(usize, f64)>>,
+    /// PBT: each trial's exploits, (donor, epoch), in order (its lineage).
+    pub exploits: Vec<Vec<(usize, usize)>>,
     pub decisions: u64,
 }
 
@@ -75,6 +77,7 @@ pub(crate) fn read(root: &Path, higher_is_better: bool) -> Result<Option<Summary
         rungs: rungs.iter().map(|&e| (e, reached(e), promoted.get(&e).copied().unwrap_or(0))).collect(),
         best: best(&st, higher_is_better),
         trials: st.trials.iter().map(|t| t.rungs.clone()).collect(),
+        exploits: st.trials.iter().map(|t| t.exploits.clone()).collect(),
         decisions: st.applied,
     }))
 }
@@ -98,6 +101,7 @@ impl Summary {
     pub(crate) fn lines(&self, metric: &str) -> String {
         let settings = match self.scheduler.as_str() {
             "none" => String::new(),
+            "pbt" => format!(" (interval {})", self.min_epochs),
             _ => format!(" (eta {}, min_epochs {})", self.eta, self.min_epochs),
         };
         let mut out = format!(
@@ -119,6 +123,21 @@ impl Summary {
         if let Some((t, run, e, m)) = &self.best {
             let short = crate::config::short_id(run);
             out.push_str(&format!("  best so far: trial {t} ({short}) {metric} {m:.4} at epoch {e}\n"));
+        }
+        let n: usize = self.exploits.iter().map(Vec::len).sum();
+        if n > 0 {
+            let best = self.best.as_ref().map_or(0, |b| b.0);
+            let chain: Vec<String> = self
+                .exploits
+                .get(best)
+                .into_iter()
+                .flatten()
+                .map(|(d, e)| format!("from trial {d} at epoch {e}"))
+                .collect();
+            let lineage = if chain.is_empty() { "its own".into() } else { chain.join(", then ") };
+            out.push_str(&format!(
+                "  exploits: {n}; the best trial's lineage: {lineage} (`spotrun replay` retrains it)\n"
+            ));
         }
         out
     }
