@@ -409,9 +409,65 @@ def journal_floor(out, writers=8, writes=100):
     return n, wall
 
 
+POPULATION = 8
+INTERVAL = 3
+
+
+def write_pbt(out, ds, name, seed):
+    """PBT over lr and weight decay (log-uniform; the width stays the base's 128: PBT cannot change it mid-run)."""
+    lines = [
+        f'name = "{name}"',
+        'method = "random"',
+        f'base = "{out / f"base-{ds}.toml"}"',
+        'metric = "val_accuracy"',
+        "retries = 0",
+        f"count = {POPULATION}",
+        f"seed = {seed}",
+        'scheduler = "pbt"',
+        f"interval = {INTERVAL}",
+        "[parameters]",
+        f'"optim.lr" = {{ log_uniform = [{LR[0]}, {LR[1]}] }}',
+        f'"optim.weight_decay" = {{ log_uniform = [{WD[0]}, {WD[1]}] }}',
+    ]
+    path = out / "sweeps" / f"{name}.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def pbt(args):
+    """PBT (population 8, interval 3) next to random search (27 configs) in the same invocation, per seed."""
+    binary, out = args.bin, Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    export_digits(out)
+    rows = []
+    for ds in args.datasets:
+        write_base(out, ds)
+        vol = out / "vol"
+        for s in range(args.seeds):
+            r_name, p_name = f"{ds}-random-s{s}", f"{ds}-pbt-s{s}"
+            run_sweep(binary, write_sweep(out, ds, r_name, "random", seed=s), vol)
+            wall, rc = run_sweep(binary, write_pbt(out, ds, p_name, s), vol)
+            r_runs, _, _ = collect(vol, r_name)
+            p_runs, recs, _ = collect(vol, p_name)
+            exploits = sum(
+                1 for f in (vol / p_name / "study").glob("*.json") if '"kind":"exploited"' in f.read_text()
+            )
+            rows.append((ds, s, best_final(r_runs), len(r_runs) * EPOCHS, best_final(p_runs), POPULATION * EPOCHS, exploits, rc))
+            print(f"[{ds}] seed {s}: random {rows[-1][2]:.4f}, pbt {rows[-1][4]:.4f} ({exploits} exploits, rc {rc})", flush=True)
+    print()
+    print(f"| data | seed | random best ({COUNT} configs) | random epochs | PBT best (population {POPULATION}, interval {INTERVAL}) | PBT epochs | exploits |")
+    print("|---|---|---|---|---|---|---|")
+    for ds, s, rb, re_, pb, pe, ex, _ in rows:
+        print(f"| {ds} | {s} | {rb:.4f} | {re_} | {pb:.4f} | {pe} | {ex} |")
+    for ds in args.datasets:
+        r = [x for x in rows if x[0] == ds]
+        print(f"| {ds} | median | {med([x[2] for x in r]):.4f} | {r[0][3]} | {med([x[4] for x in r]):.4f} | {r[0][5]} | {med([x[6] for x in r])} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["search", "overhead"])
+    ap.add_argument("part", choices=["search", "overhead", "pbt"])
     ap.add_argument("--bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, default=5)
@@ -421,7 +477,7 @@ def main():
     ap.add_argument("--overhead-epochs", type=int, default=3)
     args = ap.parse_args()
     args.datasets = args.datasets.split(",")
-    search(args) if args.part == "search" else overhead(args)
+    {"search": search, "overhead": overhead, "pbt": pbt}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 #  search:   random, grid, spotrun's TPE, ASHA (random configs, same seed) and Optuna's TPESampler (defaults,
 #            constant_liar=True, each trial one `spotrun train`) on sklearn's digits and the built-in task: epochs
 #            spent and best final val_accuracy, over SEEDS seeds (27 configs, 27 epochs, --workers 2, 1 thread each);
-#  overhead: what the study adds per decision with 8 concurrent workers on the local disk.
+#  overhead: what the study adds per decision with 8 concurrent workers on the local disk;
+#  pbt:      PBT (population 8, interval 3, lr and weight decay) next to random search, per seed (PBT_SEEDS, 3).
 # Not part of scripts/test.sh (about 80 s per seed on the 2-core VM, plus ~1 min for the overhead part).
 # Usage: scripts/bench_search.sh [SEEDS] [OUT]   (defaults 8 and a temporary directory)
 #   SPOTRUN_BIN=/path/to/spotrun to use a built binary (else builds target/release/spotrun);
@@ -29,3 +30,4 @@ echo "machine: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d); binary: ${SPOT
 echo "python: $("${VENV}/bin/python" -c 'import optuna, sklearn, numpy; print("optuna", optuna.__version__, "scikit-learn", sklearn.__version__, "numpy", numpy.__version__)')"
 "${VENV}/bin/python" scripts/bench_search.py search --bin "${SPOTRUN_BIN}" --out "${out}" --seeds "${seeds}"
 "${VENV}/bin/python" scripts/bench_search.py overhead --bin "${SPOTRUN_BIN}" --out "${out}" --reps 5
+"${VENV}/bin/python" scripts/bench_search.py pbt --bin "${SPOTRUN_BIN}" --out "${out}/pbt" --seeds "${PBT_SEEDS:-3}"
