@@ -19,6 +19,22 @@ const B: f64 = 50.0;
 const COLORS: [&str; 10] =
     ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
+/// PBT's exploits as two-point series: from the donor's metric at the epoch it was copied to the recipient's at its
+/// next interval.
+fn exploit_edges(s: &super::study::summary::Summary) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out = Vec::new();
+    for (r, exploits) in s.exploits.iter().enumerate() {
+        for &(d, e) in exploits {
+            let from = s.trials.get(d).and_then(|t| t.iter().find(|p| p.0 == e)).copied();
+            let to = s.trials.get(r).and_then(|t| t.iter().find(|p| p.0 > e)).copied();
+            if let (Some(a), Some(b)) = (from, to) {
+                out.push((format!("{d} -> {r}"), vec![(a.0 as f64, a.1), (b.0 as f64, b.1)]));
+            }
+        }
+    }
+    out
+}
+
 /// Writes `out/index.html` plus one SVG per chart; returns how many files were written.
 /// With a `study` (an adaptive sweep), also its rung chart: each trial's metric at each rung it reached.
 pub(crate) fn write(
@@ -39,6 +55,12 @@ pub(crate) fn write(
             .collect();
         let title = format!("{} at each rung ({}, eta {})", plan.metric.as_str(), s.scheduler, s.eta);
         charts.push(("rungs.svg".into(), line_chart(&title, "epoch (rung)", plan.metric.as_str(), &series)));
+        if s.exploits.iter().any(|e| !e.is_empty()) {
+            let title =
+                format!("PBT lineage: {} per interval, and each exploit (donor -> recipient)", plan.metric.as_str());
+            let all: Vec<_> = series.into_iter().chain(exploit_edges(s)).collect();
+            charts.push(("lineage.svg".into(), line_chart(&title, "epoch", plan.metric.as_str(), &all)));
+        }
     }
     // The curves of every metric some run has (a task's metrics; accuracy means nothing for a language model).
     let metrics =

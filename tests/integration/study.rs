@@ -358,6 +358,10 @@ fn a_pbt_exploit_starts_from_the_donors_checkpoint_byte_for_byte_with_explored_v
     for t in 0..6 {
         assert_eq!(done(&dir(t))["epochs"], 8, "every member trains to the end");
     }
+    Run::new(["report".as_ref(), root.as_os_str()]).ok();
+    let lineage = std::fs::read_to_string(root.join("report/lineage.svg")).unwrap();
+    let edge = lineage.contains(" -&gt; ") || lineage.contains(" -> ");
+    assert!(lineage.contains("PBT lineage") && edge, "an exploit edge in the lineage chart: {lineage}");
     let st = text(&Run::new(["status".as_ref(), root.as_os_str()]).ok().stdout);
     assert!(st.contains("study: pbt (interval 2): 6 of 6 configs started") && st.contains("exploits: "), "{st}");
 
