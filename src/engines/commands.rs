@@ -64,7 +64,7 @@ pub(crate) fn slurm_cmd(t: Target, volume: Option<PathBuf>, submit: bool, o: &Sl
     let script = absolute(&slurm::script_path(&ctx, t.output))?;
     let text = slurm::render(&ctx, o, &exe, &snapshot, &volume, &script);
     let path = slurm::write(&ctx, &text, script)?;
-    let n = ctx.groups.len();
+    let n = ctx.engine_tasks();
     if submit {
         let id = slurm::submit(&path)?;
         say!("submitted job array {id} ({n} tasks): {}", path.display());

@@ -158,7 +158,7 @@ pub(crate) fn dns_name(s: &str) -> String {
 
 /// The manifests: a ConfigMap with the self-contained sweep, then the Indexed Job.
 pub(crate) fn render(ctx: &LoadedSweep, sweep_text: &str, o: &K8sOptions) -> String {
-    let n = ctx.groups.len();
+    let n = ctx.engine_tasks();
     let name = dns_name(&format!("spotrun-{}", ctx.sweep.name));
     let meta = |suffix: &str| {
         let mut m = vec![("name", s(format!("{name}{suffix}")))];

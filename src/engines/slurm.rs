@@ -116,7 +116,7 @@ pub(crate) fn render(
 
 /// The comment block and the `#SBATCH` lines.
 fn header(ctx: &LoadedSweep, o: &SlurmOptions, sweep: &Path, script: &Path) -> String {
-    let (n, runs) = (ctx.groups.len(), ctx.runs.len());
+    let (n, runs) = (ctx.engine_tasks(), ctx.runs.len());
     let name = &ctx.sweep.name;
     let logs = ctx.layout.root.join("slurm");
     let mut s = format!(
@@ -158,11 +158,15 @@ fn header(ctx: &LoadedSweep, o: &SlurmOptions, sweep: &Path, script: &Path) -> S
 
 /// The shell that runs one array task: the worker, signal forwarding, and the requeue decision.
 fn script_body(s: &mut String, ctx: &LoadedSweep, spotrun: &Path, sweep: &Path, volume: &Path) {
-    let groups: Vec<String> = ctx
-        .groups
-        .iter()
-        .map(|g| format!("\"{}\"", g.runs.iter().map(|&i| ctx.runs[i].id.as_str()).collect::<Vec<_>>().join(" ")))
-        .collect();
+    let groups: Vec<String> = match ctx.sweep.schedule {
+        // Generic study workers: no runs of their own (a failed one is requeued until its restarts run out).
+        Some(_) => vec!["\"study\"".to_string(); ctx.engine_tasks()],
+        None => ctx
+            .groups
+            .iter()
+            .map(|g| format!("\"{}\"", g.runs.iter().map(|&i| ctx.runs[i].id.as_str()).collect::<Vec<_>>().join(" ")))
+            .collect(),
+    };
     let select = super::worker_selector(ctx, "SLURM_ARRAY_TASK_ID");
     let _ = write!(
         *s,

@@ -58,6 +58,16 @@ impl LoadedSweep {
         self
     }
 
+    /// How many tasks an engine (a Slurm array, a k8s Indexed Job) runs: one per group, or, for a scheduled sweep,
+    /// one generic study worker per config (TPE: `count`; its trials do not exist yet).
+    pub(crate) fn engine_tasks(&self) -> usize {
+        match (self.sweep.schedule, self.sweep.method) {
+            (Some(_), spec::Method::Tpe) => self.sweep.count,
+            (Some(_), _) => self.runs.len(),
+            (None, _) => self.groups.len(),
+        }
+    }
+
     /// Overrides the sweep file's `fuse` (`--no-fuse`), regrouping the runs.
     pub(crate) fn with_fuse(mut self, fuse: Fuse) -> LoadedSweep {
         self.sweep.fuse = fuse;

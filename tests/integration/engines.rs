@@ -369,3 +369,29 @@ fn slurm_array_of_generic_workers_runs_an_asha_study_to_the_end() {
         .count();
     assert!(finished >= 1, "a trial trained to the last rung");
 }
+
+#[test]
+fn a_scheduled_sweep_renders_generic_study_workers_for_kubernetes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"study\"\nmethod = \"tpe\"\ncount = 8\nscheduler = \"asha\"\n[base]\ntrain = { epochs = 9 }\n\
+         [parameters]\n\"optim.lr\" = { log_uniform = [0.0001, 0.1] }\n",
+    )
+    .unwrap();
+    let args: Vec<String> = ["k8s", sweep.to_str().unwrap(), "--image", "reg/spotrun:1", "--pvc", "vol"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let yaml = text(&run_ok(&args).stdout);
+    assert!(yaml.contains("--next") && !yaml.contains("--group"), "every pod pulls from the study: {yaml}");
+    assert!(yaml.contains("completions: 8"), "one generic worker per TPE trial (none exists yet): {yaml}");
+    let vol = tmp.path().join("vol");
+    let out = run_ok(&["slurm".into(), sweep.display().to_string(), "--volume".into(), vol.display().to_string()]);
+    let script = std::fs::read_to_string(vol.join("study/slurm/study.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-7") && script.contains("--next"), "{}\n{script}", text(&out.stdout));
+    let check =
+        std::process::Command::new("bash").arg("-n").arg(vol.join("study/slurm/study.sbatch")).status().unwrap();
+    assert!(check.success(), "the script parses");
+}

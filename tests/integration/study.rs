@@ -405,3 +405,34 @@ fn pbt_refuses_keys_it_cannot_change_mid_run() {
         assert!(err.contains(key), "{extra} {params}: {err}");
     }
 }
+
+#[test]
+fn hyperband_runs_its_brackets_round_robin_each_training_a_config_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text_ = std::fs::read_to_string(asha_sweep(tmp.path(), "hb", "")).unwrap();
+    let file = tmp.path().join("hb.toml");
+    std::fs::write(
+        &file,
+        text_.replace("scheduler = \"asha\"", "scheduler = \"hyperband\"").replace("count = 9", "count = 6"),
+    )
+    .unwrap();
+    let vol = tmp.path().join("vol");
+    sweep(&file, &vol).arg("--workers").arg("2").ok();
+    let root = vol.join("hb");
+    let ds = decisions(&root);
+    let brackets: Vec<u64> =
+        ds.iter().filter(|d| kind(d) == "created").map(|d| d["bracket"].as_u64().unwrap()).collect();
+    assert_eq!(brackets, vec![0, 1, 2, 0, 1, 2], "floor(log3(9)) + 1 = 3 brackets, configs dealt round-robin");
+    for b in 0..3u64 {
+        let trials: Vec<&serde_json::Value> =
+            ds.iter().filter(|d| kind(d) == "created" && d["bracket"] == b).map(|d| &d["trial"]).collect();
+        let finished = ds.iter().filter(|d| kind(d) == "finished" && d["epoch"] == 9 && trials.contains(&&d["trial"]));
+        assert!(finished.count() >= 1, "bracket {b} trains a config to the end: {ds:?}");
+    }
+    // Bracket 2's first rung is the last epoch: its configs never pause.
+    let first_rung_2 = ds.iter().filter(|d| kind(d) == "reached" && d["epoch"] == 1).count();
+    assert_eq!(first_rung_2, 2, "only bracket 0's two configs pause at epoch 1");
+    let st = text(&Run::new(["status".as_ref(), root.as_os_str()]).ok().stdout);
+    assert!(st.contains("study: hyperband (eta 3, min_epochs 1): 6 of 6 configs started"), "{st}");
+    assert_trained_once(&root);
+}
