@@ -142,19 +142,21 @@ impl Tally {
 }
 
 fn run_one(ctx: &LoadedSweep, run: &PlannedRun, o: &ClaimOptions) -> Result<ClaimEnd> {
-    run_until(ctx, run, o, None, false)
+    run_until(ctx, run, o, None, false, &|| Ok(()))
 }
 
 /// Claims and trains `run` as [`run_index`] does, up to where an adaptive scheduler ends it this time (`stop_at`):
 /// a pause (its checkpoint committed, the lease released, no `done.json`) or a stop (its final weights, and
 /// `done.json` with outcome `stopped`). `allow_change`: the run's config may differ from its checkpoint's (a PBT
-/// trial's hyperparameters change at its exploits; the study's records are its schedule).
+/// trial's hyperparameters change at its exploits; the study's records are its schedule). `before` runs under
+/// the lease, before training (a PBT exploit's copy); its error is the attempt's.
 pub(super) fn run_until(
     ctx: &LoadedSweep,
     run: &PlannedRun,
     o: &ClaimOptions,
     stop_at: Option<StopAt>,
     allow_change: bool,
+    before: &dyn Fn() -> Result<()>,
 ) -> Result<ClaimEnd> {
     let mut held = match take(ctx, run, o)? {
         Taken::Done(outcome) => return Ok(outcome),
@@ -163,7 +165,7 @@ pub(super) fn run_until(
     held.opts.stop_at = stop_at;
     held.opts.allow_config_change = allow_change;
     let started = Instant::now();
-    let result = trainer::train(&held.opts);
+    let result = before().and_then(|()| trainer::train(&held.opts));
     held.end(ctx, run, o, result, started, true)
 }
 

@@ -297,14 +297,22 @@ impl<'a> Worker<'a> {
             _ => return Ok(()),
         };
         let pbt = self.schedule.kind == SchedulerKind::Pbt;
-        if let (true, Some(&(donor, epoch))) = (pbt, t.exploits.last()) {
-            let seq = self
-                .records
-                .iter()
-                .rposition(|r| matches!(r.decision, Decision::Exploited { trial, .. } if trial == i));
-            exploit::apply(&self.dir(i), &self.dir(donor), epoch, seq.unwrap_or(0) as u64)?;
-        }
-        let result = claim::run_until(&self.ctx, run, self.o, stop_at, pbt);
+        // PBT: the trial's latest exploit is carried out under its lease, before it trains (idempotent).
+        let exploit = match (pbt, t.exploits.last()) {
+            (true, Some(&(donor, epoch))) => {
+                let seq = self
+                    .records
+                    .iter()
+                    .rposition(|r| matches!(r.decision, Decision::Exploited { trial, .. } if trial == i));
+                Some((self.dir(i), self.dir(donor), epoch, seq.unwrap_or(0) as u64))
+            }
+            _ => None,
+        };
+        let before = || match &exploit {
+            Some((to, from, epoch, seq)) => exploit::apply(to, from, *epoch, *seq),
+            None => Ok(()),
+        };
+        let result = claim::run_until(&self.ctx, run, self.o, stop_at, pbt, &before);
         let metric = self.ctx.sweep.metric;
         let at = |h: &[EpochMetrics], e: usize| {
             h.iter().find(|m| m.epoch == e).map(|m| metric_value(m, metric)).filter(|v| v.is_finite())
