@@ -109,28 +109,27 @@ fn grid(params: &[(String, Domain)]) -> Vec<Vec<(String, toml::Value)>> {
 /// Sample `i` of a random sweep. Floats are rounded to 6 significant digits so they read well in tables.
 fn sample(params: &[(String, Domain)], seed: u64, i: u64) -> Vec<(String, toml::Value)> {
     let mut rng = SplitMix64::keyed(&[seed, i]);
-    params
-        .iter()
-        .map(|(k, d)| {
-            let v = match d {
-                Domain::Values(vs) => vs[rng.below(vs.len() as u64) as usize].clone(),
-                Domain::Uniform(a, b) => toml::Value::Float(round6(a + rng.next_f64() * (b - a))),
-                Domain::LogUniform(a, b) => {
-                    let (la, lb) = (a.ln(), b.ln());
-                    toml::Value::Float(round6((la + rng.next_f64() * (lb - la)).exp().clamp(*a, *b)))
-                }
-                Domain::Int(a, b) => {
-                    // in i128: a range as wide as i64 must not overflow
-                    let span = (*b as i128 - *a as i128 + 1).min(u64::MAX as i128) as u64;
-                    toml::Value::Integer((*a as i128 + rng.below(span) as i128) as i64)
-                }
-            };
-            (k.clone(), v)
-        })
-        .collect()
+    params.iter().map(|(k, d)| (k.clone(), draw(d, &mut rng))).collect()
 }
 
-fn round6(x: f64) -> f64 {
+/// One value from `d`, drawn from `rng` (what random search and PBT's resampling take).
+pub(crate) fn draw(d: &Domain, rng: &mut SplitMix64) -> toml::Value {
+    match d {
+        Domain::Values(vs) => vs[rng.below(vs.len() as u64) as usize].clone(),
+        Domain::Uniform(a, b) => toml::Value::Float(round6(a + rng.next_f64() * (b - a))),
+        Domain::LogUniform(a, b) => {
+            let (la, lb) = (a.ln(), b.ln());
+            toml::Value::Float(round6((la + rng.next_f64() * (lb - la)).exp().clamp(*a, *b)))
+        }
+        Domain::Int(a, b) => {
+            // in i128: a range as wide as i64 must not overflow
+            let span = (*b as i128 - *a as i128 + 1).min(u64::MAX as i128) as u64;
+            toml::Value::Integer((*a as i128 + rng.below(span) as i128) as i64)
+        }
+    }
+}
+
+pub(crate) fn round6(x: f64) -> f64 {
     format!("{x:.5e}").parse().unwrap_or(x)
 }
 

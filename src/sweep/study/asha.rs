@@ -111,7 +111,7 @@ fn closed_rungs(st: &StudyState, s: &Schedule, b: usize, all_created: bool) -> u
 }
 
 /// Bracket `b`'s trials that reached rung `epoch`, best first (ties by trial number, NaN last).
-fn ranking(st: &StudyState, b: usize, epoch: usize, higher_is_better: bool) -> Vec<usize> {
+pub(super) fn ranking(st: &StudyState, b: usize, epoch: usize, higher_is_better: bool) -> Vec<usize> {
     let mut r: Vec<(usize, f64)> = st
         .trials
         .iter()

@@ -20,7 +20,7 @@ pub(crate) fn decide(st: &StudyState, s: &Schedule, p: &PbtSettings, configs: us
     for (i, t) in st.trials.iter().enumerate() {
         let Phase::Paused { at } = t.phase else { continue };
         let Some(k) = rungs.iter().position(|&r| r == at).filter(|k| k + 1 < rungs.len()) else { continue };
-        let ranked = ranking(st, at, hib);
+        let ranked = super::asha::ranking(st, 0, at, hib);
         let n = ((ranked.len() as f64 * p.quantile).floor() as usize).max(1);
         let (top, bottom) = (&ranked[..n.min(ranked.len())], &ranked[ranked.len().saturating_sub(n)..]);
         if ranked.len() >= 2 && bottom.contains(&i) && !top.contains(&i) {
@@ -34,18 +34,6 @@ pub(crate) fn decide(st: &StudyState, s: &Schedule, p: &PbtSettings, configs: us
         return Action::Wait;
     }
     Action::Complete
-}
-
-/// The trials that reached `epoch`, best first (ties by trial number, NaN last).
-fn ranking(st: &StudyState, epoch: usize, higher_is_better: bool) -> Vec<usize> {
-    let mut r: Vec<(usize, f64)> =
-        st.trials.iter().enumerate().filter_map(|(i, t)| t.at(epoch).map(|m| (i, m))).collect();
-    let key = |m: f64| if higher_is_better { -m } else { m };
-    r.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
-        (false, false) => key(a.1).total_cmp(&key(b.1)).then(a.0.cmp(&b.0)),
-        (x, y) => x.cmp(&y).then(a.0.cmp(&b.0)),
-    });
-    r.into_iter().map(|(i, _)| i).collect()
 }
 
 /// The donor's values explored (Ray Tune's rules): with probability `resample_probability` a value is drawn
@@ -83,7 +71,7 @@ fn perturb(v: &toml::Value, d: &Domain, up: bool) -> toml::Value {
             vs[j].clone()
         }
         (Domain::Uniform(a, b) | Domain::LogUniform(a, b), toml::Value::Float(x)) => {
-            toml::Value::Float(round6((x * f).clamp(*a, *b)))
+            toml::Value::Float(crate::sweep::expand::round6((x * f).clamp(*a, *b)))
         }
         (Domain::Int(a, b), toml::Value::Integer(x)) => {
             let y = ((*x as f64) * f).round() as i64;
@@ -95,23 +83,7 @@ fn perturb(v: &toml::Value, d: &Domain, up: bool) -> toml::Value {
 
 /// A fresh value from `d` (as `method = "random"` draws one).
 fn draw(d: &Domain, seed: u64) -> toml::Value {
-    let mut rng = SplitMix64::keyed(&[seed]);
-    match d {
-        Domain::Values(vs) => vs[rng.below(vs.len() as u64) as usize].clone(),
-        Domain::Uniform(a, b) => toml::Value::Float(round6(a + rng.next_f64() * (b - a))),
-        Domain::LogUniform(a, b) => {
-            let (la, lb) = (a.ln(), b.ln());
-            toml::Value::Float(round6((la + rng.next_f64() * (lb - la)).exp().clamp(*a, *b)))
-        }
-        Domain::Int(a, b) => {
-            let span = (*b as i128 - *a as i128 + 1).min(u64::MAX as i128) as u64;
-            toml::Value::Integer((*a as i128 + rng.below(span) as i128) as i64)
-        }
-    }
-}
-
-fn round6(x: f64) -> f64 {
-    format!("{x:.5e}").parse().unwrap_or(x)
+    crate::sweep::expand::draw(d, &mut SplitMix64::keyed(&[seed]))
 }
 
 #[cfg(test)]
