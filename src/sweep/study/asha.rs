@@ -116,7 +116,8 @@ pub(super) fn ranking(st: &StudyState, b: usize, epoch: usize, higher_is_better:
         .trials
         .iter()
         .enumerate()
-        .filter(|(_, t)| t.bracket == b)
+        // A trial that failed for good is out of the rankings (its rungs before the failure too).
+        .filter(|(_, t)| t.bracket == b && t.phase != Phase::Failed)
         .filter_map(|(i, t)| t.at(epoch).map(|m| (i, m)))
         .collect();
     let key = |m: f64| if higher_is_better { -m } else { m };
@@ -262,6 +263,37 @@ mod tests {
         }
         assert_eq!(decide(&st, &s, 9, true), Action::Promote { trial: 1, from: 1, to: 3 }, "0.9 is the top third");
         assert_eq!(decide(&st, &s, 9, false), Action::Promote { trial: 2, from: 1, to: 3 }, "lower is better");
+    }
+
+    #[test]
+    fn a_trial_that_failed_for_good_leaves_the_rankings() {
+        let s = Schedule::new(SchedulerKind::Asha, Some(1), Some(3), 9).unwrap();
+        let mut st = StudyState::default();
+        let begin = Decision::Begin {
+            definition: "d".into(),
+            scheduler: "asha".into(),
+            min_epochs: 1,
+            eta: 3,
+            epochs: 9,
+            configs: 9,
+        };
+        st.apply(&begin, &s).unwrap();
+        for (i, m) in [0.9, 0.5, 0.1].iter().enumerate() {
+            let c = Decision::Created {
+                trial: i,
+                index: i,
+                run: format!("r{i}"),
+                origin: "grid".into(),
+                bracket: 0,
+                values: vec![],
+            };
+            st.apply(&c, &s).unwrap();
+            st.apply(&Decision::Reached { trial: i, epoch: 1, metric: Some(*m) }, &s).unwrap();
+        }
+        assert_eq!(ranking(&st, 0, 1, true), vec![0, 1, 2]);
+        st.apply(&Decision::Promoted { trial: 0, from: 1, to: 3 }, &s).unwrap();
+        st.apply(&Decision::Failed { trial: 0 }, &s).unwrap();
+        assert_eq!(ranking(&st, 0, 1, true), vec![1, 2], "the failed trial no longer counts");
     }
 
     #[test]
