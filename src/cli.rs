@@ -135,6 +135,7 @@ pub enum Command {
         /// Where to train the replay (default VOLUME/<name>/replay-NNNN; it must not hold another run).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// No progress bars: the lineage's segments and the verdict only.
         #[arg(long, short)]
         quiet: bool,
     },
