@@ -148,6 +148,34 @@ pub(crate) fn python() -> PathBuf {
     p
 }
 
+/// Each case (`--set`s, the file and the key its error must name) through `spotrun prepare` and `spotrun train` of
+/// `config` with `data.cache_dir` = `cache`: exit 2, one `error:` line naming both, no run directory (under `tmp`)
+/// and nothing left in the cache. Shared by the prepared sources (text, image folders).
+#[track_caller]
+pub(crate) fn refused_by_prepare_and_train(
+    config: &Path,
+    cache: &Path,
+    tmp: &Path,
+    cases: &[(Vec<String>, String, &str)],
+) {
+    for (sets, file, key) in cases {
+        for cmd in ["prepare", "train"] {
+            let run = tmp.join("run");
+            let mut r =
+                Run::new([cmd, config.to_str().unwrap()]).set(&format!("data.cache_dir=\"{}\"", cache.display()));
+            if cmd == "train" {
+                r = r.arg("--run-dir").arg(&run);
+            }
+            let err = sets.iter().fold(r, |r, s| r.set(s)).bad();
+            assert!(err.contains(file.as_str()) && err.contains(key), "{cmd} {sets:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(!run.exists(), "{cmd} {sets:?}: the run directory was written");
+            let entries = std::fs::read_dir(cache).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(entries, 0, "{cmd} {sets:?}: something was left in the cache");
+        }
+    }
+}
+
 /// Reads `metrics.jsonl` as JSON values.
 /// The data venv's python: numpy, pyarrow, Pillow and tokenizers, which the data-source tests make their inputs with
 /// (scripts/test.sh installs it; SPOTRUN_DATA_PYTHON overrides).

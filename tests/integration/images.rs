@@ -266,22 +266,7 @@ fn bad_image_folders_exit_2_naming_the_file_and_the_key_and_write_nothing() {
         // 23 images of 3 × 65535 × 65535 bytes: refused before decoding, from the count alone.
         (vec![p(&good), "data.shape=[3, 65535, 65535]".into()], s(&good), "data.path"),
     ];
-    for (sets, file, key) in cases {
-        for cmd in ["prepare", "train"] {
-            let run = tmp.path().join("run");
-            let mut r =
-                Run::new([cmd, config.to_str().unwrap()]).set(&format!("data.cache_dir=\"{}\"", cache.display()));
-            if cmd == "train" {
-                r = r.arg("--run-dir").arg(&run);
-            }
-            let err = sets.iter().fold(r, |r, s| r.set(s)).bad();
-            assert!(err.contains(&file) && err.contains(key), "{cmd} {sets:?}: {err}");
-            assert_eq!(err.lines().count(), 1, "{err}");
-            assert!(!run.exists(), "{cmd} {sets:?}: the run directory was written");
-            let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
-            assert_eq!(entries, 0, "{cmd} {sets:?}: something was left in the cache");
-        }
-    }
+    crate::common::refused_by_prepare_and_train(&config, &cache, tmp.path(), &cases);
     // With data.skip_bad = true the broken files are left out and counted; the rest trains.
     for (dir, file) in [(&truncated, &victim), (&not_png, &fake)] {
         let run = tmp.path().join(format!("skip-{}", dir.file_name().unwrap().to_string_lossy()));
