@@ -1,5 +1,6 @@
 //! What one fused step builds and launches, counted (issue 24: no host syncs in the fused step), for R = 1, 4
-//! and 16 runs, AdamW and SGD (momentum, weight decay and gradient clipping on, so every per-run number is used).
+//! and 16 runs, AdamW and SGD (momentum, weight decay and gradient clipping on, so every per-run number is used),
+//! in both forms of the step (`train.fused_step = "per_run"`, the CPU's `auto`, and `"batched"`, CUDA's).
 //!
 //! Runs `spotrun worker SWEEP --group 0` with `SPOTRUN_TEST_FUSED_COUNTS=1` and reads the binary's own
 //! `fused counts:` lines (counters in `trainer/fused.rs`, compiled in only with the `test-hooks` feature): per
@@ -30,12 +31,12 @@ fn run(args: &[&str]) -> String {
     }
 }
 
-/// A sweep of `runs` learning rates (at least 2) with `optim` as the base's optimizer table.
-fn sweep(dir: &Path, name: &str, optim: &str, runs: usize) -> String {
+/// A sweep of `runs` learning rates (at least 2) with `optim` as the base's optimizer table, stepped in `form`.
+fn sweep(dir: &Path, name: &str, optim: &str, runs: usize, form: &str) -> String {
     let lrs: Vec<String> = (0..runs.max(2)).map(|i| format!("{}", 0.001 * (i + 1) as f64)).collect();
     let text = format!(
         "name = \"{name}\"\n[base]\ndata.synthetic = {{ train = 512, val = 128, features = 16 }}\n\
-         model.hidden = [32, 32]\noptim = {optim}\ntrain = {{ epochs = 1, batch_size = 64, threads = 1 }}\n\
+         model.hidden = [32, 32]\noptim = {optim}\ntrain = {{ epochs = 1, batch_size = 64, threads = 1, fused_step = \"{form}\" }}\n\
          [parameters]\n\"optim.lr\" = [{}]\n",
         lrs.join(", ")
     );
@@ -50,10 +51,10 @@ fn main() {
         ("adamw", "{ kind = \"adamw\", weight_decay = 0.01, grad_clip = 1.0 }"),
         ("sgd", "{ kind = \"sgd\", momentum = 0.9, weight_decay = 0.01, grad_clip = 1.0 }"),
     ];
-    for (kind, optim) in optims {
+    for (form, (kind, optim)) in ["per_run", "batched"].into_iter().flat_map(|f| optims.map(|o| (f, o))) {
         for runs in [1usize, 4, 16] {
-            let name = format!("{kind}{runs}");
-            let s = sweep(tmp.path(), &name, optim, runs);
+            let name = format!("{kind}{runs}{form}");
+            let s = sweep(tmp.path(), &name, optim, runs, form);
             let vol = tmp.path().join(&name).to_string_lossy().into_owned();
             if runs == 1 {
                 run(&["worker", &s, "--index", "1", "--volume", &vol, "-q"]);
@@ -63,7 +64,7 @@ fn main() {
                 .lines()
                 .find(|l| l.starts_with("fused counts:"))
                 .unwrap_or_else(|| panic!("no `fused counts:` line (build with --features test-hooks): {err}"));
-            println!("{kind:5} R = {runs:2}: {line}");
+            println!("{form:7} {kind:5} R = {runs:2}: {line}");
         }
     }
 }

@@ -2,8 +2,7 @@
 //!
 //! Canonical = the config as JSON with sorted keys, minus the keys that say *where* a run executes rather than
 //! *what* it computes (`train.name`, `train.device`, `train.threads`, `train.log_every`, `train.tensorboard`,
-//! `data.on_device`, `data.cache_dir`, and
-//! the whole `[checkpoint]` section). Moving a run to another GPU, thread count or volume therefore keeps its id,
+//! `train.fused_step`, `data.on_device`, `data.cache_dir`, and the whole `[checkpoint]` section). Moving a run to another GPU, thread count or volume therefore keeps its id,
 //! so it can resume there. Keys added in later versions ([`LATER_KEYS`]) count only when they differ from their
 //! default, so an existing run keeps its id (and its default run directory) after an upgrade.
 use sha2::{Digest, Sha256};
@@ -12,12 +11,13 @@ use super::load::ConfigError;
 use super::schema::Config;
 
 /// Keys left out of the hash, as `(section, key)`.
-pub(super) const PLACEMENT_KEYS: [(&str, &str); 7] = [
+pub(super) const PLACEMENT_KEYS: [(&str, &str); 8] = [
     ("train", "name"),
     ("train", "device"),
     ("train", "threads"),
     ("train", "log_every"),
     ("train", "tensorboard"),
+    ("train", "fused_step"),
     ("data", "on_device"),
     ("data", "cache_dir"),
 ];

@@ -18,8 +18,8 @@ pub(crate) use load::BUILTIN;
 pub(crate) use load::{from_table, read_table};
 pub use load::{load, parse_str, ConfigError, LoadedConfig};
 pub(crate) use schema::{
-    Activation, CheckpointConfig, Decay, EarlyStopping, EmaConfig, MetricName, OnDevice, OptimConfig, OptimKind,
-    Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TaskKind, TokenDtype,
+    Activation, CheckpointConfig, Decay, EarlyStopping, EmaConfig, FusedStep, MetricName, OnDevice, OptimConfig,
+    OptimKind, Precision, ScheduleConfig, ScheduleKind, SyntheticConfig, TaskKind, TokenDtype,
 };
 pub use schema::{Config, DataConfig, DataSource, ModelConfig, ModelKind, Task};
 pub(crate) use wording::{describe as describe_serde_error, spelling_hint, with_hint};

@@ -402,6 +402,25 @@ pub struct TrainConfig {
     /// Stop before `epochs` when a metric stops improving, e.g. `{ metric = "val_loss", patience = 3 }`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
+    /// How a fused group launches its AdamW update and its losses (not part of the run id: it changes rounding,
+    /// as the device does, not what is computed).
+    pub fused_step: FusedStep,
+}
+
+/// `train.fused_step`: the form of a fused group's step (see `trainer/fused.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusedStep {
+    /// `batched` on CUDA (where kernel launches, not FLOPs, cost), `per_run` on the CPU (where the two take the
+    /// same time and `per_run` keeps a fused run bitwise its unfused self at the shapes BENCHMARKS.md names).
+    #[default]
+    Auto,
+    /// torch's fused AdamW kernel once per run on its slices, and each run's loss computed alone: launches grow
+    /// with the number of runs; the arithmetic is the unfused run's.
+    PerRun,
+    /// One AdamW kernel call over every run's stacked tensors and one loss over the batched output: launches per
+    /// step do not grow with the number of runs; rounding differs from an unfused run's.
+    Batched,
 }
 
 /// A per-epoch metric that runs are judged by (early stopping, sweep rankings).
@@ -528,6 +547,7 @@ impl Default for TrainConfig {
             ema: None,
             ema_eval: false,
             early_stopping: None,
+            fused_step: FusedStep::Auto,
         }
     }
 }

@@ -46,6 +46,13 @@ pub trait Task {
     fn gather(&self, idx: &Tensor, split: Split, device: Device) -> Batch;
     /// The mean training loss of a batch.
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor;
+    /// Each run's mean training loss, `[R]`, of a fused group's output `out` (`[R, B, ...]`) against `y`
+    /// (`[R, B, ...]`): [`Task::loss`] of every run's slice. This default computes it run by run; sample tasks
+    /// override it with one computation over all runs.
+    fn losses_by_run(&self, out: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
+        let runs = out.size().first().copied().unwrap_or(0);
+        Tensor::f_stack(&(0..runs).map(|r| self.loss(&out.get(r), &y.get(r))).collect::<Vec<_>>(), 0)
+    }
     /// Per-batch sums (on the device, no host sync) that [`Task::finish_eval`] turns into metrics.
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor>;
     /// Metrics from the summed [`Task::eval_sums`] over `items` validation items.

@@ -17,6 +17,9 @@ pub(super) fn build<'a>(cfg: &Config, d: &'a Dataset) -> Box<dyn Task + 'a> {
 /// What a sample task optimizes and reports: the part of [`Task`] that is not batching.
 trait Objective {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor;
+    /// The terms whose mean is each run's loss, `[R, N]`, of `out` `[R, B, ...]` against `y` `[R, B, ...]`, in one
+    /// computation.
+    fn item_losses(&self, out: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError>;
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor>;
     /// Metrics from the summed [`Objective::eval_sums`] over `items` samples of `outputs` values each.
     fn finish_eval(&self, sums: &[f64], items: usize, outputs: i64) -> Eval;
@@ -57,6 +60,10 @@ impl<O: Objective> Task for Samples<'_, O> {
         self.objective.loss(out, y)
     }
 
+    fn losses_by_run(&self, out: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
+        self.objective.item_losses(out, y)?.f_mean_dim(Some([1i64].as_slice()), false, Kind::Float)
+    }
+
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor> {
         self.objective.eval_sums(out, y)
     }
@@ -76,6 +83,18 @@ struct Classification;
 impl Objective for Classification {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
         out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)
+    }
+
+    fn item_losses(&self, out: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
+        let (r, b) = (y.size()[0], y.size()[1]);
+        let flat = out.f_flatten(0, 1)?.f_cross_entropy_loss::<Tensor>(
+            &y.f_flatten(0, 1)?,
+            None,
+            Reduction::None,
+            -100,
+            0.0,
+        )?;
+        flat.f_view([r, b])
     }
 
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor> {
@@ -100,6 +119,10 @@ struct Regression;
 impl Objective for Regression {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
         out.to_kind(Kind::Float).mse_loss(y, Reduction::Mean)
+    }
+
+    fn item_losses(&self, out: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
+        out.f_to_kind(Kind::Float)?.f_mse_loss(y, Reduction::None)?.f_flatten(1, -1)
     }
 
     fn eval_sums(&self, out: &Tensor, y: &Tensor) -> Vec<Tensor> {

@@ -8,6 +8,11 @@
 //! into its own trainer, which then evaluates, checkpoints and reports exactly as an unfused run does. So a fused
 //! run's checkpoint is an ordinary checkpoint: loadable alone, in PyTorch, or resumed unfused.
 //!
+//! The step takes one of two [`Form`]s (`train.fused_step`, chosen by [`form`]): *per run*, torch's fused AdamW
+//! kernel on each run's slices and each run's loss alone (the unfused arithmetic; launches grow with R), or
+//! *batched*, one kernel call over the stacked tensors and one loss over the batched output (launches per step
+//! independent of R; rounding differs).
+//!
 //! [`fusion_key`] says which configs may share a group, or why a config cannot be fused. Owns no files.
 use std::collections::HashMap;
 
@@ -15,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::fit::Trainer;
 use crate::amp::{Autocast, Resolved};
-use crate::config::{Config, Decay, ModelKind, OptimKind, Precision};
+use crate::config::{Config, Decay, FusedStep, ModelKind, OptimKind, Precision};
 use crate::model::{FusedNet, Lookup};
 use crate::optim;
 use crate::task::{Eval, Split};
@@ -61,18 +66,76 @@ pub(crate) fn fusion_key(cfg: &Config) -> Result<String, String> {
     serde_json::to_string(&c).map_err(|e| format!("cannot compare configs: {e}"))
 }
 
+/// How a fused step launches its AdamW update and its losses: see the module header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    PerRun,
+    Batched,
+}
+
+/// The form a group steps in: `train.fused_step` as set, `auto` batched on CUDA and per run on the CPU (both
+/// measured in BENCHMARKS.md "Fused step, counted"). Batched needs `uniform`: every run with the same AdamW betas,
+/// eps and step count (one kernel call takes them as scalars); a group without it steps per run.
+pub(crate) fn form(setting: FusedStep, cuda: bool, uniform: bool) -> Form {
+    match setting {
+        FusedStep::Batched | FusedStep::Auto if uniform && (cuda || setting == FusedStep::Batched) => Form::Batched,
+        _ => Form::PerRun,
+    }
+}
+
+/// [`form`] for a group of `members` (not empty): their `train.fused_step` (the fusion key makes it one), on their
+/// device, uniform when AdamW's betas and eps and the step count are every run's.
+pub(crate) fn form_of(members: &[&Trainer]) -> Form {
+    let first = members[0];
+    let f = &first.cfg.optim;
+    let uniform = members.iter().all(|t| (t.cfg.optim.betas, t.cfg.optim.eps, t.step) == (f.betas, f.eps, first.step));
+    form(first.cfg.train.fused_step, first.device.is_cuda(), uniform)
+}
+
 /// The fused optimizer's per-run numbers, and its state with the run dimension first.
 enum State {
-    /// `step`: every run's step counter, `[R]` (the fused kernel reads one per run).
+    /// `step`: every run's step counter, `[R]` (the fused kernel reads one per run). `scratch`: under
+    /// [`Form::Batched`] only.
     AdamW {
         exp_avg: Vec<Tensor>,
         exp_avg_sq: Vec<Tensor>,
         step: Tensor,
+        scratch: Option<Scratch>,
     },
     Sgd {
         buffers: Vec<Tensor>,
         step: i64,
     },
+}
+
+/// What the batched AdamW update steps in place of the parameters: one buffer per parameter, each a view into one
+/// flat tensor (zeroed in one launch), that the kernel steps with lr 1 and no weight decay, leaving minus each
+/// run's unscaled update in it. Each view has its parameter's strides: the kernel walks its tensors' memory in
+/// order and assumes one layout for all of them (a CNN's channels-last weights are not row-major).
+struct Scratch {
+    all: Tensor,
+    parts: Vec<Tensor>,
+}
+
+impl Scratch {
+    fn new(params: &[Param]) -> Result<Scratch, String> {
+        let first = params.first().ok_or("a model without parameters")?;
+        let numel: i64 = params.iter().map(|p| p.value.numel() as i64).sum();
+        let all = Tensor::zeros([numel], (first.value.kind(), first.value.device()));
+        let mut at = 0;
+        let mut parts = Vec::with_capacity(params.len());
+        for p in params {
+            let (size, stride) = (p.value.size(), p.value.stride());
+            let n = p.value.numel() as i64;
+            let span = 1 + size.iter().zip(&stride).map(|(s, t)| (s - 1) * t).sum::<i64>();
+            if span != n || stride.iter().any(|&t| t <= 0) {
+                return Err(format!("`{}` is not one dense block (sizes {size:?}, strides {stride:?})", p.name));
+            }
+            parts.push(all.f_as_strided(size.as_slice(), stride.as_slice(), at).map_err(|e| e.to_string())?);
+            at += n;
+        }
+        Ok(Scratch { all, parts })
+    }
 }
 
 /// One parameter of every run, stacked `[R, ...]` (a leaf), and how the optimizer and [`Fused::scatter`] treat it.
@@ -114,6 +177,7 @@ pub(crate) struct Fused {
     pub loss_sum: Tensor,
     precision: Resolved,
     device: Device,
+    form: Form,
 }
 
 /// The per-run numbers the fused step multiplies by, each `[R]` float32 on the training device: built once by
@@ -166,6 +230,62 @@ fn along(v: &Tensor, like: &Tensor) -> Tensor {
     v.view(shape.as_slice())
 }
 
+/// The AdamW state of a group and its gradients, for one batched update.
+struct Adam<'a> {
+    grads: &'a [Tensor],
+    exp_avg: &'a [Tensor],
+    exp_avg_sq: &'a [Tensor],
+    step: &'a mut Tensor,
+    scratch: &'a Scratch,
+}
+
+impl Adam<'_> {
+    /// Every run's AdamW step in one kernel call over the stacked tensors ([`Form::Batched`]; `o` is any run's
+    /// optimizer config: betas and eps are the group's). The kernel steps the zeroed scratch buffers with lr 1 and
+    /// no weight decay, which updates the moments as AdamW does and leaves minus each run's unscaled update in them;
+    /// then, per parameter, `p *= 1 - lr·wd` (if it decays) and `p += lr · scratch`, with `[R]` lr and weight decay
+    /// broadcast over the run dimension. Launches: one kernel call, 1 + 2 per parameter, whatever R is; one `[R]`
+    /// tensor of learning rates sent per step (as SGD's).
+    fn batched(
+        self,
+        params: &[Param],
+        o: &crate::config::OptimConfig,
+        per: &PerRun,
+        lrs: &[f64],
+        device: Device,
+    ) -> Result<(), tch::TchError> {
+        let _ = self.step.f_add_scalar_(1.0)?;
+        let _ = self.scratch.all.shallow_clone().f_zero_()?;
+        let parts = &self.scratch.parts;
+        // Every run is at the same step (`form` checked): run 0's counter stands for all.
+        let steps: Vec<Tensor> = parts.iter().map(|_| self.step.get(0)).collect();
+        counts::add(counts::OPTIMIZER_CALLS, 1);
+        crate::ffi::fused_adamw(
+            parts,
+            self.grads,
+            self.exp_avg,
+            self.exp_avg_sq,
+            &steps,
+            1.0,
+            o.betas,
+            0.0,
+            o.eps,
+            None,
+        )
+        .map_err(|e| tch::TchError::Torch(e.to_string()))?;
+        let lr = upload(lrs, device, counts::HOST_TENSORS);
+        let keep = if per.any_decay { Some(lr.f_mul(&per.weight_decay)?.f_neg()?.f_add_scalar(1.0)?) } else { None };
+        for (param, s) in params.iter().zip(parts) {
+            let p = param.value.shallow_clone();
+            if let (true, Some(keep)) = (param.decay, &keep) {
+                let _ = p.shallow_clone().f_mul_(&along(keep, &p))?;
+            }
+            let _ = p.shallow_clone().f_addcmul_(s, &along(&lr, &p))?;
+        }
+        Ok(())
+    }
+}
+
 /// Stacks `f` of every member along a new first dimension (detached).
 fn stack(members: &[&Trainer], f: &dyn Fn(&Trainer) -> Tensor) -> Result<Tensor, String> {
     let ts: Vec<Tensor> = members.iter().map(|t| f(t).detach()).collect();
@@ -187,7 +307,8 @@ impl Fused {
             let value = stack(members, &|t| lay(t.params[i].shallow_clone()))?.set_requires_grad(true);
             params.push(Param { name: name.clone(), value, decay: decay_all || p.dim() >= 2, transposed });
         }
-        let state = Fused::stack_state(members, &params)?;
+        let form = form_of(members);
+        let state = Fused::stack_state(members, &params, form)?;
         let image = match first.cfg.model.kind {
             ModelKind::Cnn => first.cfg.data.shape.as_deref().and_then(|s| <[i64; 3]>::try_from(s).ok()),
             _ => None,
@@ -204,11 +325,12 @@ impl Fused {
             loss_sum: stack(members, &|t| t.loss_sum.shallow_clone())?,
             precision: first.precision,
             device: first.device,
+            form,
         })
     }
 
     /// The members' optimizer states, stacked in the layout of `params`.
-    fn stack_state(members: &[&Trainer], params: &[Param]) -> Result<State, String> {
+    fn stack_state(members: &[&Trainer], params: &[Param], form: Form) -> Result<State, String> {
         let states: Vec<HashMap<String, Tensor>> =
             members.iter().map(|t| t.optimizer.state().into_iter().collect()).collect();
         let pick = |key: &str| -> Result<Tensor, String> {
@@ -232,9 +354,15 @@ impl Fused {
         let step = pick("step")?;
         let first = &members[0].cfg.optim;
         Ok(match first.kind {
-            OptimKind::Adamw => {
-                State::AdamW { exp_avg: per_param("exp_avg")?, exp_avg_sq: per_param("exp_avg_sq")?, step }
-            }
+            OptimKind::Adamw => State::AdamW {
+                exp_avg: per_param("exp_avg")?,
+                exp_avg_sq: per_param("exp_avg_sq")?,
+                step,
+                scratch: match form {
+                    Form::Batched => Some(Scratch::new(params)?),
+                    Form::PerRun => None,
+                },
+            },
             OptimKind::Sgd => State::Sgd {
                 buffers: if first.momentum > 0.0 { per_param("momentum_buffer")? } else { Vec::new() },
                 step: step.f_int64_value(&[0]).map_err(|e| e.to_string())?,
@@ -270,7 +398,7 @@ impl Fused {
                     dst.shallow_clone().f_copy_(src).map(|_| ()).map_err(err)
                 };
                 match &self.state {
-                    State::AdamW { exp_avg, exp_avg_sq, step } => {
+                    State::AdamW { exp_avg, exp_avg_sq, step, .. } => {
                         for (p, (m, v)) in self.params.iter().zip(exp_avg.iter().zip(exp_avg_sq)) {
                             put(&format!("{}.exp_avg", p.name), &p.own(m, r))?;
                             put(&format!("{}.exp_avg_sq", p.name), &p.own(v, r))?;
@@ -319,15 +447,24 @@ impl Fused {
                 s[0] *= runs;
                 t.reshape(s.as_slice())
             };
-            counts::add(counts::LOSS_CALLS, 1 + runs as u64);
-            let total = task.loss(&flat(&out), &flat(&y)) * runs as f64;
-            let losses = tch::no_grad(|| {
-                let out = out.detach();
-                let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
-                Tensor::f_stack(&per, 0)
-            })
-            .map_err(err)?;
-            (total, losses)
+            match self.form {
+                Form::PerRun => {
+                    counts::add(counts::LOSS_CALLS, 1 + runs as u64);
+                    let total = task.loss(&flat(&out), &flat(&y)) * runs as f64;
+                    let losses = tch::no_grad(|| {
+                        let out = out.detach();
+                        let per: Vec<Tensor> = (0..runs).map(|r| task.loss(&out.get(r), &y.get(r))).collect();
+                        Tensor::f_stack(&per, 0)
+                    })
+                    .map_err(err)?;
+                    (total, losses)
+                }
+                Form::Batched => {
+                    counts::add(counts::LOSS_CALLS, 1);
+                    let losses = task.losses_by_run(&out, &y).map_err(err)?;
+                    (losses.f_sum(Kind::Float).map_err(err)?, losses.detach())
+                }
+            }
         };
         total.f_backward().map_err(err)?;
         tch::no_grad(|| self.clip().and_then(|()| self.update(lrs))).map_err(err)?;
@@ -360,7 +497,11 @@ impl Fused {
     fn update(&mut self, lrs: &[f64]) -> Result<(), tch::TchError> {
         let grads: Vec<Tensor> = self.params.iter().map(|p| p.value.grad()).collect();
         match &mut self.state {
-            State::AdamW { exp_avg, exp_avg_sq, step } => {
+            State::AdamW { exp_avg, exp_avg_sq, step, scratch: Some(scratch) } => {
+                let adam = Adam { grads: &grads, exp_avg, exp_avg_sq, step, scratch };
+                adam.batched(&self.params, &self.optim[0], &self.per_run, lrs, self.device)?;
+            }
+            State::AdamW { exp_avg, exp_avg_sq, step, .. } => {
                 let values = self.params.iter().map(|p| p.value.shallow_clone()).collect::<Vec<_>>();
                 let _ = step.f_add_scalar_(1.0)?;
                 // torch's fused AdamW kernel on each run's slices: the unfused optimizer's arithmetic exactly.
@@ -494,5 +635,30 @@ pub(super) mod counts {
             );
         }
         let _ = runs;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{form, Form};
+    use crate::config::FusedStep;
+
+    #[test]
+    fn auto_is_batched_on_cuda_only_and_batched_needs_uniform_runs() {
+        use FusedStep::{Auto, Batched, PerRun};
+        // (setting, on CUDA, uniform) -> form
+        let cases = [
+            ((Auto, false, true), Form::PerRun),
+            ((Auto, true, true), Form::Batched),
+            ((Auto, true, false), Form::PerRun),
+            ((Batched, false, true), Form::Batched),
+            ((Batched, true, true), Form::Batched),
+            ((Batched, true, false), Form::PerRun),
+            ((PerRun, true, true), Form::PerRun),
+            ((PerRun, false, true), Form::PerRun),
+        ];
+        for ((s, cuda, uniform), want) in cases {
+            assert_eq!(form(s, cuda, uniform), want, "{s:?}, cuda {cuda}, uniform {uniform}");
+        }
     }
 }

@@ -75,8 +75,9 @@ fn train_attached<'a>(
 ) -> Ends {
     let run_dirs: Vec<String> = attached.iter().map(|(_, p, _)| p.run_dir.display().to_string()).collect();
     let mut loop_members: Vec<Member> = attached.iter_mut().map(|(i, p, a)| a.member(p, &members[*i])).collect();
-    if let Some(first) = loop_members.first() {
-        say(&banner(first.trainer, loop_members.len()));
+    if !loop_members.is_empty() {
+        let trainers: Vec<&Trainer> = loop_members.iter().map(|m| &*m.trainer).collect();
+        say(&banner(&trainers));
     }
     let mut strategy = FusedSteps { fused: None, orders: Vec::new(), step: 0, say, run_dirs };
     epochs::run(&mut loop_members, &mut strategy, &|| signals.received(), say);
@@ -167,12 +168,19 @@ fn log_losses(trainers: &[&Trainer], step: u64, losses: &Tensor) -> Result<Optio
     Ok(Some(host.into_iter().map(f64::from).collect()))
 }
 
-/// The line printed when the group starts.
-fn banner(first: &Trainer, runs: usize) -> String {
+/// The line printed when the group starts (`members` not empty).
+fn banner(members: &[&Trainer]) -> String {
+    let first = members[0];
     let cfg = first.cfg;
     let hidden: Vec<String> = cfg.model.hidden.iter().map(i64::to_string).collect();
+    let form = match super::fused::form_of(members) {
+        super::fused::Form::PerRun => "per run",
+        super::fused::Form::Batched => "batched",
+    };
     format!(
-        "spotrun: training {runs} runs as one fused model (mlp hidden {}, batch {}, device {:?}, {} steps an epoch)",
+        "spotrun: training {} runs as one fused model (mlp hidden {}, batch {}, device {:?}, {} steps an epoch, \
+         {form} step)",
+        members.len(),
         hidden.join("-"),
         cfg.train.batch_size,
         first.device,
