@@ -32,7 +32,7 @@
 # come (with the second each was written, the "s" column), so even a killed call brings back what it measured.
 #
 # The deadline, estimated before any GPU has run this (an H100; the "s" column of the first real table
-# recalibrates it), from the steps of a dry run's log: ~42 spotrun process starts (26 steps, plus the 16
+# recalibrates it), from the steps of a dry run's log: ~43 spotrun process starts (27 steps, plus the 16
 # one-process runs of the --no-fuse sweep) at ~4 s each (libtorch load, CUDA context, cuBLAS/cuDNN set-up, reading
 # the 1.6 GB file) = ~170 s; ~12 Python starts with torch (versions, the data, the TorchScript export, the eager
 # sides of the benches) at ~5 s = ~60 s; measured training: 3 x 8 s (MLP, CNN, GPT) plus their calibration runs
@@ -403,14 +403,14 @@ fi
 
 # Fused sweeps: the 16-run grid of BENCHMARKS.md "Fused sweeps" (MLP 64-256-256-10, 4 lr x 4 weight decay) on
 # the device, one fused worker against --no-fuse (one process per run, one at a time on the card); wall time and
-# mean GPU busy % over each sweep.
+# mean GPU busy % over each sweep; and the fused sweep again with the step's other form.
 # swept NAME VOL ARGS...: a `spotrun sweep` with nvidia-smi sampling; prints "S s, util U".
 swept() {
     local name="$1" vol="$2" smi="$REPORT/smi-$1.csv" rc util="n/a" t0
     shift 2
     smi_start "$smi" utilization.gpu
     t0=$SECONDS
-    logged "$name" "$BENCH_LIMIT" "$BIN" sweep "$WORK/fuse16.toml" --volume "$vol" -q "$@"
+    logged "$name" "$BENCH_LIMIT" "$BIN" sweep "${SWEEP_FILE:-$WORK/fuse16.toml}" --volume "$vol" -q "$@"
     rc=$?
     smi_stop
     [ "$rc" = 0 ] || return 1
@@ -424,15 +424,19 @@ name = "fuse16"
 [base]
 data.synthetic = { train = 1437, val = 360, features = 64, classes = 10 }
 model.hidden = [256, 256]
-train = { epochs = ${FUSE_EPOCHS}, batch_size = 128, device = "${DEV}", precision = "${PREC}" }
+train = { epochs = ${FUSE_EPOCHS}, batch_size = 128, device = "${DEV}", precision = "${PREC}", fused_step = "batched" }
 [parameters]
 "optim.lr" = [0.0003, 0.001, 0.003, 0.01]
 "optim.weight_decay" = [0.0, 0.001, 0.01, 0.1]
 EOF
+    # The same grid with the step's other form (train.fused_step = "per_run": 16 AdamW kernel calls and 17 losses a
+    # step instead of 1 and 1): which of the two is faster on a GPU decides `auto` there (BENCHMARKS.md).
+    sed 's/fused_step = "batched"/fused_step = "per_run"/' "$WORK/fuse16.toml" > "$WORK/fuse16-per-run.toml"
     SLOT=(--workers 1); [ "$DRY" = 1 ] || SLOT=(--gpus 0)
-    if f="$(swept "fused sweep" "$WORK/fv" "${SLOT[@]}")" && u="$(swept "unfused sweep" "$WORK/uv" "${SLOT[@]}" --no-fuse)"; then
+    if f="$(swept "fused sweep" "$WORK/fv" "${SLOT[@]}")" && u="$(swept "unfused sweep" "$WORK/uv" "${SLOT[@]}" --no-fuse)" \
+        && p="$(SWEEP_FILE="$WORK/fuse16-per-run.toml" swept "fused sweep per run" "$WORK/pv" "${SLOT[@]}")"; then
         ratio="$("$PY" -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{b / max(a, 1):.2f}x')" "${f%% s,*}" "${u%% s,*}")"
-        row "fused sweep: 16 MLP runs, ${FUSE_EPOCHS} epochs" "fused ${f}; --no-fuse ${u}; ${ratio} (goal >= 5x)"
+        row "fused sweep: 16 MLP runs, ${FUSE_EPOCHS} epochs" "fused, batched step ${f}; fused, per-run step ${p}; --no-fuse ${u}; batched vs --no-fuse ${ratio} (goal >= 5x)"
     else
         row "fused sweep: 16 MLP runs" "$(failed "spotrun sweep")"
     fi
