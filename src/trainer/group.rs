@@ -145,7 +145,7 @@ impl Strategy for FusedSteps<'_> {
             _ => None,
         };
         fused.scatter(runs, self.step).map_err(runtime)?;
-        super::fused::counts::report(runs.len());
+        super::fused_optim::counts::report(runs.len());
         Ok(evals)
     }
 
@@ -174,8 +174,8 @@ fn banner(members: &[&Trainer]) -> String {
     let cfg = first.cfg;
     let hidden: Vec<String> = cfg.model.hidden.iter().map(i64::to_string).collect();
     let form = match super::fused::form_of(members) {
-        super::fused::Form::PerRun => "per run",
-        super::fused::Form::Batched => "batched",
+        super::fused_optim::Form::PerRun => "per run",
+        super::fused_optim::Form::Batched => "batched",
     };
     format!(
         "spotrun: training {} runs as one fused model (mlp hidden {}, batch {}, device {:?}, {} steps an epoch, \

@@ -20,6 +20,7 @@ mod epochs;
 mod events;
 mod fit;
 mod fused;
+mod fused_optim;
 mod group;
 mod lock;
 pub(crate) mod metrics;
