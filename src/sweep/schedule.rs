@@ -28,6 +28,9 @@ pub struct PbtSettings {
     pub quantile: f64,
     /// The chance that an explored value is drawn afresh from its domain instead of perturbed; default 0.25.
     pub resample_probability: f64,
+    /// Keep every interval copy and every set of checkpoints an exploit replaced (default: deleted once no trial
+    /// can use them, see `study::pbt::obsolete`).
+    pub keep_copies: bool,
 }
 
 /// The per-run keys PBT may explore: hyperparameters that change nothing about the weights' shapes or the data.

@@ -151,6 +151,7 @@ struct Raw {
     interval: Option<usize>,
     quantile: Option<f64>,
     resample_probability: Option<f64>,
+    keep_copies: Option<bool>,
 }
 
 fn grid() -> Method {
@@ -325,8 +326,12 @@ fn check_pbt(
     s: Option<Schedule>,
 ) -> Result<Option<PbtSettings>, (String, String)> {
     if s.is_none_or(|s| s.kind != SchedulerKind::Pbt) {
-        if raw.quantile.is_some() || raw.resample_probability.is_some() {
-            let key = if raw.quantile.is_some() { "quantile" } else { "resample_probability" };
+        if raw.quantile.is_some() || raw.resample_probability.is_some() || raw.keep_copies.is_some() {
+            let key = match (raw.quantile, raw.resample_probability) {
+                (Some(_), _) => "quantile",
+                (None, Some(_)) => "resample_probability",
+                (None, None) => "keep_copies",
+            };
             return Err((key.into(), format!("{key} is PBT's (scheduler = \"pbt\")")));
         }
         return Ok(None);
@@ -364,6 +369,7 @@ fn check_pbt(
                 Err(e)
             }
         })?,
+        keep_copies: raw.keep_copies.unwrap_or(false),
     }))
 }
 

@@ -202,6 +202,7 @@ fn bad_scheduler_settings_and_a_changed_sweep_are_exit_2_errors() {
     for (extra, key) in [
         ("min_epochs = 10", "min_epochs"),
         ("min_epochs = 0", "min_epochs"),
+        ("keep_copies = true", "keep_copies"),
         ("[pruning]\nmethod = \"median\"", "pruning"),
     ] {
         let f = asha_sweep(tmp.path(), "bad", extra);
@@ -314,7 +315,8 @@ fn pbt_sweep(dir: &Path, name: &str, extra: &str, params: &str) -> PathBuf {
 #[test]
 fn a_pbt_exploit_starts_from_the_donors_checkpoint_byte_for_byte_with_explored_values() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = pbt_sweep(tmp.path(), "pbt", "", "\"optim.lr\" = { log_uniform = [0.0001, 0.3] }");
+    // Every copy kept, to be compared after the study (by default they are deleted once no trial can use them).
+    let file = pbt_sweep(tmp.path(), "pbt", "keep_copies = true", "\"optim.lr\" = { log_uniform = [0.0001, 0.3] }");
     let vol = tmp.path().join("vol");
     sweep(&file, &vol).arg("--workers").arg("2").ok();
     let root = vol.join("pbt");
@@ -382,6 +384,36 @@ fn a_pbt_exploit_starts_from_the_donors_checkpoint_byte_for_byte_with_explored_v
     assert!(replayed == std::fs::read(dir(most).join("model.safetensors")).unwrap(), "replay of trial {most}");
 }
 
+/// By default a PBT study deletes each interval copy once every trial is past that interval, and the checkpoints
+/// an exploit replaced once it is done: nothing of them is left at the end, and the study decides and trains
+/// exactly as one that keeps everything (one worker each, so both take their decisions in the same order).
+#[test]
+fn pbt_deletes_copies_no_trial_can_use_and_trains_exactly_as_when_it_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = "\"optim.lr\" = { log_uniform = [0.0001, 0.3] }";
+    let (kept, pruned) = (tmp.path().join("kept"), tmp.path().join("pruned"));
+    sweep(&pbt_sweep(tmp.path(), "pbt", "keep_copies = true", params), &kept).arg("--workers").arg("1").ok();
+    sweep(&pbt_sweep(tmp.path(), "pbt", "", params), &pruned).arg("--workers").arg("1").ok();
+    let (dk, dp) = (decisions(&kept.join("pbt")), decisions(&pruned.join("pbt")));
+    assert!(dk.iter().any(|d| kind(d) == "exploited"), "an exploit to test: {dk:?}");
+    assert_eq!(dk, dp, "the same decisions");
+    let left = |root: &Path| -> Vec<String> {
+        run_dirs(root)
+            .iter()
+            .flat_map(|r| std::fs::read_dir(r.join("pbt")).into_iter().flatten().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".done"))
+            .collect()
+    };
+    let (lk, lp) = (left(&kept.join("pbt")), left(&pruned.join("pbt")));
+    assert!(lk.iter().any(|n| n.starts_with("epoch-")) && lk.iter().any(|n| n.starts_with("replaced-")), "{lk:?}");
+    assert!(lp.is_empty(), "copies left after the study: {lp:?}");
+    for (a, b) in run_dirs(&kept.join("pbt")).iter().zip(run_dirs(&pruned.join("pbt"))) {
+        let w = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(w(a) == w(&b), "{}: weights differ", b.display());
+    }
+}
+
 #[test]
 fn pbt_refuses_keys_it_cannot_change_mid_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -392,6 +424,7 @@ fn pbt_refuses_keys_it_cannot_change_mid_run() {
         ("interval = 2", "\"optim.lr\" = [0.01, 0.1]", "interval"),
         ("quantile = 0.9", "\"optim.lr\" = [0.01, 0.1]", "quantile"),
         ("eta = 3", "\"optim.lr\" = [0.01, 0.1]", "eta"),
+        ("keep_copies = 1", "\"optim.lr\" = [0.01, 0.1]", "keep_copies"),
     ] {
         let text = std::fs::read_to_string(pbt_sweep(tmp.path(), "bad", extra, params)).unwrap();
         let f = tmp.path().join("bad2.toml");

@@ -186,7 +186,11 @@ impl<'a> Worker<'a> {
             Action::Exploit { trial, donor, epoch } => {
                 let (sw, p) = (
                     &self.ctx.sweep,
-                    self.ctx.sweep.pbt.unwrap_or(PbtSettings { quantile: 0.25, resample_probability: 0.25 }),
+                    self.ctx.sweep.pbt.unwrap_or(PbtSettings {
+                        quantile: 0.25,
+                        resample_probability: 0.25,
+                        keep_copies: false,
+                    }),
                 );
                 let seed = SplitMix64::keyed(&[sw.seed, trial as u64, epoch as u64]).next_u64();
                 let values = pbt::explore(&self.state.trials[donor].values, &sw.params, &p, seed);
@@ -327,11 +331,13 @@ impl<'a> Worker<'a> {
                 // Recorded while the lease is held: no other worker claims the run to pause it again.
                 self.commit(Decision::Reached { trial: i, epoch: target, metric: at(&history, target) })?;
                 lease.release();
+                self.prune_copies();
             }
             Ok(ClaimEnd::Trained { history, .. }) if stop_at.is_none_or(|s| !s.finish) => {
                 tally.trained += 1;
                 let epoch = history.last().map_or(target, |m| m.epoch);
                 self.commit(Decision::Finished { trial: i, epoch, metric: at(&history, epoch) })?;
+                self.prune_copies();
             }
             Ok(ClaimEnd::Trained { .. }) => {}
             Ok(ClaimEnd::AlreadyDone) => self.finished_elsewhere(i)?,
@@ -340,6 +346,21 @@ impl<'a> Worker<'a> {
             Err(e) => self.failed(i, &e, tally)?,
         }
         Ok(())
+    }
+
+    /// PBT: deletes, in every trial's directory, the copies no trial can use any more (`pbt::obsolete`), unless
+    /// `keep_copies = true`. A failure is a warning: the copies stay and the next prune tries again.
+    fn prune_copies(&self) {
+        let keep = self.ctx.sweep.pbt.is_none_or(|p| p.keep_copies);
+        if keep || self.schedule.kind != SchedulerKind::Pbt {
+            return;
+        }
+        let epochs = pbt::obsolete(&self.state, &self.schedule, self.configs());
+        for i in 0..self.state.trials.len() {
+            if let Err(e) = exploit::prune(&self.dir(i), &epochs) {
+                tell!("warning: PBT copies of trial {i} not deleted: {e}");
+            }
+        }
     }
 
     /// `done.json` was there already (a worker finished the run and died before recording it).

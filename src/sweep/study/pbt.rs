@@ -36,6 +36,25 @@ pub(crate) fn decide(st: &StudyState, s: &Schedule, p: &PbtSettings, configs: us
     Action::Complete
 }
 
+/// The intervals (epochs of `s`'s rungs) whose kept copies no trial of a population of `configs` can use any more:
+/// the population is complete and every trial has reached a later rung or ended (finished, stopped or failed). An
+/// exploit at epoch `e` is decided while its recipient is paused at `e` and carried out before it trains on, so a
+/// trial past `e` has no exploit of `e` left to do, and no trial can pause at `e` again.
+pub(crate) fn obsolete(st: &StudyState, s: &Schedule, configs: usize) -> Vec<usize> {
+    if st.trials.len() < configs {
+        return Vec::new();
+    }
+    let rungs = s.rungs(0);
+    let intervals = &rungs[..rungs.len().saturating_sub(1)];
+    let past = |e: usize| {
+        st.trials.iter().all(|t| {
+            matches!(t.phase, Phase::Finished | Phase::Stopped { .. } | Phase::Failed)
+                || t.rungs.iter().any(|&(r, _)| r > e)
+        })
+    };
+    intervals.iter().copied().filter(|&e| past(e)).collect()
+}
+
 /// The donor's values explored (Ray Tune's rules): with probability `resample_probability` a value is drawn
 /// afresh from its domain; otherwise a number is multiplied by 0.8 or 1.2 (clipped to its range; integers
 /// rounded) and a list value moves to a neighbour. `seed` keys the stream (study seed, trial, epoch).
@@ -93,7 +112,7 @@ mod tests {
     use crate::sweep::study::journal::Decision;
 
     fn settings() -> PbtSettings {
-        PbtSettings { quantile: 0.25, resample_probability: 0.0 }
+        PbtSettings { quantile: 0.25, resample_probability: 0.0, keep_copies: false }
     }
 
     #[test]
@@ -145,6 +164,55 @@ mod tests {
         assert!(st.apply(&again, &s).is_err(), "an exploit is applied once");
     }
 
+    /// Four trials, rungs 2, 4, 6: a copy of epoch 2 is obsolete only once all four are past 2 (or ended), and
+    /// not while the population is incomplete.
+    #[test]
+    fn an_interval_is_obsolete_once_every_trial_is_past_it() {
+        let s = Schedule { kind: crate::sweep::schedule::SchedulerKind::Pbt, min_epochs: 2, eta: 2, epochs: 6 };
+        let mut st = StudyState::default();
+        let begin = Decision::Begin {
+            definition: "d".into(),
+            scheduler: "pbt".into(),
+            min_epochs: 2,
+            eta: 2,
+            epochs: 6,
+            configs: 4,
+        };
+        st.apply(&begin, &s).unwrap();
+        let create = |i: usize| Decision::Created {
+            trial: i,
+            index: i,
+            run: format!("pbt-{i}"),
+            origin: "random".into(),
+            bracket: 0,
+            values: vec![],
+        };
+        for i in 0..3 {
+            st.apply(&create(i), &s).unwrap();
+            st.apply(&Decision::Reached { trial: i, epoch: 2, metric: Some(0.5) }, &s).unwrap();
+            st.apply(&Decision::Promoted { trial: i, from: 2, to: 4 }, &s).unwrap();
+            st.apply(&Decision::Reached { trial: i, epoch: 4, metric: Some(0.5) }, &s).unwrap();
+        }
+        assert_eq!(obsolete(&st, &s, 4), Vec::<usize>::new(), "a fourth trial is still to come");
+        st.apply(&create(3), &s).unwrap();
+        assert_eq!(obsolete(&st, &s, 4), Vec::<usize>::new(), "trial 3 has not paused at 2");
+        st.apply(&Decision::Reached { trial: 3, epoch: 2, metric: Some(0.1) }, &s).unwrap();
+        st.apply(&Decision::Exploited { trial: 3, donor: 0, epoch: 2, values: vec![] }, &s).unwrap();
+        assert_eq!(obsolete(&st, &s, 4), Vec::<usize>::new(), "trial 3's exploit of epoch 2 is still to be copied");
+        st.apply(&Decision::Reached { trial: 3, epoch: 4, metric: Some(0.4) }, &s).unwrap();
+        assert_eq!(obsolete(&st, &s, 4), vec![2]);
+        for i in 0..4 {
+            st.apply(&Decision::Promoted { trial: i, from: 4, to: 6 }, &s).unwrap();
+        }
+        st.apply(&Decision::Finished { trial: 0, epoch: 6, metric: Some(0.6) }, &s).unwrap();
+        // Promoted past 4 but not yet at 6: counted as not past 4 (conservative: an exploit of 4 would look alike).
+        assert_eq!(obsolete(&st, &s, 4), vec![2]);
+        for i in 1..4 {
+            st.apply(&Decision::Finished { trial: i, epoch: 6, metric: Some(0.6) }, &s).unwrap();
+        }
+        assert_eq!(obsolete(&st, &s, 4), vec![2, 4], "every trial ended");
+    }
+
     #[test]
     fn explore_perturbs_by_a_fifth_within_the_domain_and_moves_list_values_to_a_neighbour() {
         let params = vec![
@@ -162,7 +230,7 @@ mod tests {
         let edge = vec![("optim.lr".to_string(), 0.1.into()), ("model.dropout".to_string(), 0.2.into())];
         let v = explore(&edge, &params, &settings(), 3);
         assert!(v[0].1.as_float().unwrap() <= 0.1, "clipped to the range");
-        let all = PbtSettings { quantile: 0.25, resample_probability: 1.0 };
+        let all = PbtSettings { quantile: 0.25, resample_probability: 1.0, keep_copies: false };
         assert_eq!(explore(&donor, &params, &all, 7), explore(&donor, &params, &all, 7), "seeded");
     }
 }
