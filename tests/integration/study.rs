@@ -347,15 +347,18 @@ fn a_pbt_exploit_starts_from_the_donors_checkpoint_byte_for_byte_with_explored_v
         // Explored: the donor's lr times 0.8 or 1.2 (or drawn afresh), within the domain.
         let lr = d["values"][0][1].as_f64().unwrap();
         assert!((0.0001..=0.3).contains(&lr), "{lr}");
-        // The recipient's history up to the exploit is the donor's (its lineage).
-        let hist = |t: u64| {
-            crate::common::metrics(&dir(t))
-                .into_iter()
-                .take(e as usize)
-                .map(|m| m["val_loss"].clone())
-                .collect::<Vec<_>>()
+        // The recipient's history up to the exploit is the donor's as it was then (in the kept copy: the donor may
+        // have been exploited itself since), unless a later exploit of the recipient replaced it again.
+        let losses = |ms: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+            ms.into_iter().take(e as usize).map(|m| m["val_loss"].clone()).collect()
         };
-        assert_eq!(hist(r), hist(donor), "exploit {seq}");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ckpt.join("manifest.json")).unwrap()).unwrap();
+        let then = losses(manifest["metrics"].as_array().unwrap().clone());
+        assert_eq!(then.len(), e as usize, "exploit {seq}: the kept copy's history");
+        if next.is_none() {
+            assert_eq!(losses(crate::common::metrics(&dir(r))), then, "exploit {seq}");
+        }
     }
     for t in 0..6 {
         assert_eq!(done(&dir(t))["epochs"], 8, "every member trains to the end");
@@ -397,6 +400,14 @@ fn pbt_deletes_copies_no_trial_can_use_and_trains_exactly_as_when_it_keeps_them(
     let (dk, dp) = (decisions(&kept.join("pbt")), decisions(&pruned.join("pbt")));
     assert!(dk.iter().any(|d| kind(d) == "exploited"), "an exploit to test: {dk:?}");
     assert_eq!(dk, dp, "the same decisions");
+    // One worker trains the population side by side: no trial reaches an interval before every trial has reached
+    // the one before (before this was fixed, trial 0 raced to the end alone, ranked against nobody).
+    let reached: Vec<(u64, u64)> = dp
+        .iter()
+        .filter(|d| kind(d) == "reached")
+        .map(|d| (d["trial"].as_u64().unwrap(), d["epoch"].as_u64().unwrap()))
+        .collect();
+    assert!(reached.windows(2).all(|w| w[0].1 <= w[1].1), "reached out of step: {reached:?}");
     let left = |root: &Path| -> Vec<String> {
         run_dirs(root)
             .iter()

@@ -51,8 +51,17 @@ pub(crate) struct Tally {
 pub(crate) fn run(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<Tally> {
     let mut w = Worker::open(ctx.clone(), o)?;
     let mut tally = Tally::default();
+    let pbt = w.schedule.kind == SchedulerKind::Pbt;
     loop {
         w.sync()?;
+        // PBT decides for its paused trials before it trains (ASHA and TPE would create every config first).
+        if pbt {
+            let a = w.next_action();
+            if !matches!(a, Action::Wait | Action::Complete) {
+                w.act(a)?;
+                continue;
+            }
+        }
         if let Some(trial) = w.free_trial() {
             w.work(trial, &mut tally)?;
             continue;
@@ -261,19 +270,29 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// A trial with work to do that no live worker holds: training to a rung, or stopped without its weights.
+    /// A trial with work to do that no live worker holds: training to a rung, or stopped without its weights. The
+    /// first by index; under PBT the least advanced (lowest target epoch), so that the population trains side by
+    /// side and is ranked together at each interval, rather than the first trials racing to the end alone.
     fn free_trial(&self) -> Option<usize> {
         let now = Instant::now();
-        self.state.trials.iter().enumerate().find_map(|(i, t)| {
+        let pbt = self.schedule.kind == SchedulerKind::Pbt;
+        let free = self.state.trials.iter().enumerate().filter_map(|(i, t)| {
             let needs_work = match t.phase {
-                Phase::Training { .. } => true,
-                Phase::Stopped { .. } => !record::maybe_present(&self.dir(i).join(record::DONE)),
-                _ => false,
+                Phase::Training { to } => Some(to),
+                Phase::Stopped { at } => (!record::maybe_present(&self.dir(i).join(record::DONE))).then_some(at),
+                _ => None,
             };
             let waiting = self.backoff.get(&i).is_some_and(|&(_, at)| at > now);
+            let target = needs_work.filter(|_| !waiting)?;
             let held = lease::holder(&self.dir(i), self.ctx.sweep.lease_seconds).is_some();
-            (needs_work && !waiting && !held).then_some(i)
-        })
+            (!held).then_some((if pbt { target } else { 0 }, i))
+        });
+        let mut free = free;
+        if pbt {
+            free.min().map(|(_, i)| i)
+        } else {
+            free.next().map(|(_, i)| i)
+        }
     }
 
     fn dir(&self, trial: usize) -> std::path::PathBuf {
