@@ -23,8 +23,6 @@ use crate::config::{DataConfig, TokenDtype};
 
 /// Bumped when the entry's format or the tokenization rules change.
 const VERSION: u32 = 1;
-/// Piece size a long file is cut near, so one file keeps every core busy.
-const PIECE: usize = 1 << 20;
 
 /// A prepared text source: the cache entry, and whether this call made it.
 #[derive(Debug, Clone)]
@@ -277,7 +275,9 @@ fn encode_to(
             end += 1;
         }
         let texts = read_texts(&files[start..end])?;
-        for (k, first_piece, ids) in encode_window(codec, &files[start..end], &texts, &bar)? {
+        let pieces = encode_window(codec, &files[start..end], &texts, &bar)?;
+        test_report_pieces(pieces.len());
+        for (k, first_piece, ids) in pieces {
             let eot = if first_piece && start + k > 0 { codec.eot() } else { None };
             for id in eot.into_iter().chain(ids) {
                 match dtype {
@@ -295,6 +295,16 @@ fn encode_to(
     Ok(n)
 }
 
+/// Test-only (`test-hooks`): with `SPOTRUN_TEST_TEXT_PIECES` set, one `text pieces: N` line on stderr per window,
+/// so a test can see that a long file was cut.
+fn test_report_pieces(n: usize) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("SPOTRUN_TEST_TEXT_PIECES").is_some() {
+        eprintln!("text pieces: {n}");
+    }
+    let _ = n;
+}
+
 /// One window's pieces, encoded in parallel, in order: (file in the window, whether the piece is the file's
 /// first, its ids).
 type Pieces = Vec<(usize, bool, Vec<u32>)>;
@@ -303,7 +313,7 @@ fn encode_window(codec: &Codec, files: &[PathBuf], texts: &[String], bar: &Progr
     let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
     for (i, t) in texts.iter().enumerate() {
         let mut start = 0;
-        for cut in codec.cut_points(t, PIECE).into_iter().chain([t.len()]) {
+        for cut in codec.cut_points(t, codec.piece_bytes()).into_iter().chain([t.len()]) {
             pieces.push((i, start, cut));
             start = cut;
         }
