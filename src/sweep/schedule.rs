@@ -1,4 +1,5 @@
-//! `scheduler = "asha" | "hyperband"` in a sweep file: the settings, checked, and the rung ladders they give (pure).
+//! `scheduler = "asha" | "hyperband" | "pbt"` in a sweep file: the settings, checked ([`SchedulerKeys::check`]),
+//! and the rung ladders they give (pure).
 //!
 //! A rung is an epoch count at which a trial pauses to be ranked: `min_epochs · eta^k` below `train.epochs`, and
 //! `train.epochs` itself as the last rung. Hyperband runs `floor(log_eta(train.epochs / min_epochs)) + 1` brackets,
@@ -159,6 +160,132 @@ impl Schedule {
             SchedulerKind::None => "none",
             SchedulerKind::Pbt => "pbt",
         }
+    }
+}
+
+/// A sweep file's scheduler keys, as written (checked by [`SchedulerKeys::check`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct SchedulerKeys {
+    pub scheduler: Option<SchedulerKind>,
+    pub min_epochs: Option<usize>,
+    pub eta: Option<usize>,
+    pub interval: Option<usize>,
+    pub quantile: Option<f64>,
+    pub resample_probability: Option<f64>,
+    pub keep_copies: Option<bool>,
+}
+
+/// What the scheduler checks read of the rest of the sweep file.
+pub(super) struct Around<'a> {
+    /// `method = "tpe"`.
+    pub tpe: bool,
+    /// Replicate `seeds` given.
+    pub seeds: bool,
+    /// A `[pruning]` table.
+    pub pruning: bool,
+    /// The keys under `[parameters]`.
+    pub swept: &'a [&'a str],
+    /// Whether `train.epochs` is swept (in `[parameters]` or a `[[runs]]` entry).
+    pub epochs_swept: bool,
+    /// The base config's `train.epochs`.
+    pub epochs: usize,
+}
+
+impl SchedulerKeys {
+    /// The schedule (`None` for a sweep without one) and, for PBT, its settings; `Err((key, message))`.
+    pub(super) fn check(&self, sweep: &Around) -> Result<(Option<Schedule>, Option<PbtSettings>), (String, String)> {
+        let schedule = self.schedule(sweep).map_err(|(k, m)| (k.to_string(), m))?;
+        Ok((schedule, self.pbt(sweep, schedule)?))
+    }
+
+    /// `scheduler`, `min_epochs`, `eta`, `interval`: checked against the base's `train.epochs` (which the sweep
+    /// cannot vary, since every rung is counted in it), and against `[pruning]` (a scheduler replaces it).
+    fn schedule(&self, sweep: &Around) -> Result<Option<Schedule>, (&'static str, String)> {
+        let epochs = sweep.epochs;
+        let Some(kind) = self.scheduler else {
+            if self.min_epochs.is_some() || self.eta.is_some() {
+                let key = if self.eta.is_some() { "eta" } else { "min_epochs" };
+                return Err((key, format!("{key} needs a scheduler (scheduler = \"asha\" or \"hyperband\")")));
+            }
+            // TPE runs through the study too: every trial trained to train.epochs.
+            if sweep.tpe {
+                return Schedule::new(SchedulerKind::None, Some(epochs), None, epochs).map(Some);
+            }
+            return Ok(None);
+        };
+        if sweep.pruning {
+            return Err(("pruning", "a sweep with a scheduler is pruned by its rungs; remove [pruning]".into()));
+        }
+        if sweep.epochs_swept {
+            let m = "a scheduled sweep cannot vary train.epochs (its rungs count epochs of one schedule)";
+            return Err(("scheduler", m.into()));
+        }
+        if kind == SchedulerKind::Pbt {
+            if self.min_epochs.is_some() || self.eta.is_some() {
+                let key = if self.eta.is_some() { "eta" } else { "min_epochs" };
+                return Err((key, "PBT pauses every `interval` epochs; eta and min_epochs are ASHA's".into()));
+            }
+            let every = self.interval.unwrap_or(1);
+            if every == 0 || every >= epochs {
+                return Err((
+                    "interval",
+                    format!("interval = {every} must be at least 1 and below train.epochs ({epochs})"),
+                ));
+            }
+            return Ok(Some(Schedule { kind, min_epochs: every, eta: 2, epochs }));
+        }
+        if self.interval.is_some() {
+            return Err(("interval", "interval is PBT's (scheduler = \"pbt\")".into()));
+        }
+        Schedule::new(kind, self.min_epochs, self.eta, epochs).map(Some)
+    }
+
+    /// `scheduler = "pbt"`: random/grid/list configs without replicate seeds, only explorable keys swept, and its
+    /// quantile and resampling probability in range; PBT's own keys refused without it.
+    fn pbt(&self, sweep: &Around, s: Option<Schedule>) -> Result<Option<PbtSettings>, (String, String)> {
+        if s.is_none_or(|s| s.kind != SchedulerKind::Pbt) {
+            let key = match (self.quantile, self.resample_probability, self.keep_copies) {
+                (Some(_), _, _) => "quantile",
+                (None, Some(_), _) => "resample_probability",
+                (None, None, Some(_)) => "keep_copies",
+                (None, None, None) => return Ok(None),
+            };
+            return Err((key.into(), format!("{key} is PBT's (scheduler = \"pbt\")")));
+        }
+        if sweep.tpe || sweep.seeds {
+            let key = if sweep.tpe { "method" } else { "seeds" };
+            return Err((
+                key.into(),
+                "PBT's population is the sweep's configs (method random, grid or list, no seeds)".into(),
+            ));
+        }
+        if sweep.swept.is_empty() {
+            return Err(("parameters".into(), format!("PBT needs a key to explore: one of {}", EXPLORABLE.join(", "))));
+        }
+        if let Some(k) = sweep.swept.iter().find(|k| !EXPLORABLE.contains(k)) {
+            return Err((
+                format!("parameters.\"{k}\""),
+                format!(
+                    "PBT changes a trial's hyperparameters mid-run; only per-run ones can change ({}), not the \
+                     architecture, the batch size or the data",
+                    EXPLORABLE.join(", ")
+                ),
+            ));
+        }
+        let unit = |key: &str, v: Option<f64>, d: f64, hi: f64| match v.unwrap_or(d) {
+            x if x > 0.0 && x <= hi => Ok(x),
+            x => Err((key.to_string(), format!("{key} = {x} must be in (0, {hi}]"))),
+        };
+        let quantile = unit("quantile", self.quantile, 0.25, 0.5)?;
+        let resample = match self.resample_probability {
+            Some(0.0) => 0.0,
+            v => unit("resample_probability", v, 0.25, 1.0)?,
+        };
+        Ok(Some(PbtSettings {
+            quantile,
+            resample_probability: resample,
+            keep_copies: self.keep_copies.unwrap_or(false),
+        }))
     }
 }
 

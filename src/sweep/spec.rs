@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::SweepError;
-use super::schedule::{PbtSettings, Schedule, SchedulerKind, EXPLORABLE};
+use super::schedule::{Around, PbtSettings, Schedule, SchedulerKeys, SchedulerKind};
 use crate::config::{self, MetricName};
 
 /// The most runs one sweep expands to (seeds included): enough for any real search, and a `count = 1e9` typo is
@@ -260,117 +260,33 @@ fn read_raw(text: &str, file: &Path) -> Result<Raw, SweepError> {
     })
 }
 
-/// The scheduler and, for PBT, its settings; `Err((key, message))`.
+/// The scheduler and, for PBT, its settings ([`SchedulerKeys::check`]); `Err((key, message))`.
 fn scheduling(
     raw: &Raw,
     params: &[(String, Domain)],
     runs: &[Vec<(String, toml::Value)>],
     epochs: usize,
 ) -> Result<(Option<Schedule>, Option<PbtSettings>), (String, String)> {
-    let schedule = check_schedule(raw, params, runs, epochs).map_err(|(k, m)| (k.to_string(), m))?;
-    Ok((schedule, check_pbt(raw, params, schedule)?))
-}
-
-/// `scheduler`, `min_epochs`, `eta`: checked against the base's `train.epochs` (which the sweep cannot vary,
-/// since every rung is counted in it), and against `[pruning]` (a scheduler replaces it).
-fn check_schedule(
-    raw: &Raw,
-    params: &[(String, Domain)],
-    runs: &[Vec<(String, toml::Value)>],
-    epochs: usize,
-) -> Result<Option<Schedule>, (&'static str, String)> {
-    let Some(kind) = raw.scheduler else {
-        if raw.min_epochs.is_some() || raw.eta.is_some() {
-            let key = if raw.eta.is_some() { "eta" } else { "min_epochs" };
-            return Err((key, format!("{key} needs a scheduler (scheduler = \"asha\" or \"hyperband\")")));
-        }
-        // TPE runs through the study too: every trial trained to train.epochs.
-        if raw.method == Method::Tpe {
-            return Schedule::new(SchedulerKind::None, Some(epochs), None, epochs).map(Some);
-        }
-        return Ok(None);
+    let keys = SchedulerKeys {
+        scheduler: raw.scheduler,
+        min_epochs: raw.min_epochs,
+        eta: raw.eta,
+        interval: raw.interval,
+        quantile: raw.quantile,
+        resample_probability: raw.resample_probability,
+        keep_copies: raw.keep_copies,
     };
-    if raw.pruning.is_some() {
-        return Err(("pruning", "a sweep with a scheduler is pruned by its rungs; remove [pruning]".into()));
-    }
-    let swept = params.iter().map(|(k, _)| k).chain(runs.iter().flatten().map(|(k, _)| k));
-    if swept.into_iter().any(|k| k == "train.epochs") {
-        let m = "a scheduled sweep cannot vary train.epochs (its rungs count epochs of one schedule)";
-        return Err(("scheduler", m.into()));
-    }
-    if kind == SchedulerKind::Pbt {
-        if raw.min_epochs.is_some() || raw.eta.is_some() {
-            let key = if raw.eta.is_some() { "eta" } else { "min_epochs" };
-            return Err((key, "PBT pauses every `interval` epochs; eta and min_epochs are ASHA's".into()));
-        }
-        let every = raw.interval.unwrap_or(1);
-        if every == 0 || every >= epochs {
-            return Err((
-                "interval",
-                format!("interval = {every} must be at least 1 and below train.epochs ({epochs})"),
-            ));
-        }
-        return Ok(Some(Schedule { kind, min_epochs: every, eta: 2, epochs }));
-    }
-    if raw.interval.is_some() {
-        return Err(("interval", "interval is PBT's (scheduler = \"pbt\")".into()));
-    }
-    Schedule::new(kind, raw.min_epochs, raw.eta, epochs).map(Some)
-}
-
-/// `scheduler = "pbt"`: a population of at least two, random/grid/list configs without replicate seeds, only
-/// explorable keys swept, and its quantile and resampling probability in range.
-fn check_pbt(
-    raw: &Raw,
-    params: &[(String, Domain)],
-    s: Option<Schedule>,
-) -> Result<Option<PbtSettings>, (String, String)> {
-    if s.is_none_or(|s| s.kind != SchedulerKind::Pbt) {
-        if raw.quantile.is_some() || raw.resample_probability.is_some() || raw.keep_copies.is_some() {
-            let key = match (raw.quantile, raw.resample_probability) {
-                (Some(_), _) => "quantile",
-                (None, Some(_)) => "resample_probability",
-                (None, None) => "keep_copies",
-            };
-            return Err((key.into(), format!("{key} is PBT's (scheduler = \"pbt\")")));
-        }
-        return Ok(None);
-    }
-    if raw.method == Method::Tpe || !raw.seeds.is_empty() {
-        let key = if raw.method == Method::Tpe { "method" } else { "seeds" };
-        return Err((
-            key.into(),
-            "PBT's population is the sweep's configs (method random, grid or list, no seeds)".into(),
-        ));
-    }
-    if params.is_empty() {
-        return Err(("parameters".into(), format!("PBT needs a key to explore: one of {}", EXPLORABLE.join(", "))));
-    }
-    if let Some((k, _)) = params.iter().find(|(k, _)| !EXPLORABLE.contains(&k.as_str())) {
-        return Err((
-            format!("parameters.\"{k}\""),
-            format!(
-                "PBT changes a trial's hyperparameters mid-run; only per-run ones can change ({}), not the architecture, \
-                 the batch size or the data",
-                EXPLORABLE.join(", ")
-            ),
-        ));
-    }
-    let unit = |key: &str, v: Option<f64>, d: f64, hi: f64| match v.unwrap_or(d) {
-        x if x > 0.0 && x <= hi => Ok(x),
-        x => Err((key.to_string(), format!("{key} = {x} must be in (0, {hi}]"))),
+    let swept: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    let listed = runs.iter().flatten().map(|(k, _)| k.as_str());
+    let sweep = Around {
+        tpe: raw.method == Method::Tpe,
+        seeds: !raw.seeds.is_empty(),
+        pruning: raw.pruning.is_some(),
+        swept: &swept,
+        epochs_swept: swept.iter().copied().chain(listed).any(|k| k == "train.epochs"),
+        epochs,
     };
-    Ok(Some(PbtSettings {
-        quantile: unit("quantile", raw.quantile, 0.25, 0.5)?,
-        resample_probability: unit("resample_probability", raw.resample_probability, 0.25, 1.0).or_else(|e| {
-            if raw.resample_probability == Some(0.0) {
-                Ok(0.0)
-            } else {
-                Err(e)
-            }
-        })?,
-        keep_copies: raw.keep_copies.unwrap_or(false),
-    }))
+    keys.check(&sweep)
 }
 
 /// `metric`, or the task's default (`val_accuracy` for classification, `val_loss` otherwise); `Err` when the task
