@@ -238,6 +238,24 @@ fn a_group_that_runs_out_of_memory_goes_on_in_halves_instead_of_failing_its_runs
     }
 }
 
+/// Over (fused, unfused) run pairs: the largest relative difference of any epoch's train or val loss, and of the
+/// final weights ([`max_rel_diff`]). Every pair must have the same epochs.
+fn worst_difference(pairs: &[(PathBuf, PathBuf)]) -> (f64, f64) {
+    let mut worst = (0f64, 0f64);
+    for (a, b) in pairs {
+        let (ma, mb) = (metrics(a), metrics(b));
+        assert_eq!(ma.len(), mb.len(), "{}: epochs", a.display());
+        for (x, y) in ma.iter().zip(&mb) {
+            for key in ["train_loss", "val_loss"] {
+                let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+                worst.0 = worst.0.max((p - q).abs() / q.abs().max(1e-6));
+            }
+        }
+        worst.1 = worst.1.max(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")));
+    }
+    worst
+}
+
 /// Trains the sweep `body` fused (one group, `--workers 1`) and unfused (`--no-fuse`) and returns the run
 /// directories as (fused, unfused) pairs, by sweep index.
 fn fused_and_alone(dir: &Path, name: &str, body: &str) -> Vec<(PathBuf, PathBuf)> {
@@ -273,18 +291,7 @@ fn batched_fused_steps_follow_the_unfused_trajectories_and_fall_back_per_run_whe
     for (name, body) in [("adamw", ADAMW), ("sgd", SGD), ("cnn", CNN), ("regression", &regression(&file))] {
         let body = batched(body);
         assert!(body.contains("fused_step"), "{name}: the body has no inline train table");
-        let mut worst = (0f64, 0f64);
-        for (a, b) in fused_and_alone(tmp.path(), name, &body) {
-            let (ma, mb) = (metrics(&a), metrics(&b));
-            assert_eq!(ma.len(), mb.len(), "{}: epochs", a.display());
-            for (x, y) in ma.iter().zip(&mb) {
-                for key in ["train_loss", "val_loss"] {
-                    let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-                    worst.0 = worst.0.max((p - q).abs() / q.abs().max(1e-6));
-                }
-            }
-            worst.1 = worst.1.max(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")));
-        }
+        let worst = worst_difference(&fused_and_alone(tmp.path(), name, &body));
         let log = std::fs::read_to_string(tmp.path().join(format!("{name}-fused/{name}/groups/group-0.log"))).unwrap();
         assert!(log.contains("batched step)"), "{name}: {log}");
         eprintln!(
@@ -397,18 +404,7 @@ fn under_bf16_autocast_fused_runs_follow_their_unfused_trajectories() {
     let body = "[base]\ndata.synthetic = { train = 600, val = 200, features = 24 }\nmodel.hidden = [48, 32]\n\
         train = { batch_size = 100, epochs = 2, precision = \"bf16\" }\n[parameters]\n\
         \"optim.lr\" = [0.001, 0.01]\n\"optim.weight_decay\" = [0.0, 0.1]\n";
-    let mut worst = (0f64, 0f64);
-    for (a, b) in fused_and_alone(tmp.path(), "bf16", body) {
-        let (ma, mb) = (metrics(&a), metrics(&b));
-        assert_eq!(ma.len(), mb.len(), "{}: epochs", a.display());
-        for (x, y) in ma.iter().zip(&mb) {
-            for key in ["train_loss", "val_loss"] {
-                let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-                worst.0 = worst.0.max((p - q).abs() / q.abs().max(1e-6));
-            }
-        }
-        worst.1 = worst.1.max(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")));
-    }
+    let worst = worst_difference(&fused_and_alone(tmp.path(), "bf16", body));
     eprintln!("bf16: fused vs unfused: max relative metric difference {:.2e}, weights {:.2e}", worst.0, worst.1);
     assert!(worst.0 <= 1e-5 && worst.1 <= 1e-4, "bf16: fused drifted from unfused: {worst:?}");
 }

@@ -111,14 +111,9 @@ mod tests {
     use super::*;
     use crate::sweep::study::journal::Decision;
 
-    fn settings() -> PbtSettings {
-        PbtSettings { quantile: 0.25, resample_probability: 0.0, keep_copies: false }
-    }
-
-    #[test]
-    fn the_bottom_quarter_exploits_the_top_and_the_rest_continue() {
+    /// A begun PBT study of 4 configs, rungs 2, 4, 6, and no trial yet.
+    fn begun() -> (Schedule, StudyState) {
         let s = Schedule { kind: crate::sweep::schedule::SchedulerKind::Pbt, min_epochs: 2, eta: 2, epochs: 6 };
-        assert_eq!(s.rungs(0), vec![2, 4, 6]);
         let mut st = StudyState::default();
         let begin = Decision::Begin {
             definition: "d".into(),
@@ -129,16 +124,30 @@ mod tests {
             configs: 4,
         };
         st.apply(&begin, &s).unwrap();
+        (s, st)
+    }
+
+    fn create(i: usize) -> Decision {
+        Decision::Created {
+            trial: i,
+            index: i,
+            run: format!("pbt-{i}"),
+            origin: "random".into(),
+            bracket: 0,
+            values: vec![],
+        }
+    }
+
+    fn settings() -> PbtSettings {
+        PbtSettings { quantile: 0.25, resample_probability: 0.0, keep_copies: false }
+    }
+
+    #[test]
+    fn the_bottom_quarter_exploits_the_top_and_the_rest_continue() {
+        let (s, mut st) = begun();
+        assert_eq!(s.rungs(0), vec![2, 4, 6]);
         for i in 0..4 {
-            let c = Decision::Created {
-                trial: i,
-                index: i,
-                run: format!("pbt-{i}"),
-                origin: "random".into(),
-                bracket: 0,
-                values: vec![],
-            };
-            st.apply(&c, &s).unwrap();
+            st.apply(&create(i), &s).unwrap();
         }
         assert_eq!(decide(&st, &s, &settings(), 4, true, 1), Action::Wait);
         st.apply(&Decision::Reached { trial: 3, epoch: 2, metric: Some(0.1) }, &s).unwrap();
@@ -168,25 +177,7 @@ mod tests {
     /// not while the population is incomplete.
     #[test]
     fn an_interval_is_obsolete_once_every_trial_is_past_it() {
-        let s = Schedule { kind: crate::sweep::schedule::SchedulerKind::Pbt, min_epochs: 2, eta: 2, epochs: 6 };
-        let mut st = StudyState::default();
-        let begin = Decision::Begin {
-            definition: "d".into(),
-            scheduler: "pbt".into(),
-            min_epochs: 2,
-            eta: 2,
-            epochs: 6,
-            configs: 4,
-        };
-        st.apply(&begin, &s).unwrap();
-        let create = |i: usize| Decision::Created {
-            trial: i,
-            index: i,
-            run: format!("pbt-{i}"),
-            origin: "random".into(),
-            bracket: 0,
-            values: vec![],
-        };
+        let (s, mut st) = begun();
         for i in 0..3 {
             st.apply(&create(i), &s).unwrap();
             st.apply(&Decision::Reached { trial: i, epoch: 2, metric: Some(0.5) }, &s).unwrap();
