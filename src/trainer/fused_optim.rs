@@ -142,6 +142,18 @@ fn upload(values: &[f64], device: Device, counter: usize) -> Tensor {
     crate::data::to_device_async(&Tensor::from_slice(&v), device)
 }
 
+/// `g` (a parameter's gradient) with `p`'s strides: itself when they agree (autograd lays a dense leaf's gradient
+/// out as the leaf), else a copy. The fused AdamW kernel walks its tensors' memory in order, and on CUDA refuses
+/// lists whose tensors' strides differ.
+fn laid_out_as(g: &Tensor, p: &Tensor) -> Result<Tensor, tch::TchError> {
+    if g.stride() == p.stride() {
+        return Ok(g.shallow_clone());
+    }
+    let out = p.f_empty_like()?;
+    out.shallow_clone().f_copy_(g)?;
+    Ok(out)
+}
+
 /// `v` (`[R]`) shaped to broadcast against parameter `like` (`[R, 1, ...]`): a view, no copy.
 fn along(v: &Tensor, like: &Tensor) -> Tensor {
     let mut shape = vec![1i64; like.dim()];
@@ -239,7 +251,9 @@ impl FusedOptim {
                 .iter()
                 .map(|p| {
                     let t = pick(&format!("{}.{suffix}", p.name))?;
-                    Ok(if p.transposed { t.transpose(1, 2).contiguous() } else { t })
+                    let t = if p.transposed { t.transpose(1, 2).contiguous() } else { t };
+                    // The kernel reads state and parameter element by element in memory order.
+                    laid_out_as(&t, &p.value).map_err(|e| e.to_string())
                 })
                 .collect()
         };
@@ -316,7 +330,8 @@ impl FusedOptim {
 
     /// One optimizer step of every run: `lrs[r]` is run r's learning rate.
     pub(super) fn update(&mut self, params: &[Param], lrs: &[f64], device: Device) -> Result<(), tch::TchError> {
-        let grads: Vec<Tensor> = params.iter().map(|p| p.value.grad()).collect();
+        let grads: Vec<Tensor> =
+            params.iter().map(|p| laid_out_as(&p.value.grad(), &p.value)).collect::<Result<_, _>>()?;
         match &mut self.state {
             State::AdamW { exp_avg, exp_avg_sq, step, scratch: Some(scratch) } => {
                 let adam = Adam { grads: &grads, exp_avg, exp_avg_sq, step, scratch };
@@ -420,6 +435,21 @@ pub(super) mod counts {
 mod tests {
     use super::{form, Form};
     use crate::config::FusedStep;
+
+    /// A gradient laid out otherwise than its parameter (here: transposed, as a channels-last one would be) is
+    /// copied into the parameter's layout with the same values; one that agrees is passed on as it is.
+    #[test]
+    fn a_gradient_gets_its_parameters_layout() {
+        use tch::{Device, Kind, Tensor};
+        let p = Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu));
+        let g = Tensor::arange(24, (Kind::Float, Device::Cpu)).reshape([2, 4, 3]).transpose(1, 2);
+        assert_ne!(g.stride(), p.stride());
+        let out = super::laid_out_as(&g, &p).unwrap();
+        assert_eq!(out.stride(), p.stride());
+        assert!(out.equal(&g));
+        let same = super::laid_out_as(&out, &p).unwrap();
+        assert_eq!(same.data_ptr(), out.data_ptr(), "no copy when the layouts agree");
+    }
 
     #[test]
     fn auto_is_batched_on_cuda_only_and_batched_needs_uniform_runs() {
