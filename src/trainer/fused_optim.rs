@@ -19,13 +19,20 @@ pub(super) enum Form {
     Batched,
 }
 
-/// The form a group steps in: `train.fused_step` as set, `auto` batched on CUDA and per run on the CPU (both
-/// measured in BENCHMARKS.md "Fused step, counted"). Batched needs `uniform`: every run with the same AdamW betas,
-/// eps and step count (one kernel call takes them as scalars); a group without it steps per run.
+/// The form a group steps in: `train.fused_step` as set; `auto` per run on the CPU (where both forms take the
+/// same time and per run is the unfused arithmetic: BENCHMARKS.md "Fused step, counted") and batched on CUDA
+/// (chosen by launch count; `scripts/gpu-check.sh` times both). Batched needs `uniform`: every run with the same
+/// AdamW betas, eps and step count (one kernel call takes them as scalars); a group without it steps per run.
 pub(super) fn form(setting: FusedStep, cuda: bool, uniform: bool) -> Form {
-    match setting {
-        FusedStep::Batched | FusedStep::Auto if uniform && (cuda || setting == FusedStep::Batched) => Form::Batched,
-        _ => Form::PerRun,
+    let batched = match setting {
+        FusedStep::PerRun => false,
+        FusedStep::Batched => true,
+        FusedStep::Auto => cuda,
+    };
+    if batched && uniform {
+        Form::Batched
+    } else {
+        Form::PerRun
     }
 }
 
