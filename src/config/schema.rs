@@ -411,8 +411,9 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FusedStep {
-    /// `batched` on CUDA (where kernel launches, not FLOPs, cost), `per_run` on the CPU (where the two take the
-    /// same time and `per_run` keeps a fused run bitwise its unfused self at the shapes BENCHMARKS.md names).
+    /// `batched` on CUDA (where kernel launches, not FLOPs, are expected to cost; not measured yet), `per_run` on
+    /// the CPU (where the two take the same time and `per_run` keeps a fused run bitwise its unfused self at the
+    /// shapes BENCHMARKS.md names).
     #[default]
     Auto,
     /// torch's fused AdamW kernel once per run on its slices, and each run's loss computed alone: launches grow
