@@ -419,6 +419,14 @@ fn pbt_deletes_copies_no_trial_can_use_and_trains_exactly_as_when_it_keeps_them(
     let (lk, lp) = (left(&kept.join("pbt")), left(&pruned.join("pbt")));
     assert!(lk.iter().any(|n| n.starts_with("epoch-")) && lk.iter().any(|n| n.starts_with("replaced-")), "{lk:?}");
     assert!(lp.is_empty(), "copies left after the study: {lp:?}");
+    // A deletion a kill cut short (left as `.deleting-…`) goes when the study is launched again, which decides
+    // nothing new.
+    let half = run_dirs(&pruned.join("pbt"))[0].join("pbt/.deleting-killed");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("model.safetensors"), b"half").unwrap();
+    sweep(&pbt_sweep(tmp.path(), "pbt", "", params), &pruned).arg("--workers").arg("1").ok();
+    assert!(!half.exists(), "a half-deleted copy survived a relaunch");
+    assert_eq!(decisions(&pruned.join("pbt")), dp, "the relaunch decided nothing");
     for (a, b) in run_dirs(&kept.join("pbt")).iter().zip(run_dirs(&pruned.join("pbt"))) {
         let w = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
         assert!(w(a) == w(&b), "{}: weights differ", b.display());

@@ -67,7 +67,11 @@ pub(crate) fn run(ctx: &LoadedSweep, o: &ClaimOptions) -> Result<Tally> {
             continue;
         }
         match w.next_action() {
-            Action::Complete => return Ok(tally),
+            Action::Complete => {
+                // What a worker killed while deleting left behind (`.deleting-…`) goes too.
+                w.prune_copies();
+                return Ok(tally);
+            }
             Action::Wait => std::thread::sleep(w.wait_for()),
             a => w.act(a)?,
         }
