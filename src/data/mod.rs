@@ -81,19 +81,29 @@ impl Data {
                 if progress {
                     tell!("{}", p.describe());
                 }
-                let tokens = DataConfig {
-                    source: DataSource::Tokens,
-                    path: Some(p.dir.clone()),
-                    token_dtype: p.token_dtype,
-                    ..data.clone()
-                };
-                let mut t = TokenData::load(&tokens, model)?;
-                t.prepared = Some(p.dir);
-                Data::Tokens(t)
+                Self::load_text_entry(data, model, &p.dir, p.token_dtype)?
             }
             DataSource::Images => Data::Samples(Dataset::images(data, model, progress)?),
             _ => Data::Samples(Dataset::load(data, model)?),
         })
+    }
+
+    /// Tokenized text from its cache entry `dir` (what [`Data::prepare`] made), without looking at the inputs again.
+    pub fn load_prepared_text(data: &DataConfig, model: &ModelConfig, p: &PreparedData) -> Result<Data, DataError> {
+        Self::load_text_entry(data, model, &p.dir, p.token_dtype.unwrap_or(data.token_dtype))
+    }
+
+    fn load_text_entry(
+        data: &DataConfig,
+        model: &ModelConfig,
+        dir: &std::path::Path,
+        token_dtype: crate::config::TokenDtype,
+    ) -> Result<Data, DataError> {
+        let tokens =
+            DataConfig { source: DataSource::Tokens, path: Some(dir.to_path_buf()), token_dtype, ..data.clone() };
+        let mut t = TokenData::load(&tokens, model)?;
+        t.prepared = Some(dir.to_path_buf());
+        Ok(Data::Tokens(t))
     }
 
     /// Prepares a text or image source into the data cache (nothing to do for the others, `Ok(None)`).
@@ -101,11 +111,11 @@ impl Data {
         Ok(match data.source {
             DataSource::Text => {
                 let p = text::prepare(data, progress)?;
-                Some(PreparedData { line: p.describe(), dir: p.dir })
+                Some(PreparedData { line: p.describe(), dir: p.dir, token_dtype: Some(p.token_dtype) })
             }
             DataSource::Images => {
                 let p = images::prepare(data, progress)?;
-                Some(PreparedData { line: p.describe(), dir: p.dir })
+                Some(PreparedData { line: p.describe(), dir: p.dir, token_dtype: None })
             }
             _ => None,
         })
@@ -259,6 +269,8 @@ impl Data {
 pub struct PreparedData {
     pub dir: PathBuf,
     line: String,
+    /// Tokenized text: the entry's id width.
+    token_dtype: Option<crate::config::TokenDtype>,
 }
 
 impl PreparedData {

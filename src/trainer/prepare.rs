@@ -144,21 +144,26 @@ fn load_data_uncached(cfg: &Config, dev: Device, progress: bool) -> Result<(Data
     let source = cfg.data.path.as_ref().map_or("synthetic".into(), |p| p.display().to_string());
     check_tokens_fit(cfg)?;
     check_tabular_fits(cfg)?;
-    // Text and image folders: tokenized or decoded into the data cache first (streaming, bounded memory), then
-    // what loads is the cache entry, checked against the memory available.
+    // Text: tokenized into the data cache first (streaming, bounded memory), then the entry is checked against
+    // the memory available and loaded. Image folders are decoded into their entry (or read from it) by the load.
     let preparing = || format!("preparing the data ({source})");
-    let prepared = boundary::catch(Phase::Setup, &preparing, || Ok(Data::prepare(&cfg.data, progress)?))?;
+    let prepared = if cfg.data.source == DataSource::Text {
+        boundary::catch(Phase::Setup, &preparing, || Ok(Data::prepare(&cfg.data, progress)?))?
+    } else {
+        None
+    };
     if let Some(p) = &prepared {
         if progress {
             tell!("{}", p.describe());
         }
-        if cfg.data.source == DataSource::Text {
-            check_prepared_tokens_fit(&p.dir)?;
-        }
+        check_prepared_tokens_fit(&p.dir)?;
     }
-    let progress = progress && prepared.is_none();
     let loading = || format!("loading the data ({source})");
-    let mut data = boundary::catch(Phase::Setup, &loading, || Ok(Data::load_with(&cfg.data, &cfg.model, progress)?))?;
+    let load = || match &prepared {
+        Some(p) => Ok(Data::load_prepared_text(&cfg.data, &cfg.model, p)?),
+        None => Ok(Data::load_with(&cfg.data, &cfg.model, progress)?),
+    };
+    let mut data = boundary::catch(Phase::Setup, &loading, load)?;
     test_startup_delay();
     let free = match dev {
         Device::Cuda(i) => device::gpu_memory(i).ok().map(|m| m.budget()),
