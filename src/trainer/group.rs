@@ -75,11 +75,17 @@ fn train_attached<'a>(
 ) -> Ends {
     let run_dirs: Vec<String> = attached.iter().map(|(_, p, _)| p.run_dir.display().to_string()).collect();
     let mut loop_members: Vec<Member> = attached.iter_mut().map(|(i, p, a)| a.member(p, &members[*i])).collect();
+    let mut width = usize::MAX;
     if !loop_members.is_empty() {
         let trainers: Vec<&Trainer> = loop_members.iter().map(|m| &*m.trainer).collect();
         say(&banner(&trainers));
+        let (fit, line) = fused_width(&trainers);
+        if let Some(line) = line {
+            say(&line);
+        }
+        width = fit;
     }
-    let mut strategy = FusedSteps { fused: None, orders: Vec::new(), step: 0, say, run_dirs };
+    let mut strategy = FusedSteps { fused: None, orders: Vec::new(), step: 0, width, say, run_dirs };
     epochs::run(&mut loop_members, &mut strategy, &|| signals.received(), say);
     let done = |m: Member| (m.end.unwrap_or(Ok(super::types::LoopEnd::Completed)), m.history);
     loop_members.into_iter().map(done).collect()
@@ -98,6 +104,8 @@ struct FusedSteps<'s> {
     orders: Vec<Tensor>,
     /// The runs' optimizer step count (the same for every run of a chunk).
     step: u64,
+    /// At most this many runs in one fused model ([`fused_width`]).
+    width: usize,
     say: &'s dyn Fn(&str),
     /// The members' run directories, for the group's epoch lines.
     run_dirs: Vec<String>,
@@ -105,7 +113,7 @@ struct FusedSteps<'s> {
 
 impl Strategy for FusedSteps<'_> {
     fn width(&self) -> usize {
-        usize::MAX
+        self.width
     }
 
     fn doing(&self, _: &Trainer, runs: usize, epoch: usize) -> String {
@@ -168,6 +176,56 @@ fn log_losses(trainers: &[&Trainer], step: u64, losses: &Tensor) -> Result<Optio
     Ok(Some(host.into_iter().map(f64::from).collect()))
 }
 
+/// How many of `members` (not empty) one fused model may hold: the memory its stacked copy takes (every run's
+/// weights, gradients and optimizer state, and the batched step's scratch) against what the device has left now
+/// that the members' own copies are loaded (a GPU's budget, [`crate::device::GpuMemory::budget`], or the host's
+/// available memory). Activations are not counted, as in the single-run check; an out-of-memory error during
+/// training still halves the chunk. `usize::MAX` when nothing could be measured; the line says why fewer.
+fn fused_width(members: &[&Trainer]) -> (usize, Option<String>) {
+    let first = members[0];
+    let weights: u64 = first.params.iter().map(|p| (p.numel() * p.kind().elt_size_in_bytes()) as u64).sum();
+    let copies = match (first.cfg.optim.kind, super::fused::form_of(members)) {
+        (crate::config::OptimKind::Adamw, super::fused_optim::Form::Batched) => 5,
+        (crate::config::OptimKind::Adamw, _) => 4,
+        (crate::config::OptimKind::Sgd, _) if first.cfg.optim.momentum > 0.0 => 3,
+        (crate::config::OptimKind::Sgd, _) => 2,
+    };
+    let (budget, place) = match first.device {
+        tch::Device::Cuda(i) => (crate::device::gpu_memory(i).ok().map(|m| m.budget()), format!("cuda:{i}")),
+        _ => (crate::device::host_available_bytes(), "this machine".to_string()),
+    };
+    let Some(budget) = test_budget().or(budget) else { return (usize::MAX, None) };
+    let per_run = weights.saturating_mul(copies).max(1);
+    let fit = width_for(per_run, budget);
+    let line = (fit < members.len()).then(|| {
+        let human = |b: u64| super::prepare::human_bytes(b.into());
+        format!(
+            "warning: {} runs fused need {} (weights, gradients and optimizer state, {} a run) but {place} has {} \
+             left; going on with at most {fit} at a time",
+            members.len(),
+            human(per_run.saturating_mul(members.len() as u64)),
+            human(per_run),
+            human(budget)
+        )
+    });
+    (fit, line)
+}
+
+/// Runs of `per_run` bytes that fit in `budget` bytes: at least one (a single run was checked alone before).
+fn width_for(per_run: u64, budget: u64) -> usize {
+    usize::try_from(budget / per_run.max(1)).unwrap_or(usize::MAX).max(1)
+}
+
+/// Test-only: `SPOTRUN_TEST_MEMORY_BUDGET=BYTES` stands for what the device has left (compiled in only with the
+/// `test-hooks` feature).
+fn test_budget() -> Option<u64> {
+    #[cfg(feature = "test-hooks")]
+    if let Some(b) = std::env::var("SPOTRUN_TEST_MEMORY_BUDGET").ok().and_then(|v| v.parse::<u64>().ok()) {
+        return Some(b);
+    }
+    None
+}
+
 /// The line printed when the group starts (`members` not empty).
 fn banner(members: &[&Trainer]) -> String {
     let first = members[0];
@@ -200,4 +258,15 @@ fn test_oom(runs: usize) -> Result<()> {
     }
     let _ = runs;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn as_many_runs_as_the_budget_holds_and_never_none() {
+        assert_eq!(super::width_for(100, 350), 3);
+        assert_eq!(super::width_for(100, 300), 3);
+        assert_eq!(super::width_for(100, 50), 1, "one run was checked alone before");
+        assert_eq!(super::width_for(0, 10), 10, "a model without bytes counts as one byte");
+    }
 }

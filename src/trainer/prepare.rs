@@ -379,7 +379,7 @@ pub(crate) fn optim_name(k: OptimKind) -> &'static str {
 }
 
 /// `12.5 GB`-style sizes (decimal units).
-fn human_bytes(b: u128) -> String {
+pub(super) fn human_bytes(b: u128) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut v = b as f64;
     let mut i = 0;

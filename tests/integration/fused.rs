@@ -256,6 +256,32 @@ fn worst_difference(pairs: &[(PathBuf, PathBuf)]) -> (f64, f64) {
     worst
 }
 
+/// A group whose stacked copy does not fit in the memory left (the test hook stands for it: room for two runs'
+/// weights, gradients and AdamW moments) trains in chunks that fit, from the start, and every run completes as it
+/// does unfused.
+#[test]
+fn a_group_bigger_than_the_memory_left_trains_in_chunks_that_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = write(
+        tmp.path(),
+        "mem",
+        "[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [32]\n\
+         train = { batch_size = 100, epochs = 2 }\n[parameters]\n\"optim.lr\" = [0.001, 0.003, 0.01, 0.03]\n",
+    );
+    // MLP 16-32-10: 874 parameters, 3496 bytes; weights, gradients and two moments: 13984 bytes a run.
+    let (vol, alone) = (tmp.path().join("vol"), tmp.path().join("alone"));
+    let out = group_worker(&sweep, &vol).env("SPOTRUN_TEST_MEMORY_BUDGET", "30000").ok();
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("4 runs fused need") && stderr.contains("at most 2 at a time"), "{stderr}");
+    assert!(!stderr.contains("do not fit"), "planned, not learned from an out-of-memory error: {stderr}");
+    run_ok(&sweep_args(&sweep, &alone, &["--no-fuse"]));
+    for (a, b) in runs(&vol, "mem").iter().zip(runs(&alone, "mem")) {
+        assert!(a.join("done.json").exists(), "{}", a.display());
+        assert_eq!(metrics(a).len(), 2);
+        assert!(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")) <= 1e-3);
+    }
+}
+
 /// Trains the sweep `body` fused (one group, `--workers 1`) and unfused (`--no-fuse`) and returns the run
 /// directories as (fused, unfused) pairs, by sweep index.
 fn fused_and_alone(dir: &Path, name: &str, body: &str) -> Vec<(PathBuf, PathBuf)> {
