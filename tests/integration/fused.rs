@@ -216,26 +216,42 @@ fn a_pruned_run_leaves_its_fused_group_and_the_others_finish() {
     }
 }
 
-#[test]
-fn a_group_that_runs_out_of_memory_goes_on_in_halves_instead_of_failing_its_runs() {
+/// A group of 4 MLP 16-32-10 runs trained by one worker with the test hook `env` set, and the same runs unfused:
+/// every run completes both ways, alike. Returns the worker's stderr.
+fn four_runs_with(env: (&str, &str)) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let sweep = write(
         tmp.path(),
-        "oom",
+        "four",
         "[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [32]\n\
          train = { batch_size = 100, epochs = 2 }\n[parameters]\n\"optim.lr\" = [0.001, 0.003, 0.01, 0.03]\n",
     );
     let (vol, alone) = (tmp.path().join("vol"), tmp.path().join("alone"));
-    let out = group_worker(&sweep, &vol).env("SPOTRUN_TEST_FUSED_OOM_ABOVE", "1").ok();
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("4 runs fused do not fit") && stderr.contains("at most 2 at a time"), "{stderr}");
-    assert!(stderr.contains("2 runs fused do not fit") && stderr.contains("at most 1 at a time"), "{stderr}");
+    let out = group_worker(&sweep, &vol).env(env.0, env.1).ok();
     run_ok(&sweep_args(&sweep, &alone, &["--no-fuse"]));
-    for (a, b) in runs(&vol, "oom").iter().zip(runs(&alone, "oom")) {
+    for (a, b) in runs(&vol, "four").iter().zip(runs(&alone, "four")) {
         assert!(a.join("done.json").exists() && !a.join("failed.json").exists(), "{}", a.display());
         assert_eq!(metrics(a).len(), 2);
         assert!(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")) <= 1e-3);
     }
+    text(&out.stderr)
+}
+
+#[test]
+fn a_group_that_runs_out_of_memory_goes_on_in_halves_instead_of_failing_its_runs() {
+    let stderr = four_runs_with(("SPOTRUN_TEST_FUSED_OOM_ABOVE", "1"));
+    assert!(stderr.contains("4 runs fused do not fit") && stderr.contains("at most 2 at a time"), "{stderr}");
+    assert!(stderr.contains("2 runs fused do not fit") && stderr.contains("at most 1 at a time"), "{stderr}");
+}
+
+/// A group whose stacked copy does not fit in the memory left (the test hook stands for it: room for two runs'
+/// weights, gradients and AdamW moments; MLP 16-32-10 has 874 parameters, 13984 bytes a run with them) trains in
+/// chunks that fit, from the start, and every run completes as it does unfused.
+#[test]
+fn a_group_bigger_than_the_memory_left_trains_in_chunks_that_fit() {
+    let stderr = four_runs_with(("SPOTRUN_TEST_MEMORY_BUDGET", "30000"));
+    assert!(stderr.contains("4 runs fused need") && stderr.contains("at most 2 at a time"), "{stderr}");
+    assert!(!stderr.contains("do not fit"), "planned, not learned from an out-of-memory error: {stderr}");
 }
 
 /// Over (fused, unfused) run pairs: the largest relative difference of any epoch's train or val loss, and of the
@@ -254,32 +270,6 @@ fn worst_difference(pairs: &[(PathBuf, PathBuf)]) -> (f64, f64) {
         worst.1 = worst.1.max(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")));
     }
     worst
-}
-
-/// A group whose stacked copy does not fit in the memory left (the test hook stands for it: room for two runs'
-/// weights, gradients and AdamW moments) trains in chunks that fit, from the start, and every run completes as it
-/// does unfused.
-#[test]
-fn a_group_bigger_than_the_memory_left_trains_in_chunks_that_fit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sweep = write(
-        tmp.path(),
-        "mem",
-        "[base]\ndata.synthetic = { train = 1000, val = 200, features = 16 }\nmodel.hidden = [32]\n\
-         train = { batch_size = 100, epochs = 2 }\n[parameters]\n\"optim.lr\" = [0.001, 0.003, 0.01, 0.03]\n",
-    );
-    // MLP 16-32-10: 874 parameters, 3496 bytes; weights, gradients and two moments: 13984 bytes a run.
-    let (vol, alone) = (tmp.path().join("vol"), tmp.path().join("alone"));
-    let out = group_worker(&sweep, &vol).env("SPOTRUN_TEST_MEMORY_BUDGET", "30000").ok();
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("4 runs fused need") && stderr.contains("at most 2 at a time"), "{stderr}");
-    assert!(!stderr.contains("do not fit"), "planned, not learned from an out-of-memory error: {stderr}");
-    run_ok(&sweep_args(&sweep, &alone, &["--no-fuse"]));
-    for (a, b) in runs(&vol, "mem").iter().zip(runs(&alone, "mem")) {
-        assert!(a.join("done.json").exists(), "{}", a.display());
-        assert_eq!(metrics(a).len(), 2);
-        assert!(max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors")) <= 1e-3);
-    }
 }
 
 /// Trains the sweep `body` fused (one group, `--workers 1`) and unfused (`--no-fuse`) and returns the run
