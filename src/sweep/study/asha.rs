@@ -230,43 +230,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_rung_promotes_as_soon_as_a_trial_ranks_in_its_top_third() {
-        let s = Schedule::new(SchedulerKind::Asha, Some(1), Some(3), 9).unwrap();
-        let mut st = StudyState::default();
-        st.apply(
-            &Decision::Begin {
-                definition: "d".into(),
-                scheduler: "asha".into(),
-                min_epochs: 1,
-                eta: 3,
-                epochs: 9,
-                configs: 9,
-            },
-            &s,
-        )
-        .unwrap();
-        for (i, m) in [0.5, 0.9, 0.1].iter().enumerate() {
-            let created = Decision::Created {
-                trial: i,
-                index: i,
-                run: format!("r{i}"),
-                origin: "grid".into(),
-                bracket: 0,
-                values: vec![],
-            };
-            st.apply(&created, &s).unwrap();
-            if i < 2 {
-                assert_eq!(decide(&st, &s, 9, true), Action::Create { bracket: 0 }, "fewer than 3 at rung 1");
-            }
-            st.apply(&Decision::Reached { trial: i, epoch: 1, metric: Some(*m) }, &s).unwrap();
-        }
-        assert_eq!(decide(&st, &s, 9, true), Action::Promote { trial: 1, from: 1, to: 3 }, "0.9 is the top third");
-        assert_eq!(decide(&st, &s, 9, false), Action::Promote { trial: 2, from: 1, to: 3 }, "lower is better");
-    }
-
-    #[test]
-    fn a_trial_that_failed_for_good_leaves_the_rankings() {
+    /// An ASHA study (rungs 1, 3, 9) begun for 9 configs, with trials `0..metrics.len()` created and each
+    /// reached rung 1 with its metric.
+    fn at_rung_one(metrics: &[f64]) -> (Schedule, StudyState) {
         let s = Schedule::new(SchedulerKind::Asha, Some(1), Some(3), 9).unwrap();
         let mut st = StudyState::default();
         let begin = Decision::Begin {
@@ -278,18 +244,41 @@ mod tests {
             configs: 9,
         };
         st.apply(&begin, &s).unwrap();
-        for (i, m) in [0.9, 0.5, 0.1].iter().enumerate() {
-            let c = Decision::Created {
-                trial: i,
-                index: i,
-                run: format!("r{i}"),
-                origin: "grid".into(),
-                bracket: 0,
-                values: vec![],
-            };
-            st.apply(&c, &s).unwrap();
+        for (i, m) in metrics.iter().enumerate() {
+            st.apply(&created(i), &s).unwrap();
             st.apply(&Decision::Reached { trial: i, epoch: 1, metric: Some(*m) }, &s).unwrap();
         }
+        (s, st)
+    }
+
+    fn created(i: usize) -> Decision {
+        Decision::Created {
+            trial: i,
+            index: i,
+            run: format!("r{i}"),
+            origin: "grid".into(),
+            bracket: 0,
+            values: vec![],
+        }
+    }
+
+    #[test]
+    fn a_rung_promotes_as_soon_as_a_trial_ranks_in_its_top_third() {
+        let (s, mut st) = at_rung_one(&[]);
+        for (i, m) in [0.5, 0.9, 0.1].iter().enumerate() {
+            st.apply(&created(i), &s).unwrap();
+            if i < 2 {
+                assert_eq!(decide(&st, &s, 9, true), Action::Create { bracket: 0 }, "fewer than 3 at rung 1");
+            }
+            st.apply(&Decision::Reached { trial: i, epoch: 1, metric: Some(*m) }, &s).unwrap();
+        }
+        assert_eq!(decide(&st, &s, 9, true), Action::Promote { trial: 1, from: 1, to: 3 }, "0.9 is the top third");
+        assert_eq!(decide(&st, &s, 9, false), Action::Promote { trial: 2, from: 1, to: 3 }, "lower is better");
+    }
+
+    #[test]
+    fn a_trial_that_failed_for_good_leaves_the_rankings() {
+        let (s, mut st) = at_rung_one(&[0.9, 0.5, 0.1]);
         assert_eq!(ranking(&st, 0, 1, true), vec![0, 1, 2]);
         st.apply(&Decision::Promoted { trial: 0, from: 1, to: 3 }, &s).unwrap();
         st.apply(&Decision::Failed { trial: 0 }, &s).unwrap();
